@@ -1,0 +1,332 @@
+"""ModelLedger: who owns the weights, where they live, and what it cost to load them.
+
+A long-lived GPU worker renders shot after shot; the ledger keeps each component warm
+between shots, builds it on first use, and when a VRAM budget would be exceeded frees (CPU)
+or offloads to host memory (GPU) the least recently used component first. It also owns the
+transformer's LoRA adapters: per-stage sets are switched with peft, never merged, so the
+base weights stay bit-identical however many shots and LoRAs pass through.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .errors import MissingComponentError, UnsupportedDtypeError
+from .lora import LoraWeights, adapter_name, check_lora_fits, read_lora
+from .manifest import REQUIRED_COMPONENTS, ModelManifest
+from .request import LoraSpec
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoadEvent:
+    component: str
+    action: str  # "load", "evict", "offload", "restore", "lora"
+    bytes: int
+    seconds: float
+    at: float  # time.time()
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AppliedLora:
+    """A LoRA as it was applied to a stage: what the store records with a take."""
+
+    path: str
+    sha256: str
+    weight: float
+    adapter: str
+    source_format: str
+
+
+@dataclass
+class _Slot:
+    module: Any
+    bytes: int
+    on_device: bool = True
+
+
+def module_bytes(module: Any) -> int:
+    if not isinstance(module, torch.nn.Module):
+        return 0
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise UnsupportedDtypeError("dtype", dtype, f"is not one of {sorted(_DTYPES)}", nearest="bfloat16")
+        dtype = _DTYPES[dtype]
+    allowed = {torch.float32, torch.bfloat16} if device.type == "cpu" else {torch.float32, torch.bfloat16,
+                                                                            torch.float16}
+    if dtype not in allowed:
+        raise UnsupportedDtypeError(
+            "dtype", str(dtype).removeprefix("torch."),
+            f"cannot run on {device.type}; supported there: {sorted(str(d).removeprefix('torch.') for d in allowed)}",
+            nearest="float32" if device.type == "cpu" else "bfloat16")
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise UnsupportedDtypeError("dtype", "bfloat16", f"is not supported by {torch.cuda.get_device_name(device)}",
+                                    nearest="float16")
+    return dtype
+
+
+def _component_class(folder: Path, fallback: str) -> type:
+    import diffusers
+    import transformers
+    from diffusers.pipelines import ltx2
+
+    config_path = folder / "config.json"
+    name = fallback
+    if config_path.is_file():
+        raw = json.loads(config_path.read_text())
+        name = raw.get("_class_name") or (raw.get("architectures") or [fallback])[0]
+    for namespace in (diffusers, ltx2, transformers):
+        cls = getattr(namespace, name, None)
+        if cls is not None:
+            return cls
+    from diffusers.pipelines.ltx2 import vocoder
+    return getattr(vocoder, name)
+
+
+_FALLBACK_CLASS = {
+    "transformer": "LTX2VideoTransformer3DModel", "vae": "AutoencoderKLLTX2Video",
+    "audio_vae": "AutoencoderKLLTX2Audio", "vocoder": "LTX2Vocoder", "connectors": "LTX2TextConnectors",
+    "text_encoder": "Gemma3ForConditionalGeneration", "spatial_upsampler": "LTX2LatentUpsamplerModel",
+    "temporal_upsampler": "LTX2LatentUpsamplerModel",
+}
+
+
+class ModelLedger:
+    """Owns the weights of one LTX-2 model on one device. Thread-safe; one render at a time per ledger."""
+
+    def __init__(self, model_dir: Path, manifest: ModelManifest, device: torch.device, dtype: torch.dtype,
+                 vram_budget: int | None):
+        self.model_dir = model_dir
+        self.manifest = manifest
+        self.device = device
+        self.dtype = dtype
+        self.vram_budget = vram_budget
+        self.events: list[LoadEvent] = []
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._adapters: dict[str, AppliedLora] = {}
+        self._lock = threading.RLock()
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, model_dir: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+             vram_budget: int | None = None) -> "ModelLedger":
+        """Check the folder (manifest, every required component) and return a ledger; loads nothing yet."""
+        root = Path(model_dir)
+        if not root.is_dir():
+            raise MissingComponentError("model", root, "folder does not exist")
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UnsupportedDtypeError("device", str(dev), "CUDA is not available on this machine", nearest="cpu")
+        resolved = resolve_dtype(dtype, dev)
+        manifest = ModelManifest.read(root)
+        for component in REQUIRED_COMPONENTS:
+            path = manifest.component_path(root, component)
+            if not path.exists():
+                raise MissingComponentError(component, path)
+            if path.is_dir() and component != "tokenizer" and not (path / "config.json").is_file():
+                raise MissingComponentError(component, path / "config.json", "has no config.json")
+        if manifest.distilled_lora and not (root / manifest.distilled_lora).is_file():
+            raise MissingComponentError("distilled_lora", root / manifest.distilled_lora)
+        return cls(root, manifest, dev, resolved, vram_budget)
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest.model_id
+
+    # ---------------------------------------------------------------- accessors
+    def tokenizer(self):
+        return self._get("tokenizer")
+
+    def text_encoder(self):
+        return self._get("text_encoder")
+
+    def connectors(self):
+        return self._get("connectors")
+
+    def transformer(self):
+        return self._get("transformer")
+
+    def video_encoder(self):
+        """The video VAE (its encoder half is used); shares weights with `video_decoder()`."""
+        return self._get("vae")
+
+    def video_decoder(self):
+        return self._get("vae")
+
+    def audio_decoder(self):
+        return self._get("audio_vae")
+
+    def vocoder(self):
+        return self._get("vocoder")
+
+    def spatial_upsampler(self):
+        return self._get("spatial_upsampler")
+
+    def temporal_upsampler(self):
+        return self._get("temporal_upsampler")
+
+    def has_component(self, component: str) -> bool:
+        rel = self.manifest.components.get(component)
+        return rel is not None and (self.model_dir / rel).exists()
+
+    # ---------------------------------------------------------------- reporting
+    def loaded(self) -> dict[str, int]:
+        """Components resident on the device now, with their bytes."""
+        with self._lock:
+            return {name: slot.bytes for name, slot in self._slots.items() if slot.on_device}
+
+    def resident_bytes(self) -> int:
+        return sum(self.loaded().values())
+
+    def load_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for e in self.events:
+            if e.action == "load":
+                counts[e.component] = counts.get(e.component, 0) + 1
+        return counts
+
+    def report(self) -> list[dict[str, Any]]:
+        return [e.__dict__.copy() for e in self.events]
+
+    # ---------------------------------------------------------------- loading
+    def _get(self, component: str):
+        with self._lock:
+            slot = self._slots.get(component)
+            if slot is not None:
+                self._slots.move_to_end(component)
+                if not slot.on_device:
+                    self._make_room(slot.bytes, keep=component)
+                    t0 = time.perf_counter()
+                    slot.module.to(self.device)
+                    slot.on_device = True
+                    self._event(component, "restore", slot.bytes, time.perf_counter() - t0)
+                return slot.module
+            path = self.manifest.component_path(self.model_dir, component)
+            if not path.exists():
+                raise MissingComponentError(component, path)
+            self._make_room(self._estimate_bytes(path), keep=component)
+            t0 = time.perf_counter()
+            module = self._build(component, path)
+            size = module_bytes(module)
+            self._slots[component] = _Slot(module, size)
+            self._event(component, "load", size, time.perf_counter() - t0, str(path))
+            return module
+
+    def _build(self, component: str, path: Path):
+        if component == "tokenizer":
+            from transformers import AutoTokenizer
+            return AutoTokenizer.from_pretrained(path)
+        if path.is_file() and path.suffix == ".safetensors":
+            cls = _component_class(path.parent, _FALLBACK_CLASS[component])
+            module = cls.from_single_file(str(path), torch_dtype=self.dtype)
+        else:
+            cls = _component_class(path, _FALLBACK_CLASS[component])
+            kwargs: dict[str, Any] = {"torch_dtype": self.dtype}
+            if component == "text_encoder":
+                kwargs = {"dtype": self.dtype}
+            module = cls.from_pretrained(path, **kwargs)
+        return module.to(self.device).eval().requires_grad_(False)
+
+    @staticmethod
+    def _estimate_bytes(path: Path) -> int:
+        files = [path] if path.is_file() else list(path.glob("*.safetensors"))
+        return sum(f.stat().st_size for f in files)
+
+    def _make_room(self, incoming: int, keep: str) -> None:
+        if self.vram_budget is None:
+            return
+        for name in list(self._slots):
+            if self.resident_bytes() + incoming <= self.vram_budget:
+                return
+            slot = self._slots[name]
+            if name == keep or not slot.on_device or slot.bytes == 0:
+                continue
+            t0 = time.perf_counter()
+            if self.device.type == "cpu":
+                del self._slots[name]
+                if name == "transformer":
+                    self._adapters.clear()
+                self._event(name, "evict", slot.bytes, time.perf_counter() - t0)
+            else:
+                slot.module.to("cpu")
+                slot.on_device = False
+                self._event(name, "offload", slot.bytes, time.perf_counter() - t0)
+                torch.cuda.empty_cache()
+        if self.resident_bytes() + incoming > self.vram_budget:
+            log.warning("component %s (%d bytes) exceeds the VRAM budget on its own (%d bytes); loading anyway",
+                        keep, incoming, self.vram_budget)
+
+    def _event(self, component: str, action: str, size: int, seconds: float, detail: str = "") -> None:
+        self.events.append(LoadEvent(component, action, size, seconds, time.time(), detail))
+        log.debug("%s %s: %d bytes in %.3fs %s", action, component, size, seconds, detail)
+
+    # ---------------------------------------------------------------- LoRAs
+    def resolve_lora_path(self, path: str | Path) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.model_dir / p
+
+    def distilled_lora(self) -> LoraSpec | None:
+        rel = self.manifest.distilled_lora
+        return LoraSpec(self.model_dir / rel, 1.0) if rel else None
+
+    def use_loras(self, loras: Sequence[LoraSpec]) -> list[AppliedLora]:
+        """Make exactly `loras` active on the transformer (an empty list: the base model alone)."""
+        with self._lock:
+            transformer = self.transformer()
+            applied: list[AppliedLora] = []
+            for spec in loras:
+                weights = read_lora(self.resolve_lora_path(spec.path))
+                name = adapter_name(weights.sha256)
+                if name not in self._adapters:
+                    self._load_adapter(transformer, weights, name)
+                base = self._adapters[name]
+                applied.append(AppliedLora(str(spec.path), base.sha256, float(spec.weight), name,
+                                           base.source_format))
+            if applied:
+                names = [a.adapter for a in applied]
+                if len(set(names)) != len(names):
+                    merged: dict[str, float] = {}
+                    for a in applied:
+                        merged[a.adapter] = merged.get(a.adapter, 0.0) + a.weight
+                    transformer.set_adapters(list(merged), list(merged.values()))
+                else:
+                    transformer.set_adapters(names, [a.weight for a in applied])
+                transformer.enable_lora()
+            elif self._adapters:
+                transformer.disable_lora()
+            return applied
+
+    def _load_adapter(self, transformer, weights: LoraWeights, name: str) -> None:
+        check_lora_fits(weights, transformer)
+        t0 = time.perf_counter()
+        state = {f"transformer.{k}": v.to(self.dtype) for k, v in weights.state_dict.items()}
+        transformer.load_lora_adapter(state, prefix="transformer", adapter_name=name)
+        transformer.to(self.device)
+        self._adapters[name] = AppliedLora(str(weights.path), weights.sha256, 1.0, name, weights.source_format)
+        self._event("transformer", "lora", sum(v.numel() * v.element_size() for v in state.values()),
+                    time.perf_counter() - t0, f"{weights.path.name} as {name}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._slots.clear()
+            self._adapters.clear()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()

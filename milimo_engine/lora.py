@@ -1,0 +1,124 @@
+"""LoRA files: reading both key formats, checking they fit this transformer, hashing.
+
+Official LTX-2 LoRAs (the distilled LoRA among them) use the original checkpoint's keys
+(`diffusion_model.transformer_blocks.N...`); diffusers-trained ones use `transformer.`.
+Both become diffusers keys here and are applied through peft adapters, which keep the base
+weights untouched so stages can switch adapter sets freely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .errors import LoraFileError, UnknownLoraKeysError
+
+_LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_down.weight", ".lora_up.weight", ".alpha",
+                  ".lora_A.bias", ".lora_B.bias")
+
+_hash_cache: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, cached by (path, size, mtime) so a warm worker hashes a LoRA once."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _hash_cache:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _hash_cache[key] = h.hexdigest()
+    return _hash_cache[key]
+
+
+@dataclass(frozen=True)
+class LoraWeights:
+    path: Path
+    sha256: str
+    state_dict: dict[str, torch.Tensor]  # diffusers keys without the "transformer." prefix
+    source_format: str  # "ltx" or "diffusers"
+
+
+def _to_diffusers_keys(state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_ltx2_lora_to_diffusers
+
+    if any(k.startswith("diffusion_model.") for k in state):
+        converted = _convert_non_diffusers_ltx2_lora_to_diffusers(state)
+        fmt = "ltx"
+    elif any(k.startswith("transformer.") for k in state):
+        converted, fmt = state, "diffusers"
+    else:
+        sample = next(iter(state), "<empty>")
+        raise UnknownLoraKeysError(
+            "loras.path", str(path),
+            f"keys start neither with 'diffusion_model.' (official LTX-2) nor 'transformer.' (diffusers); "
+            f"first key is {sample!r}. This is not an LTX-2 transformer LoRA")
+    out = {k.removeprefix("transformer."): v for k, v in converted.items() if k.startswith("transformer.")}
+    return out, fmt
+
+
+def read_lora(path: str | os.PathLike) -> LoraWeights:
+    p = Path(path)
+    if not p.is_file():
+        raise LoraFileError("loras.path", str(p), "no such file; check the path and the asset roots")
+    try:
+        state = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LoraFileError("loras.path", str(p), f"is not a readable safetensors file ({exc})") from exc
+    if not state:
+        raise LoraFileError("loras.path", str(p), "holds no tensors")
+    converted, fmt = _to_diffusers_keys(state, p)
+    return LoraWeights(p, file_sha256(p), converted, fmt)
+
+
+def check_lora_fits(lora: LoraWeights, transformer: torch.nn.Module) -> None:
+    """Refuse a LoRA whose targets this transformer lacks, or whose shapes disagree.
+
+    peft would silently skip unmatched keys, so a LoRA for another model would load and do
+    nothing: the worst kind of failure in a render farm.
+    """
+    modules = dict(transformer.named_modules())
+    unknown: list[str] = []
+    mismatched: list[str] = []
+    for key, tensor in lora.state_dict.items():
+        target = key
+        for suffix in _LORA_SUFFIXES:
+            if key.endswith(suffix):
+                target = key[: -len(suffix)]
+                break
+        module = modules.get(target)
+        if module is None:
+            # peft may already have wrapped the layer: its base layer lives under `.base_layer`.
+            unknown.append(target)
+            continue
+        base = getattr(module, "base_layer", module)
+        if key.endswith((".lora_A.weight", ".lora_down.weight")) and getattr(base, "in_features", None) not in (
+                None, tensor.shape[-1]):
+            mismatched.append(f"{target} (in {tensor.shape[-1]} vs {base.in_features})")
+        if key.endswith((".lora_B.weight", ".lora_up.weight")) and getattr(base, "out_features", None) not in (
+                None, tensor.shape[0]):
+            mismatched.append(f"{target} (out {tensor.shape[0]} vs {base.out_features})")
+    if unknown:
+        uniq = sorted(set(unknown))
+        raise UnknownLoraKeysError(
+            "loras.path", str(lora.path),
+            f"targets {len(uniq)} module(s) this transformer does not have, e.g. {uniq[:3]}; "
+            "it is probably a LoRA for another model (or another LTX version)")
+    if mismatched:
+        raise UnknownLoraKeysError(
+            "loras.path", str(lora.path),
+            f"has {len(mismatched)} layer(s) whose shapes do not fit this transformer, e.g. {mismatched[:3]}; "
+            "it was trained for a different model size")
+
+
+def adapter_name(sha256: str) -> str:
+    """Adapters are named by content, so the same file under two paths loads once."""
+    return f"lora_{sha256[:16]}"

@@ -1,0 +1,93 @@
+"""`milimo-model.json`: what a model folder holds beyond diffusers' own layout.
+
+Lightricks publishes LTX-2 in diffusers' layout (transformer/, vae/, audio_vae/, ...). The
+upsamplers and LoRAs sit beside it under names that vary by release, so a small manifest
+names them, with the model id and the default schedules the store records with every take.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import MissingComponentError
+
+MANIFEST_NAME = "milimo-model.json"
+MANIFEST_FORMAT = 1
+
+DISTILLED_SIGMAS = (0.909375, 0.725, 0.421875, 0.0)
+
+DEFAULT_COMPONENTS = {
+    "transformer": "transformer",
+    "vae": "vae",
+    "audio_vae": "audio_vae",
+    "vocoder": "vocoder",
+    "connectors": "connectors",
+    "text_encoder": "text_encoder",
+    "tokenizer": "tokenizer",
+    "scheduler": "scheduler",
+    "spatial_upsampler": "latent_upsampler",
+    "temporal_upsampler": "temporal_upsampler",
+}
+REQUIRED_COMPONENTS = ("transformer", "vae", "audio_vae", "vocoder", "connectors", "text_encoder", "tokenizer")
+
+
+@dataclass(frozen=True)
+class ScheduleDefaults:
+    """The token-count-shifted stage-1 schedule (FlowMatch, exponential shift, terminal stretch)."""
+
+    stage1_steps: int = 40
+    base_shift: float = 0.95
+    max_shift: float = 2.05
+    base_seq_len: int = 1024
+    max_seq_len: int = 4096
+    shift_terminal: float | None = 0.1
+    distilled_sigmas: tuple[float, ...] = DISTILLED_SIGMAS
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    model_id: str
+    components: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_COMPONENTS))
+    distilled_lora: str | None = "loras/ltx-2-distilled-lora.safetensors"
+    loras: dict[str, str] = field(default_factory=dict)
+    schedule: ScheduleDefaults = field(default_factory=ScheduleDefaults)
+    stg_blocks: tuple[int, ...] = (29,)
+    max_frames: int = 257
+    max_sequence_length: int = 1024
+    # LTX-2.3+ modulate cross-modal attention with the other modality's sigma; LTX-2.0 does not.
+    cross_timestep: bool = False
+    random_weights: bool = False
+    format: int = MANIFEST_FORMAT
+
+    @classmethod
+    def read(cls, model_dir: Path) -> "ModelManifest":
+        path = Path(model_dir) / MANIFEST_NAME
+        if not path.is_file():
+            raise MissingComponentError("milimo-model.json", path, "is missing")
+        raw: dict[str, Any] = json.loads(path.read_text())
+        schedule = raw.pop("schedule", {}) or {}
+        if "distilled_sigmas" in schedule:
+            schedule["distilled_sigmas"] = tuple(schedule["distilled_sigmas"])
+        components = dict(DEFAULT_COMPONENTS)
+        components.update(raw.pop("components", {}) or {})
+        raw["stg_blocks"] = tuple(raw.get("stg_blocks", (29,)))
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown manifest keys {sorted(unknown)}; known keys are {sorted(known)}")
+        return cls(components=components, schedule=ScheduleDefaults(**schedule), **raw)
+
+    def write(self, model_dir: Path) -> Path:
+        path = Path(model_dir) / MANIFEST_NAME
+        data = asdict(self)
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return path
+
+    def component_path(self, model_dir: Path, component: str) -> Path:
+        rel = self.components.get(component)
+        if rel is None:
+            raise MissingComponentError(component, Path(model_dir) / "?", "is not named in milimo-model.json")
+        return Path(model_dir) / rel

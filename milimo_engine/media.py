@@ -1,0 +1,110 @@
+"""Frames and audio to H.264/AAC mp4 with ffmpeg-python, driving imageio-ffmpeg's ffmpeg binary.
+
+A fresh machine needs nothing from the OS. Files are written under a temporary name and
+renamed, so a half-written mp4 never looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def rational_fps(fps: float) -> Fraction:
+    """24 -> 24/1, 23.976 -> 24000/1001, 29.97 -> 30000/1001: what editors and ffmpeg expect."""
+    for base in (24, 30, 48, 60, 120):
+        ntsc = Fraction(base * 1000, 1001)
+        if abs(float(ntsc) - fps) < 0.005:  # "23.98" as ffmpeg prints it means 24000/1001
+            return ntsc
+    return Fraction(fps).limit_denominator(1001)
+
+
+def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
+              sample_rate: int | None = None, crf: int = 18) -> Path:
+    """Write uint8 frames [F, H, W, 3] (+ float audio [channels, samples]) to `path` atomically."""
+    import ffmpeg
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {frames.shape}")
+    n, h, w, _ = frames.shape
+    rate = rational_fps(fps)
+    tmp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
+    audio_file = None
+    try:
+        video_in = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
+                                framerate=f"{rate.numerator}/{rate.denominator}")
+        streams = [video_in.video]
+        out_args = dict(vcodec="libx264", pix_fmt="yuv420p", crf=crf, r=f"{rate.numerator}/{rate.denominator}",
+                        movflags="+faststart", **{"frames:v": n})
+        if audio is not None and audio.size:
+            if sample_rate is None:
+                raise ValueError("sample_rate is required with audio")
+            pcm = np.ascontiguousarray(np.clip(audio, -1.0, 1.0).T.astype("<f4"))
+            fd, audio_file = tempfile.mkstemp(suffix=".f32le", dir=target.parent)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pcm.tobytes())
+            audio_in = ffmpeg.input(audio_file, format="f32le", ac=audio.shape[0], ar=sample_rate)
+            streams.append(audio_in.audio)
+            out_args.update(acodec="aac", audio_bitrate="192k")
+        proc = (ffmpeg.output(*streams, str(tmp), format="mp4", **out_args)
+                .overwrite_output()
+                .run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True, quiet=False))
+        _, err = proc.communicate(input=np.ascontiguousarray(frames).tobytes())
+        if proc.returncode != 0:
+            raise RuntimeError(f"ffmpeg failed writing {target}: {err.decode(errors='replace')[-2000:]}")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+        if audio_file and os.path.exists(audio_file):
+            os.unlink(audio_file)
+    return target
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    frames: int
+    fps: Fraction
+    width: int
+    height: int
+    has_audio: bool
+    audio_sample_rate: int | None
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Count frames by decoding (exact), and read stream facts from ffmpeg's report."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not read {path}: {proc.stderr[-1000:]}")
+    err = proc.stderr
+    frames = int(re.findall(r"frame=\s*(\d+)", err)[-1])
+    video = re.search(r"Video: .*?(\d{2,5})x(\d{2,5}).*?, ([\d.]+(?:k)?) (?:fps|tbr)", err)
+    fps_match = re.search(r"([\d.]+) fps", err)
+    audio = re.search(r"Audio: \w+.*?(\d+) Hz", err)
+    fps = rational_fps(float(fps_match.group(1))) if fps_match else Fraction(0)
+    return MediaInfo(frames, fps, int(video.group(1)) if video else 0, int(video.group(2)) if video else 0,
+                     audio is not None, int(audio.group(1)) if audio else None)
+
+
+def read_frames(path: str | os.PathLike) -> np.ndarray:
+    """Decode an mp4 to uint8 [F, H, W, 3] (for tests and thumbnails)."""
+    info = probe(path)
+    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                          capture_output=True, check=True)
+    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, info.height, info.width, 3)

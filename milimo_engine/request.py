@@ -1,0 +1,122 @@
+"""What a shot render is asked to do: frozen, hashable, validated before any GPU work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from . import frames as fr
+from .errors import InvalidFrameCountError, InvalidRequestError, InvalidSizeError
+
+DEFAULT_MAX_FRAMES = 257
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One LoRA applied to a shot. `path` is a safetensors file (official LTX-2 or diffusers keys)."""
+
+    path: Path
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Stage-1 guidance: classifier-free, spatio-temporal (STG) and modality isolation, per modality.
+
+    The defaults follow the official LTX-2 two-stage recipe. Stage 2 (distilled) runs unguided.
+    A scale at its neutral value (cfg 1, stg 0, modality 1) costs no extra transformer pass.
+    `stg_blocks=None` takes the model's default from its manifest.
+    """
+
+    cfg: float = 3.0
+    audio_cfg: float = 7.0
+    stg: float = 1.0
+    audio_stg: float = 1.0
+    stg_blocks: tuple[int, ...] | None = None
+    modality: float = 3.0
+    audio_modality: float = 3.0
+    rescale: float = 0.7
+    audio_rescale: float = 0.7
+
+    @classmethod
+    def cfg_only(cls, cfg: float = 3.0, audio_cfg: float | None = None) -> "Guidance":
+        """Plain classifier-free guidance: one batched pass per step."""
+        return cls(cfg=cfg, audio_cfg=cfg if audio_cfg is None else audio_cfg, stg=0.0, audio_stg=0.0,
+                   modality=1.0, audio_modality=1.0, rescale=0.0, audio_rescale=0.0)
+
+
+@dataclass(frozen=True)
+class ShotRequest:
+    """One shot for the two-stage pipeline.
+
+    `num_frames` is what the editor cut: any count from 1 to the model's limit. The engine
+    renders the smallest valid LTX-2 length that covers it and trims the rest.
+    `width`/`height` are the final (stage-2) size; stage 1 runs at half of each.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    width: int = 768
+    height: int = 512
+    num_frames: int = 121
+    fps: float = 24.0
+    steps: int = 40
+    guidance: Guidance = field(default_factory=Guidance)
+    loras: tuple[LoraSpec, ...] = ()
+    temporal_upsample: bool = False
+    distilled_sigmas: tuple[float, ...] | None = None
+    stage1_sigmas: tuple[float, ...] | None = None
+    max_sequence_length: int = 1024
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loras", tuple(
+            lora if isinstance(lora, LoraSpec) else LoraSpec(**lora) for lora in self.loras))
+
+    @property
+    def render_frames(self) -> int:
+        return fr.render_length(self.num_frames)
+
+    def replace(self, **changes: Any) -> "ShotRequest":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return ShotRequest(**values)
+
+    def validate(self, max_frames: int = DEFAULT_MAX_FRAMES) -> None:
+        """Raise the specific error for the first field that cannot be rendered."""
+        step = fr.TWO_STAGE_SIZE_STEP
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0 or value % step:
+                raise InvalidSizeError(
+                    name, value,
+                    f"must be a positive multiple of {step} (stage 1 renders at half size, "
+                    f"and the VAE compresses by {fr.SPATIAL_RATIO})",
+                    nearest=fr.nearest_multiple(int(value) if isinstance(value, (int, float)) and value > 0 else step, step),
+                )
+        if not isinstance(self.num_frames, int) or self.num_frames < 1:
+            raise InvalidFrameCountError("num_frames", self.num_frames, "must be at least 1", nearest=1)
+        if self.render_frames > max_frames:
+            raise InvalidFrameCountError(
+                "num_frames", self.num_frames,
+                f"renders as {self.render_frames} frames, above the per-render limit of {max_frames}; "
+                "split the shot or render it as chained segments",
+                nearest=fr.largest_valid_length(max_frames),
+            )
+        if not (0 <= self.seed <= MAX_SEED):
+            raise InvalidRequestError("seed", self.seed, f"must be in 0..{MAX_SEED}", nearest=max(0, min(self.seed, MAX_SEED)))
+        if self.fps <= 0:
+            raise InvalidRequestError("fps", self.fps, "must be positive", nearest=24.0)
+        if self.steps < 1:
+            raise InvalidRequestError("steps", self.steps, "must be at least 1", nearest=1)
+        if not self.prompt or not self.prompt.strip():
+            raise InvalidRequestError("prompt", self.prompt, "must not be empty")
+        for name in ("distilled_sigmas", "stage1_sigmas"):
+            sigmas = getattr(self, name)
+            if sigmas is not None and (len(sigmas) < 2 or any(b > a for a, b in zip(sigmas, sigmas[1:]))):
+                raise InvalidRequestError(name, sigmas, "must hold at least two non-increasing sigmas ending at 0")

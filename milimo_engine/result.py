@@ -1,0 +1,53 @@
+"""What a shot render returns: pictures, sound, the latents that made them, and timings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .ledger import AppliedLora
+from .media import write_mp4
+from .request import ShotRequest
+
+
+@dataclass
+class ShotResult:
+    request: ShotRequest
+    frames: np.ndarray | None  # uint8 [F, H, W, 3]; None for output_type="latent"
+    audio: np.ndarray | None  # float32 [channels, samples]
+    sample_rate: int
+    fps: float  # doubled when temporal upsampling ran
+    latent: torch.Tensor  # final video latent [1, C, F, H, W], VAE space (denormalised)
+    audio_latent: torch.Tensor  # final audio latent [1, C, L, M], VAE space
+    stage1_latent: torch.Tensor  # stage-1 video latent at half size, VAE space
+    rendered_frames: int  # the valid LTX-2 length rendered before trimming
+    timings: dict[str, float] = field(default_factory=dict)
+    loras: dict[str, list[AppliedLora]] = field(default_factory=dict)  # per stage
+    model_id: str = ""
+
+    @property
+    def num_frames(self) -> int:
+        return 0 if self.frames is None else int(self.frames.shape[0])
+
+    def save_mp4(self, path: str | os.PathLike, crf: int = 18) -> Path:
+        if self.frames is None:
+            raise ValueError("this result has no frames (output_type='latent'); decode it first")
+        return write_mp4(path, self.frames, self.fps, self.audio, self.sample_rate, crf=crf)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "frames": self.num_frames,
+            "rendered_frames": self.rendered_frames,
+            "fps": self.fps,
+            "sample_rate": self.sample_rate,
+            "audio_samples": 0 if self.audio is None else int(self.audio.shape[-1]),
+            "latent_shape": list(self.latent.shape),
+            "timings": dict(self.timings),
+            "loras": {stage: [a.__dict__ for a in applied] for stage, applied in self.loras.items()},
+        }

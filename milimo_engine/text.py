@@ -1,0 +1,45 @@
+"""Prompt encoding: Gemma 3 hidden states of every layer, then LTX-2's text connectors.
+
+Encoded once per shot; stage 1 uses the [negative, positive] pair, stage 2 the positive half.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    video: torch.Tensor  # [B, T, D] connector output for the video stream
+    audio: torch.Tensor
+    mask: torch.Tensor  # [B, T]
+    guided: bool  # batch is [negative, positive] when True
+
+    def positive(self) -> "TextEmbeddings":
+        if not self.guided:
+            return self
+        return TextEmbeddings(self.video.chunk(2)[1], self.audio.chunk(2)[1], self.mask.chunk(2)[1], False)
+
+
+@torch.no_grad()
+def encode_prompt(tokenizer, text_encoder, connectors, prompt: str, negative_prompt: str | None, *,
+                  max_sequence_length: int, device: torch.device, guided: bool) -> TextEmbeddings:
+    """`negative_prompt` is encoded only when `guided` (classifier-free guidance needs it)."""
+    prompts = [negative_prompt or "", prompt] if guided else [prompt]
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokens = tokenizer([p.strip() for p in prompts], padding="max_length", max_length=max_sequence_length,
+                       truncation=True, add_special_tokens=True, return_tensors="pt")
+    ids = tokens.input_ids.to(device)
+    mask = tokens.attention_mask.to(device)
+    # Encode one prompt at a time, as the reference pipeline does, so results do not depend on batching.
+    hidden = []
+    for row in range(ids.shape[0]):
+        out = text_encoder(input_ids=ids[row:row + 1], attention_mask=mask[row:row + 1], output_hidden_states=True)
+        hidden.append(torch.stack(out.hidden_states, dim=-1).flatten(2, 3))
+    embeds = torch.cat(hidden, dim=0).to(dtype=text_encoder.dtype)
+    video, audio, conn_mask = connectors(embeds, mask, padding_side="left")
+    return TextEmbeddings(video, audio, conn_mask, guided)

@@ -1,0 +1,1 @@
+"""Placeholder package; see ../shared/ARCHITECTURE.md for what it will own."""
