@@ -54,7 +54,17 @@ def _build_tokenizer(path: Path) -> None:
     fast.save_pretrained(path)
 
 
-def _tiny_components(seed: int, vocab_size: int, special_ids: dict[str, int]) -> dict:
+# Widths of the random bundles. "tiny" is for tests and the demo; "bench" is a larger random
+# config for benchmarks, where the transformer (not Python overhead) should dominate.
+PROFILES = {
+    "tiny": dict(text_hidden=32, text_layers=2, heads=2, head_dim=16, audio_heads=2, audio_head_dim=8, layers=2,
+                 connector_heads=2, connector_dim=16),
+    "bench": dict(text_hidden=128, text_layers=4, heads=8, head_dim=64, audio_heads=4, audio_head_dim=32, layers=8,
+                  connector_heads=4, connector_dim=32),
+}
+
+
+def _tiny_components(seed: int, vocab_size: int, special_ids: dict[str, int], profile: str = "tiny") -> dict:
     from diffusers import (
         AutoencoderKLLTX2Audio,
         AutoencoderKLLTX2Video,
@@ -65,7 +75,8 @@ def _tiny_components(seed: int, vocab_size: int, special_ids: dict[str, int]) ->
     from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-    text_hidden, text_layers = 32, 2
+    dims = PROFILES[profile]
+    text_hidden, text_layers = dims["text_hidden"], dims["text_layers"]
     gen = torch.Generator().manual_seed(seed)
 
     def seeded(offset: int) -> None:
@@ -74,8 +85,8 @@ def _tiny_components(seed: int, vocab_size: int, special_ids: dict[str, int]) ->
     seeded(1)
     text_config = Gemma3Config(
         text_config=dict(
-            vocab_size=vocab_size, hidden_size=text_hidden, intermediate_size=64, num_hidden_layers=text_layers,
-            num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=2048,
+            vocab_size=vocab_size, hidden_size=text_hidden, intermediate_size=2 * text_hidden,
+            num_hidden_layers=text_layers, num_attention_heads=2, num_key_value_heads=1, head_dim=text_hidden // 2, max_position_embeddings=2048,
             sliding_window=256, pad_token_id=special_ids["<pad>"], bos_token_id=special_ids["<bos>"],
             eos_token_id=special_ids["<eos>"],
         ),
@@ -91,9 +102,11 @@ def _tiny_components(seed: int, vocab_size: int, special_ids: dict[str, int]) ->
     seeded(2)
     connectors = LTX2TextConnectors(
         caption_channels=text_hidden, text_proj_in_factor=text_layers + 1,
-        video_connector_num_attention_heads=2, video_connector_attention_head_dim=16, video_connector_num_layers=1,
+        video_connector_num_attention_heads=dims["connector_heads"],
+        video_connector_attention_head_dim=dims["connector_dim"], video_connector_num_layers=1,
         video_connector_num_learnable_registers=8,
-        audio_connector_num_attention_heads=2, audio_connector_attention_head_dim=16, audio_connector_num_layers=1,
+        audio_connector_num_attention_heads=dims["connector_heads"],
+        audio_connector_attention_head_dim=dims["connector_dim"], audio_connector_num_layers=1,
         audio_connector_num_learnable_registers=8,
         connector_rope_base_seq_len=1024, rope_theta=10000.0, rope_double_precision=False,
         causal_temporal_positioning=False, rope_type="split",
@@ -102,9 +115,12 @@ def _tiny_components(seed: int, vocab_size: int, special_ids: dict[str, int]) ->
     seeded(3)
     transformer = LTX2VideoTransformer3DModel(
         in_channels=128, out_channels=128, patch_size=1, patch_size_t=1,
-        num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32,
-        audio_in_channels=32, audio_out_channels=32, audio_num_attention_heads=2, audio_attention_head_dim=8,
-        audio_cross_attention_dim=16, num_layers=2, caption_channels=text_hidden,
+        num_attention_heads=dims["heads"], attention_head_dim=dims["head_dim"],
+        cross_attention_dim=dims["heads"] * dims["head_dim"],
+        audio_in_channels=32, audio_out_channels=32, audio_num_attention_heads=dims["audio_heads"],
+        audio_attention_head_dim=dims["audio_head_dim"],
+        audio_cross_attention_dim=dims["audio_heads"] * dims["audio_head_dim"], num_layers=dims["layers"],
+        caption_channels=text_hidden,
         rope_double_precision=False, rope_type="split",
     )
 
@@ -192,7 +208,8 @@ def random_lora_state_dict(transformer: torch.nn.Module, *, rank: int, seed: int
     return state
 
 
-def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool = False) -> Path:
+def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool = False,
+                     profile: str = "tiny") -> Path:
     """Write the tiny random LTX-2 bundle to `path` (atomically) and return the path.
 
     The same `seed` gives the same weights, file for file, on any machine with the same
@@ -213,7 +230,7 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
         tokenizer = AutoTokenizer.from_pretrained(staging / "tokenizer")
         special_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
         with torch.no_grad():
-            parts = _tiny_components(seed, len(tokenizer), special_ids)
+            parts = _tiny_components(seed, len(tokenizer), special_ids, profile)
         pipe = LTX2Pipeline(
             scheduler=parts["scheduler"], vae=parts["vae"], audio_vae=parts["audio_vae"],
             text_encoder=parts["text_encoder"], tokenizer=tokenizer, connectors=parts["connectors"],
@@ -231,7 +248,7 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
                                          key_format="diffusers"),
                   loras / "tiny-style-lora.safetensors", metadata={"format": "pt", "milimo": "tiny style"})
         ModelManifest(
-            model_id=TINY_MODEL_ID,
+            model_id=TINY_MODEL_ID if profile == "tiny" else f"milimo/ltx2-{profile}-random-v1",
             distilled_lora="loras/ltx-2-distilled-lora.safetensors",
             loras={"style": "loras/tiny-style-lora.safetensors"},
             stg_blocks=TINY_STG_BLOCKS,
@@ -241,7 +258,7 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
         (staging / "README.txt").write_text(
             f"{TINY_MODEL_ID}: a tiny LTX-2 bundle with RANDOM weights (seed {seed}), built by milimo.\n"
             "It renders noise. It exists so the pipeline can be tested without real weights.\n")
-        (staging / "tiny-build.json").write_text(json.dumps({"seed": seed, "model_id": TINY_MODEL_ID}) + "\n")
+        (staging / "tiny-build.json").write_text(json.dumps({"seed": seed, "profile": profile}) + "\n")
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

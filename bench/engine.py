@@ -1,0 +1,169 @@
+"""Two-stage render: our TwoStagePipeline vs diffusers' three calls, same weights, alternating runs.
+
+diffusers' recipe: LTX2Pipeline (stage 1, half size, guided, output_type="latent") ->
+LTX2LatentUpsamplePipeline -> LTX2Pipeline again with the distilled LoRA, the distilled
+sigmas and noise_scale = first sigma, decoding video and audio. Both sides produce frames
+and a waveform. Prints the median wall time of each and the ratio ours/diffusers (target <= 1.0);
+on CUDA also the transformer's achieved TFLOP/s per stage.
+
+    python bench/engine.py                      # tiny random bundle, CPU
+    python bench/engine.py --profile bench      # larger random config
+    python bench/engine.py --model DIR --device cuda --dtype bfloat16 --width 768 --height 512 --frames 121
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from milimo_engine import Guidance, ModelLedger, ShotRequest, TwoStagePipeline, build_tiny_model  # noqa: E402
+from milimo_engine.manifest import DISTILLED_SIGMAS  # noqa: E402
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class DiffusersRecipe:
+    """diffusers' own two-stage LTX-2 recipe, on the same folder."""
+
+    def __init__(self, model_dir: Path, device: str, dtype: torch.dtype, distilled: Path):
+        from diffusers import FlowMatchEulerDiscreteScheduler, LTX2LatentUpsamplePipeline, LTX2Pipeline
+        from diffusers.pipelines.ltx2 import LTX2LatentUpsamplerModel
+
+        self.pipe = LTX2Pipeline.from_pretrained(model_dir, torch_dtype=dtype).to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        upsampler = LTX2LatentUpsamplerModel.from_pretrained(model_dir / "latent_upsampler", torch_dtype=dtype)
+        self.upsample = LTX2LatentUpsamplePipeline(vae=self.pipe.vae, latent_upsampler=upsampler).to(device)
+        self.upsample.set_progress_bar_config(disable=True)
+        self.pipe.load_lora_weights(str(distilled), adapter_name="distilled")
+        self.stage1_scheduler = self.pipe.scheduler
+        self.stage2_scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+            self.pipe.scheduler.config, use_dynamic_shifting=False, shift_terminal=None)
+
+    def __call__(self, r: ShotRequest, stg_blocks: list[int], max_len: int):
+        g = r.guidance
+        gen = torch.Generator().manual_seed(r.seed)
+        self.pipe.scheduler = self.stage1_scheduler
+        self.pipe.disable_lora()
+        s1 = self.pipe(prompt=r.prompt, negative_prompt=r.negative_prompt, height=r.height // 2, width=r.width // 2,
+                       num_frames=r.num_frames, frame_rate=r.fps, num_inference_steps=r.steps,
+                       guidance_scale=g.cfg, audio_guidance_scale=g.audio_cfg, stg_scale=g.stg,
+                       audio_stg_scale=g.audio_stg, spatio_temporal_guidance_blocks=stg_blocks,
+                       modality_scale=g.modality, audio_modality_scale=g.audio_modality, guidance_rescale=g.rescale,
+                       audio_guidance_rescale=g.audio_rescale, use_cross_timestep=False,
+                       max_sequence_length=max_len, generator=gen, output_type="latent")
+        up = self.upsample(latents=s1.frames, height=r.height // 2, width=r.width // 2, num_frames=r.num_frames,
+                           output_type="latent", latents_normalized=False).frames
+        self.pipe.enable_lora()
+        self.pipe.set_adapters(["distilled"], [1.0])
+        self.pipe.scheduler = self.stage2_scheduler
+        sig = list(DISTILLED_SIGMAS[:-1])
+        out = self.pipe(prompt=r.prompt, height=r.height, width=r.width, num_frames=r.num_frames, frame_rate=r.fps,
+                        sigmas=sig, num_inference_steps=len(sig), latents=up, audio_latents=s1.audio,
+                        noise_scale=sig[0], guidance_scale=1.0, audio_guidance_scale=1.0, stg_scale=0.0,
+                        audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0,
+                        audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None, use_cross_timestep=False,
+                        max_sequence_length=max_len, generator=gen, output_type="np")
+        return out.frames, out.audio
+
+
+def transformer_flops(ledger: ModelLedger, request: ShotRequest) -> dict[str, float]:
+    """Forward FLOPs of the transformer per stage, counted once with torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts: dict[str, float] = {}
+    transformer = ledger.transformer()
+    original = transformer.forward
+    stage = {"name": ""}
+
+    def counted(*args, **kwargs):
+        with FlopCounterMode(display=False) as mode:
+            out = original(*args, **kwargs)
+        counts[stage["name"]] = counts.get(stage["name"], 0.0) + mode.get_total_flops()
+        return out
+
+    transformer.forward = counted
+    try:
+        TwoStagePipeline(ledger, progress=False)(
+            request, output_type="latent",
+            callback_on_step_end=lambda info: stage.__setitem__("name", info.stage if info.step < info.total else
+                                                                "stage2" if info.stage == "stage1" else "done"))
+    finally:
+        transformer.forward = original
+    stage1 = counts.get("", 0.0) + counts.get("stage1", 0.0)
+    return {"stage1": stage1, "stage2": counts.get("stage2", 0.0)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, help="model folder; default: a random bundle built now")
+    ap.add_argument("--profile", default="tiny", choices=["tiny", "bench"], help="random bundle size")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--height", type=int, default=256)
+    ap.add_argument("--frames", type=int, default=25)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--cfg-only", action="store_true", help="plain CFG instead of the full guidance recipe")
+    args = ap.parse_args()
+
+    torch.set_grad_enabled(False)
+    model_dir = args.model or build_tiny_model(Path(tempfile.mkdtemp()) / "bundle", profile=args.profile)
+    ledger = ModelLedger.open(model_dir, device=args.device, dtype=args.dtype)
+    ours = TwoStagePipeline(ledger, progress=False)
+    guidance = Guidance.cfg_only() if args.cfg_only else Guidance()
+    request = ShotRequest(prompt="a lighthouse on a cliff at dusk, waves crashing below", negative_prompt="blurry",
+                          seed=1, width=args.width, height=args.height, num_frames=args.frames, steps=args.steps,
+                          guidance=guidance)
+    stg_blocks = list(guidance.stg_blocks or ledger.manifest.stg_blocks)
+    theirs = DiffusersRecipe(model_dir, args.device, ledger.dtype, model_dir / ledger.manifest.distilled_lora)
+    max_len = ledger.manifest.max_sequence_length
+
+    ours(request)  # warm both (weights loaded, kernels chosen) before timing
+    theirs(request, stg_blocks, max_len)
+    times: dict[str, list[float]] = {"ours": [], "diffusers": []}
+    stage_times: dict[str, list[float]] = {"stage1": [], "stage2": []}
+    for _ in range(args.repeats):
+        for name in ("ours", "diffusers"):
+            sync(args.device)
+            t0 = time.perf_counter()
+            if name == "ours":
+                result = ours(request)
+                for k in stage_times:
+                    stage_times[k].append(result.timings[k])
+            else:
+                theirs(request, stg_blocks, max_len)
+            sync(args.device)
+            times[name].append(time.perf_counter() - t0)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"model: {ledger.model_id} ({model_dir}) device={args.device} dtype={args.dtype} "
+          f"torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"shot: {args.width}x{args.height}, {args.frames} frames, stage1 {args.steps} steps "
+          f"({'cfg only' if args.cfg_only else 'cfg+stg+modality'}), stage2 {len(DISTILLED_SIGMAS) - 1} steps; "
+          f"{args.repeats} alternating runs")
+    print(f"ours      median {med['ours']:.3f}s  runs {[round(t, 3) for t in times['ours']]}")
+    print(f"diffusers median {med['diffusers']:.3f}s  runs {[round(t, 3) for t in times['diffusers']]}")
+    print(f"ratio ours/diffusers = {med['ours'] / med['diffusers']:.3f}  (target <= 1.0)")
+    if args.device.startswith("cuda"):
+        flops = transformer_flops(ledger, request)
+        for stage in ("stage1", "stage2"):
+            seconds = statistics.median(stage_times[stage])
+            print(f"{stage}: {flops[stage] / 1e12:.2f} TFLOP in {seconds:.3f}s = {flops[stage] / seconds / 1e12:.1f} "
+                  "TFLOP/s (transformer forward, stage wall time)")
+
+
+if __name__ == "__main__":
+    main()
