@@ -243,10 +243,10 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
         loras = staging / "loras"
         loras.mkdir()
         save_file(random_lora_state_dict(parts["transformer"], rank=4, seed=seed + 101, scale=0.3, key_format="ltx"),
-                  loras / "ltx-2-distilled-lora.safetensors", metadata={"format": "pt", "milimo": "tiny distilled"})
+                  loras / "ltx-2-distilled-lora.safetensors", metadata={"format": "pt"})  # one key: bytes stay deterministic
         save_file(random_lora_state_dict(parts["transformer"], rank=2, seed=seed + 202, scale=0.3,
                                          key_format="diffusers"),
-                  loras / "tiny-style-lora.safetensors", metadata={"format": "pt", "milimo": "tiny style"})
+                  loras / "tiny-style-lora.safetensors", metadata={"format": "pt"})
         ModelManifest(
             model_id=TINY_MODEL_ID if profile == "tiny" else f"milimo/ltx2-{profile}-random-v1",
             distilled_lora="loras/ltx-2-distilled-lora.safetensors",
