@@ -1,0 +1,43 @@
+"""The `metadata["milimo"]` schema (documented in docs/storyboard.md): keys, defaults, types."""
+
+from __future__ import annotations
+
+import difflib
+
+NAMESPACE = "milimo"
+SCHEMA_VERSION = 1
+
+TIMELINE_KEYS = {"schema", "defaults", "shots_track", "max_shot_frames"}
+DEFAULT_KEYS = {"model", "width", "height", "steps", "guidance", "negative_prompt", "loras", "seed",
+                "seed_policy", "handoff_overlap", "temporal_upsample"}
+CLIP_KEYS = {"shot_id", "prompt", "negative_prompt", "seed", "loras", "images", "handoff", "reference_video",
+             "ic_lora", "overrides"}
+OVERRIDE_KEYS = {"width", "height", "steps", "guidance", "temporal_upsample", "handoff_overlap"}
+LORA_KEYS = {"path", "weight"}
+IMAGE_KEYS = {"path", "frame", "strength"}
+HANDOFF_MODES = ("previous", "none")
+SEED_POLICIES = ("from_shot_id", "fixed")
+
+DEFAULTS = {
+    "width": 768, "height": 512, "steps": 40, "guidance": 3.0, "negative_prompt": "", "loras": [], "seed": 0,
+    "seed_policy": "from_shot_id", "handoff_overlap": 1, "temporal_upsample": False, "model": None,
+}
+MAX_SEED = 2**63 - 1
+DEFAULT_MAX_SHOT_FRAMES = 257
+
+
+def suggest(key: str, known: set[str]) -> str | None:
+    """The known key a typo most likely meant."""
+    match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def plain(value):
+    """OTIO's AnyDictionary/AnyVector to plain dicts and lists (for hashing and JSON)."""
+    if hasattr(value, "items"):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (str, bytes)):
+        return value
+    if hasattr(value, "__iter__") and not isinstance(value, dict):
+        return [plain(v) for v in value]
+    return value

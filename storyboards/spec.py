@@ -1,0 +1,124 @@
+"""ShotSpec: the fully resolved, frozen settings of one shot, and the hash that identifies them.
+
+The hash covers content, not places: LoRAs and images enter by sha256, so the same storyboard
+on two machines with different mount points gives the same spec hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .load import Storyboard
+from .validate import ValidationConfig, effective, validate
+
+_hashes: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _hashes:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _hashes[key] = h.hexdigest()
+    return _hashes[key]
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    path: str
+    sha256: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    path: str
+    sha256: str
+    frame: int
+    strength: float
+
+
+@dataclass(frozen=True)
+class ShotSpec:
+    shot_id: str
+    model_id: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    width: int
+    height: int
+    num_frames: int
+    fps: float
+    steps: int
+    guidance: float
+    loras: tuple[LoraRef, ...]
+    images: tuple[ImageRef, ...]
+    handoff: str
+    handoff_overlap: int
+    temporal_upsample: bool
+    reference_video: str | None = None
+    ic_lora: str | None = None
+
+    def canonical(self) -> dict:
+        """What the hash covers: every setting, files by content hash, not by path."""
+        d = asdict(self)
+        d["loras"] = [{"sha256": lo.sha256, "weight": lo.weight} for lo in self.loras]
+        d["images"] = [{"sha256": im.sha256, "frame": im.frame, "strength": im.strength} for im in self.images]
+        for key in ("reference_video", "ic_lora"):
+            if d[key]:
+                d[key] = file_sha256(Path(d[key]))
+        return d
+
+    @property
+    def spec_hash(self) -> str:
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def shot_seed(base: int, shot_id: str, policy: str) -> int:
+    """`from_shot_id`: each shot its own seed, stable when shots are reordered or inserted."""
+    if policy == "fixed":
+        return base
+    return (base + int(hashlib.sha256(shot_id.encode()).hexdigest()[:12], 16)) % (2**31)
+
+
+def resolve_specs(storyboard: Storyboard, model_id: str,
+                  config: ValidationConfig = ValidationConfig()) -> dict[str, ShotSpec]:
+    """Validate, then resolve every shot; raises StoryboardInvalid with all problems."""
+    validate(storyboard, config).raise_if_invalid(str(storyboard.source_path))
+    roots = config.roots_for(storyboard)
+    defaults = storyboard.timeline_metadata.get("defaults") or {}
+    specs: dict[str, ShotSpec] = {}
+    for shot in storyboard.shots:
+        m = shot.metadata
+        loras = []
+        for entry in list(defaults.get("loras") or []) + list(m.get("loras") or []):
+            path, _ = roots.resolve(str(entry["path"]))
+            loras.append(LoraRef(str(path), file_sha256(path), float(entry.get("weight", 1.0))))
+        images = []
+        for entry in m.get("images") or []:
+            path, _ = roots.resolve(str(entry["path"]))
+            images.append(ImageRef(str(path), file_sha256(path), int(entry.get("frame", 0)),
+                                   float(entry.get("strength", 1.0))))
+        ref = roots.resolve(str(m["reference_video"]))[0] if m.get("reference_video") else None
+        ic = roots.resolve(str(m["ic_lora"]))[0] if m.get("ic_lora") else None
+        seed = m.get("seed")
+        if seed is None:
+            seed = shot_seed(int(defaults.get("seed", 0)), shot.shot_id, defaults.get("seed_policy", "from_shot_id"))
+        specs[shot.shot_id] = ShotSpec(
+            shot_id=shot.shot_id, model_id=model_id, prompt=m["prompt"].strip(),
+            negative_prompt=str(effective(storyboard, shot, "negative_prompt") or ""), seed=int(seed),
+            width=int(effective(storyboard, shot, "width")), height=int(effective(storyboard, shot, "height")),
+            num_frames=shot.frames, fps=shot.fps, steps=int(effective(storyboard, shot, "steps")),
+            guidance=float(effective(storyboard, shot, "guidance")), loras=tuple(loras), images=tuple(images),
+            handoff=m.get("handoff", "none"), handoff_overlap=int(effective(storyboard, shot, "handoff_overlap")),
+            temporal_upsample=bool(effective(storyboard, shot, "temporal_upsample")),
+            reference_video=str(ref) if ref else None, ic_lora=str(ic) if ic else None,
+        )
+    return specs
