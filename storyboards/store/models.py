@@ -1,0 +1,127 @@
+"""The metadata store's tables (SQLAlchemy 2 typed ORM). Alembic in infra/ owns the schema."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class TakeStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    stale = "stale"
+
+
+class StoryboardRow(Base):
+    __tablename__ = "storyboards"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revisions: Mapped[list["RevisionRow"]] = relationship(back_populates="storyboard", order_by="RevisionRow.number")
+    shots: Mapped[list["ShotRow"]] = relationship(back_populates="storyboard", order_by="ShotRow.position")
+
+
+class RevisionRow(Base):
+    """One imported version of the storyboard file."""
+
+    __tablename__ = "revisions"
+    __table_args__ = (UniqueConstraint("storyboard_id", "number"), UniqueConstraint("storyboard_id", "content_hash"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    storyboard_id: Mapped[int] = mapped_column(ForeignKey("storyboards.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    source_path: Mapped[str] = mapped_column(Text)
+    source_sha256: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str] = mapped_column(String(64))  # file sha + every spec hash: what was imported
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    storyboard: Mapped[StoryboardRow] = relationship(back_populates="revisions")
+
+
+class ShotRow(Base):
+    __tablename__ = "shots"
+    __table_args__ = (UniqueConstraint("storyboard_id", "shot_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    storyboard_id: Mapped[int] = mapped_column(ForeignKey("storyboards.id", ondelete="CASCADE"))
+    shot_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    position: Mapped[int] = mapped_column(Integer)
+    chain_index: Mapped[int] = mapped_column(Integer)
+    predecessor_shot_id: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)  # False once a later revision dropped the shot
+    spec_hash: Mapped[str | None] = mapped_column(ForeignKey("specs.spec_hash"))
+    current_take_id: Mapped[int | None] = mapped_column(ForeignKey("takes.id", use_alter=True, ondelete="SET NULL"))
+    storyboard: Mapped[StoryboardRow] = relationship(back_populates="shots")
+
+
+class SpecRow(Base):
+    """Immutable: a changed shot gets a new spec, never an overwritten one."""
+
+    __tablename__ = "specs"
+    spec_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(255))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TakeRow(Base):
+    __tablename__ = "takes"
+    __table_args__ = (UniqueConstraint("shot_pk", "number"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shot_pk: Mapped[int] = mapped_column(ForeignKey("shots.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[TakeStatus] = mapped_column(Enum(TakeStatus, name="take_status", native_enum=False, length=16))
+    spec_hash: Mapped[str] = mapped_column(ForeignKey("specs.spec_hash"))
+    handoff_in_take_id: Mapped[int | None] = mapped_column(ForeignKey("takes.id"))
+    handoff_in_path: Mapped[str | None] = mapped_column(Text)
+    handoff_in_sha256: Mapped[str | None] = mapped_column(String(64))
+    handoff_out_path: Mapped[str | None] = mapped_column(Text)
+    handoff_out_sha256: Mapped[str | None] = mapped_column(String(64))
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    host: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    task_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    artifacts: Mapped[list["ArtifactRow"]] = relationship(back_populates="take", cascade="all, delete-orphan")
+
+
+class ArtifactRow(Base):
+    __tablename__ = "artifacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    take_id: Mapped[int] = mapped_column(ForeignKey("takes.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))  # mp4, thumbnail, handoff, ...
+    uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    frames: Mapped[int | None] = mapped_column(Integer)
+    fps: Mapped[float | None]
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    take: Mapped[TakeRow] = relationship(back_populates="artifacts")
+
+
+class FileSeenRow(Base):
+    """LoRA / model / image files seen by path and content."""
+
+    __tablename__ = "files_seen"
+    __table_args__ = (UniqueConstraint("path", "sha256"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
