@@ -1,0 +1,277 @@
+"""Store operations the flows need: import, plan, take lifecycle, re-render, lineage.
+
+Concurrency: take numbers come from a unique (shot, number) constraint; the shot row is
+locked (SELECT ... FOR UPDATE) on PostgreSQL, and SQLite serialises writers, so two processes
+recording takes at once never duplicate or overwrite one another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import Engine, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..graph import ShotGraph
+from ..load import Storyboard
+from ..spec import ShotSpec
+from .db import default_url, make_engine, upgrade
+from .models import ArtifactRow, RevisionRow, ShotRow, SpecRow, StoryboardRow, TakeRow, TakeStatus, utcnow
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    shot_id: str
+    chain_index: int
+    reason: str  # "new", "spec changed", "upstream changed", "failed", "stale", ...
+
+
+@dataclass(frozen=True)
+class TakeView:
+    id: int
+    shot_id: str
+    number: int
+    status: str
+    spec_hash: str
+    handoff_in_take_id: int | None
+    handoff_in_sha256: str | None
+    handoff_out_path: str | None
+    handoff_out_sha256: str | None
+    outputs: dict[str, Any]
+    timings: dict[str, Any]
+    error: str | None
+    host: str | None
+    flow_run_id: str | None
+    task_run_id: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def _view(take: TakeRow, shot_id: str) -> TakeView:
+    return TakeView(take.id, shot_id, take.number, take.status.value, take.spec_hash, take.handoff_in_take_id,
+                    take.handoff_in_sha256, take.handoff_out_path, take.handoff_out_sha256, dict(take.outputs or {}),
+                    dict(take.timings or {}), take.error, take.host, take.flow_run_id, take.task_run_id,
+                    take.created_at, take.finished_at)
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.session = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str | None = None, **engine_kwargs: Any) -> "Store":
+        """Open (and upgrade to the current schema) the store at `url` or MILIMO_DB_URL."""
+        engine = make_engine(url or default_url(), **engine_kwargs)
+        upgrade(engine)
+        return cls(engine)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    # ------------------------------------------------------------ import
+    def import_revision(self, board: Storyboard, specs: dict[str, ShotSpec]) -> int:
+        """Record a storyboard revision; idempotent for the same content. Returns the revision number."""
+        graph = ShotGraph.of(board)
+        content = hashlib.sha256((board.source_sha256 + "".join(
+            f"{sid}:{specs[sid].spec_hash}" for sid in graph.order() if sid in specs)).encode()).hexdigest()
+        for attempt in range(3):
+            try:
+                with self.session.begin() as s:
+                    return self._import(s, board, specs, graph, content)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _import(self, s: Session, board: Storyboard, specs: dict[str, ShotSpec], graph: ShotGraph,
+                content: str) -> int:
+        sb = s.scalar(select(StoryboardRow).where(StoryboardRow.name == board.name))
+        if sb is None:
+            sb = StoryboardRow(name=board.name)
+            s.add(sb)
+            s.flush()
+        elif self.is_postgres:
+            s.execute(select(StoryboardRow).where(StoryboardRow.id == sb.id).with_for_update())
+        existing = s.scalar(select(RevisionRow).where(RevisionRow.storyboard_id == sb.id,
+                                                      RevisionRow.content_hash == content))
+        if existing is not None:
+            return existing.number
+        number = (s.scalar(select(RevisionRow.number).where(RevisionRow.storyboard_id == sb.id)
+                           .order_by(RevisionRow.number.desc()).limit(1)) or 0) + 1
+        s.add(RevisionRow(storyboard_id=sb.id, number=number, source_path=str(board.source_path),
+                          source_sha256=board.source_sha256, content_hash=content))
+        for spec in specs.values():
+            if s.get(SpecRow, spec.spec_hash) is None:
+                s.add(SpecRow(spec_hash=spec.spec_hash, model_id=spec.model_id, data=spec_json(spec)))
+        s.flush()
+        rows = {r.shot_id: r for r in s.scalars(select(ShotRow).where(ShotRow.storyboard_id == sb.id))}
+        present = set()
+        for shot in board.shots:
+            chain = graph.chain_of(shot.shot_id)
+            row = rows.get(shot.shot_id)
+            if row is None:
+                row = ShotRow(storyboard_id=sb.id, shot_id=shot.shot_id)
+                s.add(row)
+            row.name, row.position, row.chain_index = shot.name, shot.index, chain.index
+            row.predecessor_shot_id = graph.predecessor(shot.shot_id)
+            row.active = True
+            if shot.shot_id in specs:
+                row.spec_hash = specs[shot.shot_id].spec_hash
+            present.add(shot.shot_id)
+        for sid, row in rows.items():
+            if sid not in present:
+                row.active = False
+        return number
+
+    # ------------------------------------------------------------ planning
+    def plan(self, storyboard: str) -> list[PlanItem]:
+        """Shots to render, in order. Done = current take succeeded with the shot's spec hash and
+        the handoff its predecessor's current take produced. Anything after a shot to render in
+        the same chain renders too (its upstream will change)."""
+        with self.session() as s:
+            shots = self._shots(s, storyboard)
+            by_id = {r.shot_id: r for r in shots}
+            takes = {t.id: t for t in s.scalars(select(TakeRow).where(
+                TakeRow.id.in_([r.current_take_id for r in shots if r.current_take_id])))}
+            todo: list[PlanItem] = []
+            dirty_chains: set[int] = set()
+            for row in shots:
+                reason = None
+                take = takes.get(row.current_take_id) if row.current_take_id else None
+                if row.chain_index in dirty_chains:
+                    reason = "upstream re-renders"
+                elif take is None:
+                    reason = "new"
+                elif take.status != TakeStatus.succeeded:
+                    reason = take.status.value
+                elif take.spec_hash != row.spec_hash:
+                    reason = "spec changed"
+                elif row.predecessor_shot_id:
+                    pred = by_id.get(row.predecessor_shot_id)
+                    pred_take = takes.get(pred.current_take_id) if pred and pred.current_take_id else None
+                    if pred_take is None or pred_take.handoff_out_sha256 != take.handoff_in_sha256:
+                        reason = "upstream changed"
+                if reason:
+                    todo.append(PlanItem(row.shot_id, row.chain_index, reason))
+                    dirty_chains.add(row.chain_index)
+            return todo
+
+    def _shots(self, s: Session, storyboard: str) -> list[ShotRow]:
+        return list(s.scalars(select(ShotRow).join(StoryboardRow).where(
+            StoryboardRow.name == storyboard, ShotRow.active.is_(True)).order_by(ShotRow.position)))
+
+    def _shot(self, s: Session, storyboard: str, shot_id: str, lock: bool = False) -> ShotRow:
+        q = select(ShotRow).join(StoryboardRow).where(StoryboardRow.name == storyboard, ShotRow.shot_id == shot_id)
+        if lock and self.is_postgres:
+            q = q.with_for_update(of=ShotRow)
+        row = s.scalar(q)
+        if row is None:
+            raise KeyError(f"no shot {shot_id!r} in storyboard {storyboard!r}")
+        return row
+
+    # ------------------------------------------------------------ takes
+    def start_take(self, storyboard: str, shot_id: str, *, handoff_in_take_id: int | None = None,
+                   handoff_in_path: str | None = None, handoff_in_sha256: str | None = None,
+                   flow_run_id: str | None = None, task_run_id: str | None = None, host: str | None = None) -> int:
+        for attempt in range(5):
+            try:
+                with self.session.begin() as s:
+                    shot = self._shot(s, storyboard, shot_id, lock=True)
+                    if shot.spec_hash is None:
+                        raise ValueError(f"shot {shot_id!r} has no spec yet; give it a prompt and import again")
+                    number = (s.scalar(select(TakeRow.number).where(TakeRow.shot_pk == shot.id)
+                                       .order_by(TakeRow.number.desc()).limit(1)) or 0) + 1
+                    take = TakeRow(shot_pk=shot.id, number=number, status=TakeStatus.running,
+                                   spec_hash=shot.spec_hash, handoff_in_take_id=handoff_in_take_id,
+                                   handoff_in_path=handoff_in_path, handoff_in_sha256=handoff_in_sha256,
+                                   host=host or socket.gethostname(), flow_run_id=flow_run_id,
+                                   task_run_id=task_run_id, started_at=utcnow(), outputs={}, timings={})
+                    s.add(take)
+                    s.flush()
+                    return take.id
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def finish_take(self, take_id: int, *, handoff_out_path: str | None = None,
+                    handoff_out_sha256: str | None = None, outputs: dict[str, Any] | None = None,
+                    timings: dict[str, Any] | None = None, artifacts: Iterable[dict[str, Any]] = ()) -> None:
+        """Mark a running take succeeded and make it its shot's current take."""
+        with self.session.begin() as s:
+            take = s.get(TakeRow, take_id, with_for_update=self.is_postgres)
+            if take is None or take.status != TakeStatus.running:
+                raise ValueError(f"take {take_id} is not running (status {take.status.value if take else 'missing'})")
+            take.status = TakeStatus.succeeded
+            take.handoff_out_path, take.handoff_out_sha256 = handoff_out_path, handoff_out_sha256
+            take.outputs, take.timings = dict(outputs or {}), dict(timings or {})
+            take.finished_at = utcnow()
+            for a in artifacts:
+                take.artifacts.append(ArtifactRow(**a))
+            s.execute(update(ShotRow).where(ShotRow.id == take.shot_pk).values(current_take_id=take.id))
+
+    def fail_take(self, take_id: int, error: str, status: TakeStatus = TakeStatus.failed) -> None:
+        """A failed take never replaces the shot's current (earlier, good) take."""
+        with self.session.begin() as s:
+            take = s.get(TakeRow, take_id, with_for_update=self.is_postgres)
+            if take is None:
+                raise KeyError(take_id)
+            take.status, take.error, take.finished_at = status, error, utcnow()
+
+    def abandon_running(self, storyboard: str, reason: str = "abandoned: the render process died") -> int:
+        """Takes left running by a dead process become failed (never succeeded). Returns how many."""
+        with self.session.begin() as s:
+            ids = [r.id for r in self._shots(s, storyboard)]
+            takes = list(s.scalars(select(TakeRow).where(TakeRow.shot_pk.in_(ids),
+                                                         TakeRow.status == TakeStatus.running)))
+            for t in takes:
+                t.status, t.error, t.finished_at = TakeStatus.failed, reason, utcnow()
+            return len(takes)
+
+    def rerender_from(self, storyboard: str, shot_id: str) -> list[str]:
+        """Mark `shot_id` and the rest of its chain stale; nothing else changes. Returns those shot ids."""
+        with self.session.begin() as s:
+            start = self._shot(s, storyboard, shot_id, lock=True)
+            rows = [r for r in self._shots(s, storyboard)
+                    if r.chain_index == start.chain_index and r.position >= start.position]
+            for r in rows:
+                if r.current_take_id:
+                    s.execute(update(TakeRow).where(TakeRow.id == r.current_take_id).values(status=TakeStatus.stale))
+            return [r.shot_id for r in rows]
+
+    def takes(self, storyboard: str, shot_id: str) -> list[TakeView]:
+        with self.session() as s:
+            shot = self._shot(s, storyboard, shot_id)
+            return [_view(t, shot_id) for t in s.scalars(select(TakeRow).where(TakeRow.shot_pk == shot.id)
+                                                          .order_by(TakeRow.number))]
+
+    def current_take(self, storyboard: str, shot_id: str) -> TakeView | None:
+        with self.session() as s:
+            shot = self._shot(s, storyboard, shot_id)
+            take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
+            return _view(take, shot_id) if take else None
+
+    def lineage(self, take_id: int) -> list[tuple[int, str, int]]:
+        """(take id, shot id, take number) from `take_id` back to the chain head, via a recursive CTE."""
+        sql = text("""
+            WITH RECURSIVE lineage(id, shot_pk, number, parent, depth) AS (
+                SELECT id, shot_pk, number, handoff_in_take_id, 0 FROM takes WHERE id = :take_id
+                UNION ALL
+                SELECT t.id, t.shot_pk, t.number, t.handoff_in_take_id, l.depth + 1
+                FROM takes t JOIN lineage l ON t.id = l.parent
+            )
+            SELECT l.id, s.shot_id, l.number FROM lineage l JOIN shots s ON s.id = l.shot_pk ORDER BY l.depth
+        """)
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2]) for r in conn.execute(sql, {"take_id": take_id})]
+
+
+def spec_json(spec: ShotSpec) -> dict[str, Any]:
+    return asdict(spec) | {"spec_hash": spec.spec_hash}
