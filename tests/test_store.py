@@ -66,6 +66,7 @@ def test_import_is_idempotent_and_changed_spec_is_new(store_url, board_and_specs
     board, specs = board_and_specs
     assert store.import_revision(board, specs) == 1
     assert store.import_revision(board, specs) == 1
+    assert sorted(kind for kind, _, _ in store.files_seen()) == ["image", "lora"]
     copy = tmp_path / "b"
     shutil.copytree(EXAMPLES, copy)
     tl = otio.adapters.read_from_file(str(copy / "lighthouse.otio"))

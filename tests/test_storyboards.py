@@ -46,6 +46,9 @@ def test_reimport_keeps_derived_shot_ids_and_otioz_reads(tmp_path):
     otio.adapters.write_to_file(sb.load(EXAMPLES / "lighthouse.otio").timeline, str(tmp_path / "b.otio"))
     board = sb.load(tmp_path / "b.otio")
     assert len(board.shots) == 5
+    otio.adapters.write_to_file(board.timeline, str(tmp_path / "b.otioz"))
+    zipped = sb.load(tmp_path / "b.otioz")
+    assert [s.shot_id for s in zipped.shots] == [s.shot_id for s in board.shots]
 
 
 def test_spec_hash_depends_on_content_not_paths(tmp_path):

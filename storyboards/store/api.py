@@ -21,7 +21,7 @@ from ..graph import ShotGraph
 from ..load import Storyboard
 from ..spec import ShotSpec
 from .db import default_url, make_engine, upgrade
-from .models import ArtifactRow, RevisionRow, ShotRow, SpecRow, StoryboardRow, TakeRow, TakeStatus, utcnow
+from .models import ArtifactRow, FileSeenRow, RevisionRow, ShotRow, SpecRow, StoryboardRow, TakeRow, TakeStatus, utcnow
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,7 @@ class Store:
         for spec in specs.values():
             if s.get(SpecRow, spec.spec_hash) is None:
                 s.add(SpecRow(spec_hash=spec.spec_hash, model_id=spec.model_id, data=spec_json(spec)))
+        self._record_files(s, specs.values())
         s.flush()
         rows = {r.shot_id: r for r in s.scalars(select(ShotRow).where(ShotRow.storyboard_id == sb.id))}
         present = set()
@@ -129,6 +130,21 @@ class Store:
             if sid not in present:
                 row.active = False
         return number
+
+    @staticmethod
+    def _record_files(s: Session, specs: Iterable[ShotSpec]) -> None:
+        seen = {(f.path, f.sha256) for f in s.scalars(select(FileSeenRow))}
+        for spec in specs:
+            files = [("lora", lo.path, lo.sha256) for lo in spec.loras]
+            files += [("image", im.path, im.sha256) for im in spec.images]
+            for kind, path, sha in files:
+                if (path, sha) not in seen:
+                    s.add(FileSeenRow(kind=kind, path=path, sha256=sha))
+                    seen.add((path, sha))
+
+    def files_seen(self) -> list[tuple[str, str, str]]:
+        with self.session() as s:
+            return [(f.kind, f.path, f.sha256) for f in s.scalars(select(FileSeenRow).order_by(FileSeenRow.id))]
 
     # ------------------------------------------------------------ planning
     def plan(self, storyboard: str) -> list[PlanItem]:
