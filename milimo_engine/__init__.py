@@ -1,30 +1,38 @@
 """Milimo's LTX-2 engine: the two-stage pipeline, the model ledger and the tiny demo model.
 
-Usable alone (a notebook, a script); never imports Prefect, OTIO or SQL.
+Usable alone (a notebook, a script); never imports Prefect, OTIO or SQL. The names below load
+lazily, so torch-free parts (`milimo_engine.hashing`, `milimo_engine.frames`) import without torch.
 """
 
-from .errors import (
-    InvalidFrameCountError,
-    InvalidGuidanceError,
-    InvalidRequestError,
-    InvalidSizeError,
-    LoraFileError,
-    MilimoEngineError,
-    MissingComponentError,
-    RenderCancelled,
-    UnknownLoraKeysError,
-    UnsupportedDtypeError,
-)
-from .ledger import AppliedLora, LoadEvent, ModelLedger
-from .manifest import ModelManifest
-from .pipeline import TwoStagePipeline
-from .request import Guidance, LoraSpec, ShotRequest
-from .result import ShotResult
-from .tiny import build_tiny_model, ensure_tiny_model
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "AppliedLora", "Guidance", "InvalidFrameCountError", "InvalidGuidanceError", "InvalidRequestError",
-    "InvalidSizeError", "LoadEvent", "LoraFileError", "LoraSpec", "MilimoEngineError", "MissingComponentError",
-    "ModelLedger", "ModelManifest", "RenderCancelled", "ShotRequest", "ShotResult", "TwoStagePipeline",
-    "UnknownLoraKeysError", "UnsupportedDtypeError", "build_tiny_model", "ensure_tiny_model",
-]
+_EXPORTS = {
+    "AppliedLora": "ledger", "LoadEvent": "ledger", "ModelLedger": "ledger",
+    "ModelManifest": "manifest", "TwoStagePipeline": "pipeline", "ShotResult": "result",
+    "Guidance": "request", "LoraSpec": "request", "ShotRequest": "request",
+    "build_tiny_model": "tiny", "ensure_tiny_model": "tiny",
+    **{name: "errors" for name in (
+        "InvalidFrameCountError", "InvalidGuidanceError", "InvalidRequestError", "InvalidSizeError", "LoraFileError",
+        "MilimoEngineError", "MissingComponentError", "RenderCancelled", "UnknownLoraKeysError",
+        "UnsupportedDtypeError")},
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .errors import *  # noqa: F401,F403
+    from .ledger import AppliedLora, LoadEvent, ModelLedger  # noqa: F401
+    from .manifest import ModelManifest  # noqa: F401
+    from .pipeline import TwoStagePipeline  # noqa: F401
+    from .request import Guidance, LoraSpec, ShotRequest  # noqa: F401
+    from .result import ShotResult  # noqa: F401
+    from .tiny import build_tiny_model, ensure_tiny_model  # noqa: F401

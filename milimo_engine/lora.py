@@ -8,7 +8,6 @@ weights untouched so stages can switch adapter sets freely.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,26 +17,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .errors import LoraFileError, UnknownLoraKeysError
+from .hashing import file_sha256
 
 _LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_down.weight", ".lora_up.weight", ".alpha",
                   ".lora_A.bias", ".lora_B.bias")
-
-_hash_cache: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, cached by (path, size, mtime) so a warm worker hashes a LoRA once."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _hash_cache:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _hash_cache[key] = h.hexdigest()
-    return _hash_cache[key]
-
 
 @dataclass(frozen=True)
 class LoraWeights:

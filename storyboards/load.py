@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import opentimelineio as otio
+
+from milimo_engine.hashing import file_sha256
 
 from .schema import NAMESPACE, plain
 
@@ -49,14 +50,6 @@ class Storyboard:
 def slug(name: str) -> str:
     s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return s or "shot"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _shots_track(timeline: otio.schema.Timeline, wanted: str | None) -> otio.schema.Track:
@@ -112,5 +105,5 @@ def load(path: str | Path, shots_track: str | None = None) -> Storyboard:
         else:
             previous_was_clip = False
         position += round(duration.rescaled_to(rate).value) if rate else 0
-    return Storyboard(timeline.name or p.stem, p, _sha256(p), float(rate or 24.0), meta, tuple(shots), track.name,
+    return Storyboard(timeline.name or p.stem, p, file_sha256(p), float(rate or 24.0), meta, tuple(shots), track.name,
                       timeline)

@@ -11,23 +11,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from milimo_engine.hashing import file_sha256
+
 from .load import Storyboard
 from .validate import ValidationConfig, effective, validate
-
-_hashes: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _hashes:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _hashes[key] = h.hexdigest()
-    return _hashes[key]
-
 
 @dataclass(frozen=True)
 class LoraRef:
