@@ -14,7 +14,6 @@ on CUDA also the transformer's achieved TFLOP/s per stage.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import tempfile
@@ -79,30 +78,33 @@ class DiffusersRecipe:
 
 
 def transformer_flops(ledger: ModelLedger, request: ShotRequest) -> dict[str, float]:
-    """Forward FLOPs of the transformer per stage, counted once with torch's FLOP counter."""
+    """Transformer forward FLOPs per stage: each forward's FLOPs are counted, and each step
+    callback files what was counted since the previous step under that step's stage."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    counts: dict[str, float] = {}
+    counts = {"stage1": 0.0, "stage2": 0.0}
+    pending = 0.0
     transformer = ledger.transformer()
-    original = transformer.forward
-    stage = {"name": ""}
+    forward = transformer.forward
 
     def counted(*args, **kwargs):
+        nonlocal pending
         with FlopCounterMode(display=False) as mode:
-            out = original(*args, **kwargs)
-        counts[stage["name"]] = counts.get(stage["name"], 0.0) + mode.get_total_flops()
+            out = forward(*args, **kwargs)
+        pending += mode.get_total_flops()
         return out
+
+    def on_step(info) -> None:
+        nonlocal pending
+        counts[info.stage] += pending
+        pending = 0.0
 
     transformer.forward = counted
     try:
-        TwoStagePipeline(ledger, progress=False)(
-            request, output_type="latent",
-            callback_on_step_end=lambda info: stage.__setitem__("name", info.stage if info.step < info.total else
-                                                                "stage2" if info.stage == "stage1" else "done"))
+        TwoStagePipeline(ledger, progress=False)(request, output_type="latent", callback_on_step_end=on_step)
     finally:
-        transformer.forward = original
-    stage1 = counts.get("", 0.0) + counts.get("stage1", 0.0)
-    return {"stage1": stage1, "stage2": counts.get("stage2", 0.0)}
+        transformer.forward = forward
+    return counts
 
 
 def main() -> None:

@@ -85,6 +85,7 @@ def load(path: str | Path, shots_track: str | None = None) -> Storyboard:
         duration = item.duration()
         if rate is None and duration.rate > 0:
             rate = duration.rate
+        length = round(duration.rescaled_to(rate).value) if rate else round(duration.value)
         if isinstance(item, otio.schema.Clip):
             clip_meta = plain(item.metadata.get(NAMESPACE, {})) or {}
             name = item.name or f"clip {len(shots) + 1}"
@@ -96,14 +97,13 @@ def load(path: str | Path, shots_track: str | None = None) -> Storyboard:
                 seen[base] = seen.get(base, 0) + 1
                 shot_id = base if seen[base] == 1 else f"{base}-{seen[base]}"
                 derived = True
-            frames = round(duration.rescaled_to(rate).value) if rate else round(duration.value)
-            shots.append(Shot(len(shots), name, shot_id, derived, frames, float(rate or duration.rate), clip_meta,
+            shots.append(Shot(len(shots), name, shot_id, derived, length, float(rate or duration.rate), clip_meta,
                               follows_gap=bool(shots) and not previous_was_clip, start_frame=position))
             previous_was_clip = True
         elif isinstance(item, otio.schema.Transition):
             continue
         else:
             previous_was_clip = False
-        position += round(duration.rescaled_to(rate).value) if rate else 0
+        position += length
     return Storyboard(timeline.name or p.stem, p, file_sha256(p), float(rate or 24.0), meta, tuple(shots), track.name,
                       timeline)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from milimo_engine.hashing import file_sha256
 
 from .load import Storyboard
 from .validate import ValidationConfig, effective, validate
+
 
 @dataclass(frozen=True)
 class LoraRef:
@@ -62,7 +64,7 @@ class ShotSpec:
                 d[key] = file_sha256(Path(d[key]))
         return d
 
-    @property
+    @cached_property
     def spec_hash(self) -> str:
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode()).hexdigest()

@@ -110,7 +110,7 @@ def effective(storyboard: Storyboard, shot: Shot, key: str) -> Any:
     overrides = shot.metadata.get("overrides") or {}
     if key in overrides:
         return overrides[key]
-    if key in shot.metadata and key not in ("overrides",):
+    if key in shot.metadata:
         return shot.metadata[key]
     defaults = storyboard.timeline_metadata.get("defaults") or {}
     return defaults.get(key, DEFAULTS.get(key))

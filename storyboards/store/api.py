@@ -11,9 +11,9 @@ import hashlib
 import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +22,9 @@ from ..load import Storyboard
 from ..spec import ShotSpec
 from .db import default_url, make_engine, upgrade
 from .models import ArtifactRow, FileSeenRow, RevisionRow, ShotRow, SpecRow, StoryboardRow, TakeRow, TakeStatus, utcnow
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,30 +84,36 @@ class Store:
         graph = ShotGraph.of(board)
         content = hashlib.sha256((board.source_sha256 + "".join(
             f"{sid}:{specs[sid].spec_hash}" for sid in graph.order() if sid in specs)).encode()).hexdigest()
-        for attempt in range(3):
+        return self._retrying(lambda s: self._import(s, board, specs, graph, content), attempts=3)
+
+    def _retrying(self, work: Callable[[Session], T], attempts: int) -> T:
+        """Run `work` in its own transaction, again if a concurrent writer won a unique constraint."""
+        for attempt in range(attempts):
             try:
                 with self.session.begin() as s:
-                    return self._import(s, board, specs, graph, content)
+                    return work(s)
             except IntegrityError:
-                if attempt == 2:
+                if attempt == attempts - 1:
                     raise
         raise AssertionError("unreachable")
 
+    @staticmethod
+    def _next_number(s: Session, column, where) -> int:
+        return (s.scalar(select(func.max(column)).where(where)) or 0) + 1
+
     def _import(self, s: Session, board: Storyboard, specs: dict[str, ShotSpec], graph: ShotGraph,
                 content: str) -> int:
-        sb = s.scalar(select(StoryboardRow).where(StoryboardRow.name == board.name))
+        query = select(StoryboardRow).where(StoryboardRow.name == board.name)
+        sb = s.scalar(query.with_for_update() if self.is_postgres else query)
         if sb is None:
             sb = StoryboardRow(name=board.name)
             s.add(sb)
             s.flush()
-        elif self.is_postgres:
-            s.execute(select(StoryboardRow).where(StoryboardRow.id == sb.id).with_for_update())
         existing = s.scalar(select(RevisionRow).where(RevisionRow.storyboard_id == sb.id,
                                                       RevisionRow.content_hash == content))
         if existing is not None:
             return existing.number
-        number = (s.scalar(select(RevisionRow.number).where(RevisionRow.storyboard_id == sb.id)
-                           .order_by(RevisionRow.number.desc()).limit(1)) or 0) + 1
+        number = self._next_number(s, RevisionRow.number, RevisionRow.storyboard_id == sb.id)
         s.add(RevisionRow(storyboard_id=sb.id, number=number, source_path=str(board.source_path),
                           source_sha256=board.source_sha256, content_hash=content))
         for spec in specs.values():
@@ -133,14 +142,17 @@ class Store:
 
     @staticmethod
     def _record_files(s: Session, specs: Iterable[ShotSpec]) -> None:
-        seen = {(f.path, f.sha256) for f in s.scalars(select(FileSeenRow))}
+        files: dict[tuple[str, str], str] = {}
         for spec in specs:
-            files = [("lora", lo.path, lo.sha256) for lo in spec.loras]
-            files += [("image", im.path, im.sha256) for im in spec.images]
-            for kind, path, sha in files:
-                if (path, sha) not in seen:
-                    s.add(FileSeenRow(kind=kind, path=path, sha256=sha))
-                    seen.add((path, sha))
+            files.update({(lo.path, lo.sha256): "lora" for lo in spec.loras})
+            files.update({(im.path, im.sha256): "image" for im in spec.images})
+        if not files:
+            return
+        known = set(s.execute(select(FileSeenRow.path, FileSeenRow.sha256).where(
+            tuple_(FileSeenRow.path, FileSeenRow.sha256).in_(list(files)))).tuples())
+        for (path, sha), kind in files.items():
+            if (path, sha) not in known:
+                s.add(FileSeenRow(kind=kind, path=path, sha256=sha))
 
     def files_seen(self) -> list[tuple[str, str, str]]:
         with self.session() as s:
@@ -196,26 +208,21 @@ class Store:
     def start_take(self, storyboard: str, shot_id: str, *, handoff_in_take_id: int | None = None,
                    handoff_in_path: str | None = None, handoff_in_sha256: str | None = None,
                    flow_run_id: str | None = None, task_run_id: str | None = None, host: str | None = None) -> int:
-        for attempt in range(5):
-            try:
-                with self.session.begin() as s:
-                    shot = self._shot(s, storyboard, shot_id, lock=True)
-                    if shot.spec_hash is None:
-                        raise ValueError(f"shot {shot_id!r} has no spec yet; give it a prompt and import again")
-                    number = (s.scalar(select(TakeRow.number).where(TakeRow.shot_pk == shot.id)
-                                       .order_by(TakeRow.number.desc()).limit(1)) or 0) + 1
-                    take = TakeRow(shot_pk=shot.id, number=number, status=TakeStatus.running,
-                                   spec_hash=shot.spec_hash, handoff_in_take_id=handoff_in_take_id,
-                                   handoff_in_path=handoff_in_path, handoff_in_sha256=handoff_in_sha256,
-                                   host=host or socket.gethostname(), flow_run_id=flow_run_id,
-                                   task_run_id=task_run_id, started_at=utcnow(), outputs={}, timings={})
-                    s.add(take)
-                    s.flush()
-                    return take.id
-            except IntegrityError:
-                if attempt == 4:
-                    raise
-        raise AssertionError("unreachable")
+        def work(s: Session) -> int:
+            shot = self._shot(s, storyboard, shot_id, lock=True)
+            if shot.spec_hash is None:
+                raise ValueError(f"shot {shot_id!r} has no spec yet; give it a prompt and import again")
+            take = TakeRow(shot_pk=shot.id, number=self._next_number(s, TakeRow.number, TakeRow.shot_pk == shot.id),
+                           status=TakeStatus.running, spec_hash=shot.spec_hash,
+                           handoff_in_take_id=handoff_in_take_id, handoff_in_path=handoff_in_path,
+                           handoff_in_sha256=handoff_in_sha256, host=host or socket.gethostname(),
+                           flow_run_id=flow_run_id, task_run_id=task_run_id, started_at=utcnow(), outputs={},
+                           timings={})
+            s.add(take)
+            s.flush()
+            return take.id
+
+        return self._retrying(work, attempts=5)
 
     def finish_take(self, take_id: int, *, handoff_out_path: str | None = None,
                     handoff_out_sha256: str | None = None, outputs: dict[str, Any] | None = None,
