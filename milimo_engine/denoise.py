@@ -62,10 +62,14 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
                                                          fps=grid.fps)
     audio_coords = transformer.audio_rope.prepare_audio_coords(batch, grid.audio_frames, device)
 
+    # Positions are the same every step; the guided (uncond + cond) batch needs them twice.
+    coords = {1: (video_coords, audio_coords)}
+    if guider.wants_uncond:
+        coords[2] = tuple(c.repeat((2,) + (1,) * (c.ndim - 1)) for c in (video_coords, audio_coords))
+
     def run(v: torch.Tensor, a: torch.Tensor, t: torch.Tensor, emb: TextEmbeddings, copies: int, **extra):
         ts = t.expand(v.shape[0] * copies)
-        vc = video_coords.repeat((copies,) + (1,) * (video_coords.ndim - 1)) if copies > 1 else video_coords
-        ac = audio_coords.repeat((copies,) + (1,) * (audio_coords.ndim - 1)) if copies > 1 else audio_coords
+        vc, ac = coords[copies]
         vin = torch.cat([v] * copies) if copies > 1 else v
         ain = torch.cat([a] * copies) if copies > 1 else a
         with transformer.cache_context(extra.pop("context", "cond")):
