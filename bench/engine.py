@@ -9,6 +9,11 @@ on CUDA also the transformer's achieved TFLOP/s per stage.
     python bench/engine.py                      # tiny random bundle, CPU
     python bench/engine.py --profile bench      # larger random config
     python bench/engine.py --model DIR --device cuda --dtype bfloat16 --width 768 --height 512 --frames 121
+    python bench/engine.py --chain              # shot A, then shot B continuing from A's last 9 frames
+
+With --chain, ours is A (which also builds its handoff) then B taking that handoff; diffusers'
+is its recipe for A, then B through LTX2ConditionPipeline with A's last 9 frames as a video
+condition at frame 0 in both stages (its way of continuing a clip), B's first 9 frames dropped.
 """
 
 from __future__ import annotations
@@ -76,6 +81,43 @@ class DiffusersRecipe:
                         max_sequence_length=max_len, generator=gen, output_type="np")
         return out.frames, out.audio
 
+    def chained(self, a: ShotRequest, b: ShotRequest, stg_blocks: list[int], max_len: int):
+        """A by the recipe above, then B continuing from A's last 9 delivered frames."""
+        from diffusers import LTX2ConditionPipeline
+        from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+        from PIL import Image
+
+        frames_a, _ = self(a, stg_blocks, max_len)
+        tail = [Image.fromarray((f * 255).round().astype("uint8")) for f in frames_a[0][-9:]]
+        cond = LTX2ConditionPipeline.from_pipe(self.pipe)
+        cond.set_progress_bar_config(disable=True)
+        g = b.guidance
+        gen = torch.Generator().manual_seed(b.seed)
+        rendered = b.replace(num_frames=b.num_frames + 9).render_frames  # B plus the 9 continued frames
+        cond.scheduler = self.stage1_scheduler
+        cond.disable_lora()
+        s1 = cond(conditions=[LTX2VideoCondition(frames=tail, index=0, strength=1.0)], prompt=b.prompt,
+                  negative_prompt=b.negative_prompt, height=b.height // 2, width=b.width // 2, num_frames=rendered,
+                  frame_rate=b.fps, num_inference_steps=b.steps, guidance_scale=g.cfg, audio_guidance_scale=g.audio_cfg,
+                  stg_scale=g.stg, audio_stg_scale=g.audio_stg, spatio_temporal_guidance_blocks=stg_blocks,
+                  modality_scale=g.modality, audio_modality_scale=g.audio_modality, guidance_rescale=g.rescale,
+                  audio_guidance_rescale=g.audio_rescale, use_cross_timestep=False, max_sequence_length=max_len,
+                  generator=gen, output_type="latent")
+        up = self.upsample(latents=s1.frames, height=b.height // 2, width=b.width // 2, num_frames=rendered,
+                           output_type="latent", latents_normalized=False).frames
+        cond.enable_lora()
+        cond.set_adapters(["distilled"], [1.0])
+        cond.scheduler = self.stage2_scheduler
+        sig = list(DISTILLED_SIGMAS[:-1])
+        out = cond(conditions=[LTX2VideoCondition(frames=tail, index=0, strength=1.0)], prompt=b.prompt,
+                   height=b.height, width=b.width, num_frames=rendered, frame_rate=b.fps, sigmas=sig,
+                   num_inference_steps=len(sig), latents=up, audio_latents=s1.audio, noise_scale=sig[0],
+                   guidance_scale=1.0, audio_guidance_scale=1.0, stg_scale=0.0, audio_stg_scale=0.0,
+                   modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0, audio_guidance_rescale=0.0,
+                   spatio_temporal_guidance_blocks=None, use_cross_timestep=False, max_sequence_length=max_len,
+                   generator=gen, output_type="np")
+        return frames_a, out.frames[:, 9:9 + b.num_frames]
+
 
 def transformer_flops(ledger: ModelLedger, request: ShotRequest) -> dict[str, float]:
     """Transformer forward FLOPs per stage: each forward's FLOPs are counted, and each step
@@ -119,6 +161,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cfg-only", action="store_true", help="plain CFG instead of the full guidance recipe")
+    ap.add_argument("--chain", action="store_true", help="time shot A then shot B continuing from A (a handoff)")
     args = ap.parse_args()
 
     torch.set_grad_enabled(False)
@@ -133,8 +176,24 @@ def main() -> None:
     theirs = DiffusersRecipe(model_dir, args.device, ledger.dtype, model_dir / ledger.manifest.distilled_lora)
     max_len = ledger.manifest.max_sequence_length
 
-    ours(request)  # warm both (weights loaded, kernels chosen) before timing
-    theirs(request, stg_blocks, max_len)
+    shot_b = request.replace(prompt="the lamp of the lighthouse turns, light sweeping the sea", seed=2)
+
+    def run_ours():
+        a = ours(request)
+        if args.chain:
+            b = ours(shot_b.replace(handoff=a.handoff))  # B's own handoff is lazy: nobody asks, nobody pays
+            assert b.frames.shape[0] == shot_b.num_frames
+        return a
+
+    def run_theirs():
+        if args.chain:
+            _, b = theirs.chained(request, shot_b, stg_blocks, max_len)
+            assert b.shape[1] == shot_b.num_frames
+        else:
+            theirs(request, stg_blocks, max_len)
+
+    run_ours()  # warm both (weights loaded, kernels chosen) before timing
+    run_theirs()
     times: dict[str, list[float]] = {"ours": [], "diffusers": []}
     stage_times: dict[str, list[float]] = {"stage1": [], "stage2": []}
     for _ in range(args.repeats):
@@ -142,11 +201,11 @@ def main() -> None:
             sync(args.device)
             t0 = time.perf_counter()
             if name == "ours":
-                result = ours(request)
+                result = run_ours()
                 for k in stage_times:
                     stage_times[k].append(result.timings[k])
             else:
-                theirs(request, stg_blocks, max_len)
+                run_theirs()
             sync(args.device)
             times[name].append(time.perf_counter() - t0)
 
@@ -155,7 +214,7 @@ def main() -> None:
           f"torch={torch.__version__} threads={torch.get_num_threads()}")
     print(f"shot: {args.width}x{args.height}, {args.frames} frames, stage1 {args.steps} steps "
           f"({'cfg only' if args.cfg_only else 'cfg+stg+modality'}), stage2 {len(DISTILLED_SIGMAS) - 1} steps; "
-          f"{args.repeats} alternating runs")
+          f"{args.repeats} alternating runs{'; chained A -> B (B continues from A)' if args.chain else ''}")
     print(f"ours      median {med['ours']:.3f}s  runs {[round(t, 3) for t in times['ours']]}")
     print(f"diffusers median {med['diffusers']:.3f}s  runs {[round(t, 3) for t in times['diffusers']]}")
     print(f"ratio ours/diffusers = {med['ours'] / med['diffusers']:.3f}  (target <= 1.0)")

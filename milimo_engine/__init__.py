@@ -12,7 +12,9 @@ _EXPORTS = {
     "ModelManifest": "manifest", "TwoStagePipeline": "pipeline", "ShotResult": "result",
     "Guidance": "request", "LoraSpec": "request", "ShotRequest": "request",
     "build_tiny_model": "tiny", "ensure_tiny_model": "tiny",
+    "ImageCondition": "conditioning", "Handoff": "handoff", "ICLoraPipeline": "ic_lora",
     **{name: "errors" for name in (
+        "HandoffError", "HandoffIntegrityError", "HandoffMismatchError", "InvalidConditionError",
         "InvalidFrameCountError", "InvalidGuidanceError", "InvalidRequestError", "InvalidSizeError", "LoraFileError",
         "MilimoEngineError", "MissingComponentError", "RenderCancelled", "UnknownLoraKeysError",
         "UnsupportedDtypeError")},
@@ -29,7 +31,10 @@ def __getattr__(name: str):
 
 
 if TYPE_CHECKING:
+    from .conditioning import ImageCondition  # noqa: F401
     from .errors import *  # noqa: F401,F403
+    from .handoff import Handoff  # noqa: F401
+    from .ic_lora import ICLoraPipeline  # noqa: F401
     from .ledger import AppliedLora, LoadEvent, ModelLedger  # noqa: F401
     from .manifest import ModelManifest  # noqa: F401
     from .pipeline import TwoStagePipeline  # noqa: F401

@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 import torch
 
 from .components.guiders import Guider, Predictions
+from .conditioning import StageConditioning
 from .errors import RenderCancelled
 from .text import TextEmbeddings
 
@@ -49,8 +50,19 @@ class LatentGrid:
 @torch.no_grad()
 def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmbeddings, sigmas: torch.Tensor,
             grid: LatentGrid, guider: Guider, *, stage: str, cross_timestep: bool = False,
-            callback: StepCallback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run `len(sigmas) - 1` Euler steps from `sigmas[0]` to `sigmas[-1]` on packed float32 latents."""
+            callback: StepCallback | None = None,
+            conditioning: StageConditioning | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `len(sigmas) - 1` Euler steps from `sigmas[0]` to `sigmas[-1]` on packed float32 latents.
+
+    With `conditioning`, masked tokens get per-token timesteps and their predictions are pulled to
+    the clean values, and appended tokens (IC-LoRA references) ride along in every model input
+    at timestep 0; only the generated tokens come back. Without it (or with nothing active) the
+    loop is exactly the unconditioned one.
+    """
+    cond_video = conditioning.video if conditioning is not None and conditioning.video_active else None
+    cond_audio = conditioning.audio if conditioning is not None and conditioning.audio_active else None
+    appended = conditioning.appended if conditioning is not None else None
+    per_token = cond_video is not None or cond_audio is not None or appended is not None
     device = video.device
     model_dtype = text.video.dtype
     sigmas = sigmas.to(device=device, dtype=torch.float32)
@@ -60,6 +72,10 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
     batch = video.shape[0]
     video_coords = transformer.rope.prepare_video_coords(batch, grid.frames, grid.height, grid.width, device,
                                                          fps=grid.fps)
+    n_video = video.shape[1]
+    if appended is not None:
+        video_coords = torch.cat([video_coords, appended.coords.to(video_coords)], dim=2)
+        extra_tokens = appended.tokens.to(device=device, dtype=torch.float32)
     audio_coords = transformer.audio_rope.prepare_audio_coords(batch, grid.audio_frames, device)
 
     # Positions are the same every step; the guided (uncond + cond) batch needs them twice.
@@ -67,8 +83,21 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
     if guider.wants_uncond:
         coords[2] = tuple(c.repeat((2,) + (1,) * (c.ndim - 1)) for c in (video_coords, audio_coords))
 
+    def token_timesteps(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, S] timesteps per video token and per audio token."""
+        tv = cond_video.timesteps(t) if cond_video is not None else t.expand(batch, n_video)
+        if appended is not None:
+            tv = torch.cat([tv, tv.new_zeros(batch, appended.tokens.shape[1])], dim=1)
+        ta = cond_audio.timesteps(t) if cond_audio is not None else t.expand(batch, audio.shape[1])
+        return tv, ta
+
     def run(v: torch.Tensor, a: torch.Tensor, t: torch.Tensor, emb: TextEmbeddings, copies: int, **extra):
         ts = t.expand(v.shape[0] * copies)
+        if per_token:
+            tv, ta = (x.repeat(copies, 1) for x in token_timesteps(t))
+            v = torch.cat([v, extra_tokens], dim=1) if appended is not None else v
+        else:
+            tv = ta = ts
         vc, ac = coords[copies]
         vin = torch.cat([v] * copies) if copies > 1 else v
         ain = torch.cat([a] * copies) if copies > 1 else a
@@ -76,12 +105,13 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
             pv, pa = transformer(
                 hidden_states=vin.to(model_dtype), audio_hidden_states=ain.to(model_dtype),
                 encoder_hidden_states=emb.video, audio_encoder_hidden_states=emb.audio,
-                timestep=ts, sigma=ts, encoder_attention_mask=emb.mask, audio_encoder_attention_mask=emb.mask,
+                timestep=tv, audio_timestep=ta, sigma=ts, audio_sigma=ts,
+                encoder_attention_mask=emb.mask, audio_encoder_attention_mask=emb.mask,
                 num_frames=grid.frames, height=grid.height, width=grid.width, fps=grid.fps,
                 audio_num_frames=grid.audio_frames, video_coords=vc, audio_coords=ac,
                 use_cross_timestep=cross_timestep, return_dict=False, **extra,
             )
-        return pv.float(), pa.float()
+        return pv[:, :n_video].float(), pa.float()
 
     total = len(sigmas) - 1
     for i in range(total):
@@ -103,6 +133,10 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
         if guider.wants_isolated:
             isolated = to_x0(run(video, audio, t, cond_text, 1, context="uncond_modality", isolate_modalities=True))
         x0_video, x0_audio = guider.combine(Predictions(cond, uncond, perturbed, isolated))
+        if cond_video is not None:
+            x0_video = cond_video.blend(x0_video)
+        if cond_audio is not None:
+            x0_audio = cond_audio.blend(x0_audio)
 
         velocity_video = (video - x0_video) / sigma
         velocity_audio = (audio - x0_audio) / sigma

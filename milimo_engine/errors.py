@@ -72,3 +72,34 @@ class RenderCancelled(MilimoEngineError):
         self.stage = stage
         self.step = step
         super().__init__(f"render stopped in {stage} at step {step}: {reason}")
+
+
+class InvalidConditionError(InvalidRequestError):
+    """An image condition or reference video cannot be applied (bad frame, unreadable image, strength)."""
+
+
+class HandoffError(MilimoEngineError, ValueError):
+    """Base of handoff problems; never retried, since the same file fails the same way."""
+
+
+class HandoffIntegrityError(HandoffError):
+    """A handoff file does not hold what its recorded sha256 says: truncated, edited or not a handoff."""
+
+    def __init__(self, path: Any, message: str):
+        self.path = path
+        super().__init__(f"handoff {path}: {message}. Re-render the source shot to rebuild it.")
+
+
+class HandoffMismatchError(HandoffError, InvalidRequestError):
+    """A handoff made under other settings (model, VAE, size, fps) than the shot that would take it."""
+
+    def __init__(self, field: str, handoff_value: Any, request_value: Any, source: str = ""):
+        self.field = field
+        self.value = request_value
+        self.nearest = handoff_value
+        origin = f" (made by {source})" if source else ""
+        Exception.__init__(
+            self,
+            f"handoff.{field}: the handoff{origin} has {field}={handoff_value!r} but this shot has "
+            f"{field}={request_value!r}. Render both shots with the same {field}, or re-render the source "
+            f"shot under this shot's settings.")

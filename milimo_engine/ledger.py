@@ -9,6 +9,7 @@ base weights stay bit-identical however many shots and LoRAs pass through.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -21,6 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from .errors import MissingComponentError, UnsupportedDtypeError
+from .hashing import file_sha256
 from .lora import LoraWeights, adapter_name, check_lora_fits, read_lora
 from .manifest import REQUIRED_COMPONENTS, ModelManifest
 from .request import LoraSpec
@@ -182,6 +184,17 @@ class ModelLedger:
 
     def temporal_upsampler(self):
         return self._get("temporal_upsampler")
+
+    def weights_sha256(self, component: str) -> str:
+        """One hash for a component's weight files: what records name when "the same VAE" must be provable."""
+        path = self.manifest.component_path(self.model_dir, component)
+        files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+        if not files:
+            raise MissingComponentError(component, path, "has no .safetensors weights")
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f.name}:{file_sha256(f)}\n".encode())
+        return h.hexdigest()
 
     def has_component(self, component: str) -> bool:
         rel = self.manifest.components.get(component)

@@ -56,6 +56,10 @@ class ModelManifest:
     schedule: ScheduleDefaults = field(default_factory=ScheduleDefaults)
     stg_blocks: tuple[int, ...] = (29,)
     max_frames: int = 257
+    # Long shots render as chained segments of at most this many frames (8k+1).
+    segment_frames: int = 121
+    # Image conditions are re-compressed as one H.264 frame at the CRF the model was trained on.
+    image_crf: int = 33
     max_sequence_length: int = 1024
     # LTX-2.3+ modulate cross-modal attention with the other modality's sigma; LTX-2.0 does not.
     cross_timestep: bool = False

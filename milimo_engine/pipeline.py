@@ -20,11 +20,16 @@ from .components.guiders import Guider, MultiModalGuider, NoGuider
 from .components.latents import AudioNorm, VideoNorm, pack_audio, pack_video, unpack_audio, unpack_video
 from .components.noisers import FlowNoiser, gaussian_noise
 from .components.schedules import FixedSchedule, TokenShiftedSchedule, schedule_from
+from .conditioning import (AppendedTokens, ImageCondition, StageConditioning, TokenConditioning, fit_image,
+                           latent_index_for_frame, load_rgb, valid_condition_frames)
 from .denoise import LatentGrid, StepCallback, denoise
-from .errors import InvalidGuidanceError
+from .errors import HandoffMismatchError, InvalidConditionError, InvalidGuidanceError
+from .handoff import Handoff
 from .ledger import ModelLedger
+from .media import h264_roundtrip
 from .progress import step_hook
-from .request import ShotRequest
+from .request import MAX_SEED, LoraSpec, ShotRequest
+from .segments import Segment, plan_segments
 from .result import ShotResult
 from .text import TextEmbeddings, encode_prompt
 
@@ -50,77 +55,245 @@ class TwoStagePipeline:
         self.stage1_schedule = TokenShiftedSchedule(m.base_shift, m.max_shift, m.base_seq_len, m.max_seq_len,
                                                     m.shift_terminal)
         self.distilled_schedule = FixedSchedule(tuple(m.distilled_sigmas))
+        self._vae_sha256: str | None = None
 
     # ---------------------------------------------------------------- public
     @torch.no_grad()
     def __call__(self, request: ShotRequest, *, callback_on_step_end: StepCallback | None = None,
                  output_type: Literal["np", "latent"] = "np", time_limit_s: float | None = None) -> ShotResult:
+        return self.run(request, callback_on_step_end=callback_on_step_end, output_type=output_type,
+                        time_limit_s=time_limit_s)
+
+    @torch.no_grad()
+    def run(self, request: ShotRequest, *, callback_on_step_end: StepCallback | None = None,
+            output_type: Literal["np", "latent"] = "np", time_limit_s: float | None = None,
+            in_context: InContext | None = None) -> ShotResult:
+        """Validate, then render the shot in one piece or, beyond the segment limit, as chained segments."""
         led = self.ledger
-        request.validate(max_frames=led.manifest.max_frames)
+        request.validate(max_frames=led.manifest.max_frames, segment_frames=led.manifest.segment_frames)
+        if request.handoff is not None:
+            request.handoff.check_fits(model_id=led.model_id, vae_sha256=self.vae_sha256, width=request.width,
+                                       height=request.height, fps=request.fps)
+        limit = request.segment_frames or led.manifest.segment_frames
+        chain_overlap = 1 + fr.TEMPORAL_RATIO * max(request.handoff_m, 1)
+        segments = plan_segments(request.num_frames, limit, request.overlap_frames, chain_overlap)
+        if in_context is not None and len(segments) > 1:
+            raise InvalidConditionError(
+                "num_frames", request.num_frames,
+                f"an in-context (IC-LoRA) shot renders in one segment of at most {limit} frames", nearest=limit)
+        images = self.place_images(request, segments)
         guider = self.guider_for(request)
         deadline = time.monotonic() + time_limit_s if time_limit_s is not None else None
         callback, close_bar = step_hook(callback_on_step_end, show_bar=self.progress, deadline=deadline)
-        timings: dict[str, float] = {}
-        t_total = time.perf_counter()
-        generator = torch.Generator("cpu").manual_seed(request.seed)
         try:
             t0 = time.perf_counter()
             text = self.encode(request, guided=guider.wants_uncond)
-            timings["text"] = time.perf_counter() - t0
-
-            rendered = request.render_frames
-            latent_f = fr.latent_frames(rendered)
-            audio_frames = self.audio_latent_frames(rendered, request.fps)
-
-            t0 = time.perf_counter()
-            stage1_loras = led.use_loras(request.loras)
-            s1 = self.stage1(request, text, guider, generator, latent_f, audio_frames, callback)
-            timings["stage1"] = time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            up = self.upsample_spatial(s1)
-            timings["upsample"] = time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            distilled = led.distilled_lora()
-            stage2_loras = led.use_loras(list(request.loras) + ([distilled] if distilled else []))
-            s2 = self.stage2(request, text, up, generator, callback)
-            timings["stage2"] = time.perf_counter() - t0
-
-            video_norm = VideoNorm.of(led.video_decoder())
-            final = video_norm.denormalize(unpack_video(s2.video, s2.grid.frames, s2.grid.height, s2.grid.width))
-            fps = request.fps
-            delivered = request.num_frames
-            if request.temporal_upsample:
-                t0 = time.perf_counter()
-                final = self.upsample_temporal(final)
-                timings["temporal"] = time.perf_counter() - t0
-                fps, delivered = request.fps * 2, 2 * request.num_frames - 1
-            audio_norm = AudioNorm.of(led.audio_decoder())
-            mel_bins = led.audio_decoder().config.mel_bins // led.audio_decoder().mel_compression_ratio
-            audio_latent = unpack_audio(audio_norm.denormalize(s2.audio), mel_bins)
-            stage1_raw = video_norm.denormalize(unpack_video(s1.video, s1.grid.frames, s1.grid.height,
-                                                             s1.grid.width))
-
-            frames = audio = None
-            sample_rate = int(led.vocoder().config.output_sampling_rate)
-            if output_type != "latent":
-                t0 = time.perf_counter()
-                frames = self.decode_video(final)[:delivered]
-                timings["decode_video"] = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                audio = self.decode_audio(audio_latent)
-                audio = fit_audio(audio, round(delivered / fps * sample_rate))
-                timings["decode_audio"] = time.perf_counter() - t0
+            text_seconds = time.perf_counter() - t0
+            if len(segments) == 1:
+                result = self.render_segment(request, text, guider, images[0], callback, output_type, in_context)
+                result.timings["text"] = text_seconds
+                return result
+            parts: list[ShotResult] = []
+            handoff = request.handoff
+            for seg, seg_images in zip(segments, images):
+                last = seg.index == len(segments) - 1
+                part_request = request.replace(
+                    num_frames=seg.frames, seed=(request.seed + seg.index) % (MAX_SEED + 1), handoff=handoff,
+                    handoff_m=request.handoff_m if last else max(request.handoff_m, 1), images=())
+                part = self.render_segment(part_request, text, guider, seg_images, callback,
+                                           "np" if not last or output_type != "latent" else "latent", None)
+                parts.append(part)
+                handoff = part.handoff
+            return join_segments(request, parts, text_seconds, output_type)
         finally:
             close_bar()
+
+    @property
+    def vae_sha256(self) -> str:
+        if self._vae_sha256 is None:
+            self._vae_sha256 = self.ledger.weights_sha256("vae")
+        return self._vae_sha256
+
+    def render_segment(self, request: ShotRequest, text: TextEmbeddings, guider: Guider,
+                       images: list[tuple[ImageCondition, int]], callback: StepCallback | None,
+                       output_type: str, in_context: InContext | None) -> ShotResult:
+        """One render within the model's limit: stages 1 and 2, optional temporal, decode, handoff."""
+        led = self.ledger
+        timings: dict[str, float] = {}
+        t_total = time.perf_counter()
+        generator = torch.Generator("cpu").manual_seed(request.seed)
+        rendered = request.render_frames
+        latent_f = fr.latent_frames(rendered)
+        audio_frames = self.audio_latent_frames(rendered, request.fps)
+
+        t0 = time.perf_counter()
+        extra_loras = [in_context.lora] if in_context is not None else []
+        stage1_loras = led.use_loras(list(request.loras) + extra_loras)
+        grid1 = self.stage_grid(request, latent_f, audio_frames, half=True)
+        appended = self.reference_tokens(in_context, request, grid1) if in_context is not None else None
+        cond1 = self.conditioning(request, images, grid1, half=True, appended=appended)
+        s1 = self.stage1(request, text, guider, generator, latent_f, audio_frames, callback, conditioning=cond1)
+        timings["stage1"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        up = self.upsample_spatial(s1)
+        timings["upsample"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        distilled = led.distilled_lora()
+        stage2_loras = led.use_loras(list(request.loras) + ([distilled] if distilled else []))
+        cond2 = self.conditioning(request, images, up.grid, half=False)
+        s2 = self.stage2(request, text, up, generator, callback, conditioning=cond2)
+        timings["stage2"] = time.perf_counter() - t0
+
+        video_norm = VideoNorm.of(led.video_decoder())
+        final = video_norm.denormalize(unpack_video(s2.video, s2.grid.frames, s2.grid.height, s2.grid.width))
+        fps = request.fps
+        delivered = request.num_frames
+        if request.temporal_upsample:
+            t0 = time.perf_counter()
+            final = self.upsample_temporal(final)
+            timings["temporal"] = time.perf_counter() - t0
+            fps, delivered = request.fps * 2, 2 * request.num_frames - 1
+        audio_norm = AudioNorm.of(led.audio_decoder())
+        audio_latent = unpack_audio(audio_norm.denormalize(s2.audio), self.audio_mel_bins())
+        stage1_raw = video_norm.denormalize(unpack_video(s1.video, s1.grid.frames, s1.grid.height,
+                                                         s1.grid.width))
+
+        frames = audio = None
+        sample_rate = int(led.vocoder().config.output_sampling_rate)
+        skip = request.overlap_frames
+        if output_type != "latent":
+            t0 = time.perf_counter()
+            frames = self.decode_video(final)[skip:skip + delivered]
+            timings["decode_video"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            audio = self.decode_audio(audio_latent)[..., round(skip / request.fps * sample_rate):]
+            audio = fit_audio(audio, round(delivered / fps * sample_rate))
+            timings["decode_audio"] = time.perf_counter() - t0
+        handoff_m = request.produced_handoff_m
+        handoff_factory = None
+        if handoff_m:
+            def handoff_factory(frames=frames) -> Handoff:
+                tail = frames if frames is not None else self.decode_video(final)[skip:skip + delivered]
+                return self.make_handoff(request, tail, audio_latent, fps, handoff_m)
         timings["total"] = time.perf_counter() - t_total
         return ShotResult(
             request=request, frames=frames, audio=audio, sample_rate=sample_rate, fps=fps,
             latent=final.cpu(), audio_latent=audio_latent.cpu(), stage1_latent=stage1_raw.cpu(),
             rendered_frames=rendered, timings=timings,
             loras={"stage1": stage1_loras, "stage2": stage2_loras}, model_id=led.model_id,
+            overlap_frames=skip, handoff_factory=handoff_factory,
         )
+
+    # ---------------------------------------------------------------- conditioning
+    def place_images(self, request: ShotRequest, segments: list[Segment]) -> list[list[tuple[ImageCondition, int]]]:
+        """Each image condition, in the segment that holds its frame, with its latent frame index there."""
+        placed: list[list[tuple[ImageCondition, int]]] = [[] for _ in segments]
+        for i, image in enumerate(request.images):
+            field = f"images[{i}].frame"
+            if not isinstance(image.frame, int) or not 0 <= image.frame < request.num_frames:
+                latent_index_for_frame(image.frame, 0, request.num_frames, field)  # raises with the range
+            seg = next(s for s in segments if s.start <= image.frame < s.start + s.frames)
+            try:
+                index = latent_index_for_frame(image.frame, seg.overlap, seg.frames, field, first=seg.start)
+            except InvalidConditionError:
+                if len(segments) == 1:
+                    raise
+                valid = [s.start + f for s in segments for f in valid_condition_frames(s.overlap, s.frames)]
+                nearest = sorted(sorted(valid, key=lambda f: (abs(f - image.frame), f))[:2])
+                raise InvalidConditionError(
+                    field, image.frame,
+                    f"does not fall on a latent frame boundary of segment {seg.index} (frames {seg.start}.."
+                    f"{seg.start + seg.frames - 1}, after a {seg.overlap}-frame handoff); valid frames near it "
+                    f"are {nearest}", nearest=nearest[0]) from None
+            placed[seg.index].append((image, index))
+        return placed
+
+    def stage_grid(self, request: ShotRequest, latent_f: int, audio_frames: int, half: bool) -> LatentGrid:
+        ratio = self.ledger.video_decoder().spatial_compression_ratio
+        div = 2 if half else 1
+        return LatentGrid(latent_f, request.height // div // ratio, request.width // div // ratio, audio_frames,
+                          request.fps)
+
+    def conditioning(self, request: ShotRequest, images: list[tuple[ImageCondition, int]], grid: LatentGrid,
+                     half: bool, appended: AppendedTokens | None = None) -> StageConditioning | None:
+        """Images and the incoming handoff as clean tokens with their denoise mask, at this stage's size."""
+        if not images and request.handoff is None and appended is None:
+            return None
+        led = self.ledger
+        norm = VideoNorm.of(led.video_decoder())
+        channels = led.transformer().config.in_channels
+        tokens_per_frame = grid.height * grid.width
+        video = TokenConditioning.free(torch.zeros(1, grid.frames * tokens_per_frame, channels, device=led.device))
+        audio = None
+        width, height = grid.width * self.spatial_ratio, grid.height * self.spatial_ratio
+        for image, index in images:
+            raw = self.encode_image(image, width, height)
+            video.place(index * tokens_per_frame, pack_video(norm.normalize(raw)), image.strength)
+        handoff = request.handoff
+        if handoff is not None:
+            raw = handoff.video_half if half else handoff.video
+            if tuple(raw.shape[3:]) != (grid.height, grid.width):
+                raise HandoffMismatchError("latent size", tuple(raw.shape[3:]), (grid.height, grid.width),
+                                           handoff.source)
+            video.place(0, pack_video(norm.normalize(raw.to(led.device, torch.float32))), 1.0)
+            audio_norm = AudioNorm.of(led.audio_decoder())
+            tokens = audio_norm.normalize(pack_audio(handoff.audio.to(led.device, torch.float32)))
+            mel = self.audio_mel_bins()
+            audio = TokenConditioning.free(torch.zeros(1, grid.audio_frames, tokens.shape[-1], device=led.device))
+            if handoff.audio.shape[-1] != mel:
+                raise HandoffMismatchError("audio mel bins", handoff.audio.shape[-1], mel, handoff.source)
+            audio.place(0, tokens[:, :grid.audio_frames], 1.0)
+        return StageConditioning(video, audio, appended)
+
+    @property
+    def spatial_ratio(self) -> int:
+        return self.ledger.video_decoder().spatial_compression_ratio
+
+    def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [F, H, W, 3] (F = 8k+1) -> raw VAE latent [1, C, k+1, H/32, W/32] (the distribution's mode)."""
+        vae = self.ledger.video_encoder()
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.ledger.device)
+        x = (x.permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1.0).to(vae.dtype)
+        return vae.encode(x, return_dict=False)[0].mode().float()
+
+    def encode_image(self, image: ImageCondition, width: int, height: int) -> torch.Tensor:
+        """The condition as the model was trained to see it: fitted, H.264-compressed, VAE-encoded."""
+        crf = self.ledger.manifest.image_crf if image.crf is None else int(image.crf)
+        pixels = h264_roundtrip(fit_image(load_rgb(image.image, "images.image"), width, height), crf)
+        return self.encode_frames(pixels[None])
+
+    def make_handoff(self, request: ShotRequest, delivered: np.ndarray, audio_latent: torch.Tensor,
+                     fps: float, m: int) -> Handoff:
+        """The last `1 + 8·m` delivered frames, re-encoded at full and half size, with their audio latent."""
+        n = 1 + fr.TEMPORAL_RATIO * m
+        tail = delivered[-n:]
+        video = self.encode_frames(tail)
+        pixels = torch.from_numpy(np.ascontiguousarray(tail)).permute(0, 3, 1, 2).float()
+        half = torch.nn.functional.interpolate(pixels, scale_factor=0.5, mode="area")
+        video_half = self.encode_frames(half.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+        rate = self.audio_latent_rate()
+        seconds_end = request.overlap_frames / request.fps + len(delivered) / fps
+        count = max(1, round(n / fps * rate))
+        first = max(0, min(round((seconds_end - n / fps) * rate), audio_latent.shape[2] - count))
+        return Handoff(video.cpu(), video_half.cpu(), audio_latent[:, :, first:first + count].cpu(),
+                       self.ledger.model_id, self.vae_sha256, request.width, request.height, fps, m)
+
+    def reference_tokens(self, in_context: InContext, request: ShotRequest, grid: LatentGrid) -> AppendedTokens:
+        """The reference video at stage-1 size as clean tokens, placed at the generated video's positions."""
+        led = self.ledger
+        frames = in_context.frames[:min(len(in_context.frames), request.render_frames)]
+        frames = frames[:fr.largest_valid_length(len(frames))]
+        width, height = grid.width * self.spatial_ratio, grid.height * self.spatial_ratio
+        pixels = np.stack([fit_image(f, width, height) for f in frames])
+        raw = self.encode_frames(pixels)
+        tokens = pack_video(VideoNorm.of(led.video_decoder()).normalize(raw))
+        transformer = led.transformer()
+        coords = transformer.rope.prepare_video_coords(1, raw.shape[2], raw.shape[3], raw.shape[4], led.device,
+                                                       fps=request.fps)
+        coords[:, 0] = coords[:, 0] + request.overlap_frames / request.fps  # a handoff shifts the shot's time
+        return AppendedTokens(tokens, coords)
 
     # ---------------------------------------------------------------- pieces
     def guider_for(self, request: ShotRequest) -> Guider:
@@ -143,12 +316,19 @@ class TwoStagePipeline:
         return encode_prompt(led.tokenizer(), led.text_encoder(), led.connectors(), request.prompt,
                              request.negative_prompt, max_sequence_length=max_len, device=led.device, guided=guided)
 
+    def audio_latent_rate(self) -> float:
+        """Latent audio frames per second."""
+        vae = self.ledger.audio_decoder()
+        return vae.config.sample_rate / vae.config.mel_hop_length / vae.temporal_compression_ratio
+
+    def audio_mel_bins(self) -> int:
+        vae = self.ledger.audio_decoder()
+        return vae.config.mel_bins // vae.mel_compression_ratio
+
     def audio_latent_frames(self, pixel_frames: int, fps: float) -> int:
         """Enough latent audio frames to cover the rendered video once decoded (the decoder's
         causal padding eats a few mel frames, hence the extra one)."""
-        vae = self.ledger.audio_decoder()
-        per_second = vae.config.sample_rate / vae.config.mel_hop_length / vae.temporal_compression_ratio
-        return int(np.ceil(pixel_frames / fps * per_second)) + 1
+        return int(np.ceil(pixel_frames / fps * self.audio_latent_rate())) + 1
 
     def initial_noise(self, generator: torch.Generator, latent_f: int, height: int, width: int,
                       audio_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,17 +344,19 @@ class TwoStagePipeline:
 
     def stage1(self, request: ShotRequest, text: TextEmbeddings, guider: Guider, generator: torch.Generator,
                latent_f: int, audio_frames: int, callback: StepCallback | None,
-               sigmas: torch.Tensor | None = None) -> StageLatents:
+               sigmas: torch.Tensor | None = None, conditioning: StageConditioning | None = None) -> StageLatents:
         led = self.ledger
-        ratio = led.video_decoder().spatial_compression_ratio
-        grid = LatentGrid(latent_f, request.height // 2 // ratio, request.width // 2 // ratio, audio_frames,
-                          request.fps)
+        grid = self.stage_grid(request, latent_f, audio_frames, half=True)
         video, audio = self.initial_noise(generator, latent_f, grid.height, grid.width, audio_frames)
+        if conditioning is not None:  # stage 1 starts from pure noise (sigma 1) where tokens are free
+            video = conditioning.video.start(video, 1.0) if conditioning.video_active else video
+            audio = conditioning.audio.start(audio, 1.0) if conditioning.audio_active else audio
         if sigmas is None:
             schedule = schedule_from(request.stage1_sigmas, self.stage1_schedule)
             sigmas = schedule.sigmas(request.steps, video.shape[1])
         video, audio = denoise(led.transformer(), video, audio, text, sigmas, grid, guider, stage="stage1",
-                               cross_timestep=led.manifest.cross_timestep, callback=callback)
+                               cross_timestep=led.manifest.cross_timestep, callback=callback,
+                               conditioning=conditioning)
         return StageLatents(video, audio, grid)
 
     def upsample_spatial(self, s1: StageLatents) -> StageLatents:
@@ -189,14 +371,16 @@ class TwoStagePipeline:
         return StageLatents(pack_video(norm.normalize(raw)), s1.audio, grid)
 
     def stage2(self, request: ShotRequest, text: TextEmbeddings, up: StageLatents, generator: torch.Generator,
-               callback: StepCallback | None) -> StageLatents:
+               callback: StepCallback | None, conditioning: StageConditioning | None = None) -> StageLatents:
         led = self.ledger
         sigmas = schedule_from(request.distilled_sigmas, self.distilled_schedule).sigmas()
         noiser = FlowNoiser()
-        video = noiser(up.video, float(sigmas[0]), generator)
-        audio = noiser(up.audio, float(sigmas[0]), generator)
+        sigma0 = float(sigmas[0])
+        video = noiser(up.video, sigma0, generator, conditioning.video if conditioning is not None else None)
+        audio = noiser(up.audio, sigma0, generator, conditioning.audio if conditioning is not None else None)
         video, audio = denoise(led.transformer(), video, audio, text.positive(), sigmas, up.grid, NoGuider(),
-                               stage="stage2", cross_timestep=led.manifest.cross_timestep, callback=callback)
+                               stage="stage2", cross_timestep=led.manifest.cross_timestep, callback=callback,
+                               conditioning=conditioning)
         return StageLatents(video, audio, up.grid)
 
     def upsample_temporal(self, raw: torch.Tensor) -> torch.Tensor:
@@ -224,6 +408,34 @@ class TwoStagePipeline:
         vocoder = self.ledger.vocoder()
         wave = vocoder(mel.to(vocoder.dtype))
         return wave[0].float().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class InContext:
+    """IC-LoRA conditioning: a reference video seen in context by a LoRA trained to follow it."""
+
+    frames: np.ndarray  # uint8 [F, H, W, 3]
+    lora: LoraSpec
+
+
+def join_segments(request: ShotRequest, parts: list[ShotResult], text_seconds: float, output_type: str) -> ShotResult:
+    """One result for a segmented shot: frames and audio end to end; latents and handoff of the last segment."""
+    last = parts[-1]
+    timings: dict[str, float] = {"text": text_seconds}
+    for part in parts:
+        for key, value in part.timings.items():
+            timings[key] = timings.get(key, 0.0) + value
+    frames = audio = None
+    if output_type != "latent":
+        frames = np.concatenate([p.frames for p in parts])
+        audio = fit_audio(np.concatenate([p.audio for p in parts], axis=-1),
+                          round(request.num_frames / request.fps * last.sample_rate))
+    return ShotResult(
+        request=request, frames=frames, audio=audio, sample_rate=last.sample_rate, fps=last.fps,
+        latent=last.latent, audio_latent=last.audio_latent, stage1_latent=last.stage1_latent,
+        rendered_frames=sum(p.rendered_frames for p in parts), timings=timings, loras=last.loras,
+        model_id=last.model_id, overlap_frames=parts[0].overlap_frames, segments=len(parts),
+        handoff_factory=(lambda: last.handoff) if last.handoff_factory is not None or last._handoff is not None else None)
 
 
 def fit_audio(wave: np.ndarray, samples: int) -> np.ndarray:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import frames as fr
-from .errors import InvalidFrameCountError, InvalidRequestError, InvalidSizeError
+from .errors import InvalidConditionError, InvalidFrameCountError, InvalidRequestError, InvalidSizeError
+
+if TYPE_CHECKING:
+    from .conditioning import ImageCondition
+    from .handoff import Handoff
 
 DEFAULT_MAX_FRAMES = 257
+DEFAULT_SEGMENT_FRAMES = 121
 MAX_SEED = 2**63 - 1
 
 
@@ -57,6 +62,13 @@ class ShotRequest:
     `num_frames` is what the editor cut: any count from 1 to the model's limit. The engine
     renders the smallest valid LTX-2 length that covers it and trims the rest.
     `width`/`height` are the final (stage-2) size; stage 1 runs at half of each.
+
+    `images` pin frames to pictures; `handoff` starts the shot where the previous one ended (the
+    shot renders the handoff's overlap on top and drops it, so it still delivers `num_frames`);
+    `handoff_m` sets the handoff this shot produces for the next one (`1 + 8·m` frames; 0: none;
+    smaller when the shot is shorter than that).
+    A shot longer than `segment_frames` (None: the model's default, 121) renders as segments
+    chained by handoffs, with seed + i for segment i.
     """
 
     prompt: str
@@ -73,22 +85,40 @@ class ShotRequest:
     distilled_sigmas: tuple[float, ...] | None = None
     stage1_sigmas: tuple[float, ...] | None = None
     max_sequence_length: int = 1024
+    images: tuple["ImageCondition", ...] = ()
+    handoff: "Handoff | None" = None
+    handoff_m: int = 1
+    segment_frames: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", tuple(
             lora if isinstance(lora, LoraSpec) else LoraSpec(**lora) for lora in self.loras))
+        object.__setattr__(self, "images", tuple(self.images))
+
+    @property
+    def produced_handoff_m(self) -> int:
+        """`handoff_m`, shrunk to what the shot delivers: a shot shorter than 9 frames hands off nothing."""
+        return max(0, min(self.handoff_m, (self.num_frames - 1) // fr.TEMPORAL_RATIO))
+
+    @property
+    def overlap_frames(self) -> int:
+        """Rendered frames before delivered frame 0: the handoff's overlap, or none."""
+        return self.handoff.overlap_frames if self.handoff is not None else 0
 
     @property
     def render_frames(self) -> int:
-        return fr.render_length(self.num_frames)
+        return fr.render_length(self.num_frames + self.overlap_frames)
 
     def replace(self, **changes: Any) -> "ShotRequest":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return ShotRequest(**values)
 
-    def validate(self, max_frames: int = DEFAULT_MAX_FRAMES) -> None:
-        """Raise the specific error for the first field that cannot be rendered."""
+    def validate(self, max_frames: int = DEFAULT_MAX_FRAMES, segment_frames: int = DEFAULT_SEGMENT_FRAMES) -> None:
+        """Raise the specific error for the first field that cannot be rendered.
+
+        `num_frames` has no upper bound: above the segment limit the shot renders in segments.
+        """
         step = fr.TWO_STAGE_SIZE_STEP
         for name in ("width", "height"):
             value = getattr(self, name)
@@ -101,13 +131,30 @@ class ShotRequest:
                 )
         if not isinstance(self.num_frames, int) or self.num_frames < 1:
             raise InvalidFrameCountError("num_frames", self.num_frames, "must be at least 1", nearest=1)
-        if self.render_frames > max_frames:
+        segment = self.segment_frames if self.segment_frames is not None else segment_frames
+        overlap = 1 + fr.TEMPORAL_RATIO * max(self.handoff_m, 1)
+        smallest = fr.render_length(3 * overlap)
+        if (not isinstance(segment, int) or segment > max_frames or fr.render_length(segment) != segment
+                or segment < smallest):
             raise InvalidFrameCountError(
-                "num_frames", self.num_frames,
-                f"renders as {self.render_frames} frames, above the per-render limit of {max_frames}; "
-                "split the shot or render it as chained segments",
-                nearest=fr.largest_valid_length(max_frames),
-            )
+                "segment_frames", segment,
+                f"must be 8k+1, at least {smallest} (a segment delivers at least twice its {overlap}-frame "
+                f"handoff) and at most the model's limit of {max_frames}",
+                nearest=min(max(fr.render_length(int(segment)) if isinstance(segment, int) and segment > 0 else 0,
+                                smallest), fr.largest_valid_length(max_frames)))
+        if not isinstance(self.handoff_m, int) or self.handoff_m < 0:
+            raise InvalidRequestError("handoff_m", self.handoff_m, "must be 0 (no handoff) or more", nearest=1)
+        if self.handoff is not None and self.temporal_upsample:
+            raise InvalidRequestError(
+                "temporal_upsample", True,
+                "a shot that takes a handoff is conditioned at its own frame rate, so it cannot be temporally "
+                "upsampled; render the chain at the final fps instead", nearest=False)
+        for i, image in enumerate(self.images):
+            if not 0.0 <= float(image.strength) <= 1.0:
+                raise InvalidConditionError(f"images[{i}].strength", image.strength, "must be in 0..1",
+                                            nearest=min(max(float(image.strength), 0.0), 1.0))
+            if image.crf is not None and not 0 <= int(image.crf) <= 51:
+                raise InvalidConditionError(f"images[{i}].crf", image.crf, "must be 0 (off) to 51", nearest=33)
         if not (0 <= self.seed <= MAX_SEED):
             raise InvalidRequestError("seed", self.seed, f"must be in 0..{MAX_SEED}", nearest=max(0, min(self.seed, MAX_SEED)))
         if self.fps <= 0:

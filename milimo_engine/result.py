@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from .handoff import Handoff
 from .ledger import AppliedLora
 from .media import write_mp4
 from .request import ShotRequest
@@ -29,6 +31,25 @@ class ShotResult:
     timings: dict[str, float] = field(default_factory=dict)
     loras: dict[str, list[AppliedLora]] = field(default_factory=dict)  # per stage
     model_id: str = ""
+    overlap_frames: int = 0  # rendered frames dropped from the front (the incoming handoff's overlap)
+    segments: int = 1
+    handoff_factory: Callable[[], Handoff] | None = field(default=None, repr=False, compare=False)
+    _handoff: Handoff | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def handoff(self) -> Handoff | None:
+        """The handoff for the next shot, built from the last frames this shot delivered.
+
+        Built on first use (two VAE encodes, and a decode for output_type="latent"), so the last
+        shot of a chain, which nobody continues, does not pay for it. None when the shot
+        produces none (`handoff_m=0`, or fewer than 9 frames).
+        """
+        if self._handoff is None and self.handoff_factory is not None:
+            t0 = time.perf_counter()
+            self._handoff = self.handoff_factory()
+            self.timings["handoff"] = time.perf_counter() - t0
+            self.handoff_factory = None
+        return self._handoff
 
     @property
     def num_frames(self) -> int:
@@ -48,6 +69,9 @@ class ShotResult:
             "sample_rate": self.sample_rate,
             "audio_samples": 0 if self.audio is None else int(self.audio.shape[-1]),
             "latent_shape": list(self.latent.shape),
+            "overlap_frames": self.overlap_frames,
+            "segments": self.segments,
+            "handoff_sha256": self._handoff.sha256() if self._handoff is not None else None,
             "timings": dict(self.timings),
             "loras": {stage: [a.__dict__ for a in applied] for stage, applied in self.loras.items()},
         }

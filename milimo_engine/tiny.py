@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from .manifest import ModelManifest, ScheduleDefaults
 
-TINY_MODEL_ID = "milimo/ltx2-tiny-random-v1"
+TINY_MODEL_ID = "milimo/ltx2-tiny-random-v2"  # v2: + tiny IC-LoRA
 TINY_STG_BLOCKS = (1,)
 
 _CORPUS = [
@@ -247,10 +247,15 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
         save_file(random_lora_state_dict(parts["transformer"], rank=2, seed=seed + 202, scale=0.3,
                                          key_format="diffusers"),
                   loras / "tiny-style-lora.safetensors", metadata={"format": "pt"})
+        # An in-context LoRA for ICLoraPipeline (random, like everything here; real ones are trained
+        # with reference tokens appended, which is all the pipeline relies on).
+        save_file(random_lora_state_dict(parts["transformer"], rank=2, seed=seed + 303, scale=0.3,
+                                         key_format="diffusers"),
+                  loras / "tiny-ic-lora.safetensors", metadata={"format": "pt"})
         ModelManifest(
-            model_id=TINY_MODEL_ID if profile == "tiny" else f"milimo/ltx2-{profile}-random-v1",
+            model_id=TINY_MODEL_ID if profile == "tiny" else f"milimo/ltx2-{profile}-random-v2",
             distilled_lora="loras/ltx-2-distilled-lora.safetensors",
-            loras={"style": "loras/tiny-style-lora.safetensors"},
+            loras={"style": "loras/tiny-style-lora.safetensors", "ic": "loras/tiny-ic-lora.safetensors"},
             stg_blocks=TINY_STG_BLOCKS,
             max_sequence_length=128,
             random_weights=True,
@@ -270,7 +275,7 @@ def default_tiny_model_dir() -> Path:
     """Where the demo and the flows keep the tiny bundle when no model is named."""
     root = os.environ.get("MILIMO_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "milimo")
-    return Path(root) / "models" / "ltx2-tiny-random-v1"
+    return Path(root) / "models" / "ltx2-tiny-random-v2"
 
 
 def ensure_tiny_model(path: str | os.PathLike | None = None, seed: int = 0) -> Path:

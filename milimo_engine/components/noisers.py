@@ -20,8 +20,16 @@ def gaussian_noise(shape: tuple[int, ...], generator: torch.Generator, device: t
 
 
 class FlowNoiser:
-    """Re-noises a clean latent to `sigma` (stage 2 starts from the upsampled stage-1 result)."""
+    """Re-noises a clean latent to `sigma` (stage 2 starts from the upsampled stage-1 result).
 
-    def __call__(self, clean: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    With a `conditioning` (anything with `active` and `start(noise, sigma, base)`), conditioned
+    tokens start from their clean values at `sigma * mask`; the noise drawn is the same either
+    way, so conditioning never shifts the random stream.
+    """
+
+    def __call__(self, clean: torch.Tensor, sigma: float, generator: torch.Generator,
+                 conditioning=None) -> torch.Tensor:
         noise = gaussian_noise(tuple(clean.shape), generator, clean.device, clean.dtype)
+        if conditioning is not None and conditioning.active:
+            return conditioning.start(noise, sigma, base=clean)
         return sigma * noise + (1 - sigma) * clean

@@ -1,0 +1,185 @@
+"""Conditioning by replacing latents.
+
+A condition (an image, the tail of the previous shot, a reference video) is encoded by the
+video VAE and written into the latent in place of noise. A per-token *denoise mask* says how
+free each token is: 1 = generated from noise, 0 = a hard constraint, never denoised (its
+timestep is 0 and its prediction is replaced by the clean value at every step), in between =
+a soft pull towards the condition (`mask = 1 - strength`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import frames as fr
+from .errors import InvalidConditionError
+
+ImageSource = Any  # str | os.PathLike | np.ndarray | PIL.Image.Image
+
+
+@dataclass(frozen=True, eq=False)
+class ImageCondition:
+    """Pin pixel frame `frame` of the shot to `image`.
+
+    `frame` counts the frames the shot delivers, from 0. The causal VAE gives pixel frame 0 a
+    latent frame of its own and every 8 following frames one more, so an image can only sit on
+    a latent boundary: frame 0, or a frame whose rendered index is a multiple of 8 (the last
+    frame of a 8k+1 shot is one). Anything else is refused with the nearest valid frames.
+    `crf` re-compresses the image as one H.264 frame first (None: the model's training CRF,
+    33 for LTX-2; 0: off).
+    """
+
+    image: ImageSource
+    frame: int = 0
+    strength: float = 1.0
+    crf: int | None = None
+
+    def describe(self) -> str:
+        return str(self.image) if isinstance(self.image, (str, os.PathLike)) else type(self.image).__name__
+
+
+def load_rgb(source: ImageSource, field: str = "image") -> np.ndarray:
+    """Any image a person hands us, as uint8 RGB [H, W, 3]: EXIF orientation applied, greyscale
+    expanded, transparency composited over black (what an editor's viewer shows for 'no picture')."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(source, np.ndarray):
+        arr = source
+        if arr.dtype != np.uint8:
+            if np.issubdtype(arr.dtype, np.floating) and arr.size and 0.0 <= float(arr.min()) and float(arr.max()) <= 1.0:
+                arr = (arr * 255.0).round().astype(np.uint8)
+            else:
+                raise InvalidConditionError(field, f"array {arr.dtype}", "must be uint8 0..255 or float 0..1")
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=-1)
+        if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+            raise InvalidConditionError(field, f"array {arr.shape}", "must be [H, W], [H, W, 3] or [H, W, 4]")
+        img = Image.fromarray(arr if arr.shape[-1] != 1 else arr[..., 0])
+    elif isinstance(source, Image.Image):
+        img = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidConditionError(field, str(path), "no such image file")
+        try:
+            img = Image.open(path)
+            img.load()
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InvalidConditionError(field, str(path), f"cannot be read as an image ({exc})") from exc
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def fit_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize to cover `width` x `height`, then centre-crop: no stretching, no letterbox bars."""
+    from PIL import Image, ImageOps
+
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    fitted = ImageOps.fit(Image.fromarray(image), (width, height), method=Image.Resampling.LANCZOS)
+    return np.asarray(fitted, dtype=np.uint8)
+
+
+def latent_index_for_frame(frame: int, offset: int, delivered: int, field: str, first: int = 0) -> int:
+    """The latent frame that pixel `frame` of the shot sits on, within a render that delivers the
+    shot's frames `first .. first + delivered - 1` after `offset` rendered frames (a handoff's overlap).
+    """
+    last = first + delivered - 1
+    if not isinstance(frame, int) or not first <= frame <= last:
+        raise InvalidConditionError(field, frame, f"must be a frame of the shot, {first}..{last}",
+                                    nearest=min(max(int(frame) if isinstance(frame, (int, float)) else 0, first), last))
+    rendered = frame - first + offset
+    if rendered % fr.TEMPORAL_RATIO == 0:
+        return rendered // fr.TEMPORAL_RATIO
+    valid = [first + f for f in valid_condition_frames(offset, delivered)]
+    nearest = sorted(sorted(valid, key=lambda f: (abs(f - frame), f))[:2])
+    where = f"; this part of the shot starts {offset} rendered frames after its handoff" if offset else ""
+    raise InvalidConditionError(
+        field, frame,
+        f"does not fall on a latent frame boundary (the VAE packs frame 0 alone, then 8 frames per latent "
+        f"frame{where}); valid frames near it are {nearest}", nearest=nearest[0] if nearest else None)
+
+
+def valid_condition_frames(offset: int, delivered: int) -> list[int]:
+    """Delivered frames (counted from the render's first delivered frame) an image may be pinned to."""
+    return [r - offset for r in range(0, delivered + offset, fr.TEMPORAL_RATIO) if r - offset >= 0]
+
+
+@dataclass
+class TokenConditioning:
+    """Clean values and the denoise mask over one modality's packed tokens ([B, S, D] / [B, S])."""
+
+    clean: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def free(cls, tokens: torch.Tensor) -> "TokenConditioning":
+        return cls(torch.zeros_like(tokens), torch.ones(tokens.shape[:2], dtype=tokens.dtype, device=tokens.device))
+
+    def place(self, start: int, tokens: torch.Tensor, strength: float) -> None:
+        """Write `tokens` ([B, n, D]) at token `start` with denoise mask `1 - strength`."""
+        end = start + tokens.shape[1]
+        if end > self.clean.shape[1]:
+            raise ValueError(f"condition tokens {start}..{end} run past the latent's {self.clean.shape[1]} tokens")
+        self.clean[:, start:end] = tokens.to(self.clean)
+        self.mask[:, start:end] = 1.0 - float(strength)
+
+    @property
+    def active(self) -> bool:
+        return bool((self.mask < 1).any())
+
+    def start(self, noise: torch.Tensor, sigma: float, base: torch.Tensor | None = None) -> torch.Tensor:
+        """The first state: noise at `sigma * mask` around the clean value (or `base` where free).
+
+        Free tokens get exactly what an unconditioned render would; hard ones are exactly clean.
+        """
+        origin = self.clean if base is None else torch.where(self.mask.unsqueeze(-1) < 1, self.clean, base)
+        level = (self.mask * sigma).unsqueeze(-1)
+        return noise * level + origin * (1 - level)
+
+    def blend(self, x0: torch.Tensor) -> torch.Tensor:
+        m = self.mask.unsqueeze(-1)
+        return x0 * m + self.clean * (1 - m)
+
+    def timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-token timesteps: a hard-constrained token is told it is already clean."""
+        return t * self.mask
+
+
+@dataclass(frozen=True)
+class AppendedTokens:
+    """Extra clean tokens after the generated ones (IC-LoRA reference video): seen, never generated."""
+
+    tokens: torch.Tensor  # [B, N, D], normalised
+    coords: torch.Tensor  # [B, 3, N, 2], the transformer's RoPE coordinates
+
+
+@dataclass(frozen=True)
+class StageConditioning:
+    """Everything one stage's denoising loop must honour besides the prompt."""
+
+    video: TokenConditioning | None = None
+    audio: TokenConditioning | None = None
+    appended: AppendedTokens | None = None
+
+    @property
+    def video_active(self) -> bool:
+        return self.video is not None and self.video.active
+
+    @property
+    def audio_active(self) -> bool:
+        return self.audio is not None and self.audio.active
+
+    @property
+    def any(self) -> bool:
+        return self.video_active or self.audio_active or self.appended is not None
