@@ -23,14 +23,17 @@ $(STAMP): $(PY) pyproject.toml
 
 setup: $(STAMP)
 
+# The example storyboard end to end: tiny model, SQLite (renders/milimo.db), Prefect's local server.
 demo: $(STAMP)
-	$(VENV)/bin/milimo demo --out renders/demo
+	$(VENV)/bin/milimo render storyboards/examples/lighthouse.otio
+	$(VENV)/bin/milimo status storyboards/examples/lighthouse.otio
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/engine.py
+	$(PY) bench/orchestration.py
 
 clean:
 	rm -rf $(VENV) renders .pytest_cache

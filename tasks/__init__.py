@@ -1,1 +1,1 @@
-"""Placeholder package; see ../shared/ARCHITECTURE.md for what it will own."""
+"""Prefect tasks: thin, one job each. They pass paths and ids, never tensors."""

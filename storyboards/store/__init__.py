@@ -1,7 +1,7 @@
 """The metadata store: the source of truth for what was rendered, how, and from what."""
 
-from .api import PlanItem, Store, TakeView
+from .api import PlanItem, ShotStatus, Store, TakeView
 from .db import default_url, make_engine, upgrade
 from .models import TakeStatus
 
-__all__ = ["PlanItem", "Store", "TakeStatus", "TakeView", "default_url", "make_engine", "upgrade"]
+__all__ = ["PlanItem", "ShotStatus", "Store", "TakeStatus", "TakeView", "default_url", "make_engine", "upgrade"]

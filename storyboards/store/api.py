@@ -55,6 +55,24 @@ class TakeView:
     finished_at: datetime | None
 
 
+@dataclass(frozen=True)
+class ShotStatus:
+    """One row of `milimo status`: a shot and its current take."""
+
+    shot_id: str
+    name: str
+    position: int
+    chain_index: int
+    spec_hash: str | None
+    take_id: int | None
+    take_number: int | None
+    status: str  # the current take's status, or "not rendered"
+    seconds: float | None
+    finished_at: datetime | None
+    outputs: dict[str, Any]
+    overrides: dict[str, Any]
+
+
 def _view(take: TakeRow, shot_id: str) -> TakeView:
     return TakeView(take.id, shot_id, take.number, take.status.value, take.spec_hash, take.handoff_in_take_id,
                     take.handoff_in_sha256, take.handoff_out_path, take.handoff_out_sha256, dict(take.outputs or {}),
@@ -153,6 +171,17 @@ class Store:
         for (path, sha), kind in files.items():
             if (path, sha) not in known:
                 s.add(FileSeenRow(kind=kind, path=path, sha256=sha))
+
+    def seen_file(self, kind: str, path: str, sha256: str) -> bool:
+        """Record (path, sha256) of `kind`; True when it was recorded before (e.g. a cut already imported)."""
+        def work(s: Session) -> bool:
+            if s.scalar(select(FileSeenRow.id).where(FileSeenRow.path == path, FileSeenRow.sha256 == sha256)):
+                return True
+            s.add(FileSeenRow(kind=kind, path=path, sha256=sha256))
+            s.flush()
+            return False
+
+        return self._retrying(work, attempts=3)
 
     def files_seen(self) -> list[tuple[str, str, str]]:
         with self.session() as s:
@@ -268,6 +297,62 @@ class Store:
                 if r.current_take_id:
                     s.execute(update(TakeRow).where(TakeRow.id == r.current_take_id).values(status=TakeStatus.stale))
             return [r.shot_id for r in rows]
+
+    def take(self, take_id: int) -> TakeView:
+        with self.session() as s:
+            take = s.get(TakeRow, take_id)
+            if take is None:
+                raise KeyError(f"no take {take_id}")
+            return _view(take, s.get(ShotRow, take.shot_pk).shot_id)
+
+    def running_takes(self, storyboard: str) -> list[TakeView]:
+        with self.session() as s:
+            shots = {r.id: r.shot_id for r in self._shots(s, storyboard)}
+            return [_view(t, shots[t.shot_pk]) for t in s.scalars(
+                select(TakeRow).where(TakeRow.shot_pk.in_(list(shots)), TakeRow.status == TakeStatus.running))]
+
+    def spec_data(self, storyboard: str, shot_id: str) -> dict[str, Any]:
+        """The shot's current resolved spec, as recorded at import (what a render task renders)."""
+        with self.session() as s:
+            shot = self._shot(s, storyboard, shot_id)
+            if shot.spec_hash is None:
+                raise ValueError(f"shot {shot_id!r} has no spec yet; give it a prompt and import again")
+            return dict(s.get(SpecRow, shot.spec_hash).data)
+
+    def status(self, storyboard: str) -> list[ShotStatus]:
+        """Every active shot with its current take, in timeline order, in one query."""
+        with self.session() as s:
+            rows = s.execute(select(ShotRow, TakeRow).join(StoryboardRow)
+                             .outerjoin(TakeRow, TakeRow.id == ShotRow.current_take_id)
+                             .where(StoryboardRow.name == storyboard, ShotRow.active.is_(True))
+                             .order_by(ShotRow.position)).all()
+            out = []
+            for shot, take in rows:
+                seconds = None
+                if take is not None and take.finished_at and take.started_at:
+                    seconds = (take.finished_at - take.started_at).total_seconds()
+                out.append(ShotStatus(
+                    shot.shot_id, shot.name, shot.position, shot.chain_index, shot.spec_hash,
+                    take.id if take else None, take.number if take else None,
+                    take.status.value if take else "not rendered", seconds, take.finished_at if take else None,
+                    dict(take.outputs or {}) if take else {}, dict(shot.overrides or {})))
+            return out
+
+    def overrides(self, storyboard: str) -> dict[str, dict[str, Any]]:
+        with self.session() as s:
+            return {r.shot_id: dict(r.overrides) for r in self._shots(s, storyboard) if r.overrides}
+
+    def set_overrides(self, storyboard: str, shot_id: str, overrides: dict[str, Any]) -> None:
+        """Merge `overrides` into the shot's stored ones (a value of None removes a key)."""
+        with self.session.begin() as s:
+            shot = self._shot(s, storyboard, shot_id, lock=True)
+            merged = dict(shot.overrides or {})
+            for key, value in overrides.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            shot.overrides = merged or None
 
     def takes(self, storyboard: str, shot_id: str) -> list[TakeView]:
         with self.session() as s:

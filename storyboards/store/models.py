@@ -64,6 +64,9 @@ class ShotRow(Base):
     active: Mapped[bool] = mapped_column(default=True)  # False once a later revision dropped the shot
     spec_hash: Mapped[str | None] = mapped_column(ForeignKey("specs.spec_hash"))
     current_take_id: Mapped[int | None] = mapped_column(ForeignKey("takes.id", use_alter=True, ondelete="SET NULL"))
+    # Settings a rerender changed on top of the storyboard file (prompt, seed, steps, ...): they stay
+    # in force for later renders, so "render" does not undo a rerender the editor's file never saw.
+    overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     storyboard: Mapped[StoryboardRow] = relationship(back_populates="shots")
 
 

@@ -1,0 +1,119 @@
+"""Prefect flows: render a storyboard, re-render from a shot.
+
+The flow plans (flows.plan), then submits one `render_shot` per shot that is not done. Within a
+chain each shot receives its predecessor's future, so it waits for the handoff; chains run
+concurrently, and the GPU pool (one slot per visible GPU, one on CPU; `tasks.worker.DevicePool`)
+keeps one shot per device across every process on the host.
+Every future is waited on and its state checked; a failed shot fails the flow, after the other
+chains have finished and the conform, preview and contact sheet show what there is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.outputs import contact_sheet_task, conform_task, preview_task
+from tasks.render import ShotJob, ShotOutcome, render_shot
+from tasks.worker import holder_is_dead, store_for, visible_devices
+
+from .plan import RenderPlan, prepare
+
+
+class ShotsFailed(RuntimeError):
+    """One or more shots failed; the others finished and are recorded."""
+
+
+def _done_outcome(plan: RenderPlan, shot_id: str) -> ShotOutcome | None:
+    """The current take of a shot that is not re-rendering, as the upstream of the next one."""
+    take = store_for(plan.db_url).current_take(plan.board.name, shot_id)
+    if take is None:
+        return None
+    return ShotOutcome(shot_id, take.id, take.number, take.outputs.get("mp4"), take.outputs.get("thumbnail"),
+                       take.handoff_out_path, take.handoff_out_sha256, 0.0, rendered=False)
+
+
+@flow(name="render-storyboard", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+def render_storyboard(storyboard: str, model: str | None = None, out: str | None = None,
+                      only: list[str] | None = None, from_shot: str | None = None,
+                      overrides: dict[str, dict[str, Any]] | None = None, db: str | None = None,
+                      devices: list[str] | None = None, time_limit_s: float | None = None) -> dict[str, Any]:
+    """Render every shot of `storyboard` that is not done; see the module docstring."""
+    log = get_run_logger()
+    plan = prepare(storyboard, model=model, out=out, db=db, only=only, from_shot=from_shot, overrides=overrides,
+                   is_dead=holder_is_dead)
+    name = plan.board.name
+    if plan.abandoned:
+        log.warning("takes %s were left running by a process that died; marked failed", plan.abandoned)
+    log.info("%s: %d shot(s) to render %s, %d done already %s (model %s)", name, len(plan.shots),
+             [s.shot_id for s in plan.shots], len(plan.skipped), plan.skipped, plan.model_id)
+    device_list = tuple(devices) if devices else tuple(visible_devices())
+
+    futures: dict[str, PrefectFuture] = {}
+    for shot in plan.shots:
+        upstream: Any = None
+        if shot.predecessor:
+            upstream = futures.get(shot.predecessor) or _done_outcome(plan, shot.predecessor)
+        job = ShotJob(storyboard=name, shot_id=shot.shot_id, model_dir=plan.model_dir, out_dir=str(plan.out_dir),
+                      db_url=plan.db_url, needs_handoff=shot.needs_handoff, devices=device_list,
+                      time_limit_s=time_limit_s)
+        futures[shot.shot_id] = render_shot.with_options(task_run_name=f"render {shot.shot_id}").submit(
+            job, upstream=upstream)
+
+    failed: dict[str, str] = {}
+    rendered: list[str] = []
+    for shot_id, future in futures.items():
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            rendered.append(shot_id)
+        else:
+            failed[shot_id] = state.message or state.name
+
+    otio_path = conform_task(str(plan.board.source_path), name, plan.db_url, str(plan.out_dir))
+    preview = preview_task(name, plan.db_url, str(plan.out_dir))
+    sheet = contact_sheet_task(name, plan.db_url, str(plan.out_dir))
+    summary = summarise(plan, rendered, failed)
+    create_table_artifact(summary["table"], key=_key(f"shots-{name}"), description=f"{name}: shots after this run")
+    create_markdown_artifact(summary["markdown"] + f"\n\nOutputs: `{otio_path}`, `{preview}`, `{sheet}`",
+                             key=_key(f"render-{name}"), description=f"{name}: render summary")
+    result = {"storyboard": name, "rendered": rendered, "skipped": plan.skipped, "failed": failed,
+              "abandoned": plan.abandoned, "otio": otio_path, "preview": preview, "contact_sheet": sheet,
+              "out_dir": str(plan.out_dir)}
+    if failed:
+        raise ShotsFailed(f"{len(failed)} shot(s) of {name} failed: "
+                          + "; ".join(f"{sid}: {msg}" for sid, msg in failed.items()))
+    return result
+
+
+@flow(name="rerender-storyboard", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+def rerender(storyboard: str, from_shot: str, overrides: dict[str, Any] | None = None, model: str | None = None,
+             out: str | None = None, db: str | None = None, devices: list[str] | None = None,
+             time_limit_s: float | None = None) -> dict[str, Any]:
+    """A new spec for `from_shot` (its `overrides`), that shot and the rest of its chain re-rendered in
+    order; every other shot keeps its takes."""
+    return render_storyboard(storyboard, model=model, out=out, from_shot=from_shot,
+                             overrides={from_shot: dict(overrides)} if overrides else None, db=db, devices=devices,
+                             time_limit_s=time_limit_s)
+
+
+def summarise(plan: RenderPlan, rendered: list[str], failed: dict[str, str]) -> dict[str, Any]:
+    rows = []
+    for r in store_for(plan.db_url).status(plan.board.name):
+        this_run = "rendered" if r.shot_id in rendered else "failed" if r.shot_id in failed else "kept"
+        rows.append({"shot": r.shot_id, "chain": r.chain_index, "take": r.take_number, "status": r.status,
+                     "this run": this_run, "spec": (r.spec_hash or "")[:12],
+                     "seconds": round(r.seconds, 2) if r.seconds is not None else None})
+    header = "| shot | chain | take | status | this run | spec | seconds |\n|---|---|---|---|---|---|---|\n"
+    lines = "".join(f"| {r['shot']} | {r['chain']} | {r['take']} | {r['status']} | {r['this run']} | "
+                    f"`{r['spec']}` | {r['seconds']} |\n" for r in rows)
+    return {"table": rows, "markdown": f"# {plan.board.name}\n\n{header}{lines}"}
+
+
+def _key(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower())[:100]

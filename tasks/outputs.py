@@ -1,0 +1,109 @@
+"""What people look at after a render: the conformed timeline, a preview of the cut, a contact sheet."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from .worker import store_for
+
+
+@task(name="conform", cache_policy=NO_CACHE)
+def conform_task(storyboard_path: str, board_name: str, db_url: str, out_dir: str) -> str:
+    """`<name>.rendered.otio`: the editor's cut with every take as a named media reference."""
+    import storyboards
+    from storyboards.conform import conform
+
+    board = storyboards.load(storyboard_path)
+    if board.name != board_name:
+        raise ValueError(f"{storyboard_path} is storyboard {board.name!r}, expected {board_name!r}")
+    return str(conform(board, store_for(db_url), out_dir))
+
+
+@task(name="preview", cache_policy=NO_CACHE)
+def preview_task(board_name: str, db_url: str, out_dir: str) -> str | None:
+    """preview.mp4: the current takes in timeline order, scaled to the first shot's size."""
+    rows = [r for r in store_for(db_url).status(board_name) if r.outputs.get("mp4") and Path(r.outputs["mp4"]).is_file()]
+    if not rows:
+        return None
+    return str(concat_mp4([Path(r.outputs["mp4"]) for r in rows], Path(out_dir) / "preview.mp4"))
+
+
+@task(name="contact-sheet", cache_policy=NO_CACHE)
+def contact_sheet_task(board_name: str, db_url: str, out_dir: str) -> str:
+    store = store_for(db_url)
+    cells = []
+    for row in store.status(board_name):
+        takes = store.takes(board_name, row.shot_id)
+        latest = takes[-1].status if takes else None
+        cells.append((row.shot_id, row.take_number, row.status, latest, row.outputs.get("thumbnail")))
+    return str(contact_sheet(cells, Path(out_dir) / "contact_sheet.png"))
+
+
+def concat_mp4(clips: list[Path], target: Path) -> Path:
+    """Concatenate mp4s (video and, when every clip has it, audio) into `target`, atomically."""
+    from milimo_engine.media import ffmpeg_exe, probe
+
+    infos = [probe(c) for c in clips]
+    width, height = infos[0].width, infos[0].height
+    with_audio = all(i.has_audio for i in infos)
+    args = [ffmpeg_exe(), "-v", "error", "-y"]
+    for c in clips:
+        args += ["-i", str(c)]
+    parts, chain = [], ""
+    for i in range(len(clips)):
+        parts.append(f"[{i}:v]scale={width}:{height}:force_original_aspect_ratio=decrease,"
+                     f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={float(infos[0].fps):.6f}[v{i}]")
+        chain += f"[v{i}]" + (f"[{i}:a]" if with_audio else "")
+    graph = ";".join(parts) + f";{chain}concat=n={len(clips)}:v=1:a={1 if with_audio else 0}[v]" + (
+        "[a]" if with_audio else "")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
+    args += ["-filter_complex", graph, "-map", "[v]"] + (["-map", "[a]", "-c:a", "aac"] if with_audio else []) + [
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "20", "-movflags", "+faststart", str(tmp)]
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not build {target}: {proc.stderr[-1500:]}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def contact_sheet(cells: list[tuple[str, int | None, str, str | None, str | None]], target: Path,
+                  thumb: int = 192, columns: int = 5) -> Path:
+    """One cell per shot: its thumbnail (or a grey slate) with shot id, take and status."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    caption = 40
+    cols = max(1, min(columns, len(cells)))
+    rows = max(1, -(-len(cells) // cols))
+    sheet = Image.new("RGB", (cols * (thumb + 8) + 8, rows * (thumb + caption + 8) + 8), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    colours = {"succeeded": (120, 220, 120), "failed": (240, 90, 90), "running": (240, 200, 80)}
+    for i, (shot_id, number, status, latest, thumb_path) in enumerate(cells):
+        x = 8 + (i % cols) * (thumb + 8)
+        y = 8 + (i // cols) * (thumb + caption + 8)
+        if thumb_path and Path(thumb_path).is_file():
+            img = Image.open(thumb_path).convert("RGB")
+            img.thumbnail((thumb, thumb))
+            sheet.paste(img, (x + (thumb - img.width) // 2, y + (thumb - img.height) // 2))
+        else:
+            draw.rectangle([x, y, x + thumb, y + thumb], fill=(70, 70, 70))
+            draw.text((x + 8, y + thumb // 2), "no take", fill=(200, 200, 200), font=font)
+        draw.text((x, y + thumb + 4), shot_id[:30], fill=(235, 235, 235), font=font)
+        label = f"take {number} · {status}" if number else status
+        if latest and latest != status:
+            label += f" (last try {latest})"
+        draw.text((x, y + thumb + 20), label[:40], fill=colours.get(status, (200, 200, 200)), font=font)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}.png")
+    sheet.save(tmp)
+    os.replace(tmp, target)
+    return target

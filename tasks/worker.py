@@ -1,0 +1,129 @@
+"""What a long-lived render worker keeps between shots: ledgers (warm weights), stores, devices.
+
+Prefect runs shot tasks in threads of the worker process; everything here is process-wide and
+thread-safe, so the second shot on a device finds its weights already loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+_lock = threading.Lock()
+_ledgers: dict[tuple[str, str, str], object] = {}
+_stores: dict[str, object] = {}
+_pools: dict[tuple[str, ...], "DevicePool"] = {}
+
+
+def visible_devices() -> list[str]:
+    """One entry per visible GPU, or ["cpu"]: the default size of the GPU pool."""
+    import torch
+
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"]
+
+
+def holder_id() -> str:
+    """Who runs a take: host and pid, so a resumed render can tell a dead process from a live one."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def holder_is_dead(host: str | None) -> bool:
+    """True for a take whose process was on this host and no longer exists."""
+    if not host or ":" not in host:
+        return True  # an older take without a pid: nobody can be rendering it
+    name, _, pid = host.rpartition(":")
+    if name != socket.gethostname():
+        return False  # another machine's take: not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return _is_zombie(int(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class DevicePool:
+    """One shot per device, across every thread and process on this host.
+
+    Each device is an exclusive `flock` on a file under the cache folder. The kernel drops the
+    lock when its holder dies, even by kill -9, so a crashed render never leaves a device taken
+    (a server-side slot with a lease would stay taken until the lease ran out).
+    """
+
+    devices: tuple[str, ...]
+    poll_s: float = 0.02
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[str]:
+        import fcntl
+        import time
+
+        folder = lock_dir()
+        while True:
+            for device in self.devices:
+                fh = open(folder / f"{device.replace(':', '-')}.lock", "a+")
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    fh.close()
+                    continue
+                try:
+                    yield device
+                    return
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+                    fh.close()
+            time.sleep(self.poll_s)
+
+
+def lock_dir() -> Path:
+    root = os.environ.get("MILIMO_LOCK_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "milimo", "locks")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def device_pool(devices: tuple[str, ...] | None = None) -> DevicePool:
+    key = tuple(devices or visible_devices())
+    with _lock:
+        if key not in _pools:
+            _pools[key] = DevicePool(key)
+        return _pools[key]
+
+
+def ledger_for(model_dir: str, device: str, dtype: str = "auto"):
+    """The process's ledger for this model on this device, opened once and kept warm."""
+    from milimo_engine import ModelLedger
+
+    resolved = dtype if dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+    key = (str(Path(model_dir).resolve()), device, resolved)
+    with _lock:
+        if key not in _ledgers:
+            _ledgers[key] = ModelLedger.open(model_dir, device=device, dtype=resolved)
+        return _ledgers[key]
+
+
+def store_for(url: str):
+    from storyboards.store import Store
+
+    with _lock:
+        if url not in _stores:
+            _stores[url] = Store.open(url)
+        return _stores[url]

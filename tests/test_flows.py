@@ -1,0 +1,323 @@
+"""Storyboard renders through real Prefect flows, the real store and the tiny model."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import opentimelineio as otio
+import pytest
+
+import storyboards
+from milimo_engine import Handoff, TwoStagePipeline
+from milimo_engine.media import probe
+from storyboards.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "storyboards" / "examples"
+
+
+def copy_example(tmp_path: Path, steps: int | None = None, edit=None) -> Path:
+    """The 5-shot example with its assets in a folder of its own (its own asset root)."""
+    folder = tmp_path / "board"
+    shutil.copytree(EXAMPLES, folder)
+    path = folder / "lighthouse.otio"
+    if steps is not None or edit is not None:
+        timeline = otio.adapters.read_from_file(str(path))
+        if steps is not None:
+            defaults = dict(timeline.metadata["milimo"]["defaults"])
+            defaults["steps"] = steps
+            timeline.metadata["milimo"]["defaults"] = defaults
+        if edit is not None:
+            edit(timeline)
+        otio.adapters.write_to_file(timeline, str(path))
+    return path
+
+
+@pytest.fixture
+def render_env(tmp_path, tiny_model_dir, prefect_api):
+    board = copy_example(tmp_path)
+    return {"storyboard": str(board), "model": str(tiny_model_dir), "out": str(tmp_path / "renders"),
+            "db": f"sqlite:///{tmp_path / 'milimo.db'}"}
+
+
+def take_ids(store: Store, name: str = "lighthouse") -> dict[str, list[tuple[int, str]]]:
+    return {r.shot_id: [(t.id, t.status) for t in store.takes(name, r.shot_id)] for r in store.status(name)}
+
+
+# ------------------------------------------------------------------ pure planning, no Prefect
+def test_plan_without_prefect(tmp_path, tiny_model_dir):
+    from flows.plan import prepare
+
+    board = copy_example(tmp_path)
+    plan = prepare(board, model=str(tiny_model_dir), db=f"sqlite:///{tmp_path / 'p.db'}", out=str(tmp_path))
+    assert [s.shot_id for s in plan.shots] == ["lighthouse-wide", "lighthouse-push", "lamp-close", "harbour",
+                                               "harbour-pan"]
+    assert {s.shot_id: s.needs_handoff for s in plan.shots} == {
+        "lighthouse-wide": True, "lighthouse-push": True, "lamp-close": False, "harbour": True, "harbour-pan": False}
+    assert [s.predecessor for s in plan.shots] == [None, "lighthouse-wide", "lighthouse-push", None, "harbour"]
+    assert [s.reason for s in plan.shots] == ["new", "upstream re-renders", "upstream re-renders", "new",
+                                             "upstream re-renders"]
+    only = prepare(board, model=str(tiny_model_dir), db=f"sqlite:///{tmp_path / 'p.db'}", only=["lamp-close"])
+    assert [s.shot_id for s in only.shots] == ["lighthouse-wide", "lighthouse-push", "lamp-close"]
+
+
+def test_invalid_storyboard_fails_before_anything_is_written(tmp_path, tiny_model_dir):
+    from flows.plan import prepare
+
+    def break_it(timeline):
+        clips = list(timeline.tracks[0].find_clips())
+        clips[0].metadata["milimo"]["prompt"] = ""
+        clips[3].metadata["milimo"]["loras"] = [{"path": "../../etc/passwd"}]
+
+    board = copy_example(tmp_path, edit=break_it)
+    db = tmp_path / "p.db"
+    with pytest.raises(storyboards.StoryboardInvalid) as err:
+        prepare(board, model=str(tiny_model_dir), db=f"sqlite:///{db}")
+    assert "2 problem(s)" in str(err.value) and "prompt" in str(err.value) and "outside the asset roots" in str(err.value)
+    rows = sqlite3.connect(db).execute("select count(*) from storyboards").fetchone()[0]
+    assert rows == 0
+
+
+# ------------------------------------------------------------------ end to end
+def test_render_rerun_and_rerender(render_env):
+    from flows import render_storyboard, rerender
+
+    first = render_storyboard(**render_env)
+    assert first["rendered"] == ["lighthouse-wide", "lighthouse-push", "lamp-close", "harbour", "harbour-pan"]
+    store = Store.open(render_env["db"])
+    board = storyboards.load(render_env["storyboard"])
+    status = {r.shot_id: r for r in store.status("lighthouse")}
+    for shot in board.shots:
+        row = status[shot.shot_id]
+        assert row.status == "succeeded" and row.take_number == 1
+        info = probe(row.outputs["mp4"])
+        assert info.frames == shot.frames and info.has_audio
+        assert Path(row.outputs["thumbnail"]).is_file()
+
+    # Shot B's take records shot A's handoff, and the file holds exactly that handoff.
+    a = store.current_take("lighthouse", "lighthouse-wide")
+    b = store.current_take("lighthouse", "lighthouse-push")
+    assert b.handoff_in_take_id == a.id and b.handoff_in_sha256 == a.handoff_out_sha256
+    assert Handoff.load(a.handoff_out_path).sha256() == a.handoff_out_sha256
+    assert Handoff.load(a.handoff_out_path).source_shot == "lighthouse-wide"
+    assert store.lineage(store.current_take("lighthouse", "lamp-close").id)[-1][1] == "lighthouse-wide"
+    assert b.flow_run_id and b.task_run_id
+
+    # The rendered OTIO points at the takes; preview and contact sheet exist.
+    rendered = otio.adapters.read_from_file(first["otio"])
+    for clip, shot in zip(rendered.tracks[0].find_clips(), board.shots):
+        ref = clip.media_reference
+        assert ref.name == "take-1" and Path(ref.target_url.removeprefix("file://")) == Path(status[shot.shot_id].outputs["mp4"]).resolve()
+    assert probe(first["preview"]).frames == sum(s.frames for s in board.shots)
+    assert Path(first["contact_sheet"]).stat().st_size > 1000
+
+    # Nothing changed: nothing renders, every take id stays.
+    before = take_ids(store)
+    again = render_storyboard(**render_env)
+    assert again["rendered"] == [] and len(again["skipped"]) == 5
+    assert take_ids(store) == before
+
+    # Re-render from shot 3 with a new seed: shots 1-2 and the other chain keep their takes.
+    redo = rerender(render_env["storyboard"], from_shot="lamp-close", overrides={"seed": 4242},
+                    model=render_env["model"], out=render_env["out"], db=render_env["db"])
+    assert redo["rendered"] == ["lamp-close"]
+    after = take_ids(store)
+    for sid in ("lighthouse-wide", "lighthouse-push", "harbour", "harbour-pan"):
+        assert after[sid] == before[sid]
+    assert [s for _, s in after["lamp-close"]] == ["stale", "succeeded"]
+    assert store.spec_data("lighthouse", "lamp-close")["seed"] == 4242
+
+    # Re-render from shot 2: it and the rest of its chain get new takes, in order.
+    redo2 = rerender(render_env["storyboard"], from_shot="lighthouse-push", model=render_env["model"],
+                     out=render_env["out"], db=render_env["db"])
+    assert redo2["rendered"] == ["lighthouse-push", "lamp-close"]
+    final = take_ids(store)
+    assert final["lighthouse-wide"] == before["lighthouse-wide"] and final["harbour"] == before["harbour"]
+    assert len(final["lighthouse-push"]) == 2 and len(final["lamp-close"]) == 3
+    new_push = store.current_take("lighthouse", "lighthouse-push")
+    assert store.current_take("lighthouse", "lamp-close").handoff_in_take_id == new_push.id
+    # The override stays in force: a plain render afterwards renders nothing.
+    assert render_storyboard(**render_env)["rendered"] == []
+
+
+def test_transient_failure_is_retried_and_invalid_input_is_not(render_env, monkeypatch):
+    from flows import ShotsFailed, render_storyboard
+
+    real = TwoStagePipeline.__call__
+    calls = {"harbour": 0}
+
+    def flaky(self, request, **kwargs):
+        if request.prompt.startswith("fishing boats"):
+            calls["harbour"] += 1
+            if calls["harbour"] == 1:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
+        return real(self, request, **kwargs)
+
+    monkeypatch.setattr(TwoStagePipeline, "__call__", flaky)
+    result = render_storyboard(**render_env)
+    assert "harbour" in result["rendered"] and calls["harbour"] == 2
+    store = Store.open(render_env["db"])
+    takes = store.takes("lighthouse", "harbour")
+    assert [t.status for t in takes] == ["failed", "succeeded"] and "injected" in takes[0].error
+
+    # An image on a frame the VAE cannot pin is invalid input: one failed take, no retry,
+    # the other chain still renders, and the flow fails naming the shot.
+    board = storyboards.load(render_env["storyboard"])
+    timeline = board.timeline
+    clip = list(timeline.tracks[0].find_clips())[0]
+    clip.metadata["milimo"]["images"] = [{"path": "assets/first_frame.png", "frame": 5, "strength": 1.0}]
+    otio.adapters.write_to_file(timeline, render_env["storyboard"])
+    with pytest.raises(ShotsFailed, match="lighthouse-wide"):
+        render_storyboard(**render_env)
+    wide = store.takes("lighthouse", "lighthouse-wide")
+    assert [t.status for t in wide] == ["succeeded", "failed"]
+    assert "images[0].frame=5" in wide[-1].error and "[0, 8]" in wide[-1].error
+    assert store.current_take("lighthouse", "lighthouse-wide").id == wide[0].id  # the good take stays current
+
+
+def _cli(*args, env_extra=None, timeout=300):
+    env = dict(os.environ, DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_crash_mid_chain_then_resume(tmp_path, tiny_model_dir, prefect_api):
+    from flows import render_storyboard
+
+    board = copy_example(tmp_path, steps=40)  # slow enough to be killed mid-chain
+    db_file = tmp_path / "milimo.db"
+    db = f"sqlite:///{db_file}"
+    out = tmp_path / "renders"
+    env = dict(os.environ, DO_NOT_TRACK="1", PREFECT_API_URL=prefect_api, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "render", str(board), "--model", str(tiny_model_dir),
+                             "--db", db, "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    killed = False
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if not db_file.exists():
+            continue
+        try:
+            rows = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=1).execute(
+                "select status from takes").fetchall()
+        except sqlite3.Error:
+            continue
+        statuses = [r[0] for r in rows]
+        if "succeeded" in statuses and "running" in statuses:
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+    proc.wait(timeout=30)
+    assert killed, "the render finished before it could be killed; make the shots slower"
+
+    store = Store.open(db)
+    assert any(t[1] == "running" for ts in take_ids(store).values() for t in ts)
+    result = render_storyboard(str(board), model=str(tiny_model_dir), out=str(out), db=db)
+    assert result["abandoned"]
+    takes = take_ids(store)
+    for shot_id, ts in takes.items():
+        assert [s for _, s in ts].count("succeeded") == 1, (shot_id, ts)
+        assert "running" not in [s for _, s in ts]
+    dead = [t for ts in takes.values() for t in ts if t[1] == "failed"]
+    assert dead and all("abandoned" in store.take(i).error for i, _ in dead)
+    for row in store.status("lighthouse"):
+        assert probe(row.outputs["mp4"]).frames > 0
+
+
+def test_cli_as_a_user_runs_it(render_env):
+    env = {"PREFECT_API_URL": os.environ.get("PREFECT_API_URL", "")}
+    from prefect.settings import PREFECT_API_URL
+
+    env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    common = ["--model", render_env["model"], "--db", render_env["db"], "--out", render_env["out"]]
+    run = _cli("render", render_env["storyboard"], *common, env_extra=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "rendered 5 shot(s)" in run.stdout
+    status = _cli("status", render_env["storyboard"], "--db", render_env["db"], "--json")
+    rows = json.loads(status.stdout)
+    assert [r["status"] for r in rows] == ["succeeded"] * 5
+    table = _cli("status", render_env["storyboard"], "--db", render_env["db"])
+    assert "lighthouse-wide" in table.stdout and "succeeded" in table.stdout
+    redo = _cli("rerender", render_env["storyboard"], "--from-shot", "harbour-pan", "--set", "prompt=a quieter pan",
+                *common, env_extra=env)
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    takes = _cli("takes", render_env["storyboard"], "harbour-pan", "--db", render_env["db"])
+    assert takes.stdout.count("succeeded") == 1 and "stale" in takes.stdout
+    bad_set = _cli("rerender", render_env["storyboard"], "--from-shot", "harbour-pan", "--set", "colour=red", *common)
+    assert bad_set.returncode == 2 and "unknown key" in bad_set.stderr and "Traceback" not in bad_set.stderr
+    bad_shot = _cli("rerender", render_env["storyboard"], "--from-shot", "nope", *common, env_extra=env)
+    assert bad_shot.returncode == 2 and "nope" in bad_shot.stderr and "Traceback" not in bad_shot.stderr
+
+
+def test_invalid_storyboard_exits_2_listing_every_problem(tmp_path):
+    def break_it(timeline):
+        clips = list(timeline.tracks[0].find_clips())
+        clips[1].metadata["milimo"]["prompt"] = "  "
+        clips[2].metadata["milimo"]["seed"] = -3
+        clips[4].metadata["milimo"]["handof"] = "previous"
+
+    board = copy_example(tmp_path, edit=break_it)
+    for command in ("render", "validate"):
+        run = _cli(command, str(board), "--db", f"sqlite:///{tmp_path / 'x.db'}") if command == "render" else \
+            _cli(command, str(board))
+        assert run.returncode == 2, run.stderr
+        assert "Traceback" not in run.stderr
+        for expected in ("3 problem(s)", "Lighthouse push in", "prompt", "Lamp close up", "seed", "handof", "handoff"):
+            assert expected in run.stderr, (command, expected, run.stderr)
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_serve_builds_the_deployments(tmp_path):
+    from flows.serve import ServeConfig, build_deployments
+
+    config_file = tmp_path / "milimo.toml"
+    config_file.write_text(f"""
+[defaults]
+out = "{tmp_path / 'renders'}"
+[[schedule]]
+storyboard = "{EXAMPLES / 'lighthouse.otio'}"
+cron = "0 2 * * *"
+[watch]
+folder = "{tmp_path / 'incoming'}"
+interval_s = 15
+""")
+    deployments = build_deployments(ServeConfig.from_file(config_file))
+    by_name = {d.name: d for d in deployments}
+    assert set(by_name) == {"render-lighthouse", "rerun", "watch"}
+    render = by_name["render-lighthouse"]
+    assert render.schedules[0].schedule.cron == "0 2 * * *"
+    assert render.parameters["storyboard"].endswith("lighthouse.otio")
+    assert by_name["watch"].schedules[0].schedule.interval.total_seconds() == 15
+    assert by_name["rerun"].parameters == {"out": str(tmp_path / "renders")}
+    with pytest.raises(ValueError, match="go together"):
+        ServeConfig().with_cli(storyboard="x.otio", cron=None, watch=None, interval_s=None, model=None, out=None,
+                               db=None)
+
+
+def test_watched_folder_renders_a_dropped_cut_once(tmp_path, tiny_model_dir, prefect_api):
+    from flows.serve import import_cuts
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    timeline = otio.schema.Timeline(name="drop")
+    timeline.metadata["milimo"] = {"schema": 1, "defaults": {"width": 256, "height": 256, "steps": 4}}
+    track = otio.schema.Track(name="shots")
+    clip = otio.schema.Clip(name="Only shot", source_range=otio.opentime.TimeRange(
+        otio.opentime.RationalTime(0, 24), otio.opentime.RationalTime(12, 24)))
+    clip.metadata["milimo"] = {"prompt": "a single dropped shot", "shot_id": "only"}
+    track.append(clip)
+    timeline.tracks.append(track)
+    otio.adapters.write_to_file(timeline, str(incoming / "drop.otio"))
+    (incoming / "notes.txt").write_text("not a cut")
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    first = import_cuts(str(incoming), model=str(tiny_model_dir), out=str(tmp_path / "renders"), db=db)
+    assert first == [str(incoming / "drop.otio")]
+    assert Store.open(db).current_take("drop", "only").status == "succeeded"
+    assert import_cuts(str(incoming), model=str(tiny_model_dir), out=str(tmp_path / "renders"), db=db) == []
