@@ -10,7 +10,6 @@ chains have finished and the conform, preview and contact sheet show what there 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger

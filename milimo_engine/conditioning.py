@@ -9,7 +9,6 @@ a soft pull towards the condition (`mask = 1 - strength`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,6 @@ class ImageCondition:
     frame: int = 0
     strength: float = 1.0
     crf: int | None = None
-
-    def describe(self) -> str:
-        return str(self.image) if isinstance(self.image, (str, os.PathLike)) else type(self.image).__name__
 
 
 def load_rgb(source: ImageSource, field: str = "image") -> np.ndarray:

@@ -12,12 +12,10 @@ tensors catches a truncated or edited file before it poisons a chain.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -121,11 +119,6 @@ class Handoff:
                 raise HandoffMismatchError(name, mine, theirs, self.source)
         if abs(float(self.fps) - float(fps)) > 1e-6:
             raise HandoffMismatchError("fps", self.fps, fps, self.source)
-
-    def describe(self) -> dict[str, Any]:
-        meta = self.metadata()
-        meta["video_shape"] = json.dumps(list(self.video.shape))
-        return meta
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:

@@ -51,10 +51,9 @@ def reference_frames(source) -> np.ndarray:
             frames = read_frames(source)
         except Exception as exc:  # ffmpeg's message says what is wrong with the file
             raise InvalidConditionError("reference_video", str(source), f"cannot be decoded ({exc})") from exc
-    elif isinstance(source, np.ndarray) and source.ndim == 4:
-        frames = np.stack([load_rgb(f, "reference_video") for f in source])
-    else:
-        frames = np.stack([load_rgb(f, "reference_video") for f in source])
+    else:  # an array [F, H, W, C] or any sequence of images
+        frames = [load_rgb(f, "reference_video") for f in source]
+        frames = np.stack(frames) if frames else np.empty((0,), np.uint8)
     if len(frames) == 0:
         raise InvalidConditionError("reference_video", "0 frames", "holds no frames")
     return frames

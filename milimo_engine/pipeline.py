@@ -163,27 +163,30 @@ class TwoStagePipeline:
         frames = audio = None
         sample_rate = int(led.vocoder().config.output_sampling_rate)
         skip = request.overlap_frames
+
+        def delivered_frames() -> np.ndarray:
+            return self.decode_video(final)[skip:skip + delivered]
+
         if output_type != "latent":
             t0 = time.perf_counter()
-            frames = self.decode_video(final)[skip:skip + delivered]
+            frames = delivered_frames()
             timings["decode_video"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             audio = self.decode_audio(audio_latent)[..., round(skip / request.fps * sample_rate):]
             audio = fit_audio(audio, round(delivered / fps * sample_rate))
             timings["decode_audio"] = time.perf_counter() - t0
         handoff_m = request.produced_handoff_m
-        handoff_factory = None
-        if handoff_m:
-            def handoff_factory(frames=frames) -> Handoff:
-                tail = frames if frames is not None else self.decode_video(final)[skip:skip + delivered]
-                return self.make_handoff(request, tail, audio_latent, fps, handoff_m)
+
+        def handoff_factory(frames=frames) -> Handoff:
+            tail = frames if frames is not None else delivered_frames()
+            return self.make_handoff(request, tail, audio_latent, fps, handoff_m)
         timings["total"] = time.perf_counter() - t_total
         return ShotResult(
             request=request, frames=frames, audio=audio, sample_rate=sample_rate, fps=fps,
             latent=final.cpu(), audio_latent=audio_latent.cpu(), stage1_latent=stage1_raw.cpu(),
             rendered_frames=rendered, timings=timings,
             loras={"stage1": stage1_loras, "stage2": stage2_loras}, model_id=led.model_id,
-            overlap_frames=skip, handoff_factory=handoff_factory,
+            overlap_frames=skip, handoff_factory=handoff_factory if handoff_m else None,
         )
 
     # ---------------------------------------------------------------- conditioning
@@ -435,7 +438,7 @@ def join_segments(request: ShotRequest, parts: list[ShotResult], text_seconds: f
         latent=last.latent, audio_latent=last.audio_latent, stage1_latent=last.stage1_latent,
         rendered_frames=sum(p.rendered_frames for p in parts), timings=timings, loras=last.loras,
         model_id=last.model_id, overlap_frames=parts[0].overlap_frames, segments=len(parts),
-        handoff_factory=(lambda: last.handoff) if last.handoff_factory is not None or last._handoff is not None else None)
+        handoff_factory=(lambda: last.handoff) if last.request.produced_handoff_m else None)
 
 
 def fit_audio(wave: np.ndarray, samples: int) -> np.ndarray:

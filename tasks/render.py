@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from milimo_engine.errors import HandoffError, InvalidRequestError, MilimoEngineError, RenderCancelled
+from milimo_engine.errors import HandoffError, InvalidRequestError, RenderCancelled
 from storyboards.validate import StoryboardInvalid
 
 from .worker import device_pool, holder_id, ledger_for, store_for
