@@ -1,15 +1,18 @@
 """The `milimo` command line.
 
-    milimo render STORYBOARD [--model DIR] [--out DIR] [--db URL] [--only ID ...] [--from-shot ID]
-    milimo rerender STORYBOARD --from-shot ID [--set key=value ...]
-    milimo validate STORYBOARD
+    milimo render STORYBOARD [--model DIR] [--out DIR] [--db URL] [--only ID ...] [--from-shot ID] [--rate FPS]
+    milimo rerender STORYBOARD --from-shot ID [--set key=value ...]   (key=null removes an override)
+    milimo validate STORYBOARD [--rate FPS]
     milimo status STORYBOARD [--json]
     milimo takes STORYBOARD SHOT_ID [--json]
+    milimo verify STORYBOARD                      (every artifact hashed again; exit 1 if anything is off)
+    milimo overrides STORYBOARD [--clear SHOT ... | --all]
     milimo model tiny DIR
     milimo serve [--config FILE] [--storyboard PATH --cron EXPR] [--watch DIR]
     milimo demo
 
-Exit codes: 0 done, 2 invalid input (message on stderr, no traceback), 1 a render failed.
+Exit codes: 0 done; 2 input, configuration or environment to fix (one line per problem, the fix
+named, no traceback); 1 a shot failed while rendering; 130/143 interrupted (run it again to resume).
 Defaults: the embedded tiny model, SQLite at renders/milimo.db, outputs under ./renders/, and
 Prefect's local server with telemetry off. Prefect is imported only by the commands that run flows.
 """
@@ -19,8 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any, Callable
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -59,35 +65,106 @@ def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     mp4 = result.save_mp4(out / "demo.mp4")
     info = probe(mp4)
-    (out / "demo.json").write_text(json.dumps({"model_dir": str(model_dir), **result.summary(),
-                                               "ledger": ledger.report()}, indent=2, default=str))
+    from milimo_engine.atomic import atomic_write
+
+    atomic_write(out / "demo.json", json.dumps({"model_dir": str(model_dir), **result.summary(),
+                                                "ledger": ledger.report()}, indent=2, default=str))
     print(f"{mp4}: {info.frames} frames at {float(info.fps):g} fps, {info.width}x{info.height}, "
           f"audio={'yes' if info.has_audio else 'no'}; total {result.timings['total']:.2f}s "
           f"(stage1 {result.timings['stage1']:.2f}s, stage2 {result.timings['stage2']:.2f}s)")
     return 0
 
 
-def _precheck(path: str, shot_ids: list[str] | None = None, overrides: dict | None = None) -> None:
-    """Validate before starting Prefect: bad input exits 2 in a second, not after a server start
-    (and without the flow's traceback in the log)."""
-    import storyboards
-    from storyboards.overrides import apply_overrides
+def _store_if_any(db: str | None):
+    """The store when it exists (a SQLite file that is there, or a server URL); None for a SQLite file
+    not created yet, so checking bad input never creates a database."""
+    from sqlalchemy import make_url
 
-    board = storyboards.load(path)
+    from storyboards.store import Store
+    from storyboards.store.db import default_url
+
+    url = db or default_url()
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
+        return None
+    return Store.open(url)
+
+
+def _checked_board(path: str, rate: float | None, db: str | None, shot_ids: list[str] | None = None,
+                   overrides: dict | None = None):
+    """Load and validate, stored overrides and these new ones applied, before anything starts or is stored."""
+    import storyboards
+    from storyboards.overrides import apply_overrides, merge
+
+    board = storyboards.load(path, rate=rate)
     for shot_id in shot_ids or []:
-        board.shot(shot_id)  # KeyError naming the shots there are
-    if overrides:
-        board = apply_overrides(board, overrides)
-    storyboards.validate(board).raise_if_invalid(path)
+        board.shot(shot_id)
+    fresh = apply_overrides(board, merge({}, overrides))
+    storyboards.validate(fresh).raise_if_invalid(path)  # the file and the new values, before any store exists
+    store = _store_if_any(db)
+    if store is not None:
+        store.check_identity(board)
+        board = apply_overrides(board, merge(store.overrides(board.name), overrides))
+        storyboards.validate(board).raise_if_invalid(path)
+    return board, store
+
+
+def _run_interruptibly(work: Callable[[], Any]) -> Any:
+    """Run `work` (a flow) in a thread while the main thread owns SIGINT and SIGTERM: the first signal
+    asks every running shot to stop at its next step and no new shot to start; a second one quits now."""
+    from tasks.worker import clear_interrupt, interrupted, request_interrupt
+
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    def on_signal(signum: int, _frame) -> None:
+        if interrupted():
+            print("milimo: stopping now", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        print(f"milimo: {signal.Signals(signum).name}: stopping; the running shot stops at its next step "
+              "(again to quit at once)", file=sys.stderr, flush=True)
+        request_interrupt(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=target, name="milimo-flow", daemon=True)
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    signum = interrupted()
+    clear_interrupt()
+    if "error" in outcome:
+        raise outcome["error"]
+    if signum:
+        from storyboards.errors import Interrupted
+
+        result = outcome["value"]
+        raise Interrupted(signum, len(result["rendered"]) + len(result["skipped"]), 0)
+    return outcome["value"]
+
+
+def _render_flow(args: argparse.Namespace, **kwargs: Any) -> dict:
+    from .prefect_server import prefect_api
+
+    with prefect_api():
+        from flows.render import render_storyboard
+
+        return _run_interruptibly(lambda: render_storyboard(
+            args.storyboard, model=args.model, out=args.out, db=args.db, devices=args.device or None,
+            time_limit_s=args.time_limit, rate=args.rate, **kwargs))
 
 
 def _render(args: argparse.Namespace) -> int:
-    _precheck(args.storyboard, (args.only or []) + ([args.from_shot] if args.from_shot else []))
-    from flows.render import render_storyboard
-
-    result = render_storyboard(args.storyboard, model=args.model, out=args.out, db=args.db, only=args.only or None,
-                               from_shot=args.from_shot, devices=args.device or None, time_limit_s=args.time_limit)
-    _report(result)
+    _checked_board(args.storyboard, args.rate, args.db, (args.only or []) + ([args.from_shot] if args.from_shot else []))
+    _report(_render_flow(args, only=args.only or None, from_shot=args.from_shot))
     return 0
 
 
@@ -95,12 +172,10 @@ def _rerender(args: argparse.Namespace) -> int:
     from storyboards.overrides import parse_assignments
 
     overrides = parse_assignments(args.set or [])
-    _precheck(args.storyboard, [args.from_shot], {args.from_shot: overrides} if overrides else None)
-    from flows.render import rerender
-
-    result = rerender(args.storyboard, from_shot=args.from_shot, overrides=overrides or None, model=args.model,
-                      out=args.out, db=args.db, devices=args.device or None, time_limit_s=args.time_limit)
-    _report(result)
+    _checked_board(args.storyboard, args.rate, args.db, [args.from_shot],
+                   {args.from_shot: overrides} if overrides else None)
+    _report(_render_flow(args, from_shot=args.from_shot,
+                         overrides={args.from_shot: overrides} if overrides else None))
     return 0
 
 
@@ -115,48 +190,58 @@ def _report(result: dict) -> None:
 def _validate(args: argparse.Namespace) -> int:
     import storyboards
 
-    board = storyboards.load(args.storyboard)
-    report = storyboards.validate(board)
-    if not report.ok:
-        for problem in report.problems:
-            print(str(problem), file=sys.stderr)
-        print(f"milimo: {args.storyboard}: {len(report.problems)} problem(s)", file=sys.stderr)
-        return 2
+    board, store = _checked_board(args.storyboard, args.rate, args.db)
     graph = storyboards.ShotGraph.of(board)
     print(f"{args.storyboard}: ok, {len(board.shots)} shot(s) in {len(graph.chains)} chain(s) at {board.fps:g} fps")
     for chain in graph.chains:
         print(f"  chain {chain.index}: {' -> '.join(chain.shot_ids)}")
+    overridden = [s.shot_id for s in board.shots if s.overridden]
+    if overridden:
+        print(f"  overrides from the store on: {', '.join(overridden)} (`milimo overrides` lists them)")
     return 0
 
 
-def _board_name(path: str) -> str:
+def _board_name(path: str, rate: float | None = None) -> str:
     import storyboards
 
-    return storyboards.load(path).name
+    return storyboards.load(path, rate=rate).name
+
+
+def _open_store(args: argparse.Namespace):
+    from storyboards.store import Store
+
+    return Store.open(args.db)
 
 
 def _status(args: argparse.Namespace) -> int:
-    from storyboards.store import Store
-
-    rows = Store.open(args.db).status(_board_name(args.storyboard))
+    rows = _open_store(args).status(_board_name(args.storyboard, args.rate))
     if args.json:
         print(json.dumps([{**r.__dict__, "finished_at": r.finished_at.isoformat() if r.finished_at else None}
                           for r in rows], indent=2, default=str))
         return 0
-    table = [("shot", "chain", "take", "status", "spec", "seconds", "finished")]
+    table = [("shot", "chain", "take", "status", "spec", "seconds", "finished", "prompt", "notes")]
     for r in rows:
+        notes = []
+        if r.running:
+            step = f" {r.running.get('stage')} step {r.running.get('step')}/{r.running.get('total')}" \
+                if r.running.get("total") else ""
+            notes.append(f"running: take {r.running['take']} on {r.running.get('host')}{step}")
+        if r.overrides:
+            notes.append("override: " + ", ".join(f"{k}={v!r}" for k, v in sorted(r.overrides.items())))
+        if not r.spec_is_current and r.take_number:
+            notes.append("spec changed since this take")
+        prompt = (r.prompt or "-").replace("\n", " ")
         table.append((r.shot_id, str(r.chain_index), str(r.take_number or "-"), r.status, (r.spec_hash or "-")[:12],
                       f"{r.seconds:.2f}" if r.seconds is not None else "-",
-                      r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-"))
+                      r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-",
+                      prompt[:40] + ("…" if len(prompt) > 40 else ""), "; ".join(notes)))
     _print_table(table)
     return 0
 
 
 def _takes(args: argparse.Namespace) -> int:
-    from storyboards.store import Store
-
-    store = Store.open(args.db)
-    name = _board_name(args.storyboard)
+    store = _open_store(args)
+    name = _board_name(args.storyboard, args.rate)
     takes = store.takes(name, args.shot_id)
     current = store.current_take(name, args.shot_id)
     if args.json:
@@ -166,7 +251,46 @@ def _takes(args: argparse.Namespace) -> int:
     for t in takes:
         table.append((str(t.number), str(t.id), t.status, "*" if current and current.id == t.id else "",
                       t.spec_hash[:12], (t.handoff_in_sha256 or "-")[:12], (t.handoff_out_sha256 or "-")[:12],
-                      t.outputs.get("mp4") or (t.error or "")[:80]))
+                      t.outputs.get("mp4") or (t.error or "").strip().splitlines()[-1:][0][:80] if t.error else
+                      t.outputs.get("mp4") or ""))
+    _print_table(table)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    name = _board_name(args.storyboard, args.rate)
+    rows = store.status(name)
+    bad = store.verify(name)
+    missing = [r for r in rows if r.take_id is None or r.status in ("failed", "cancelled", "stale", "not rendered")]
+    for check in bad:
+        print(f"{args.storyboard}: shot {check.shot_id} take {check.take_number}: {check.kind} {check.problem} "
+              f"({check.path}). Fix: run `milimo render {args.storyboard}` to render it again")
+    for r in missing:
+        print(f"{args.storyboard}: shot {r.shot_id}: {r.status}. Fix: run `milimo render {args.storyboard}`")
+    if bad or missing:
+        print(f"{args.storyboard}: {len(bad)} damaged or missing file(s), {len(missing)} shot(s) without a good take")
+        return 1
+    files = sum(1 for _ in rows)
+    print(f"{args.storyboard}: ok, {files} shot(s), every artifact matches its recorded size and sha256")
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    name = _board_name(args.storyboard, args.rate)
+    if args.all or args.clear:
+        cleared = store.clear_overrides(name, None if args.all else args.clear)
+        print(f"{name}: cleared the overrides of {len(cleared)} shot(s) {cleared}; the file's values apply again")
+        return 0
+    overrides = store.overrides(name)
+    if not overrides:
+        print(f"{name}: no overrides; every shot renders as the file says")
+        return 0
+    table = [("shot", "key", "value")]
+    for shot_id, values in sorted(overrides.items()):
+        for key, value in sorted(values.items()):
+            table.append((shot_id, key, json.dumps(value)))
     _print_table(table)
     return 0
 
@@ -189,13 +313,30 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_render_options(p: argparse.ArgumentParser) -> None:
+def _add_storyboard(p: argparse.ArgumentParser, db: bool = True) -> None:
     p.add_argument("storyboard", help=".otio, .otioz, FCP XML or EDL")
+    p.add_argument("--rate", type=_positive_float, metavar="FPS",
+                   help="frame rate of an EDL's timecodes (EDLs carry none; default 24)")
+    if db:
+        p.add_argument("--db", help="store URL (default: MILIMO_DB_URL or sqlite:///renders/milimo.db)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not above 0")
+    return value
+
+
+def _add_render_options(p: argparse.ArgumentParser) -> None:
+    _add_storyboard(p)
     p.add_argument("--model", help="model folder (default: the embedded tiny random bundle)")
     p.add_argument("--out", help="output root (default: ./renders)")
-    p.add_argument("--db", help="store URL (default: MILIMO_DB_URL or sqlite:///renders/milimo.db)")
     p.add_argument("--device", action="append", help="device for the GPU pool (repeat; default: every visible GPU, or cpu)")
-    p.add_argument("--time-limit", type=float, help="per-shot limit in seconds, checked between denoising steps")
+    p.add_argument("--time-limit", type=_positive_float, help="per-shot limit in seconds, checked between steps")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,22 +379,31 @@ def build_parser() -> argparse.ArgumentParser:
                           help="override for that shot: prompt, negative_prompt, seed, steps, guidance, width, height, ...")
     rerender.set_defaults(func=_rerender)
 
-    validate = sub.add_parser("validate", help="check a storyboard and list every problem")
-    validate.add_argument("storyboard")
+    validate = sub.add_parser("validate", help="check a storyboard (and its stored overrides) and list every problem")
+    _add_storyboard(validate)
     validate.set_defaults(func=_validate)
 
-    status = sub.add_parser("status", help="each shot with its current take")
-    status.add_argument("storyboard")
-    status.add_argument("--db")
+    status = sub.add_parser("status", help="each shot with its current take, a running take, overrides, problems")
+    _add_storyboard(status)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
 
     takes = sub.add_parser("takes", help="every take of one shot")
-    takes.add_argument("storyboard")
+    _add_storyboard(takes)
     takes.add_argument("shot_id")
-    takes.add_argument("--db")
     takes.add_argument("--json", action="store_true")
     takes.set_defaults(func=_takes)
+
+    verify = sub.add_parser("verify", help="hash every artifact of the current takes again; exit 1 if any is off")
+    _add_storyboard(verify)
+    verify.set_defaults(func=_verify)
+
+    overrides = sub.add_parser("overrides", help="list the stored overrides, or clear them")
+    _add_storyboard(overrides)
+    group = overrides.add_mutually_exclusive_group()
+    group.add_argument("--clear", nargs="+", metavar="SHOT", help="clear these shots' overrides")
+    group.add_argument("--all", action="store_true", help="clear every override of the storyboard")
+    overrides.set_defaults(func=_overrides)
 
     serve = sub.add_parser("serve", help="serve Prefect deployments: scheduled renders, reruns, a watched folder")
     serve.add_argument("--config", help="TOML file with [[schedule]], [watch] and [defaults]")
@@ -268,27 +418,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RENDER_COMMANDS = {"render", "rerender", "demo"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from milimo_engine.errors import HandoffError, InvalidRequestError, MissingComponentError
-    from storyboards.overrides import OverrideError
-    from storyboards.validate import StoryboardInvalid
+    from storyboards.errors import MilimoError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except StoryboardInvalid as exc:
-        print(f"milimo: invalid storyboard: {exc}", file=sys.stderr)
-        return 2
-    except (InvalidRequestError, HandoffError, MissingComponentError, FileExistsError, FileNotFoundError,
-            OverrideError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"milimo: invalid input: {message}", file=sys.stderr)
+    except MilimoError as exc:
+        for line in exc.lines():
+            print(f"milimo: {line}", file=sys.stderr)
+        return exc.exit_code
+    except (InvalidRequestError, HandoffError, MissingComponentError, FileExistsError) as exc:
+        print(f"milimo: invalid input: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("milimo: interrupted; `milimo render` again resumes where this stopped", file=sys.stderr)
+        print("milimo: interrupted; run the same command to resume", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI reports, the traceback goes to --debug later
-        print(f"milimo: render failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a render that failed, or a bug: said in one line, exit 1
+        what = "render failed" if args.command in RENDER_COMMANDS else "error"
+        print(f"milimo: {what}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 

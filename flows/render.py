@@ -15,37 +15,55 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
+from prefect.states import Cancelled, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from storyboards.errors import Interrupted, MilimoError, ShotsFailed
+from storyboards.fields import slug
+from storyboards.planner import plan as replan
 from tasks.outputs import contact_sheet_task, conform_task, preview_task
-from tasks.render import ShotJob, ShotOutcome, render_shot
-from tasks.worker import holder_is_dead, store_for, visible_devices
+from tasks.render import ShotJob, _outcome, render_shot
+from tasks.worker import holder_is_dead, interrupted, store_for, visible_devices
 
 from .plan import RenderPlan, prepare
 
-
-class ShotsFailed(RuntimeError):
-    """One or more shots failed; the others finished and are recorded."""
+__all__ = ["ShotsFailed", "render_storyboard", "rerender"]
 
 
-def _done_outcome(plan: RenderPlan, shot_id: str) -> ShotOutcome | None:
+def _ended(exc: MilimoError) -> State:
+    """A flow that ends on a domain error returns its state instead of raising: Prefect records it (Cancelled
+    for an interrupt, Failed otherwise) without logging a traceback, and the caller still gets `exc` raised."""
+    if isinstance(exc, Interrupted):
+        return Cancelled(message=str(exc), data=exc)
+    return Failed(message=str(exc), data=exc)
+
+
+def _done_outcome(plan: RenderPlan, shot_id: str):
     """The current take of a shot that is not re-rendering, as the upstream of the next one."""
     take = store_for(plan.db_url).current_take(plan.board.name, shot_id)
-    if take is None:
-        return None
-    return ShotOutcome(shot_id, take.id, take.number, take.outputs.get("mp4"), take.outputs.get("thumbnail"),
-                       take.handoff_out_path, take.handoff_out_sha256, 0.0, rendered=False)
+    return _outcome(take, rendered=False) if take is not None else None
 
 
 @flow(name="render-storyboard", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
 def render_storyboard(storyboard: str, model: str | None = None, out: str | None = None,
                       only: list[str] | None = None, from_shot: str | None = None,
                       overrides: dict[str, dict[str, Any]] | None = None, db: str | None = None,
-                      devices: list[str] | None = None, time_limit_s: float | None = None) -> dict[str, Any]:
+                      devices: list[str] | None = None, time_limit_s: float | None = None,
+                      rate: float | None = None) -> dict[str, Any]:
     """Render every shot of `storyboard` that is not done; see the module docstring."""
+    try:
+        return _render(storyboard, model=model, out=out, only=only, from_shot=from_shot, overrides=overrides, db=db,
+                       devices=devices, time_limit_s=time_limit_s, rate=rate)
+    except MilimoError as exc:
+        return _ended(exc)
+
+
+def _render(storyboard: str, *, model: str | None, out: str | None, only: list[str] | None, from_shot: str | None,
+            overrides: dict[str, dict[str, Any]] | None, db: str | None, devices: list[str] | None,
+            time_limit_s: float | None, rate: float | None) -> dict[str, Any]:
     log = get_run_logger()
     plan = prepare(storyboard, model=model, out=out, db=db, only=only, from_shot=from_shot, overrides=overrides,
-                   is_dead=holder_is_dead)
+                   rate=rate, is_dead=holder_is_dead)
     name = plan.board.name
     if plan.abandoned:
         log.warning("takes %s were left running by a process that died; marked failed", plan.abandoned)
@@ -58,7 +76,7 @@ def render_storyboard(storyboard: str, model: str | None = None, out: str | None
         upstream: Any = None
         if shot.predecessor:
             upstream = futures.get(shot.predecessor) or _done_outcome(plan, shot.predecessor)
-        job = ShotJob(storyboard=name, shot_id=shot.shot_id, model_dir=plan.model_dir, out_dir=str(plan.out_dir),
+        job = ShotJob(storyboard=name, shot_id=shot.shot_id, model_dir=plan.model_dir, out_root=str(plan.layout.root),
                       db_url=plan.db_url, needs_handoff=shot.needs_handoff, devices=device_list,
                       time_limit_s=time_limit_s)
         futures[shot.shot_id] = render_shot.with_options(task_run_name=f"render {shot.shot_id}").submit(
@@ -66,39 +84,47 @@ def render_storyboard(storyboard: str, model: str | None = None, out: str | None
 
     failed: dict[str, str] = {}
     rendered: list[str] = []
+    kept = list(plan.skipped)
     for shot_id, future in futures.items():
         future.wait()
         state = future.state
         if state.is_completed():
-            rendered.append(shot_id)
+            (rendered if state.result().rendered else kept).append(shot_id)
         else:
             failed[shot_id] = state.message or state.name
 
-    otio_path = conform_task(str(plan.board.source_path), name, plan.db_url, str(plan.out_dir))
+    signum = interrupted()
+    if signum:
+        shots, done = replan(plan.graph, store_for(plan.db_url).shot_states(name))
+        log.warning("%s: interrupted; %d shot(s) done, %d left", name, len(done), len(shots))
+        raise Interrupted(signum, len(done), len(shots))
+    otio_path = conform_task(str(plan.board.source_path), name, plan.db_url, str(plan.out_dir), rate)
     preview = preview_task(name, plan.db_url, str(plan.out_dir))
     sheet = contact_sheet_task(name, plan.db_url, str(plan.out_dir))
     summary = summarise(plan, rendered, failed)
     create_table_artifact(summary["table"], key=_key(f"shots-{name}"), description=f"{name}: shots after this run")
     create_markdown_artifact(summary["markdown"] + f"\n\nOutputs: `{otio_path}`, `{preview}`, `{sheet}`",
                              key=_key(f"render-{name}"), description=f"{name}: render summary")
-    result = {"storyboard": name, "rendered": rendered, "skipped": plan.skipped, "failed": failed,
+    result = {"storyboard": name, "rendered": rendered, "skipped": kept, "failed": failed,
               "abandoned": plan.abandoned, "otio": otio_path, "preview": preview, "contact_sheet": sheet,
               "out_dir": str(plan.out_dir)}
     if failed:
-        raise ShotsFailed(f"{len(failed)} shot(s) of {name} failed: "
-                          + "; ".join(f"{sid}: {msg}" for sid, msg in failed.items()))
+        raise ShotsFailed(name, failed)
     return result
 
 
 @flow(name="rerender-storyboard", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
 def rerender(storyboard: str, from_shot: str, overrides: dict[str, Any] | None = None, model: str | None = None,
              out: str | None = None, db: str | None = None, devices: list[str] | None = None,
-             time_limit_s: float | None = None) -> dict[str, Any]:
+             time_limit_s: float | None = None, rate: float | None = None) -> dict[str, Any]:
     """A new spec for `from_shot` (its `overrides`), that shot and the rest of its chain re-rendered in
     order; every other shot keeps its takes."""
-    return render_storyboard(storyboard, model=model, out=out, from_shot=from_shot,
-                             overrides={from_shot: dict(overrides)} if overrides else None, db=db, devices=devices,
-                             time_limit_s=time_limit_s)
+    try:
+        return render_storyboard(storyboard, model=model, out=out, from_shot=from_shot,
+                                 overrides={from_shot: dict(overrides)} if overrides else None, db=db, devices=devices,
+                                 time_limit_s=time_limit_s, rate=rate)
+    except MilimoError as exc:
+        return _ended(exc)
 
 
 def summarise(plan: RenderPlan, rendered: list[str], failed: dict[str, str]) -> dict[str, Any]:
@@ -115,4 +141,4 @@ def summarise(plan: RenderPlan, rendered: list[str], failed: dict[str, str]) -> 
 
 
 def _key(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower())[:100]
+    return slug(text, fallback="storyboard")

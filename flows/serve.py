@@ -26,6 +26,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from storyboards.fields import slug
+
 CUT_SUFFIXES = (".otio", ".otioz", ".edl", ".xml")
 
 
@@ -71,10 +73,10 @@ class ServeConfig:
 def import_cuts(folder: str, model: str | None = None, out: str | None = None, db: str | None = None) -> list[str]:
     """Render every cut in `folder` not seen before (by content); a cut that cannot render is reported once."""
     from milimo_engine.hashing import file_sha256
+    from storyboards.errors import MilimoError, ShotsFailed
     from storyboards.store import Store
-    from storyboards.validate import StoryboardInvalid
 
-    from .render import ShotsFailed, render_storyboard
+    from .render import render_storyboard
 
     log = get_run_logger()
     store = Store.open(db)
@@ -85,10 +87,10 @@ def import_cuts(folder: str, model: str | None = None, out: str | None = None, d
         try:
             render_storyboard(str(path), model=model, out=out, db=db)
             rendered.append(str(path))
-        except StoryboardInvalid as exc:
-            log.error("cut %s cannot render; fix it and drop it again:\n%s", path.name, exc)
         except ShotsFailed as exc:
             log.error("cut %s rendered with failures: %s", path.name, exc)
+        except MilimoError as exc:  # a cut that cannot render as it is: the file, a field, the store
+            log.error("cut %s cannot render; fix it and drop it again:\n%s", path.name, "\n".join(exc.lines()))
     return rendered
 
 
@@ -97,7 +99,7 @@ def build_deployments(config: ServeConfig) -> list:
 
     deployments = []
     for schedule in config.schedules:
-        stem = "".join(c if c.isalnum() else "-" for c in Path(schedule.storyboard).stem.lower())
+        stem = slug(Path(schedule.storyboard).stem, fallback="storyboard")
         deployments.append(render_storyboard.to_deployment(
             name=f"render-{stem}", cron=schedule.cron,
             parameters={"storyboard": str(Path(schedule.storyboard).resolve()), **config.defaults}))

@@ -7,9 +7,7 @@ two-stage method renders stage 1 at half size, so full sizes must be multiples o
 
 from __future__ import annotations
 
-TEMPORAL_RATIO = 8
-SPATIAL_RATIO = 32
-TWO_STAGE_SIZE_STEP = 2 * SPATIAL_RATIO
+from .limits import SIZE_STEP as TWO_STAGE_SIZE_STEP, SPATIAL_RATIO, TEMPORAL_RATIO  # noqa: F401
 
 
 def render_length(num_frames: int, temporal_ratio: int = TEMPORAL_RATIO) -> int:

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import frames as fr
+from .atomic import atomic_path
 from .errors import HandoffIntegrityError, HandoffMismatchError
 
 HANDOFF_FORMAT = "milimo-handoff-v1"
@@ -74,13 +75,8 @@ class Handoff:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a crash mid-write leaves no file that looks like a handoff."""
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        try:
+        with atomic_path(target) as tmp:
             save_file(self.tensors(), str(tmp), metadata=self.metadata())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
         return target
 
     @classmethod

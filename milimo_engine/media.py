@@ -1,7 +1,7 @@
 """Frames and audio to H.264/AAC mp4 with ffmpeg-python, driving imageio-ffmpeg's ffmpeg binary.
 
-A fresh machine needs nothing from the OS. Files are written under a temporary name and
-renamed, so a half-written mp4 never looks finished.
+A fresh machine needs nothing from the OS. Files are written through `atomic_path`,
+so a half-written mp4 never looks finished.
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_path, temp_path
 
 
 def ffmpeg_exe() -> str:
@@ -43,36 +44,32 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np
         raise ValueError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {frames.shape}")
     n, h, w, _ = frames.shape
     rate = rational_fps(fps)
-    tmp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
     audio_file = None
     try:
-        video_in = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
-                                framerate=f"{rate.numerator}/{rate.denominator}")
-        streams = [video_in.video]
-        out_args = dict(vcodec="libx264", pix_fmt="yuv420p", crf=crf, r=f"{rate.numerator}/{rate.denominator}",
-                        movflags="+faststart", **{"frames:v": n})
-        if audio is not None and audio.size:
-            if sample_rate is None:
-                raise ValueError("sample_rate is required with audio")
-            pcm = np.ascontiguousarray(np.clip(audio, -1.0, 1.0).T.astype("<f4"))
-            fd, audio_file = tempfile.mkstemp(suffix=".f32le", dir=target.parent)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pcm.tobytes())
-            audio_in = ffmpeg.input(audio_file, format="f32le", ac=audio.shape[0], ar=sample_rate)
-            streams.append(audio_in.audio)
-            out_args.update(acodec="aac", audio_bitrate="192k")
-        proc = (ffmpeg.output(*streams, str(tmp), format="mp4", **out_args)
-                .overwrite_output()
-                .run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True, quiet=False))
-        _, err = proc.communicate(input=np.ascontiguousarray(frames).tobytes())
-        if proc.returncode != 0:
-            raise RuntimeError(f"ffmpeg failed writing {target}: {err.decode(errors='replace')[-2000:]}")
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            video_in = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
+                                    framerate=f"{rate.numerator}/{rate.denominator}")
+            streams = [video_in.video]
+            out_args = dict(vcodec="libx264", pix_fmt="yuv420p", crf=crf, r=f"{rate.numerator}/{rate.denominator}",
+                            movflags="+faststart", **{"frames:v": n})
+            if audio is not None and audio.size:
+                if sample_rate is None:
+                    raise ValueError("sample_rate is required with audio")
+                pcm = np.ascontiguousarray(np.clip(audio, -1.0, 1.0).T.astype("<f4"))
+                audio_file = temp_path(target, ".f32le")
+                audio_file.write_bytes(pcm.tobytes())
+                audio_in = ffmpeg.input(str(audio_file), format="f32le", ac=audio.shape[0], ar=sample_rate)
+                streams.append(audio_in.audio)
+                out_args.update(acodec="aac", audio_bitrate="192k")
+            proc = (ffmpeg.output(*streams, str(tmp), format="mp4", **out_args)
+                    .overwrite_output()
+                    .run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True, quiet=False))
+            _, err = proc.communicate(input=np.ascontiguousarray(frames).tobytes())
+            if proc.returncode != 0:
+                raise RuntimeError(f"ffmpeg failed writing {target}: {err.decode(errors='replace')[-2000:]}")
     finally:
-        if tmp.exists():
-            tmp.unlink()
-        if audio_file and os.path.exists(audio_file):
-            os.unlink(audio_file)
+        if audio_file is not None:
+            audio_file.unlink(missing_ok=True)
     return target
 
 

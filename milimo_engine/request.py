@@ -13,9 +13,7 @@ if TYPE_CHECKING:
     from .conditioning import ImageCondition
     from .handoff import Handoff
 
-DEFAULT_MAX_FRAMES = 257
-DEFAULT_SEGMENT_FRAMES = 121
-MAX_SEED = 2**63 - 1
+from .limits import DEFAULT_MAX_FRAMES, DEFAULT_SEGMENT_FRAMES, MAX_SEED, MAX_SIDE  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -122,6 +120,9 @@ class ShotRequest:
         step = fr.TWO_STAGE_SIZE_STEP
         for name in ("width", "height"):
             value = getattr(self, name)
+            if isinstance(value, int) and value > MAX_SIDE:
+                raise InvalidSizeError(name, value, f"is above the largest side this engine renders, {MAX_SIDE}",
+                                       nearest=MAX_SIDE)
             if not isinstance(value, int) or value <= 0 or value % step:
                 raise InvalidSizeError(
                     name, value,

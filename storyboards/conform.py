@@ -12,6 +12,9 @@ from pathlib import Path
 
 import opentimelineio as otio
 
+from milimo_engine.atomic import atomic_write
+
+from .fields import slug
 from .load import Storyboard
 from .schema import NAMESPACE
 from .store import Store
@@ -22,6 +25,7 @@ def conform(board: Storyboard, store: Store, out_dir: str | Path) -> Path:
     timeline = copy.deepcopy(board.timeline)
     track = next(t for t in timeline.video_tracks() if t.name == board.track_name)
     clips = [item for item in track if isinstance(item, otio.schema.Clip)]
+    status = {r.shot_id: r.status for r in store.status(board.name)}
     for shot, clip in zip(board.shots, clips):
         takes = store.takes(board.name, shot.shot_id)
         current = store.current_take(board.name, shot.shot_id)
@@ -40,8 +44,9 @@ def conform(board: Storyboard, store: Store, out_dir: str | Path) -> Path:
             ref.name = f"take-{take.number}"
             ref.metadata[NAMESPACE] = {"take_id": take.id, "status": take.status, "spec_hash": take.spec_hash}
             references[f"take-{take.number}"] = ref
+        # A shot with no good take keeps its clip and says so (status), never silently dropped.
         record = {"shot_id": shot.shot_id, "takes": [t.id for t in takes],
-                  "current_take": current.id if current else None}
+                  "current_take": current.id if current else None, "status": status.get(shot.shot_id)}
         if references:
             active = f"take-{current.number}" if current and f"take-{current.number}" in references \
                 else next(reversed(references))
@@ -49,10 +54,5 @@ def conform(board: Storyboard, store: Store, out_dir: str | Path) -> Path:
         meta = dict(clip.metadata.get(NAMESPACE, {}))
         meta["render"] = record
         clip.metadata[NAMESPACE] = meta
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{board.source_path.stem}.rendered.otio"
-    tmp = target.with_name(f".{target.name}.partial")
-    otio.adapters.write_to_file(timeline, str(tmp), adapter_name="otio_json")
-    tmp.replace(target)
-    return target
+    target = Path(out_dir) / f"{slug(board.source_path.stem, 'storyboard')}.rendered.otio"
+    return atomic_write(target, lambda tmp: otio.adapters.write_to_file(timeline, str(tmp), adapter_name="otio_json"))

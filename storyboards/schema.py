@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import difflib
 
+from milimo_engine.limits import DEFAULT_MAX_FRAMES
+
 NAMESPACE = "milimo"
 SCHEMA_VERSION = 1
 
-TIMELINE_KEYS = {"schema", "defaults", "shots_track", "max_shot_frames"}
+TIMELINE_KEYS = {"schema", "storyboard_id", "defaults", "shots_track", "max_shot_frames"}
 DEFAULT_KEYS = {"model", "width", "height", "steps", "guidance", "negative_prompt", "loras", "seed",
                 "seed_policy", "handoff_overlap", "temporal_upsample"}
 CLIP_KEYS = {"shot_id", "prompt", "negative_prompt", "seed", "loras", "images", "handoff", "reference_video",
@@ -22,8 +24,7 @@ DEFAULTS = {
     "width": 768, "height": 512, "steps": 40, "guidance": 3.0, "negative_prompt": "", "loras": [], "seed": 0,
     "seed_policy": "from_shot_id", "handoff_overlap": 1, "temporal_upsample": False, "model": None,
 }
-MAX_SEED = 2**63 - 1
-DEFAULT_MAX_SHOT_FRAMES = 257
+DEFAULT_MAX_SHOT_FRAMES = DEFAULT_MAX_FRAMES
 
 
 def suggest(key: str, known: set[str]) -> str | None:

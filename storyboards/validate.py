@@ -1,7 +1,9 @@
 """Storyboard validation: every problem at once, each naming the clip, the field and the fix.
 
-An editor's cut arrives without prompts; that is reported per shot ("needs a prompt") so the
-cut still imports. Paths from a storyboard resolve inside the configured asset roots only.
+Values are checked by the typed boundary (`storyboards.fields`) wherever they are written: timeline
+defaults once, clip values and overrides per shot. Files are checked by their headers. An
+editor's cut arrives without prompts; that is reported per shot ("needs a prompt") so the cut
+still imports. Paths from a storyboard resolve inside the configured asset roots only.
 """
 
 from __future__ import annotations
@@ -11,36 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .assets import image_problem, safetensors_problem
+from .errors import Problem, StoryboardInvalid
+from .fields import check, unsafe_id
 from .load import Shot, Storyboard
 from .schema import (
-    CLIP_KEYS, DEFAULT_KEYS, DEFAULT_MAX_SHOT_FRAMES, DEFAULTS, HANDOFF_MODES, IMAGE_KEYS, LORA_KEYS, MAX_SEED,
-    OVERRIDE_KEYS, SCHEMA_VERSION, SEED_POLICIES, TIMELINE_KEYS, suggest,
+    CLIP_KEYS, DEFAULT_KEYS, DEFAULT_MAX_SHOT_FRAMES, DEFAULTS, IMAGE_KEYS, LORA_KEYS, OVERRIDE_KEYS, SCHEMA_VERSION,
+    TIMELINE_KEYS, suggest,
 )
 
-SIZE_STEP = 64
+__all__ = ["AssetRoots", "Problem", "Report", "StoryboardInvalid", "ValidationConfig", "effective", "validate"]
 
-
-@dataclass(frozen=True)
-class Problem:
-    clip: str  # clip name, or "timeline"
-    index: int | None  # shot index, None for the timeline
-    field: str
-    message: str
-    fix: str
-    code: str = "invalid"  # "missing_prompt" for shots that only need a prompt
-
-    def __str__(self) -> str:
-        where = "timeline" if self.index is None else f"shot {self.index + 1} {self.clip!r}"
-        return f"{where}: {self.field}: {self.message}. Fix: {self.fix}"
-
-
-class StoryboardInvalid(ValueError):
-    """Raised with the full list of problems; invalid input is never retried."""
-
-    def __init__(self, source: str, problems: list[Problem]):
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
+OVERRIDE_FIX = "clear it with `milimo overrides STORYBOARD --clear {shot}`, or set a valid value with --set"
 
 
 @dataclass(frozen=True)
@@ -116,6 +100,21 @@ def effective(storyboard: Storyboard, shot: Shot, key: str) -> Any:
     return defaults.get(key, DEFAULTS.get(key))
 
 
+def _typed(values: dict, keys: set[str], clip: str, index: int | None, where: str,
+           overridden: frozenset[str] = frozenset(), shot_id: str = "") -> list[Problem]:
+    """Every value of `values` whose key is typed, checked at the typed boundary."""
+    out = []
+    for key in sorted(set(values) & keys):
+        wrong = check(key, values[key])
+        if wrong:
+            message, fix = wrong
+            if key in overridden:
+                message += " (set by an override)"
+                fix = f"{fix}; or {OVERRIDE_FIX.format(shot=shot_id)}"
+            out.append(Problem(clip, index, f"{where}{key}", message, fix))
+    return out
+
+
 def _check_paths(entries: Any, keys: set[str], roots: AssetRoots, clip: str, index: int | None, where: str,
                  frames: int | None = None) -> list[Problem]:
     out: list[Problem] = []
@@ -124,90 +123,128 @@ def _check_paths(entries: Any, keys: set[str], roots: AssetRoots, clip: str, ind
     if not isinstance(entries, list):
         return [Problem(clip, index, where, f"must be a list of objects, got {type(entries).__name__}",
                         f"write {where}: [{{path: ..., ...}}]")]
+    is_image = "frame" in keys
     for i, entry in enumerate(entries):
         f = f"{where}[{i}]"
         if not isinstance(entry, dict) or "path" not in entry:
             out.append(Problem(clip, index, f, "needs a 'path'", "give the file path relative to an asset root"))
             continue
         out += _unknown_keys(entry, keys, clip, index, f"{f}.")
-        _, why = roots.resolve(str(entry["path"]))
+        path, why = roots.resolve(str(entry["path"]))
         if why:
             out.append(Problem(clip, index, f"{f}.path", f"{entry['path']!r} {why}",
                                "put the file under an asset root and give its path relative to it"))
-        if "weight" in entry and not isinstance(entry["weight"], (int, float)):
-            out.append(Problem(clip, index, f"{f}.weight", f"{entry['weight']!r} is not a number", "use e.g. 0.8"))
-        if "strength" in entry and not (isinstance(entry["strength"], (int, float)) and 0 <= entry["strength"] <= 1):
-            out.append(Problem(clip, index, f"{f}.strength", f"{entry['strength']!r} is not in 0..1",
+        else:
+            bad = image_problem(path) if is_image else safetensors_problem(path)
+            if bad:
+                kind = "a PNG, JPEG or WebP image" if is_image else "a LoRA saved as .safetensors"
+                out.append(Problem(clip, index, f"{f}.path", f"{entry['path']!r} {bad}", f"give {kind}"))
+        weight = entry.get("weight", 1.0)
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not -10 <= weight <= 10:
+            out.append(Problem(clip, index, f"{f}.weight", f"{weight!r} is not a number from -10 to 10",
+                               "use e.g. 0.8"))
+        strength = entry.get("strength", 1.0)
+        if not (isinstance(strength, (int, float)) and not isinstance(strength, bool) and 0 <= strength <= 1):
+            out.append(Problem(clip, index, f"{f}.strength", f"{strength!r} is not in 0..1",
                                "use 1.0 for a hard constraint, lower to loosen it"))
         if frames is not None and "frame" in entry:
             fr = entry["frame"]
-            if not isinstance(fr, int) or not 0 <= fr < frames:
+            if not isinstance(fr, int) or isinstance(fr, bool) or not 0 <= fr < frames:
                 out.append(Problem(clip, index, f"{f}.frame", f"{fr!r} is not a frame of this {frames}-frame shot",
                                    f"use a pixel frame in 0..{frames - 1} (0 = first frame)"))
     return out
 
 
-def validate(storyboard: Storyboard, config: ValidationConfig = ValidationConfig()) -> Report:
-    report = Report()
-    add = report.problems.extend
+def _timeline(storyboard: Storyboard, config: ValidationConfig, roots: AssetRoots) -> list[Problem]:
+    out: list[Problem] = []
     tmeta = storyboard.timeline_metadata
-    add(_unknown_keys(tmeta, TIMELINE_KEYS, "timeline", None, ""))
+    out += _unknown_keys(tmeta, TIMELINE_KEYS, "timeline", None, "")
     version = tmeta.get("schema", SCHEMA_VERSION)
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        add([Problem("timeline", None, "schema", f"version {version!r} is newer than this milimo understands "
-                     f"({SCHEMA_VERSION})", "upgrade milimo, or write the storyboard in schema 1")])
+    if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
+        out.append(Problem("timeline", None, "schema", f"version {version!r} is newer than this milimo understands "
+                           f"({SCHEMA_VERSION})", "upgrade milimo, or write the storyboard in schema 1"))
+    if "storyboard_id" in tmeta and unsafe_id(tmeta["storyboard_id"]):
+        out.append(Problem("timeline", None, "storyboard_id", unsafe_id(tmeta["storyboard_id"]),
+                           "use letters, digits, '-', '_' and '.', e.g. 'lighthouse-v2'"))
+    out += _typed(tmeta, {"max_shot_frames"}, "timeline", None, "")
     defaults = tmeta.get("defaults") or {}
-    add(_unknown_keys(defaults, DEFAULT_KEYS, "timeline", None, "defaults."))
-    if defaults.get("seed_policy", "from_shot_id") not in SEED_POLICIES:
-        add([Problem("timeline", None, "defaults.seed_policy", f"{defaults['seed_policy']!r} is not a policy",
-                     f"use one of {list(SEED_POLICIES)}")])
-    roots = config.roots_for(storyboard)
-    add(_check_paths(defaults.get("loras"), LORA_KEYS, roots, "timeline", None, "defaults.loras"))
-    max_frames = int(tmeta.get("max_shot_frames", config.max_shot_frames))
+    if not isinstance(defaults, dict):
+        return out + [Problem("timeline", None, "defaults", "is not a table", "write defaults as an object")]
+    out += _unknown_keys(defaults, DEFAULT_KEYS, "timeline", None, "defaults.")
+    out += _typed(defaults, DEFAULT_KEYS, "timeline", None, "defaults.")
+    out += _check_paths(defaults.get("loras"), LORA_KEYS, roots, "timeline", None, "defaults.loras")
+    if not storyboard.shots:
+        out.append(Problem("timeline", None, "shots", f"the shots track {storyboard.track_name!r} has no clips",
+                           "put the shots as clips on the first video track, or name the track in shots_track"))
+    return out
 
+
+def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: ValidationConfig, max_frames: int,
+          seen: dict[str, Shot]) -> list[Problem]:
+    out: list[Problem] = []
+    c, i, m = shot.name, shot.index, shot.metadata
+    if "_not_a_table" in m:
+        return [Problem(c, i, "metadata.milimo", "is not a table", "write the shot's settings as an object")]
+    out += _unknown_keys(m, CLIP_KEYS, c, i, "")
+    overrides = m.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        out.append(Problem(c, i, "overrides", "is not a table", "write overrides as an object"))
+        overrides = {}
+    out += _unknown_keys(overrides, OVERRIDE_KEYS, c, i, "overrides.")
+    if not shot.shot_id_derived and unsafe_id(shot.shot_id):
+        out.append(Problem(c, i, "shot_id", unsafe_id(shot.shot_id),
+                           "use letters, digits, '-', '_' and '.', e.g. 'sh010'"))
+    if shot.shot_id in seen:
+        out.append(Problem(c, i, "shot_id", f"{shot.shot_id!r} is also the id of shot {seen[shot.shot_id].index + 1} "
+                           f"{seen[shot.shot_id].name!r}", "give each shot a unique shot_id"))
+    seen.setdefault(shot.shot_id, shot)
+    prompt = m.get("prompt")
+    if config.require_prompts and (not isinstance(prompt, str) or not prompt.strip()):
+        if prompt is None or isinstance(prompt, str):
+            out.append(Problem(c, i, "prompt", "this shot needs a prompt", "write what the shot shows in prompt",
+                               code="missing_prompt"))
+    clip_values = {k: v for k, v in m.items() if k in ("prompt", "negative_prompt", "seed", "handoff")}
+    out += _typed(clip_values, set(clip_values), c, i, "", shot.overridden, shot.shot_id)
+    out += _typed(overrides, OVERRIDE_KEYS, c, i, "overrides.", shot.overridden, shot.shot_id)
+    if not shot.fps > 0:
+        out.append(Problem(c, i, "rate", f"the clip's rate {shot.fps!r} is not positive",
+                           "give the clip and its timeline a frame rate above 0, e.g. 24"))
+    if shot.frames <= 0:
+        out.append(Problem(c, i, "duration", "the clip is zero frames long",
+                           "give the clip a duration of 1 frame or more"))
+    elif shot.frames > max_frames:
+        out.append(Problem(c, i, "duration", f"{shot.frames} frames is beyond the maximum shot length {max_frames}",
+                           f"cut it into shots of at most {max_frames} frames, or raise max_shot_frames"))
+    handoff = m.get("handoff", "none")
+    if handoff == "previous" and i == 0:
+        out.append(Problem(c, i, "handoff", "'previous' on the first shot of the track: nothing precedes it",
+                           "set handoff: none"))
+    elif handoff == "previous" and shot.follows_gap:
+        out.append(Problem(c, i, "handoff", "'previous' across a gap: the shot before it is not adjacent",
+                           "remove the gap or set handoff: none"))
+    out += _check_paths(m.get("loras"), LORA_KEYS, roots, c, i, "loras")
+    out += _check_paths(m.get("images"), IMAGE_KEYS, roots, c, i, "images", frames=max(shot.frames, 0))
+    for key in ("reference_video", "ic_lora"):
+        if m.get(key):
+            path, why = roots.resolve(str(m[key]))
+            if why:
+                out.append(Problem(c, i, key, f"{m[key]!r} {why}", "put the file under an asset root"))
+            elif key == "ic_lora" and safetensors_problem(path):
+                out.append(Problem(c, i, key, f"{m[key]!r} {safetensors_problem(path)}",
+                                   "give an IC-LoRA saved as .safetensors"))
+    if bool(m.get("reference_video")) != bool(m.get("ic_lora")):
+        out.append(Problem(c, i, "ic_lora" if m.get("reference_video") else "reference_video",
+                           "IC-LoRA shots need both reference_video and ic_lora", "set both, or neither"))
+    return out
+
+
+def validate(storyboard: Storyboard, config: ValidationConfig = ValidationConfig()) -> Report:
+    roots = config.roots_for(storyboard)
+    report = Report(_timeline(storyboard, config, roots))
+    limit = storyboard.timeline_metadata.get("max_shot_frames", config.max_shot_frames)
+    max_frames = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 \
+        else config.max_shot_frames
     seen: dict[str, Shot] = {}
     for shot in storyboard.shots:
-        c, i, m = shot.name, shot.index, shot.metadata
-        add(_unknown_keys(m, CLIP_KEYS, c, i, ""))
-        add(_unknown_keys(m.get("overrides") or {}, OVERRIDE_KEYS, c, i, "overrides."))
-        if shot.shot_id in seen:
-            add([Problem(c, i, "shot_id", f"{shot.shot_id!r} is also the id of shot {seen[shot.shot_id].index + 1} "
-                         f"{seen[shot.shot_id].name!r}", "give each shot a unique shot_id")])
-        seen.setdefault(shot.shot_id, shot)
-        prompt = m.get("prompt")
-        if config.require_prompts and (not isinstance(prompt, str) or not prompt.strip()):
-            add([Problem(c, i, "prompt", "this shot needs a prompt", "write what the shot shows in prompt",
-                         code="missing_prompt")])
-        for key in ("width", "height"):
-            v = effective(storyboard, shot, key)
-            if not isinstance(v, int) or v <= 0 or v % SIZE_STEP:
-                near = max(SIZE_STEP, round((v if isinstance(v, (int, float)) else SIZE_STEP) / SIZE_STEP) * SIZE_STEP)
-                add([Problem(c, i, key, f"{v!r} is not a multiple of {SIZE_STEP}", f"use {near}")])
-        if shot.frames <= 0:
-            add([Problem(c, i, "duration", "the clip is zero frames long", "give the clip a duration of 1 frame or more")])
-        elif shot.frames > max_frames:
-            add([Problem(c, i, "duration", f"{shot.frames} frames is beyond the maximum shot length {max_frames}",
-                         f"cut it into shots of at most {max_frames} frames, or raise max_shot_frames")])
-        seed = m.get("seed")
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED):
-            add([Problem(c, i, "seed", f"{seed!r} is out of range", f"use an integer in 0..{MAX_SEED}")])
-        handoff = m.get("handoff", "none")
-        if handoff not in HANDOFF_MODES:
-            add([Problem(c, i, "handoff", f"{handoff!r} is not a handoff mode", f"use one of {list(HANDOFF_MODES)}")])
-        elif handoff == "previous" and i == 0:
-            add([Problem(c, i, "handoff", "'previous' on the first shot of the track: nothing precedes it",
-                         "set handoff: none")])
-        elif handoff == "previous" and shot.follows_gap:
-            add([Problem(c, i, "handoff", "'previous' across a gap: the shot before it is not adjacent",
-                         "remove the gap or set handoff: none")])
-        add(_check_paths(m.get("loras"), LORA_KEYS, roots, c, i, "loras"))
-        add(_check_paths(m.get("images"), IMAGE_KEYS, roots, c, i, "images", frames=max(shot.frames, 0)))
-        for key in ("reference_video", "ic_lora"):
-            if m.get(key):
-                _, why = roots.resolve(str(m[key]))
-                if why:
-                    add([Problem(c, i, key, f"{m[key]!r} {why}", "put the file under an asset root")])
-        if bool(m.get("reference_video")) != bool(m.get("ic_lora")):
-            add([Problem(c, i, "ic_lora" if m.get("reference_video") else "reference_video",
-                         "IC-LoRA shots need both reference_video and ic_lora", "set both, or neither")])
+        report.problems.extend(_shot(storyboard, shot, roots, config, max_frames, seen))
     return report

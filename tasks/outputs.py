@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+
+from milimo_engine.atomic import atomic_path
 
 from .worker import store_for
 
 
 @task(name="conform", cache_policy=NO_CACHE)
-def conform_task(storyboard_path: str, board_name: str, db_url: str, out_dir: str) -> str:
+def conform_task(storyboard_path: str, board_name: str, db_url: str, out_dir: str, rate: float | None = None) -> str:
     """`<name>.rendered.otio`: the editor's cut with every take as a named media reference."""
     import storyboards
     from storyboards.conform import conform
 
-    board = storyboards.load(storyboard_path)
+    board = storyboards.load(storyboard_path, rate=rate)
     if board.name != board_name:
         raise ValueError(f"{storyboard_path} is storyboard {board.name!r}, expected {board_name!r}")
     return str(conform(board, store_for(db_url), out_dir))
@@ -26,11 +27,48 @@ def conform_task(storyboard_path: str, board_name: str, db_url: str, out_dir: st
 
 @task(name="preview", cache_policy=NO_CACHE)
 def preview_task(board_name: str, db_url: str, out_dir: str) -> str | None:
-    """preview.mp4: the current takes in timeline order, scaled to the first shot's size."""
-    rows = [r for r in store_for(db_url).status(board_name) if r.outputs.get("mp4") and Path(r.outputs["mp4"]).is_file()]
-    if not rows:
+    """preview.mp4: the current takes in timeline order, scaled to the first shot's size. A shot with no
+    good take is not skipped: a slate of its length says so, and the log names it."""
+    rows = store_for(db_url).status(board_name)
+    good = [r for r in rows if r.status == "succeeded" and r.outputs.get("mp4")]
+    if not good:
         return None
-    return str(concat_mp4([Path(r.outputs["mp4"]) for r in rows], Path(out_dir) / "preview.mp4"))
+    from milimo_engine.media import probe
+
+    first = probe(good[0].outputs["mp4"])
+    clips = []
+    for r in rows:
+        if r in good:
+            clips.append(Path(r.outputs["mp4"]))
+            continue
+        get_run_logger().warning("preview: shot %s has no good take (%s); a slate stands in for it",
+                                 r.shot_id, r.status)
+        frames = int(r.outputs.get("frames") or 0) or _shot_frames(board_name, r.shot_id, db_url)
+        clips.append(slate_mp4(f"{r.shot_id}: {r.status}", frames, float(first.fps), first.width, first.height,
+                               first.audio_sample_rate, Path(out_dir) / ".slates" / f"{r.shot_id}.mp4"))
+    return str(concat_mp4(clips, Path(out_dir) / "preview.mp4"))
+
+
+def _shot_frames(board_name: str, shot_id: str, db_url: str) -> int:
+    try:
+        return int(store_for(db_url).spec_data(board_name, shot_id)["num_frames"])
+    except LookupError:
+        return 1
+
+
+def slate_mp4(text: str, frames: int, fps: float, width: int, height: int, sample_rate: int | None,
+              target: Path) -> Path:
+    """A grey card with `text`, `frames` long, silent: what the preview shows for a shot with no good take."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from milimo_engine.media import write_mp4
+
+    card = Image.new("RGB", (width, height), (70, 70, 70))
+    ImageDraw.Draw(card).text((8, height // 2 - 6), text[:60], fill=(235, 235, 235))
+    video = np.repeat(np.asarray(card)[None], max(1, frames), axis=0)
+    audio = np.zeros((2, round(max(1, frames) / fps * sample_rate)), np.float32) if sample_rate else None
+    return write_mp4(target, video, fps, audio, sample_rate)
 
 
 @task(name="contact-sheet", cache_policy=NO_CACHE)
@@ -61,17 +99,12 @@ def concat_mp4(clips: list[Path], target: Path) -> Path:
         chain += f"[v{i}]" + (f"[{i}:a]" if with_audio else "")
     graph = ";".join(parts) + f";{chain}concat=n={len(clips)}:v=1:a={1 if with_audio else 0}[v]" + (
         "[a]" if with_audio else "")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
-    args += ["-filter_complex", graph, "-map", "[v]"] + (["-map", "[a]", "-c:a", "aac"] if with_audio else []) + [
-        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "20", "-movflags", "+faststart", str(tmp)]
-    try:
+    with atomic_path(target) as tmp:
+        args += ["-filter_complex", graph, "-map", "[v]"] + (["-map", "[a]", "-c:a", "aac"] if with_audio else []) + [
+            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "20", "-movflags", "+faststart", str(tmp)]
         proc = subprocess.run(args, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"ffmpeg could not build {target}: {proc.stderr[-1500:]}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -86,11 +119,12 @@ def contact_sheet(cells: list[tuple[str, int | None, str, str | None, str | None
     rows = max(1, -(-len(cells) // cols))
     sheet = Image.new("RGB", (cols * (thumb + 8) + 8, rows * (thumb + caption + 8) + 8), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
-    colours = {"succeeded": (120, 220, 120), "failed": (240, 90, 90), "running": (240, 200, 80)}
+    colours = {"succeeded": (120, 220, 120), "failed": (240, 90, 90), "running": (240, 200, 80),
+               "cancelled": (240, 160, 80)}
     for i, (shot_id, number, status, latest, thumb_path) in enumerate(cells):
         x = 8 + (i % cols) * (thumb + 8)
         y = 8 + (i // cols) * (thumb + caption + 8)
-        if thumb_path and Path(thumb_path).is_file():
+        if thumb_path and Path(thumb_path).is_file() and status == "succeeded":
             img = Image.open(thumb_path).convert("RGB")
             img.thumbnail((thumb, thumb))
             sheet.paste(img, (x + (thumb - img.width) // 2, y + (thumb - img.height) // 2))
@@ -102,8 +136,6 @@ def contact_sheet(cells: list[tuple[str, int | None, str, str | None, str | None
         if latest and latest != status:
             label += f" (last try {latest})"
         draw.text((x, y + thumb + 20), label[:40], fill=colours.get(status, (200, 200, 200)), font=font)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}.png")
-    sheet.save(tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        sheet.save(tmp)
     return target

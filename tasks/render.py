@@ -1,15 +1,19 @@
 """`render_shot`: one take of one shot, from the store's spec to files on disk and a finished take.
 
 The task receives ids and paths (a `ShotJob`, the upstream `ShotOutcome`) and returns a
-`ShotOutcome`; tensors never cross a task boundary. Invalid input fails at once; anything else
-(a CUDA hiccup, a full disk that got space back) is retried with exponential backoff.
+`ShotOutcome`; tensors never cross a task boundary. Before rendering it takes the shot's lease in
+the store, so any number of renders of one storyboard render each shot once: a render that waited
+for another one's take reuses it. Only errors known to be transient are retried (`is_transient`);
+invalid input and coding errors fail the shot at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +22,19 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from milimo_engine.errors import HandoffError, InvalidRequestError, RenderCancelled
-from storyboards.validate import StoryboardInvalid
+from milimo_engine.atomic import atomic_path
+from milimo_engine.errors import MilimoEngineError, RenderCancelled
+from storyboards.errors import Interrupted, MilimoError
+from storyboards.fields import slug
+from storyboards.paths import OutputLayout
+from storyboards.store import TakeStatus, artifact_record
 
-from .worker import device_pool, holder_id, ledger_for, store_for
+from .worker import LeaseKeeper, device_pool, holder_id, holder_is_dead, interrupted, ledger_for, store_for
 
 RETRIES = int(os.environ.get("MILIMO_RENDER_RETRIES", "2"))
 RETRY_BACKOFF_S = float(os.environ.get("MILIMO_RETRY_BACKOFF_S", "2"))
+LEASE_TTL_S = float(os.environ.get("MILIMO_LEASE_TTL_S", "60"))
+LEASE_POLL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,7 @@ class ShotJob:
     storyboard: str  # the storyboard's name in the store
     shot_id: str
     model_dir: str
-    out_dir: str  # the storyboard's output folder
+    out_root: str  # the output root; the layout under it is `storyboards.paths.OutputLayout`'s
     db_url: str
     needs_handoff: bool  # a later shot in the chain continues from this one
     devices: tuple[str, ...] | None = None
@@ -56,16 +66,41 @@ class ShotOutcome:
     rendered: bool = True  # False: a take that was already done, passed on for its handoff
 
 
-PERMANENT = (InvalidRequestError, HandoffError, StoryboardInvalid, RenderCancelled, KeyError)
+class TransientRenderError(RuntimeError):
+    """Raise (or wrap) a failure that a second try may not meet."""
+
+
+_TRANSIENT_ERRNOS = {errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY, errno.ESTALE, errno.ECONNRESET, errno.ENOSPC}
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """The allow-list: device out-of-memory, a dropped database connection, I/O timeouts. Everything else,
+    bad input and coding errors (TypeError, KeyError, AssertionError...) above all, fails at once."""
+    if isinstance(exc, TransientRenderError):
+        return True
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    from sqlalchemy.exc import DBAPIError, DisconnectionError
+
+    if isinstance(exc, DisconnectionError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return True
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
 
 
 def is_transient(task, task_run, state) -> bool:
-    """Retry only what may succeed on a second try; bad input fails the same way every time."""
+    """Prefect's retry_condition_fn: retry only what `is_transient_error` allows."""
     try:
         exc = state.result(raise_on_failure=False)
-    except Exception as inner:  # the result itself could not be read: treat as transient
+    except Exception as inner:
         exc = inner
-    return not isinstance(exc, PERMANENT)
+    return isinstance(exc, BaseException) and is_transient_error(exc)
 
 
 def request_for(spec: dict[str, Any], handoff=None):
@@ -85,30 +120,40 @@ def request_for(spec: dict[str, Any], handoff=None):
 
 
 class StepReporter:
-    """Per-step progress: a Prefect progress artifact and a log line, at most every `every_s` seconds."""
+    """Per-step progress: the take's progress in the store, a Prefect progress artifact and a log line, at
+    most every `every_s` seconds. Returns False (stop at this step) once the process is interrupted or the
+    shot's lease was taken over."""
 
-    def __init__(self, shot_id: str, every_s: float = 1.0):
-        self.shot_id, self.every_s = shot_id, every_s
+    def __init__(self, shot_id: str, store=None, take_id: int | None = None, lease: LeaseKeeper | None = None,
+                 every_s: float = 1.0):
+        self.shot_id, self.store, self.take_id, self.lease, self.every_s = shot_id, store, take_id, lease, every_s
         self.last = 0.0
         self.artifact = None
         self.log = get_run_logger()
         try:
             from prefect.artifacts import create_progress_artifact
 
-            key = "".join(c if c.isalnum() else "-" for c in f"progress-{shot_id}".lower())
+            key = slug(f"progress-{shot_id}")
             self.artifact = create_progress_artifact(0.0, key=key, description=f"shot {shot_id}: denoising")
         except Exception as exc:  # progress is a convenience; a render never fails for it
             self.log.debug("no progress artifact: %s", exc)
 
-    def __call__(self, info) -> None:
+    def __call__(self, info) -> bool:
+        if interrupted() or (self.lease is not None and self.lease.lost):
+            return False
         now = time.monotonic()
         if now - self.last < self.every_s and info.step != info.total:
-            return
+            return True
         self.last = now
         weight = {"stage1": 0.0, "stage2": 0.85}.get(info.stage, 0.0)
         span = 0.85 if info.stage == "stage1" else 0.15
         pct = round(100 * (weight + span * info.step / info.total), 1)
         self.log.info("shot %s: %s step %d/%d", self.shot_id, info.stage, info.step, info.total)
+        if self.store is not None and self.take_id is not None:
+            try:
+                self.store.set_progress(self.take_id, {"stage": info.stage, "step": info.step, "total": info.total})
+            except Exception as exc:
+                self.log.debug("progress not stored: %s", exc)
         if self.artifact is not None:
             try:
                 from prefect.artifacts import update_progress_artifact
@@ -116,6 +161,7 @@ class StepReporter:
                 update_progress_artifact(self.artifact, pct)
             except Exception:
                 self.artifact = None
+        return True
 
 
 def _write_thumbnail(frame, path: Path, width: int = 256) -> Path:
@@ -123,39 +169,74 @@ def _write_thumbnail(frame, path: Path, width: int = 256) -> Path:
 
     img = Image.fromarray(frame)
     img.thumbnail((width, width))
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.png")
-    img.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp)
     return path
 
 
-def _artifact(kind: str, path: Path, frames: int | None = None, fps: float | None = None) -> dict[str, Any]:
-    from milimo_engine.hashing import file_sha256
+def _wait_for_lease(store, job: ShotJob, holder: str, log) -> None:
+    """Block until this render holds the shot's lease (another render of it may be under way)."""
+    waited = None
+    while True:
+        if interrupted():
+            raise Interrupted(interrupted())
+        other = store.acquire_lease(job.storyboard, job.shot_id, holder, LEASE_TTL_S, is_dead=holder_is_dead)
+        if other is None:
+            return
+        if waited is None:
+            waited = time.monotonic()
+            log.info("shot %s: %s is rendering it; waiting for its take", job.shot_id, other)
+        time.sleep(LEASE_POLL_S)
 
-    return {"kind": kind, "uri": Path(path).resolve().as_uri(), "sha256": file_sha256(path), "frames": frames,
-            "fps": fps, "bytes": Path(path).stat().st_size}
+
+def _outcome(take, rendered: bool, seconds: float = 0.0) -> ShotOutcome:
+    return ShotOutcome(take.shot_id, take.id, take.number, take.outputs.get("mp4"), take.outputs.get("thumbnail"),
+                       take.handoff_out_path, take.handoff_out_sha256, seconds, rendered=rendered)
 
 
 @task(name="render-shot", task_run_name="render {job.shot_id}", retries=RETRIES,
       retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S), retry_jitter_factor=0.2,
       retry_condition_fn=is_transient, cache_policy=NO_CACHE)
 def render_shot(job: ShotJob, upstream: ShotOutcome | None = None) -> ShotOutcome:
-    """Render one take: open it, render on a free device, write mp4/thumbnail/handoff, finish it."""
+    """Render one take: hold the shot's lease, reuse a take that is already done, else render on a free
+    device, write mp4/thumbnail/handoff, record them with their hashes, finish the take. Interrupted
+    (Ctrl-C, SIGTERM), the task ends Cancelled, without a traceback in the log."""
+    from prefect.states import Cancelled
+
+    log = get_run_logger()
+    try:
+        store = store_for(job.db_url)
+        holder = holder_id()
+        _wait_for_lease(store, job, holder, log)
+        with LeaseKeeper(store, job.storyboard, job.shot_id, holder, LEASE_TTL_S) as lease:
+            done = store.done_take(job.storyboard, job.shot_id, upstream.handoff_sha256 if upstream else None)
+            if done is not None and (done.handoff_out_path or not job.needs_handoff):
+                log.info("shot %s: take %d is already done with this spec and upstream; kept", job.shot_id,
+                         done.number)
+                return _outcome(done, rendered=False)
+            return _render(job, upstream, store, holder, lease, log)
+    except Exception as exc:
+        if interrupted():
+            return Cancelled(message=f"shot {job.shot_id}: interrupted", data=Interrupted(interrupted()))
+        raise
+
+
+def _render(job: ShotJob, upstream: ShotOutcome | None, store, holder: str, lease: LeaseKeeper, log) -> ShotOutcome:
     from prefect.runtime import flow_run, task_run
 
     from milimo_engine import Handoff, HandoffIntegrityError, ICLoraPipeline, LoraSpec, TwoStagePipeline
 
-    log = get_run_logger()
-    store = store_for(job.db_url)
     spec = store.spec_data(job.storyboard, job.shot_id)
     # The take opens once a device is ours, so "running" in the store means rendering, not queued.
     with device_pool(job.devices).take() as device:
+        if interrupted():
+            raise Interrupted(interrupted())
         take_id = store.start_take(
             job.storyboard, job.shot_id, handoff_in_take_id=upstream.take_id if upstream else None,
             handoff_in_path=upstream.handoff_path if upstream else None,
             handoff_in_sha256=upstream.handoff_sha256 if upstream else None,
             flow_run_id=str(flow_run.id) if flow_run.id else None,
-            task_run_id=str(task_run.id) if task_run.id else None, host=holder_id())
+            task_run_id=str(task_run.id) if task_run.id else None, host=holder)
         take = store.take(take_id)
         t0 = time.perf_counter()
         try:
@@ -167,7 +248,7 @@ def render_shot(job: ShotJob, upstream: ShotOutcome | None = None) -> ShotOutcom
                 if handoff.sha256() != upstream.handoff_sha256:
                     raise HandoffIntegrityError(upstream.handoff_path, "holds another handoff than its take recorded")
             request = request_for(spec, handoff)
-            reporter = StepReporter(job.shot_id)
+            reporter = StepReporter(job.shot_id, store, take_id, lease)
             ledger = ledger_for(job.model_dir, device, job.dtype)
             log.info("shot %s take %d on %s (%s)", job.shot_id, take.number, device, ledger.model_id)
             if spec.get("reference_video") and spec.get("ic_lora"):
@@ -177,7 +258,7 @@ def render_shot(job: ShotJob, upstream: ShotOutcome | None = None) -> ShotOutcom
             else:
                 result = TwoStagePipeline(ledger, progress=job.progress)(
                     request, callback_on_step_end=reporter, time_limit_s=job.time_limit_s)
-            take_dir = Path(job.out_dir) / job.shot_id / f"take-{take.number:03d}"
+            take_dir = OutputLayout.at(job.out_root).take_dir(job.storyboard, job.shot_id, take.number)
             mp4 = result.save_mp4(take_dir / "shot.mp4")
             thumb = _write_thumbnail(result.frames[len(result.frames) // 2], take_dir / "thumb.png")
             handoff_path = handoff_sha = None
@@ -185,6 +266,8 @@ def render_shot(job: ShotJob, upstream: ShotOutcome | None = None) -> ShotOutcom
                 labelled = dataclasses.replace(result.handoff, source_shot=job.shot_id, source_take=str(take_id))
                 handoff_path = str(labelled.save(take_dir / "handoff.safetensors"))
                 handoff_sha = labelled.sha256()
+            if interrupted():
+                raise Interrupted(interrupted())
             seconds = time.perf_counter() - t0
             summary = result.summary()
             store.finish_take(
@@ -195,13 +278,50 @@ def render_shot(job: ShotJob, upstream: ShotOutcome | None = None) -> ShotOutcom
                          "device": device, "loras": summary["loras"], "model_id": summary["model_id"],
                          "segments": summary["segments"]},
                 timings={**summary["timings"], "task": seconds},
-                artifacts=[_artifact("mp4", mp4, summary["frames"], summary["fps"]), _artifact("thumbnail", thumb)]
-                + ([_artifact("handoff", Path(handoff_path))] if handoff_path else []))
+                artifacts=[artifact_record("mp4", mp4, summary["frames"], summary["fps"]),
+                           artifact_record("thumbnail", thumb)]
+                + ([artifact_record("handoff", handoff_path)] if handoff_path else []))
             log.info("shot %s take %d done in %.2fs -> %s", job.shot_id, take.number, seconds, mp4)
             return ShotOutcome(job.shot_id, take_id, take.number, str(mp4), str(thumb), handoff_path, handoff_sha,
                                seconds)
         except BaseException as exc:
-            store.fail_take(take_id, f"{type(exc).__name__}: {exc}"[:4000])
-            kind = "invalid input, not retried" if isinstance(exc, PERMANENT) else "will retry if attempts remain"
-            log.error("shot %s take %d failed (%s): %s", job.shot_id, take.number, kind, exc)
+            _settle_failed_take(store, take_id, take.number, job.shot_id, exc, log)
             raise
+
+
+def _settle_failed_take(store, take_id: int, number: int, shot_id: str, exc: BaseException, log) -> None:
+    """Record why the take ended: cancelled (interrupt, time limit), failed with the message (input a person
+    fixes), or failed with the traceback (anything else). Frees device memory before a retry of an OOM."""
+    if interrupted() or isinstance(exc, (Interrupted, KeyboardInterrupt)):
+        store.fail_take(take_id, f"cancelled: interrupted by signal {interrupted() or 'SIGINT'}",
+                        status=TakeStatus.cancelled)
+        log.warning("shot %s take %d cancelled (interrupted)", shot_id, number)
+        return
+    if isinstance(exc, RenderCancelled):
+        store.fail_take(take_id, f"cancelled: {exc}", status=TakeStatus.cancelled)
+        log.warning("shot %s take %d cancelled: %s", shot_id, number, exc)
+        return
+    transient = is_transient_error(exc)
+    if isinstance(exc, (MilimoEngineError, MilimoError)):
+        error = f"{type(exc).__name__}: {exc}"
+    else:
+        error = "".join(traceback.format_exception(exc))
+    store.fail_take(take_id, error[-8000:])
+    kind = "transient, will retry if attempts remain" if transient else "not retried"
+    log.error("shot %s take %d failed (%s): %s", shot_id, number, kind,
+              error if not isinstance(exc, (MilimoEngineError, MilimoError)) else exc)
+    if transient:
+        _free_device_memory()
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass

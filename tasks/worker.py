@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from storyboards.errors import Interrupted
+
 _lock = threading.Lock()
+_interrupt = threading.Event()
+_interrupt_signal: list[int] = []
 _ledgers: dict[tuple[str, str, str], object] = {}
 _stores: dict[str, object] = {}
 _pools: dict[tuple[str, ...], "DevicePool"] = {}
@@ -32,6 +36,52 @@ def visible_devices() -> list[str]:
 def holder_id() -> str:
     """Who runs a take: host and pid, so a resumed render can tell a dead process from a live one."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def request_interrupt(signum: int) -> None:
+    """Ctrl-C or SIGTERM: running shots stop at their next step, no new shot starts (this process)."""
+    if not _interrupt_signal:
+        _interrupt_signal.append(signum)
+    _interrupt.set()
+
+
+def interrupted() -> int | None:
+    """The signal that interrupted this process, or None."""
+    return _interrupt_signal[0] if _interrupt.is_set() and _interrupt_signal else None
+
+
+def clear_interrupt() -> None:
+    _interrupt_signal.clear()
+    _interrupt.clear()
+
+
+class LeaseKeeper:
+    """Holds a shot's lease while it renders: renews it from a thread every `ttl_s / 4`, releases it at the
+    end. `lost` turns true when another render took the lease over (it judged this one dead)."""
+
+    def __init__(self, store, storyboard: str, shot_id: str, holder: str, ttl_s: float):
+        self.store, self.storyboard, self.shot_id, self.holder, self.ttl_s = store, storyboard, shot_id, holder, ttl_s
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{shot_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            try:
+                if not self.store.renew_lease(self.storyboard, self.shot_id, self.holder, self.ttl_s):
+                    self.lost = True
+                    return
+            except Exception:  # a dropped connection: try again next beat; expiry is the safety net
+                continue
+
+    def __enter__(self) -> "LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.store.release_lease(self.storyboard, self.shot_id, self.holder)
 
 
 def holder_is_dead(host: str | None) -> bool:
@@ -76,6 +126,8 @@ class DevicePool:
 
         folder = lock_dir()
         while True:
+            if interrupted():
+                raise Interrupted(interrupted())
             for device in self.devices:
                 fh = open(folder / f"{device.replace(':', '-')}.lock", "a+")
                 try:

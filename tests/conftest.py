@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -42,3 +43,59 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield PREFECT_API_URL.value()
+
+
+# ------------------------------------------------------------------ PostgreSQL, whenever a server answers
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_url() -> tuple[str | None, str]:
+    """(URL, "") when a PostgreSQL server answers at MILIMO_TEST_POSTGRES_URL or the documented default."""
+    url = os.environ.get("MILIMO_TEST_POSTGRES_URL") or DEFAULT_PG_URL
+    try:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return url, ""
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
+        return None, f"no PostgreSQL server answers at {url} ({type(exc).__name__}); start one or set MILIMO_TEST_POSTGRES_URL"
+
+
+PG_URL, PG_SKIP_REASON = _postgres_url()
+
+
+@contextlib.contextmanager
+def pg_schema():
+    """A URL into a fresh schema of the test server, dropped afterwards."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    schema = f"milimo_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """The store on SQLite, and on PostgreSQL whenever a server answers (CI starts one)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'milimo.db'}"
+        return
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test PostgreSQL: {PG_SKIP_REASON}")
+        pytest.skip(PG_SKIP_REASON)
+    with pg_schema() as url:
+        yield url

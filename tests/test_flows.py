@@ -147,24 +147,35 @@ def test_render_rerun_and_rerender(render_env):
 
 
 def test_transient_failure_is_retried_and_invalid_input_is_not(render_env, monkeypatch):
+    import torch
+
     from flows import ShotsFailed, render_storyboard
 
     real = TwoStagePipeline.__call__
-    calls = {"harbour": 0}
+    calls = {"harbour": 0, "harbour-pan": 0}
 
     def flaky(self, request, **kwargs):
         if request.prompt.startswith("fishing boats"):
             calls["harbour"] += 1
-            if calls["harbour"] == 1:
-                raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
+            if calls["harbour"] == 1:  # on the allow-list: retried
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        if request.prompt.startswith("the camera pans"):
+            calls["harbour-pan"] += 1
+            if calls["harbour-pan"] == 1:  # a coding error: fails at once, traceback kept
+                raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType' (injected)")
         return real(self, request, **kwargs)
 
     monkeypatch.setattr(TwoStagePipeline, "__call__", flaky)
-    result = render_storyboard(**render_env)
-    assert "harbour" in result["rendered"] and calls["harbour"] == 2
+    with pytest.raises(ShotsFailed, match="harbour-pan"):
+        render_storyboard(**render_env)
+    assert calls == {"harbour": 2, "harbour-pan": 1}
     store = Store.open(render_env["db"])
     takes = store.takes("lighthouse", "harbour")
     assert [t.status for t in takes] == ["failed", "succeeded"] and "injected" in takes[0].error
+    (pan,) = store.takes("lighthouse", "harbour-pan")
+    assert pan.status == "failed" and "Traceback" in pan.error and "TypeError" in pan.error
+    result = render_storyboard(**render_env)  # the next render picks it up
+    assert result["rendered"] == ["harbour-pan"]
 
     # An image on a frame the VAE cannot pin is invalid input: one failed take, no retry,
     # the other chain still renders, and the flow fails naming the shot.

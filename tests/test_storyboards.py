@@ -59,7 +59,11 @@ def test_spec_hash_depends_on_content_not_paths(tmp_path):
     assert {k: v.spec_hash for k, v in a.items()} == {k: v.spec_hash for k, v in b.items()}
     c = sb.resolve_specs(sb.load(moved / "lighthouse.otio"), "another-model")
     assert a["harbour"].spec_hash != c["harbour"].spec_hash
-    (moved / "assets" / "first_frame.png").write_bytes(b"changed")
+    from PIL import Image
+
+    changed = Image.open(moved / "assets" / "first_frame.png").convert("RGB")
+    changed.putpixel((0, 0), (255, 0, 255))
+    changed.save(moved / "assets" / "first_frame.png")
     d = sb.resolve_specs(sb.load(moved / "lighthouse.otio"), "m")
     assert d["lighthouse-wide"].spec_hash != a["lighthouse-wide"].spec_hash
     assert d["harbour"].spec_hash == a["harbour"].spec_hash
@@ -94,9 +98,9 @@ def _set_default(key, value):
     return mutate
 
 
-def _duration(index, frames):
+def _duration(index, frames, rate=24):
     def mutate(tl, track):
-        track[index].source_range = TR(RT(0, 24), RT(frames, 24))
+        track[index].source_range = TR(RT(0, rate), RT(frames, rate))
     return mutate
 
 
@@ -108,8 +112,24 @@ def _gap_before(index):
 
 BROKEN = [
     ("missing prompt", _set(1, "prompt", None), "shot 2 'Lighthouse push in': prompt: this shot needs a prompt"),
-    ("width not /64", _set_default("width", 250), "width: 250 is not a multiple of 64. Fix: use 256"),
-    ("override height", _set(2, "overrides", {"height": 300}), "shot 3 'Lamp close up': height: 300 is not a multiple of 64. Fix: use 320"),
+    ("width not /64", _set_default("width", 250),
+     "timeline: defaults.width: 250 should be a multiple of 64. Fix: use a multiple of 64 from 64 to 4096, e.g. 256"),
+    ("override height", _set(2, "overrides", {"height": 300}),
+     "shot 3 'Lamp close up': overrides.height: 300 should be a multiple of 64. Fix: use a multiple of 64 from 64 to 4096, e.g. 320"),
+    ("width beyond the model", _set_default("width", 65536), "defaults.width: 65536 should be less than or equal to 4096"),
+    ("steps negative", _set_default("steps", -5), "timeline: defaults.steps: -5 should be greater than or equal to 1"),
+    ("steps as text", _set(1, "overrides", {"steps": "40"}), "overrides.steps: '40' should be a valid integer"),
+    ("guidance as bool", _set_default("guidance", True), "defaults.guidance: True should be a valid number"),
+    ("overlap too large", _set_default("handoff_overlap", 99), "defaults.handoff_overlap: 99 should be less than or equal to 8"),
+    ("default seed float", _set_default("seed", 1.7), "defaults.seed: 1.7 should be a valid integer"),
+    ("clip seed float", _set(2, "seed", 3.0), "shot 3 'Lamp close up': seed: 3.0 should be a valid integer"),
+    ("unsafe shot id", _set(2, "shot_id", "../../../escaped"), "shot 3 'Lamp close up': shot_id: '../../../escaped' is not a safe name"),
+    ("absolute shot id", _set(2, "shot_id", "/tmp/x"), "shot_id: '/tmp/x' is not a safe name"),
+    ("lora not safetensors", _set(3, "loras", [{"path": "assets/first_frame.png"}]),
+     "shot 4 'Harbour': loras[0].path: 'assets/first_frame.png' is not a safetensors file"),
+    ("image not an image", _set(0, "images", [{"path": "assets/loras/tiny-style-lora.safetensors", "frame": 0}]),
+     "images[0].path: 'assets/loras/tiny-style-lora.safetensors' is not a readable image"),
+    ("clip rate zero", _duration(1, 10, rate=0), "shot 2 'Lighthouse push in': rate: the clip's rate 0.0 is not positive"),
     ("zero frames", _duration(0, 0), "shot 1 'Lighthouse wide': duration: the clip is zero frames long"),
     ("too long", _duration(3, 400), "duration: 400 frames is beyond the maximum shot length 257"),
     ("typo key", _set(0, "promt", "x"), "promt: unknown key. Fix: did you mean 'prompt'?"),
@@ -123,9 +143,9 @@ BROKEN = [
      "images[0].frame: 40 is not a frame of this 25-frame shot. Fix: use a pixel frame in 0..24"),
     ("handoff on first", _set(0, "handoff", "previous"), "shot 1 'Lighthouse wide': handoff: 'previous' on the first shot of the track"),
     ("handoff across gap", _gap_before(1), "shot 2 'Lighthouse push in': handoff: 'previous' across a gap"),
-    ("bad handoff mode", _set(4, "handoff", "next"), "handoff: 'next' is not a handoff mode"),
+    ("bad handoff mode", _set(4, "handoff", "next"), "handoff: 'next' is not one of the choices. Fix: use one of ['previous', 'none']"),
     ("duplicate id", _set(4, "shot_id", "harbour"), "shot 5 'Harbour pan': shot_id: 'harbour' is also the id of shot 4 'Harbour'"),
-    ("seed out of range", _set(2, "seed", -5), "shot 3 'Lamp close up': seed: -5 is out of range"),
+    ("seed out of range", _set(2, "seed", -5), "shot 3 'Lamp close up': seed: -5 should be greater than or equal to 0"),
     ("ic lora half", _set(2, "reference_video", "assets/first_frame.png"), "ic_lora: IC-LoRA shots need both"),
 ]
 

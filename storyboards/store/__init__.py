@@ -1,7 +1,9 @@
 """The metadata store: the source of truth for what was rendered, how, and from what."""
 
-from .api import PlanItem, ShotStatus, Store, TakeView
-from .db import default_url, make_engine, upgrade
+from .api import ArtifactCheck, ShotStatus, Store, TakeView
+from .artifacts import artifact_record
+from .db import default_url, make_engine, open_engine, upgrade
 from .models import TakeStatus
 
-__all__ = ["PlanItem", "ShotStatus", "Store", "TakeStatus", "TakeView", "default_url", "make_engine", "upgrade"]
+__all__ = ["ArtifactCheck", "ShotStatus", "Store", "TakeStatus", "TakeView", "artifact_record", "default_url",
+           "make_engine", "open_engine", "upgrade"]

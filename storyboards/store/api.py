@@ -9,29 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from sqlalchemy import Engine, func, select, text, tuple_, update
+from sqlalchemy import Engine, delete, func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..errors import StoryboardFileError, UnknownShot
 from ..graph import ShotGraph
 from ..load import Storyboard
+from ..planner import ShotState
 from ..spec import ShotSpec
-from .db import default_url, make_engine, upgrade
-from .models import ArtifactRow, FileSeenRow, RevisionRow, ShotRow, SpecRow, StoryboardRow, TakeRow, TakeStatus, utcnow
+from .artifacts import artifact_problem
+from .db import default_url, open_engine
+from .models import (
+    ArtifactRow, FileSeenRow, RevisionRow, ShotLeaseRow, ShotRow, SpecRow, StoryboardRow, TakeRow, TakeStatus, utcnow,
+)
 
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class PlanItem:
-    shot_id: str
-    chain_index: int
-    reason: str  # "new", "spec changed", "upstream changed", "failed", "stale", ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,19 @@ class TakeView:
     task_run_id: str | None
     created_at: datetime
     finished_at: datetime | None
+    progress: dict[str, Any] | None = None
+    artifacts: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """One artifact of a shot's current take that is not what was recorded (`milimo verify`, status)."""
+
+    shot_id: str
+    take_number: int
+    kind: str
+    path: str
+    problem: str
 
 
 @dataclass(frozen=True)
@@ -71,13 +83,37 @@ class ShotStatus:
     finished_at: datetime | None
     outputs: dict[str, Any]
     overrides: dict[str, Any]
+    prompt: str | None = None
+    problem: str | None = None  # an artifact of the current take is missing or damaged
+    running: dict[str, Any] | None = None  # a take rendering now: take, host, stage, step, total
+    spec_is_current: bool = True  # False: the current take was rendered under another spec
 
 
-def _view(take: TakeRow, shot_id: str) -> TakeView:
+def _aware(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything the store writes is UTC."""
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
+def _artifact_dict(a: ArtifactRow) -> dict[str, Any]:
+    return {"kind": a.kind, "uri": a.uri, "sha256": a.sha256, "frames": a.frames, "fps": a.fps, "bytes": a.bytes,
+            "mtime_ns": a.mtime_ns}
+
+
+def _view(take: TakeRow, shot_id: str, artifacts: bool = False) -> TakeView:
     return TakeView(take.id, shot_id, take.number, take.status.value, take.spec_hash, take.handoff_in_take_id,
                     take.handoff_in_sha256, take.handoff_out_path, take.handoff_out_sha256, dict(take.outputs or {}),
                     dict(take.timings or {}), take.error, take.host, take.flow_run_id, take.task_run_id,
-                    take.created_at, take.finished_at)
+                    _aware(take.created_at), _aware(take.finished_at), dict(take.progress) if take.progress else None,
+                    tuple(_artifact_dict(a) for a in take.artifacts) if artifacts else ())
+
+
+def _take_problem(take: TakeRow, full: bool = False) -> tuple[str, str, str] | None:
+    """(kind, path, problem) of the first artifact of `take` that is not what was recorded."""
+    for a in take.artifacts:
+        problem = artifact_problem(a.uri, a.sha256, a.bytes, a.mtime_ns, full=full)
+        if problem:
+            return a.kind, a.uri, problem
+    return None
 
 
 class Store:
@@ -87,10 +123,9 @@ class Store:
 
     @classmethod
     def open(cls, url: str | None = None, **engine_kwargs: Any) -> "Store":
-        """Open (and upgrade to the current schema) the store at `url` or MILIMO_DB_URL."""
-        engine = make_engine(url or default_url(), **engine_kwargs)
-        upgrade(engine)
-        return cls(engine)
+        """Open (and upgrade to the current schema) the store at `url` or MILIMO_DB_URL; a store that
+        cannot be used raises StoreError naming the fix."""
+        return cls(open_engine(url or default_url(), **engine_kwargs))
 
     @property
     def is_postgres(self) -> bool:
@@ -119,21 +154,44 @@ class Store:
     def _next_number(s: Session, column, where) -> int:
         return (s.scalar(select(func.max(column)).where(where)) or 0) + 1
 
+    def check_identity(self, board: Storyboard) -> None:
+        """A different file with the same storyboard name must not silently share its takes."""
+        with self.session() as s:
+            sb = s.scalar(select(StoryboardRow).where(StoryboardRow.name == board.name))
+        self._same_source(sb, board)
+
+    @staticmethod
+    def _same_source(sb: StoryboardRow | None, board: Storyboard) -> None:
+        path = str(board.source_path.resolve())
+        if sb is None or not sb.source_path or sb.source_path == path \
+                or board.timeline_metadata.get("storyboard_id") == board.name:
+            return
+        raise StoryboardFileError(
+            board.source_path, f"its timeline is named {board.name!r}, like the storyboard this store already has "
+            f"from {sb.source_path}",
+            f"give this timeline its own id (metadata milimo.storyboard_id: '{board.name}-2'), or, if it is the same "
+            f"storyboard moved, claim it with milimo.storyboard_id: '{board.name}'")
+
     def _import(self, s: Session, board: Storyboard, specs: dict[str, ShotSpec], graph: ShotGraph,
                 content: str) -> int:
         query = select(StoryboardRow).where(StoryboardRow.name == board.name)
         sb = s.scalar(query.with_for_update() if self.is_postgres else query)
+        self._same_source(sb, board)
         if sb is None:
             sb = StoryboardRow(name=board.name)
             s.add(sb)
             s.flush()
+        sb.source_path = str(board.source_path.resolve())
+        # The file on disk is the truth: content seen before makes that revision current again.
         existing = s.scalar(select(RevisionRow).where(RevisionRow.storyboard_id == sb.id,
                                                       RevisionRow.content_hash == content))
         if existing is not None:
-            return existing.number
-        number = self._next_number(s, RevisionRow.number, RevisionRow.storyboard_id == sb.id)
-        s.add(RevisionRow(storyboard_id=sb.id, number=number, source_path=str(board.source_path),
-                          source_sha256=board.source_sha256, content_hash=content))
+            number = existing.number
+        else:
+            number = self._next_number(s, RevisionRow.number, RevisionRow.storyboard_id == sb.id)
+            s.add(RevisionRow(storyboard_id=sb.id, number=number, source_path=str(board.source_path),
+                              source_sha256=board.source_sha256, content_hash=content))
+        sb.current_revision = number
         for spec in specs.values():
             if s.get(SpecRow, spec.spec_hash) is None:
                 s.add(SpecRow(spec_hash=spec.spec_hash, model_id=spec.model_id, data=spec_json(spec)))
@@ -150,13 +208,27 @@ class Store:
             row.name, row.position, row.chain_index = shot.name, shot.index, chain.index
             row.predecessor_shot_id = graph.predecessor(shot.shot_id)
             row.active = True
-            if shot.shot_id in specs:
-                row.spec_hash = specs[shot.shot_id].spec_hash
+            row.spec_hash = specs[shot.shot_id].spec_hash if shot.shot_id in specs else None
+            if row.id is not None and row.spec_hash:
+                self._take_matching_spec(s, row)
             present.add(shot.shot_id)
         for sid, row in rows.items():
             if sid not in present:
                 row.active = False
         return number
+
+    @staticmethod
+    def _take_matching_spec(s: Session, row: ShotRow) -> None:
+        """A spec the shot had before (a reverted file, a removed override) brings back its latest good take
+        as current; the planner still checks its upstream and its files before trusting it."""
+        current = s.get(TakeRow, row.current_take_id) if row.current_take_id else None
+        if current is not None and current.spec_hash == row.spec_hash:
+            return
+        earlier = s.scalar(select(TakeRow).where(TakeRow.shot_pk == row.id, TakeRow.spec_hash == row.spec_hash,
+                                                 TakeRow.status == TakeStatus.succeeded)
+                           .order_by(TakeRow.number.desc()).limit(1))
+        if earlier is not None:
+            row.current_take_id = earlier.id
 
     @staticmethod
     def _record_files(s: Session, specs: Iterable[ShotSpec]) -> None:
@@ -188,37 +260,37 @@ class Store:
             return [(f.kind, f.path, f.sha256) for f in s.scalars(select(FileSeenRow).order_by(FileSeenRow.id))]
 
     # ------------------------------------------------------------ planning
-    def plan(self, storyboard: str) -> list[PlanItem]:
-        """Shots to render, in order. Done = current take succeeded with the shot's spec hash and
-        the handoff its predecessor's current take produced. Anything after a shot to render in
-        the same chain renders too (its upstream will change)."""
+    def shot_states(self, storyboard: str) -> dict[str, ShotState]:
+        """What the planner needs of every active shot, its current take's artifacts checked (quickly)."""
         with self.session() as s:
             shots = self._shots(s, storyboard)
-            by_id = {r.shot_id: r for r in shots}
             takes = {t.id: t for t in s.scalars(select(TakeRow).where(
                 TakeRow.id.in_([r.current_take_id for r in shots if r.current_take_id])))}
-            todo: list[PlanItem] = []
-            dirty_chains: set[int] = set()
+            states = {}
             for row in shots:
-                reason = None
                 take = takes.get(row.current_take_id) if row.current_take_id else None
-                if row.chain_index in dirty_chains:
-                    reason = "upstream re-renders"
-                elif take is None:
-                    reason = "new"
-                elif take.status != TakeStatus.succeeded:
-                    reason = take.status.value
-                elif take.spec_hash != row.spec_hash:
-                    reason = "spec changed"
-                elif row.predecessor_shot_id:
-                    pred = by_id.get(row.predecessor_shot_id)
-                    pred_take = takes.get(pred.current_take_id) if pred and pred.current_take_id else None
-                    if pred_take is None or pred_take.handoff_out_sha256 != take.handoff_in_sha256:
-                        reason = "upstream changed"
-                if reason:
-                    todo.append(PlanItem(row.shot_id, row.chain_index, reason))
-                    dirty_chains.add(row.chain_index)
-            return todo
+                if take is None:
+                    states[row.shot_id] = ShotState(row.shot_id, row.spec_hash, None)
+                    continue
+                problem = _take_problem(take) if take.status == TakeStatus.succeeded else None
+                handoff_ok = bool(take.handoff_out_path and take.handoff_out_sha256) and not (
+                    problem and problem[0] == "handoff") and Path(take.handoff_out_path).is_file()
+                states[row.shot_id] = ShotState(
+                    row.shot_id, row.spec_hash, take.status.value, take.spec_hash, take.handoff_in_sha256,
+                    take.handoff_out_sha256, handoff_ok, f"{problem[0]} {problem[2]}" if problem else None)
+            return states
+
+    def done_take(self, storyboard: str, shot_id: str, upstream_handoff_sha256: str | None) -> TakeView | None:
+        """The shot's current take when it needs no new one: succeeded under the shot's spec, from this
+        upstream handoff, with every artifact as recorded. What a render that waited for another
+        render of the same shot, or whose upstream re-rendered, checks before rendering."""
+        with self.session() as s:
+            shot = self._shot(s, storyboard, shot_id)
+            take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
+            if (take is None or take.status != TakeStatus.succeeded or take.spec_hash != shot.spec_hash
+                    or take.handoff_in_sha256 != upstream_handoff_sha256 or _take_problem(take)):
+                return None
+            return _view(take, shot_id)
 
     def _shots(self, s: Session, storyboard: str) -> list[ShotRow]:
         return list(s.scalars(select(ShotRow).join(StoryboardRow).where(
@@ -230,8 +302,43 @@ class Store:
             q = q.with_for_update(of=ShotRow)
         row = s.scalar(q)
         if row is None:
-            raise KeyError(f"no shot {shot_id!r} in storyboard {storyboard!r}")
+            raise UnknownShot(storyboard, shot_id, [r.shot_id for r in self._shots(s, storyboard)])
         return row
+
+    # ------------------------------------------------------------ leases
+    def acquire_lease(self, storyboard: str, shot_id: str, holder: str, ttl_s: float,
+                      is_dead: Callable[[str], bool] = lambda holder: False) -> str | None:
+        """Take the shot's lease for `holder`. None when taken, else who holds it. A lease whose holder
+        is dead, or that was not renewed in time, is taken over."""
+        def work(s: Session) -> str | None:
+            shot = self._shot(s, storyboard, shot_id, lock=True)
+            now = utcnow()
+            lease = s.get(ShotLeaseRow, shot.id)
+            if lease is None:
+                s.add(ShotLeaseRow(shot_pk=shot.id, holder=holder, acquired_at=now,
+                                   expires_at=now + timedelta(seconds=ttl_s)))
+                s.flush()
+                return None
+            if lease.holder != holder and _aware(lease.expires_at) > now and not is_dead(lease.holder):
+                return lease.holder
+            lease.holder, lease.acquired_at, lease.expires_at = holder, now, now + timedelta(seconds=ttl_s)
+            return None
+
+        return self._retrying(work, attempts=5)
+
+    def renew_lease(self, storyboard: str, shot_id: str, holder: str, ttl_s: float) -> bool:
+        """Extend the lease; False when `holder` no longer holds it (it was judged dead and taken over)."""
+        with self.session.begin() as s:
+            shot = self._shot(s, storyboard, shot_id)
+            result = s.execute(update(ShotLeaseRow).where(ShotLeaseRow.shot_pk == shot.id,
+                                                          ShotLeaseRow.holder == holder)
+                               .values(expires_at=utcnow() + timedelta(seconds=ttl_s)))
+            return result.rowcount == 1
+
+    def release_lease(self, storyboard: str, shot_id: str, holder: str) -> None:
+        with self.session.begin() as s:
+            shot = self._shot(s, storyboard, shot_id)
+            s.execute(delete(ShotLeaseRow).where(ShotLeaseRow.shot_pk == shot.id, ShotLeaseRow.holder == holder))
 
     # ------------------------------------------------------------ takes
     def start_take(self, storyboard: str, shot_id: str, *, handoff_in_take_id: int | None = None,
@@ -246,12 +353,17 @@ class Store:
                            handoff_in_take_id=handoff_in_take_id, handoff_in_path=handoff_in_path,
                            handoff_in_sha256=handoff_in_sha256, host=host or socket.gethostname(),
                            flow_run_id=flow_run_id, task_run_id=task_run_id, started_at=utcnow(), outputs={},
-                           timings={})
+                           timings={}, progress={"stage": "starting", "step": 0, "total": 0})
             s.add(take)
             s.flush()
             return take.id
 
         return self._retrying(work, attempts=5)
+
+    def set_progress(self, take_id: int, progress: dict[str, Any]) -> None:
+        with self.session.begin() as s:
+            s.execute(update(TakeRow).where(TakeRow.id == take_id, TakeRow.status == TakeStatus.running)
+                      .values(progress=progress))
 
     def finish_take(self, take_id: int, *, handoff_out_path: str | None = None,
                     handoff_out_sha256: str | None = None, outputs: dict[str, Any] | None = None,
@@ -264,28 +376,18 @@ class Store:
             take.status = TakeStatus.succeeded
             take.handoff_out_path, take.handoff_out_sha256 = handoff_out_path, handoff_out_sha256
             take.outputs, take.timings = dict(outputs or {}), dict(timings or {})
-            take.finished_at = utcnow()
+            take.finished_at, take.progress = utcnow(), None
             for a in artifacts:
                 take.artifacts.append(ArtifactRow(**a))
             s.execute(update(ShotRow).where(ShotRow.id == take.shot_pk).values(current_take_id=take.id))
 
     def fail_take(self, take_id: int, error: str, status: TakeStatus = TakeStatus.failed) -> None:
-        """A failed take never replaces the shot's current (earlier, good) take."""
+        """A failed (or cancelled) take never replaces the shot's current (earlier, good) take."""
         with self.session.begin() as s:
             take = s.get(TakeRow, take_id, with_for_update=self.is_postgres)
             if take is None:
-                raise KeyError(take_id)
-            take.status, take.error, take.finished_at = status, error, utcnow()
-
-    def abandon_running(self, storyboard: str, reason: str = "abandoned: the render process died") -> int:
-        """Takes left running by a dead process become failed (never succeeded). Returns how many."""
-        with self.session.begin() as s:
-            ids = [r.id for r in self._shots(s, storyboard)]
-            takes = list(s.scalars(select(TakeRow).where(TakeRow.shot_pk.in_(ids),
-                                                         TakeRow.status == TakeStatus.running)))
-            for t in takes:
-                t.status, t.error, t.finished_at = TakeStatus.failed, reason, utcnow()
-            return len(takes)
+                raise LookupError(f"no take {take_id}")
+            take.status, take.error, take.finished_at, take.progress = status, error, utcnow(), None
 
     def rerender_from(self, storyboard: str, shot_id: str) -> list[str]:
         """Mark `shot_id` and the rest of its chain stale; nothing else changes. Returns those shot ids."""
@@ -302,8 +404,8 @@ class Store:
         with self.session() as s:
             take = s.get(TakeRow, take_id)
             if take is None:
-                raise KeyError(f"no take {take_id}")
-            return _view(take, s.get(ShotRow, take.shot_pk).shot_id)
+                raise LookupError(f"no take {take_id}")
+            return _view(take, s.get(ShotRow, take.shot_pk).shot_id, artifacts=True)
 
     def running_takes(self, storyboard: str) -> list[TakeView]:
         with self.session() as s:
@@ -316,31 +418,65 @@ class Store:
         with self.session() as s:
             shot = self._shot(s, storyboard, shot_id)
             if shot.spec_hash is None:
-                raise ValueError(f"shot {shot_id!r} has no spec yet; give it a prompt and import again")
+                raise LookupError(f"shot {shot_id!r} has no spec yet; give it a prompt and import again")
             return dict(s.get(SpecRow, shot.spec_hash).data)
 
     def status(self, storyboard: str) -> list[ShotStatus]:
-        """Every active shot with its current take, in timeline order, in one query."""
+        """Every active shot with its current take (artifacts checked) and any take rendering now."""
         with self.session() as s:
             rows = s.execute(select(ShotRow, TakeRow).join(StoryboardRow)
                              .outerjoin(TakeRow, TakeRow.id == ShotRow.current_take_id)
                              .where(StoryboardRow.name == storyboard, ShotRow.active.is_(True))
                              .order_by(ShotRow.position)).all()
+            running = {t.shot_pk: t for t in s.scalars(select(TakeRow).where(
+                TakeRow.shot_pk.in_([shot.id for shot, _ in rows]), TakeRow.status == TakeStatus.running)
+                .order_by(TakeRow.number))}
+            prompts = {spec.spec_hash: spec.data.get("prompt") for spec in s.scalars(select(SpecRow).where(
+                SpecRow.spec_hash.in_([shot.spec_hash for shot, _ in rows if shot.spec_hash])))}
             out = []
             for shot, take in rows:
                 seconds = None
                 if take is not None and take.finished_at and take.started_at:
                     seconds = (take.finished_at - take.started_at).total_seconds()
+                problem = _take_problem(take) if take is not None and take.status == TakeStatus.succeeded else None
+                live = running.get(shot.id)
                 out.append(ShotStatus(
                     shot.shot_id, shot.name, shot.position, shot.chain_index, shot.spec_hash,
                     take.id if take else None, take.number if take else None,
-                    take.status.value if take else "not rendered", seconds, take.finished_at if take else None,
-                    dict(take.outputs or {}) if take else {}, dict(shot.overrides or {})))
+                    (take.status.value if take else "not rendered") if not problem else f"{problem[0]} {problem[2]}",
+                    seconds, _aware(take.finished_at) if take else None,
+                    dict(take.outputs or {}) if take else {}, dict(shot.overrides or {}),
+                    prompts.get(shot.spec_hash), f"{problem[0]} {problem[2]}" if problem else None,
+                    {"take": live.number, "host": live.host, **(live.progress or {})} if live else None,
+                    take is None or take.spec_hash == shot.spec_hash))
             return out
+
+    def verify(self, storyboard: str) -> list[ArtifactCheck]:
+        """Every artifact of every current take, hashed again; what does not match its record."""
+        with self.session() as s:
+            bad = []
+            for shot in self._shots(s, storyboard):
+                take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
+                if take is None:
+                    continue
+                for a in take.artifacts:
+                    problem = artifact_problem(a.uri, a.sha256, a.bytes, a.mtime_ns, full=True)
+                    if problem:
+                        bad.append(ArtifactCheck(shot.shot_id, take.number, a.kind, a.uri, problem))
+            return bad
 
     def overrides(self, storyboard: str) -> dict[str, dict[str, Any]]:
         with self.session() as s:
             return {r.shot_id: dict(r.overrides) for r in self._shots(s, storyboard) if r.overrides}
+
+    def clear_overrides(self, storyboard: str, shot_ids: Iterable[str] | None = None) -> list[str]:
+        """Remove every override of these shots (all shots when None); returns the shots that had some."""
+        with self.session.begin() as s:
+            rows = self._shots(s, storyboard) if shot_ids is None else [self._shot(s, storyboard, sid) for sid in shot_ids]
+            cleared = [r.shot_id for r in rows if r.overrides]
+            for r in rows:
+                r.overrides = None
+            return cleared
 
     def set_overrides(self, storyboard: str, shot_id: str, overrides: dict[str, Any]) -> None:
         """Merge `overrides` into the shot's stored ones (a value of None removes a key)."""
@@ -364,7 +500,7 @@ class Store:
         with self.session() as s:
             shot = self._shot(s, storyboard, shot_id)
             take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
-            return _view(take, shot_id) if take else None
+            return _view(take, shot_id, artifacts=True) if take else None
 
     def lineage(self, take_id: int) -> list[tuple[int, str, int]]:
         """(take id, shot id, take number) from `take_id` back to the chain head, via a recursive CTE."""

@@ -1,23 +1,38 @@
-"""Engines and schema upgrades: SQLite (WAL, foreign keys, busy timeout) by default, PostgreSQL by URL."""
+"""Engines and schema upgrades: SQLite (WAL, foreign keys, busy timeout) by default, PostgreSQL by URL.
+
+Opening a store answers every configuration problem with one StoreError naming the fix: a server
+that does not answer, a read-only file, a schema newer than this milimo, a schema with no version
+row. None of these is retried; the same database answers the same way until someone fixes it.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "infra" / "alembic"
+from ..errors import StoreError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK = 0x6D696C696D6F  # "milimo": the advisory lock that serialises schema upgrades on PostgreSQL
+DB_FIX = "point --db (or MILIMO_DB_URL) at a store this milimo can use"
 
 
 def default_url() -> str:
     return os.environ.get("MILIMO_DB_URL") or "sqlite:///renders/milimo.db"
 
 
+def shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
 
@@ -35,18 +50,70 @@ def make_engine(url: str, **kwargs) -> Engine:
             # Take the write lock when the transaction starts: two processes numbering takes then wait
             # for each other (busy timeout) instead of both reading the same max and colliding.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        engine = create_engine(url, pool_pre_ping=True, **kwargs)
 
-        return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    @event.listens_for(engine, "handle_error")
+    def _read_only(context):  # noqa: ANN001
+        text = str(context.original_exception).lower()
+        if "readonly" in text or "read-only" in text or "read only" in text:
+            raise StoreError(f"the store {shown(url)} is read-only",
+                             "make the database file and its folder writable, or " + DB_FIX) from None
+
+    return engine
+
+
+def _script():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg, ScriptDirectory.from_config(cfg)
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to head (an empty database is created)."""
+    """Bring the schema to head (an empty database is created); refuse a schema this milimo does not know."""
     from alembic import command
-    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    cfg, script = _script()
+    url = shown(str(engine.url))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # two processes opening a new store: one creates, one waits
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+        current = MigrationContext.configure(conn).get_current_heads()
+        known = {rev.revision for rev in script.walk_revisions()}
+        unknown = [rev for rev in current if rev not in known]
+        if unknown:
+            raise StoreError(f"the store {url} has schema revision {unknown[0]}, newer than this milimo knows "
+                             f"(its newest is {script.get_current_head()})",
+                             "upgrade milimo to the version that wrote this store, or " + DB_FIX)
+        if not current and "storyboards" in inspect(conn).get_table_names():
+            raise StoreError(f"the store {url} has milimo tables but no schema version row (alembic_version)",
+                             "if you know its revision, record it with `alembic -c infra/alembic.ini stamp REV`; "
+                             "else " + DB_FIX)
+        if current and set(current) == {script.get_current_head()}:
+            return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def open_engine(url: str, **kwargs) -> Engine:
+    """An engine at the current schema, or StoreError saying what is wrong with the store and the fix."""
+    try:
+        engine = make_engine(url, **kwargs)
+        upgrade(engine)
+        return engine
+    except StoreError:
+        raise
+    except (OperationalError, DBAPIError) as exc:
+        first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+        raise StoreError(f"cannot open the store {shown(url)} ({first})",
+                         "start the database server, check the URL, or " + DB_FIX) from None
+    except OSError as exc:
+        raise StoreError(f"cannot open the store {shown(url)} ({exc.strerror or exc})", DB_FIX) from None
+    except Exception as exc:  # a malformed URL, an unknown driver
+        if type(exc).__module__.startswith("sqlalchemy"):
+            raise StoreError(f"cannot use the store URL {url!r} ({exc})", DB_FIX) from None
+        raise

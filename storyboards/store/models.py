@@ -19,7 +19,6 @@ class Base(DeclarativeBase):
 
 
 class TakeStatus(str, enum.Enum):
-    queued = "queued"
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
@@ -31,6 +30,10 @@ class StoryboardRow(Base):
     __tablename__ = "storyboards"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
+    # The file this storyboard comes from: a different file with the same timeline name is refused
+    # unless it names the storyboard explicitly (metadata `storyboard_id`).
+    source_path: Mapped[str | None] = mapped_column(Text)
+    current_revision: Mapped[int | None] = mapped_column(Integer)  # the revision the file on disk last matched
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revisions: Mapped[list["RevisionRow"]] = relationship(back_populates="storyboard", order_by="RevisionRow.number")
     shots: Mapped[list["ShotRow"]] = relationship(back_populates="storyboard", order_by="ShotRow.position")
@@ -101,6 +104,7 @@ class TakeRow(Base):
     task_run_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # stage, step, total while it renders
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     artifacts: Mapped[list["ArtifactRow"]] = relationship(back_populates="take", cascade="all, delete-orphan")
 
@@ -115,7 +119,20 @@ class ArtifactRow(Base):
     frames: Mapped[int | None] = mapped_column(Integer)
     fps: Mapped[float | None]
     bytes: Mapped[int | None] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)  # when unchanged, size + mtime vouch for the sha256
     take: Mapped[TakeRow] = relationship(back_populates="artifacts")
+
+
+class ShotLeaseRow(Base):
+    """Who renders a shot right now. One row per shot (the primary key makes taking it atomic); the holder
+    renews `expires_at` while it renders and deletes the row when done. A holder that died on this host is
+    seen by its pid; one on another host by an expired lease."""
+
+    __tablename__ = "shot_leases"
+    shot_pk: Mapped[int] = mapped_column(ForeignKey("shots.id", ondelete="CASCADE"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class FileSeenRow(Base):

@@ -1,0 +1,91 @@
+"""The temporary Prefect server a `milimo render` starts when no PREFECT_API_URL is set.
+
+Prefect's own temporary server runs in milimo's process group, so Ctrl-C (SIGINT to the group)
+kills it mid-render and milimo then retries the API for minutes; after a kill -9 of milimo it
+keeps running. This one runs in a session of its own (the terminal's Ctrl-C does not reach it),
+is told by the kernel to stop when milimo dies (PR_SET_PDEATHSIG), and is stopped when the
+command ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Iterator
+
+from storyboards.errors import ConfigError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _drain_prefect_clients(timeout_s: float = 10.0) -> None:
+    """Send Prefect's queued logs and events while the server still answers; after it stops, Prefect's
+    exit hook would retry them for minutes."""
+    if "prefect" not in sys.modules:
+        return
+    with contextlib.suppress(Exception):
+        from prefect._internal.concurrency.services import _QueueServiceBase
+
+        _QueueServiceBase.drain_all(timeout=timeout_s)
+
+
+@contextlib.contextmanager
+def prefect_api(timeout_s: float = 90.0) -> Iterator[str]:
+    """Yield the Prefect API URL: PREFECT_API_URL when set, else a temporary server's (stopped at exit)."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    port = _free_port()
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    parent = os.getpid()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+        env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise ConfigError(f"the temporary Prefect server exited at start (code {proc.returncode})",
+                                  "set PREFECT_API_URL to a running Prefect server (`prefect server start`)")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the temporary Prefect server did not answer within {timeout_s:g} s",
+                                  "set PREFECT_API_URL to a running Prefect server (`prefect server start`)")
+            time.sleep(0.2)
+        os.environ["PREFECT_API_URL"] = url
+        yield url
+    finally:
+        _drain_prefect_clients()
+        os.environ.pop("PREFECT_API_URL", None)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
