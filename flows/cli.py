@@ -159,7 +159,7 @@ def _render_flow(args: argparse.Namespace, **kwargs: Any) -> dict:
 
         return _run_interruptibly(lambda: render_storyboard(
             args.storyboard, model=args.model, out=args.out, db=args.db, devices=args.device or None,
-            time_limit_s=args.time_limit, rate=args.rate, **kwargs))
+            time_limit_s=args.time_limit, rate=args.rate, draft=args.draft, **kwargs))
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -219,7 +219,7 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps([{**r.__dict__, "finished_at": r.finished_at.isoformat() if r.finished_at else None}
                           for r in rows], indent=2, default=str))
         return 0
-    table = [("shot", "chain", "take", "status", "spec", "seconds", "finished", "prompt", "notes")]
+    table = [("shot", "chain", "take", "status", "quality", "spec", "seconds", "finished", "prompt", "notes")]
     for r in rows:
         notes = []
         if r.running:
@@ -231,7 +231,8 @@ def _status(args: argparse.Namespace) -> int:
         if not r.spec_is_current and r.take_number:
             notes.append("spec changed since this take")
         prompt = (r.prompt or "-").replace("\n", " ")
-        table.append((r.shot_id, str(r.chain_index), str(r.take_number or "-"), r.status, (r.spec_hash or "-")[:12],
+        table.append((r.shot_id, str(r.chain_index), str(r.take_number or "-"), r.status, r.quality or "-",
+                      (r.spec_hash or "-")[:12],
                       f"{r.seconds:.2f}" if r.seconds is not None else "-",
                       r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-",
                       prompt[:40] + ("…" if len(prompt) > 40 else ""), "; ".join(notes)))
@@ -337,6 +338,8 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output root (default: ./renders)")
     p.add_argument("--device", action="append", help="device for the GPU pool (repeat; default: every visible GPU, or cpu)")
     p.add_argument("--time-limit", type=_positive_float, help="per-shot limit in seconds, checked between steps")
+    p.add_argument("--draft", action="store_true",
+                   help="this run renders every shot on the fast draft recipe (its own takes, beside the finals)")
 
 
 def build_parser() -> argparse.ArgumentParser:

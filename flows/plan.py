@@ -85,7 +85,7 @@ def load_board(storyboard: str | os.PathLike, store: Store | None = None,
 
 def prepare(storyboard: str | os.PathLike, *, model: str | None = None, out: str | None = None,
             db: str | None = None, only: list[str] | None = None, from_shot: str | None = None,
-            overrides: dict[str, dict[str, Any]] | None = None, rate: float | None = None,
+            overrides: dict[str, dict[str, Any]] | None = None, rate: float | None = None, draft: bool = False,
             is_dead: Callable[[str | None], bool] | None = None) -> RenderPlan:
     """Validate and import the storyboard and plan the render. Raises StoryboardInvalid (with every
     problem), StoryboardFileError or UnknownShot before anything is written when it cannot render."""
@@ -96,6 +96,8 @@ def prepare(storyboard: str | os.PathLike, *, model: str | None = None, out: str
     db_url = db or default_url()
     store = store_for(db_url)  # one per process: the schema check runs once, not on every render
     board = load_board(storyboard, store, overrides, rate)
+    if draft:  # this run only, never stored: every shot on the draft recipe (its own spec, its own takes)
+        board = apply_overrides(board, {shot.shot_id: {"quality": "draft"} for shot in board.shots})
     for sid in list(only or []) + ([from_shot] if from_shot else []) + list(overrides or {}):
         board.shot(sid)  # UnknownShot naming the known shots
     store.check_identity(board)

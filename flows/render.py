@@ -49,21 +49,22 @@ def render_storyboard(storyboard: str, model: str | None = None, out: str | None
                       only: list[str] | None = None, from_shot: str | None = None,
                       overrides: dict[str, dict[str, Any]] | None = None, db: str | None = None,
                       devices: list[str] | None = None, time_limit_s: float | None = None,
-                      rate: float | None = None) -> dict[str, Any]:
-    """Render every shot of `storyboard` that is not done; see the module docstring."""
+                      rate: float | None = None, draft: bool = False) -> dict[str, Any]:
+    """Render every shot of `storyboard` that is not done; see the module docstring. `draft`: this run renders
+    every shot on the fast draft recipe (draft takes are their own specs, beside the final ones)."""
     try:
         return _render(storyboard, model=model, out=out, only=only, from_shot=from_shot, overrides=overrides, db=db,
-                       devices=devices, time_limit_s=time_limit_s, rate=rate)
+                       devices=devices, time_limit_s=time_limit_s, rate=rate, draft=draft)
     except MilimoError as exc:
         return _ended(exc)
 
 
 def _render(storyboard: str, *, model: str | None, out: str | None, only: list[str] | None, from_shot: str | None,
             overrides: dict[str, dict[str, Any]] | None, db: str | None, devices: list[str] | None,
-            time_limit_s: float | None, rate: float | None) -> dict[str, Any]:
+            time_limit_s: float | None, rate: float | None, draft: bool) -> dict[str, Any]:
     log = get_run_logger()
     plan = prepare(storyboard, model=model, out=out, db=db, only=only, from_shot=from_shot, overrides=overrides,
-                   rate=rate, is_dead=holder_is_dead)
+                   rate=rate, draft=draft, is_dead=holder_is_dead)
     name = plan.board.name
     if plan.abandoned:
         log.warning("takes %s were left running by a process that died; marked failed", plan.abandoned)
@@ -116,13 +117,13 @@ def _render(storyboard: str, *, model: str | None, out: str | None, only: list[s
 @flow(name="rerender-storyboard", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
 def rerender(storyboard: str, from_shot: str, overrides: dict[str, Any] | None = None, model: str | None = None,
              out: str | None = None, db: str | None = None, devices: list[str] | None = None,
-             time_limit_s: float | None = None, rate: float | None = None) -> dict[str, Any]:
+             time_limit_s: float | None = None, rate: float | None = None, draft: bool = False) -> dict[str, Any]:
     """A new spec for `from_shot` (its `overrides`), that shot and the rest of its chain re-rendered in
     order; every other shot keeps its takes."""
     try:
         return render_storyboard(storyboard, model=model, out=out, from_shot=from_shot,
                                  overrides={from_shot: dict(overrides)} if overrides else None, db=db, devices=devices,
-                                 time_limit_s=time_limit_s, rate=rate)
+                                 time_limit_s=time_limit_s, rate=rate, draft=draft)
     except MilimoError as exc:
         return _ended(exc)
 

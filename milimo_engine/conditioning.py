@@ -1,10 +1,13 @@
-"""Conditioning by replacing latents.
+"""Conditioning, as official LTX-2 does it.
 
-A condition (an image, the tail of the previous shot, a reference video) is encoded by the
-video VAE and written into the latent in place of noise. A per-token *denoise mask* says how
-free each token is: 1 = generated from noise, 0 = a hard constraint, never denoised (its
-timestep is 0 and its prediction is replaced by the clean value at every step), in between =
-a soft pull towards the condition (`mask = 1 - strength`).
+A condition (an image, the tail of the previous shot, a reference video) is encoded by the video
+VAE. At rendered frame 0 (and for a handoff's frames) it replaces the latent in place of noise
+(ltx-core's `latent_cond.py`); an image at any other frame is appended as extra *keyframe tokens*
+positioned at that frame's time (`keyframe_cond.py`, `VideoConditionByKeyframeIndex`), denoised
+along with the shot and dropped before decoding. A per-token *denoise mask* says how free each
+token is: 1 = generated from noise, 0 = a hard constraint, never denoised (its timestep is 0 and
+its prediction is replaced by the clean value at every step), in between = a soft pull towards
+the condition (`mask = 1 - strength`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import frames as fr
 from .errors import InvalidConditionError
 
 ImageSource = Any  # str | os.PathLike | np.ndarray | PIL.Image.Image
@@ -26,10 +28,8 @@ ImageSource = Any  # str | os.PathLike | np.ndarray | PIL.Image.Image
 class ImageCondition:
     """Pin pixel frame `frame` of the shot to `image`.
 
-    `frame` counts the frames the shot delivers, from 0. The causal VAE gives pixel frame 0 a
-    latent frame of its own and every 8 following frames one more, so an image can only sit on
-    a latent boundary: frame 0, or a frame whose rendered index is a multiple of 8 (the last
-    frame of a 8k+1 shot is one). Anything else is refused with the nearest valid frames.
+    `frame` counts the frames the shot delivers, from 0, and may be any of them: the first
+    rendered frame replaces the latent, any other becomes keyframe tokens at that frame's time.
     `crf` re-compresses the image as one H.264 frame first (None: the model's training CRF,
     33 for LTX-2; 0: off).
     """
@@ -86,31 +86,6 @@ def fit_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(fitted, dtype=np.uint8)
 
 
-def latent_index_for_frame(frame: int, offset: int, delivered: int, field: str, first: int = 0) -> int:
-    """The latent frame that pixel `frame` of the shot sits on, within a render that delivers the
-    shot's frames `first .. first + delivered - 1` after `offset` rendered frames (a handoff's overlap).
-    """
-    last = first + delivered - 1
-    if not isinstance(frame, int) or not first <= frame <= last:
-        raise InvalidConditionError(field, frame, f"must be a frame of the shot, {first}..{last}",
-                                    nearest=min(max(int(frame) if isinstance(frame, (int, float)) else 0, first), last))
-    rendered = frame - first + offset
-    if rendered % fr.TEMPORAL_RATIO == 0:
-        return rendered // fr.TEMPORAL_RATIO
-    valid = [first + f for f in valid_condition_frames(offset, delivered)]
-    nearest = sorted(sorted(valid, key=lambda f: (abs(f - frame), f))[:2])
-    where = f"; this part of the shot starts {offset} rendered frames after its handoff" if offset else ""
-    raise InvalidConditionError(
-        field, frame,
-        f"does not fall on a latent frame boundary (the VAE packs frame 0 alone, then 8 frames per latent "
-        f"frame{where}); valid frames near it are {nearest}", nearest=nearest[0] if nearest else None)
-
-
-def valid_condition_frames(offset: int, delivered: int) -> list[int]:
-    """Delivered frames (counted from the render's first delivered frame) an image may be pinned to."""
-    return [r - offset for r in range(0, delivered + offset, fr.TEMPORAL_RATIO) if r - offset >= 0]
-
-
 @dataclass
 class TokenConditioning:
     """Clean values and the denoise mask over one modality's packed tokens ([B, S, D] / [B, S])."""
@@ -161,12 +136,28 @@ class AppendedTokens:
 
 
 @dataclass(frozen=True)
+class KeyframeTokens:
+    """Images at frames other than the first, as tokens appended after the generated ones. They are
+    part of the video state (their clean values and mask extend the video's `TokenConditioning`),
+    and the stage drops them before anything is decoded."""
+
+    tokens: torch.Tensor  # [B, N, D], normalised
+    strength: torch.Tensor  # [B, N]
+    coords: torch.Tensor  # [B, 3, N, 2]: each image at [frame, frame + 1) / fps in time
+
+    @property
+    def count(self) -> int:
+        return self.tokens.shape[1]
+
+
+@dataclass(frozen=True)
 class StageConditioning:
     """Everything one stage's denoising loop must honour besides the prompt."""
 
     video: TokenConditioning | None = None
     audio: TokenConditioning | None = None
     appended: AppendedTokens | None = None
+    keyframes: KeyframeTokens | None = None
 
     @property
     def video_active(self) -> bool:

@@ -6,6 +6,7 @@ owns the step callback, so progress and cancellation work the same in every stag
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -47,12 +48,93 @@ class LatentGrid:
     fps: float
 
 
+def x0_from_velocity(x: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The denoised estimate of packed tokens [B, S, D] from the model's velocity, each token at its own
+    sigma (`sigma * mask`, mask [B, S]): a partly conditioned token is only partly noisy, as in ltx-core's
+    X0 model on per-token timesteps. Without a mask every token is at `sigma`."""
+    if mask is None:
+        return x - velocity * sigma
+    return x - velocity * (sigma * mask.unsqueeze(-1))
+
+
+def guidance_passes(guider: Guider) -> list[str]:
+    """The transformer passes one guided step needs, in batch order."""
+    return ((["uncond"] if guider.wants_uncond else []) + ["cond"] + (["perturbed"] if guider.wants_perturbed else [])
+            + (["isolated"] if guider.wants_isolated else []))
+
+
+@dataclass(frozen=True)
+class GuidanceBatch:
+    """Every guidance pass of a step as rows of one batch: the negative prompt for the unconditional row,
+    the prompt for the others; STG through diffusers' per-row `perturbation_mask`, modality isolation
+    through a per-row mask on the audio<->video cross-attention outputs (`isolated_rows`)."""
+
+    passes: tuple[str, ...]
+    text: TextEmbeddings
+    kwargs: dict
+
+    @property
+    def size(self) -> int:
+        return len(self.passes)
+
+    @classmethod
+    def plan(cls, guider: Guider, guided_text: TextEmbeddings, transformer, dtype: torch.dtype) -> "GuidanceBatch":
+        passes = tuple(guidance_passes(guider))
+        device = guided_text.video.device
+        rows = torch.tensor([0 if p == "uncond" else (1 if guided_text.guided else 0) for p in passes], device=device)
+        text = TextEmbeddings(guided_text.video[rows], guided_text.audio[rows], guided_text.mask[rows], False)
+        kwargs: dict = {}
+        if "perturbed" in passes:
+            kwargs["spatio_temporal_guidance_blocks"] = list(guider.stg_blocks)
+            kwargs["perturbation_mask"] = torch.tensor([0.0 if p == "perturbed" else 1.0 for p in passes],
+                                                       device=device, dtype=dtype)
+        if "isolated" in passes:
+            kwargs["isolation_mask"] = torch.tensor([0.0 if p == "isolated" else 1.0 for p in passes],
+                                                    device=device, dtype=dtype)
+        return cls(passes, text, kwargs)
+
+
+_ISOLATION = "_milimo_isolation_rows"
+
+
+def _cross_modal_attentions(transformer) -> list[torch.nn.Module]:
+    return [m for block in getattr(transformer, "transformer_blocks", [])
+            for m in (getattr(block, "audio_to_video_attn", None), getattr(block, "video_to_audio_attn", None))
+            if m is not None]
+
+
+@contextlib.contextmanager
+def isolated_rows(transformer, mask: torch.Tensor | None):
+    """Rows whose `mask` is 0 see no audio<->video cross-attention: their output there is multiplied by 0, so
+    `h + gate * 0` leaves each stream as diffusers' `isolate_modalities=True` does, for those rows only."""
+    if mask is None:
+        yield
+        return
+    if not getattr(transformer, _ISOLATION + "_hooked", False):
+        def hook(module, args, output):
+            rows = getattr(transformer, _ISOLATION, None)
+            return output if rows is None else output * rows.view(-1, *([1] * (output.ndim - 1))).to(output.dtype)
+        for module in _cross_modal_attentions(transformer):
+            module.register_forward_hook(hook)
+        setattr(transformer, _ISOLATION + "_hooked", True)
+    setattr(transformer, _ISOLATION, mask)
+    try:
+        yield
+    finally:
+        setattr(transformer, _ISOLATION, None)
+
+
 @torch.no_grad()
 def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmbeddings, sigmas: torch.Tensor,
             grid: LatentGrid, guider: Guider, *, stage: str, cross_timestep: bool = False,
-            callback: StepCallback | None = None,
-            conditioning: StageConditioning | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            callback: StepCallback | None = None, conditioning: StageConditioning | None = None,
+            batched: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Run `len(sigmas) - 1` Euler steps from `sigmas[0]` to `sigmas[-1]` on packed float32 latents.
+
+    Every guidance pass a step needs (unconditional, conditional, STG-perturbed, modality-isolated)
+    goes through the transformer in one batched forward (`batched=False`: one forward per kind of
+    pass, as diffusers does; the results agree to float32 rounding, see tests/test_guidance.py).
 
     With `conditioning`, masked tokens get per-token timesteps and their predictions are pulled to
     the clean values, and appended tokens (IC-LoRA references) ride along in every model input
@@ -62,6 +144,7 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
     cond_video = conditioning.video if conditioning is not None and conditioning.video_active else None
     cond_audio = conditioning.audio if conditioning is not None and conditioning.audio_active else None
     appended = conditioning.appended if conditioning is not None else None
+    keyframes = conditioning.keyframes if conditioning is not None else None
     per_token = cond_video is not None or cond_audio is not None or appended is not None
     device = video.device
     model_dtype = text.video.dtype
@@ -72,16 +155,19 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
     batch = video.shape[0]
     video_coords = transformer.rope.prepare_video_coords(batch, grid.frames, grid.height, grid.width, device,
                                                          fps=grid.fps)
-    n_video = video.shape[1]
+    n_video = video.shape[1]  # generated tokens and any keyframe tokens: the video state
+    if keyframes is not None:
+        video_coords = torch.cat([video_coords, keyframes.coords.to(video_coords).repeat(batch, 1, 1, 1)], dim=2)
     if appended is not None:
         video_coords = torch.cat([video_coords, appended.coords.to(video_coords)], dim=2)
         extra_tokens = appended.tokens.to(device=device, dtype=torch.float32)
     audio_coords = transformer.audio_rope.prepare_audio_coords(batch, grid.audio_frames, device)
 
-    # Positions are the same every step; the guided (uncond + cond) batch needs them twice.
+    # Positions are the same every step; a batch of guidance passes needs them once per pass.
     coords = {1: (video_coords, audio_coords)}
-    if guider.wants_uncond:
-        coords[2] = tuple(c.repeat((2,) + (1,) * (c.ndim - 1)) for c in (video_coords, audio_coords))
+    for copies in (2, len(guidance_passes(guider))):
+        coords[copies] = tuple(c.repeat((copies,) + (1,) * (c.ndim - 1)) for c in (video_coords, audio_coords))
+    batch_plan = GuidanceBatch.plan(guider, guided_text, transformer, model_dtype) if batched else None
 
     def token_timesteps(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, S] timesteps per video token and per audio token."""
@@ -101,7 +187,8 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
         vc, ac = coords[copies]
         vin = torch.cat([v] * copies) if copies > 1 else v
         ain = torch.cat([a] * copies) if copies > 1 else a
-        with transformer.cache_context(extra.pop("context", "cond")):
+        isolation = extra.pop("isolation_mask", None)
+        with transformer.cache_context(extra.pop("context", "cond")), isolated_rows(transformer, isolation):
             pv, pa = transformer(
                 hidden_states=vin.to(model_dtype), audio_hidden_states=ain.to(model_dtype),
                 encoder_hidden_states=emb.video, audio_encoder_hidden_states=emb.audio,
@@ -116,21 +203,30 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
     total = len(sigmas) - 1
     for i in range(total):
         sigma, sigma_next, t = sigmas[i], sigmas[i + 1], timesteps[i]
+        # x0 with each token's own sigma (sigma x mask): a partly conditioned token is only partly noisy
+        # (ltx-core's X0Model on per-token timesteps). Free tokens: exactly the global sigma.
+        mask_video = cond_video.mask if cond_video is not None else None
+        mask_audio = cond_audio.mask if cond_audio is not None else None
 
         def to_x0(pred: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            return video - pred[0] * sigma, audio - pred[1] * sigma
+            return x0_from_velocity(video, pred[0], sigma, mask_video), x0_from_velocity(audio, pred[1], sigma, mask_audio)
 
         uncond = perturbed = isolated = None
-        if guider.wants_uncond:
+        if batch_plan is not None and batch_plan.size > 1:
+            pv, pa = run(video, audio, t, batch_plan.text, batch_plan.size, context="guided", **batch_plan.kwargs)
+            x0 = {name: to_x0(pred) for name, pred in zip(batch_plan.passes, zip(pv.chunk(batch_plan.size),
+                                                                                   pa.chunk(batch_plan.size)))}
+            cond, uncond, perturbed, isolated = (x0.get(k) for k in ("cond", "uncond", "perturbed", "isolated"))
+        elif guider.wants_uncond:
             pv, pa = run(video, audio, t, guided_text, 2, context="cond_uncond")
             (uv, cv), (ua, ca) = pv.chunk(2), pa.chunk(2)
             cond, uncond = to_x0((cv, ca)), to_x0((uv, ua))
         else:
             cond = to_x0(run(video, audio, t, cond_text, 1, context="cond"))
-        if guider.wants_perturbed:
+        if guider.wants_perturbed and batch_plan is None:
             perturbed = to_x0(run(video, audio, t, cond_text, 1, context="uncond_stg",
                                   spatio_temporal_guidance_blocks=list(guider.stg_blocks)))
-        if guider.wants_isolated:
+        if guider.wants_isolated and batch_plan is None:
             isolated = to_x0(run(video, audio, t, cond_text, 1, context="uncond_modality", isolate_modalities=True))
         x0_video, x0_audio = guider.combine(Predictions(cond, uncond, perturbed, isolated))
         if cond_video is not None:

@@ -1,10 +1,12 @@
-"""ICLoraPipeline: video-to-video control with an in-context LoRA.
+"""ICLoraPipeline: video-to-video control with an in-context LoRA, as `ltx_pipelines/ic_lora.py` does it.
 
 The reference video (pose, depth, edges, a rough cut...) is encoded and its tokens appended
 after the generated ones, at the generated video's positions and at timestep 0, so the
-LoRA (trained this way) can follow it. Stage 1 sees the reference with the IC-LoRA active;
-stage 2 refines with the distilled LoRA alone, as in the two-stage recipe. The IC-LoRA is
-switched on only for this pipeline's stage 1; the ledger's other renders never see it.
+LoRA (trained this way) can follow it; a LoRA trained on scaled references says so in its
+metadata and the reference is scaled the same way. Both stages run the distilled recipe,
+unguided: stage 1 on the distilled sigmas with the IC-LoRA (and the shot's LoRAs), stage 2
+on the bare distilled model. The IC-LoRA is switched on only for this pipeline's stage 1;
+the ledger's other renders never see it.
 """
 
 from __future__ import annotations
@@ -38,8 +40,33 @@ class ICLoraPipeline:
                  time_limit_s: float | None = None) -> ShotResult:
         lora = ic_lora if isinstance(ic_lora, LoraSpec) else LoraSpec(ic_lora, 1.0)
         frames = reference_frames(reference_video)
+        downscale, temporal = reference_scales(lora.path)
         return self.two_stage.run(request, callback_on_step_end=callback_on_step_end, output_type=output_type,
-                                  time_limit_s=time_limit_s, in_context=InContext(frames, lora))
+                                  time_limit_s=time_limit_s,
+                                  in_context=InContext(frames, lora, downscale=downscale, temporal=temporal))
+
+
+def reference_scales(path) -> tuple[int, int]:
+    """(reference_downscale_factor, reference_temporal_scale_factor) from the IC-LoRA's safetensors metadata,
+    1 where absent: IC-LoRAs trained on scaled references say so there (`ltx_pipelines/iclora_utils.py`)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own types for a damaged header
+        raise InvalidConditionError("ic_lora", str(path), f"is not a readable safetensors file ({exc})") from exc
+    out = []
+    for key in ("reference_downscale_factor", "reference_temporal_scale_factor"):
+        try:
+            value = int(meta.get(key, 1))
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise InvalidConditionError("ic_lora", str(path), f"metadata {key}={meta.get(key)!r} is not a whole "
+                                        "number of 1 or more")
+        out.append(value)
+    return out[0], out[1]
 
 
 def reference_frames(source) -> np.ndarray:

@@ -20,8 +20,9 @@ from .components.guiders import Guider, MultiModalGuider, NoGuider
 from .components.latents import AudioNorm, VideoNorm, pack_audio, pack_video, unpack_audio, unpack_video
 from .components.noisers import FlowNoiser, gaussian_noise
 from .components.schedules import FixedSchedule, TokenShiftedSchedule, schedule_from
-from .conditioning import (AppendedTokens, ImageCondition, StageConditioning, TokenConditioning, fit_image,
-                           latent_index_for_frame, load_rgb, valid_condition_frames)
+from .recipe import DISTILLED_SIGMA_VALUES, STAGE1_SHIFT_TOKENS, TEMPORAL_REFINE_SIGMAS, recipe_id
+from .conditioning import (AppendedTokens, ImageCondition, KeyframeTokens, StageConditioning, TokenConditioning,
+                           fit_image, load_rgb)
 from .denoise import LatentGrid, StepCallback, denoise
 from .errors import HandoffMismatchError, InvalidConditionError, InvalidGuidanceError
 from .handoff import Handoff
@@ -77,6 +78,8 @@ class TwoStagePipeline:
         limit = request.segment_frames or led.manifest.segment_frames
         chain_overlap = 1 + fr.TEMPORAL_RATIO * max(request.handoff_m, 1)
         segments = plan_segments(request.num_frames, limit, request.overlap_frames, chain_overlap)
+        if in_context is not None:  # IC-LoRA renders on the distilled recipe (`ltx_pipelines/ic_lora.py`)
+            request = request.replace(quality="draft")
         if in_context is not None and len(segments) > 1:
             raise InvalidConditionError(
                 "num_frames", request.num_frames,
@@ -128,6 +131,8 @@ class TwoStagePipeline:
 
         t0 = time.perf_counter()
         extra_loras = [in_context.lora] if in_context is not None else []
+        if request.quality == "draft" and led.distilled_lora() is not None:
+            extra_loras.append(led.distilled_lora())  # the distilled model renders both stages
         stage1_loras = led.use_loras(list(request.loras) + extra_loras)
         grid1 = self.stage_grid(request, latent_f, audio_frames, half=True)
         appended = self.reference_tokens(in_context, request, grid1) if in_context is not None else None
@@ -141,7 +146,9 @@ class TwoStagePipeline:
 
         t0 = time.perf_counter()
         distilled = led.distilled_lora()
-        stage2_loras = led.use_loras(list(request.loras) + ([distilled] if distilled else []))
+        # Stage 2 of an IC-LoRA render is the bare distilled model: no IC-LoRA, no shot LoRAs (official).
+        stage2_loras = led.use_loras(([] if in_context is not None else list(request.loras))
+                                     + ([distilled] if distilled else []))
         cond2 = self.conditioning(request, images, up.grid, half=False)
         s2 = self.stage2(request, text, up, generator, callback, conditioning=cond2)
         timings["stage2"] = time.perf_counter() - t0
@@ -152,11 +159,12 @@ class TwoStagePipeline:
         delivered = request.num_frames
         if request.temporal_upsample:
             t0 = time.perf_counter()
-            final = self.upsample_temporal(final)
+            final = self.temporal_refine(self.upsample_temporal(final), s1.audio, text, request, generator, callback)
             timings["temporal"] = time.perf_counter() - t0
             fps, delivered = request.fps * 2, 2 * request.num_frames - 1
+        # The official two-stage pipeline keeps stage 1's audio (guided at audio cfg 7); stage 2 refines video.
         audio_norm = AudioNorm.of(led.audio_decoder())
-        audio_latent = unpack_audio(audio_norm.denormalize(s2.audio), self.audio_mel_bins())
+        audio_latent = unpack_audio(audio_norm.denormalize(s1.audio), self.audio_mel_bins())
         stage1_raw = video_norm.denormalize(unpack_video(s1.video, s1.grid.frames, s1.grid.height,
                                                          s1.grid.width))
 
@@ -187,30 +195,23 @@ class TwoStagePipeline:
             rendered_frames=rendered, timings=timings,
             loras={"stage1": stage1_loras, "stage2": stage2_loras}, model_id=led.model_id,
             overlap_frames=skip, handoff_factory=handoff_factory if handoff_m else None,
+            recipe=recipe_id("ic-lora") if in_context is not None else "",
         )
 
     # ---------------------------------------------------------------- conditioning
     def place_images(self, request: ShotRequest, segments: list[Segment]) -> list[list[tuple[ImageCondition, int]]]:
-        """Each image condition, in the segment that holds its frame, with its latent frame index there."""
+        """Each image condition, in the segment that holds its frame, with its rendered frame index there
+        (0: it replaces the first latent frame; anything else: keyframe tokens at that frame's time)."""
         placed: list[list[tuple[ImageCondition, int]]] = [[] for _ in segments]
         for i, image in enumerate(request.images):
-            field = f"images[{i}].frame"
-            if not isinstance(image.frame, int) or not 0 <= image.frame < request.num_frames:
-                latent_index_for_frame(image.frame, 0, request.num_frames, field)  # raises with the range
-            seg = next(s for s in segments if s.start <= image.frame < s.start + s.frames)
-            try:
-                index = latent_index_for_frame(image.frame, seg.overlap, seg.frames, field, first=seg.start)
-            except InvalidConditionError:
-                if len(segments) == 1:
-                    raise
-                valid = [s.start + f for s in segments for f in valid_condition_frames(s.overlap, s.frames)]
-                nearest = sorted(sorted(valid, key=lambda f: (abs(f - image.frame), f))[:2])
+            if not isinstance(image.frame, int) or isinstance(image.frame, bool) \
+                    or not 0 <= image.frame < request.num_frames:
                 raise InvalidConditionError(
-                    field, image.frame,
-                    f"does not fall on a latent frame boundary of segment {seg.index} (frames {seg.start}.."
-                    f"{seg.start + seg.frames - 1}, after a {seg.overlap}-frame handoff); valid frames near it "
-                    f"are {nearest}", nearest=nearest[0]) from None
-            placed[seg.index].append((image, index))
+                    f"images[{i}].frame", image.frame, f"must be a frame of the shot, 0..{request.num_frames - 1}",
+                    nearest=min(max(int(image.frame) if isinstance(image.frame, (int, float)) else 0, 0),
+                                request.num_frames - 1))
+            seg = next(s for s in segments if s.start <= image.frame < s.start + s.frames)
+            placed[seg.index].append((image, image.frame - seg.start + seg.overlap))
         return placed
 
     def stage_grid(self, request: ShotRequest, latent_f: int, audio_frames: int, half: bool) -> LatentGrid:
@@ -231,9 +232,13 @@ class TwoStagePipeline:
         video = TokenConditioning.free(torch.zeros(1, grid.frames * tokens_per_frame, channels, device=led.device))
         audio = None
         width, height = grid.width * self.spatial_ratio, grid.height * self.spatial_ratio
-        for image, index in images:
-            raw = self.encode_image(image, width, height)
-            video.place(index * tokens_per_frame, pack_video(norm.normalize(raw)), image.strength)
+        keyframes = []
+        for image, rendered in images:
+            tokens = pack_video(norm.normalize(self.encode_image(image, width, height)))
+            if rendered == 0:
+                video.place(0, tokens, image.strength)
+            else:
+                keyframes.append((tokens, image.strength, rendered))
         handoff = request.handoff
         if handoff is not None:
             raw = handoff.video_half if half else handoff.video
@@ -248,7 +253,25 @@ class TwoStagePipeline:
             if handoff.audio.shape[-1] != mel:
                 raise HandoffMismatchError("audio mel bins", handoff.audio.shape[-1], mel, handoff.source)
             audio.place(0, tokens[:, :grid.audio_frames], 1.0)
-        return StageConditioning(video, audio, appended)
+        extra = self.keyframe_tokens(keyframes, grid) if keyframes else None
+        if extra is not None:  # the keyframe tokens join the video state, with their own clean values and mask
+            video = TokenConditioning(torch.cat([video.clean, extra.tokens], dim=1),
+                                      torch.cat([video.mask, 1.0 - extra.strength], dim=1))
+        return StageConditioning(video, audio, appended, extra)
+
+    def keyframe_tokens(self, keyframes: list[tuple[torch.Tensor, float, int]], grid: LatentGrid) -> KeyframeTokens:
+        """Each image's tokens with RoPE coordinates at [frame, frame + 1) / fps: one pixel frame's time,
+        as `VideoConditionByKeyframeIndex` places a single-frame keyframe."""
+        device = self.ledger.device
+        rope = self.ledger.transformer().rope
+        tokens, strength, coords = [], [], []
+        for t, s, rendered in keyframes:
+            c = rope.prepare_video_coords(1, 1, grid.height, grid.width, device, fps=grid.fps)
+            c[:, 0] = c[:, 0] + rendered / grid.fps
+            tokens.append(t)
+            strength.append(torch.full(t.shape[:2], float(s), device=t.device, dtype=t.dtype))
+            coords.append(c)
+        return KeyframeTokens(torch.cat(tokens, dim=1), torch.cat(strength, dim=1), torch.cat(coords, dim=2))
 
     @property
     def spatial_ratio(self) -> int:
@@ -264,7 +287,8 @@ class TwoStagePipeline:
     def encode_image(self, image: ImageCondition, width: int, height: int) -> torch.Tensor:
         """The condition as the model was trained to see it: fitted, H.264-compressed, VAE-encoded."""
         crf = self.ledger.manifest.image_crf if image.crf is None else int(image.crf)
-        pixels = h264_roundtrip(fit_image(load_rgb(image.image, "images.image"), width, height), crf)
+        # As ltx-pipelines does: compress at the source resolution, then fit to the stage's size.
+        pixels = fit_image(h264_roundtrip(load_rgb(image.image, "images.image"), crf), width, height)
         return self.encode_frames(pixels[None])
 
     def make_handoff(self, request: ShotRequest, delivered: np.ndarray, audio_latent: torch.Tensor,
@@ -284,22 +308,32 @@ class TwoStagePipeline:
                        self.ledger.model_id, self.vae_sha256, request.width, request.height, fps, m)
 
     def reference_tokens(self, in_context: InContext, request: ShotRequest, grid: LatentGrid) -> AppendedTokens:
-        """The reference video at stage-1 size as clean tokens, placed at the generated video's positions."""
+        """The reference video as clean tokens at the generated video's positions, at stage-1 size divided by the
+        LoRA's `reference_downscale_factor` and every `reference_temporal_scale_factor`-th frame, its positions
+        scaled back up so it still spans the shot (`ltx_pipelines/ic_lora.py`, `iclora_utils.py`)."""
         led = self.ledger
-        frames = in_context.frames[:min(len(in_context.frames), request.render_frames)]
+        d, t = in_context.downscale, in_context.temporal
+        if grid.height % d or grid.width % d:
+            raise InvalidConditionError(
+                "ic_lora", d, f"the IC-LoRA's reference_downscale_factor {d} does not divide the stage-1 latent "
+                f"grid {grid.width}x{grid.height}; use a size whose half is a multiple of {32 * d}")
+        frames = in_context.frames[::t][:max(1, request.render_frames // t)]
         frames = frames[:fr.largest_valid_length(len(frames))]
-        width, height = grid.width * self.spatial_ratio, grid.height * self.spatial_ratio
+        width, height = grid.width * self.spatial_ratio // d, grid.height * self.spatial_ratio // d
         pixels = np.stack([fit_image(f, width, height) for f in frames])
         raw = self.encode_frames(pixels)
         tokens = pack_video(VideoNorm.of(led.video_decoder()).normalize(raw))
         transformer = led.transformer()
         coords = transformer.rope.prepare_video_coords(1, raw.shape[2], raw.shape[3], raw.shape[4], led.device,
                                                        fps=request.fps)
-        coords[:, 0] = coords[:, 0] + request.overlap_frames / request.fps  # a handoff shifts the shot's time
+        coords[:, 0] = coords[:, 0] * t + request.overlap_frames / request.fps  # a handoff shifts the shot's time
+        coords[:, 1:] = coords[:, 1:] * d
         return AppendedTokens(tokens, coords)
 
     # ---------------------------------------------------------------- pieces
     def guider_for(self, request: ShotRequest) -> Guider:
+        if request.quality == "draft":
+            return NoGuider()  # the distilled recipe is unguided
         blocks = request.guidance.stg_blocks
         if blocks is None:
             blocks = self.ledger.manifest.stg_blocks
@@ -351,16 +385,26 @@ class TwoStagePipeline:
         led = self.ledger
         grid = self.stage_grid(request, latent_f, audio_frames, half=True)
         video, audio = self.initial_noise(generator, latent_f, grid.height, grid.width, audio_frames)
+        generated = video.shape[1]
+        keyframes = conditioning.keyframes if conditioning is not None else None
+        if keyframes is not None:  # their noise is drawn after the shot's, so the shot's own is unchanged
+            extra = gaussian_noise(tuple(keyframes.tokens.shape), generator, led.device)
+            video = torch.cat([video, extra], dim=1)
         if conditioning is not None:  # stage 1 starts from pure noise (sigma 1) where tokens are free
             video = conditioning.video.start(video, 1.0) if conditioning.video_active else video
             audio = conditioning.audio.start(audio, 1.0) if conditioning.audio_active else audio
         if sigmas is None:
-            schedule = schedule_from(request.stage1_sigmas, self.stage1_schedule)
-            sigmas = schedule.sigmas(request.steps, video.shape[1])
+            sigmas = self.stage1_sigmas(request)
         video, audio = denoise(led.transformer(), video, audio, text, sigmas, grid, guider, stage="stage1",
                                cross_timestep=led.manifest.cross_timestep, callback=callback,
                                conditioning=conditioning)
-        return StageLatents(video, audio, grid)
+        return StageLatents(video[:, :generated], audio, grid)  # keyframe tokens end here
+
+    def stage1_sigmas(self, request: ShotRequest) -> torch.Tensor:
+        """Draft: the distilled schedule. Final: `steps` on the token-shifted schedule, shifted for 4096 tokens
+        whatever the real count, as `TI2VidTwoStagesPipeline` does."""
+        default = FixedSchedule(DISTILLED_SIGMA_VALUES) if request.quality == "draft" else self.stage1_schedule
+        return schedule_from(request.stage1_sigmas, default).sigmas(request.steps, STAGE1_SHIFT_TOKENS)
 
     def upsample_spatial(self, s1: StageLatents) -> StageLatents:
         """Upsample in VAE space (the upsampler was trained on raw latents), then renormalise."""
@@ -379,12 +423,37 @@ class TwoStagePipeline:
         sigmas = schedule_from(request.distilled_sigmas, self.distilled_schedule).sigmas()
         noiser = FlowNoiser()
         sigma0 = float(sigmas[0])
-        video = noiser(up.video, sigma0, generator, conditioning.video if conditioning is not None else None)
+        generated = up.video.shape[1]
+        # Draw order: the shot's video noise, its audio noise, then any keyframe tokens' noise.
+        video_noise = gaussian_noise(tuple(up.video.shape), generator, up.video.device, up.video.dtype)
         audio = noiser(up.audio, sigma0, generator, conditioning.audio if conditioning is not None else None)
+        base = up.video
+        keyframes = conditioning.keyframes if conditioning is not None else None
+        if keyframes is not None:
+            extra = gaussian_noise(tuple(keyframes.tokens.shape), generator, up.video.device, up.video.dtype)
+            video_noise, base = torch.cat([video_noise, extra], dim=1), torch.cat([base, keyframes.tokens], dim=1)
+        video = noiser(base, sigma0, generator, conditioning.video if conditioning is not None else None,
+                       noise=video_noise)
         video, audio = denoise(led.transformer(), video, audio, text.positive(), sigmas, up.grid, NoGuider(),
                                stage="stage2", cross_timestep=led.manifest.cross_timestep, callback=callback,
                                conditioning=conditioning)
-        return StageLatents(video, audio, up.grid)
+        return StageLatents(video[:, :generated], audio, up.grid)  # keyframe tokens end here
+
+    def temporal_refine(self, raw: torch.Tensor, audio: torch.Tensor, text: TextEmbeddings, request: ShotRequest,
+                        generator: torch.Generator, callback: StepCallback | None) -> torch.Tensor:
+        """After temporal x2 the new in-between frames are blurry guesses: re-noise to the distilled schedule's
+        fifth sigma and refine on `DISTILLED_SIGMA_VALUES[4:]` with the distilled model, unguided, the audio
+        held as it is (`ltx_pipelines/dfr_pipeline.py`, its temporal round)."""
+        led = self.ledger
+        norm = VideoNorm.of(led.video_decoder())
+        grid = LatentGrid(raw.shape[2], raw.shape[3], raw.shape[4], audio.shape[1], request.fps * 2)
+        sigmas = FixedSchedule(TEMPORAL_REFINE_SIGMAS).sigmas()
+        video = FlowNoiser()(pack_video(norm.normalize(raw)), float(sigmas[0]), generator)
+        held = TokenConditioning(audio.clone(), torch.zeros(audio.shape[:2], dtype=audio.dtype, device=audio.device))
+        video, _ = denoise(led.transformer(), video, audio, text.positive(), sigmas, grid, NoGuider(),
+                           stage="temporal_refine", cross_timestep=led.manifest.cross_timestep, callback=callback,
+                           conditioning=StageConditioning(None, held))
+        return norm.denormalize(unpack_video(video, grid.frames, grid.height, grid.width))
 
     def upsample_temporal(self, raw: torch.Tensor) -> torch.Tensor:
         """F latent frames -> 2F-1 (the causal first frame is not doubled)."""
@@ -419,6 +488,8 @@ class InContext:
 
     frames: np.ndarray  # uint8 [F, H, W, 3]
     lora: LoraSpec
+    downscale: int = 1  # the LoRA's reference_downscale_factor (safetensors metadata)
+    temporal: int = 1  # its reference_temporal_scale_factor
 
 
 def join_segments(request: ShotRequest, parts: list[ShotResult], text_seconds: float, output_type: str) -> ShotResult:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .handoff import Handoff
 
 from .limits import DEFAULT_MAX_FRAMES, DEFAULT_SEGMENT_FRAMES, MAX_SEED, MAX_SIDE  # noqa: F401
+from .recipe import DEFAULT_NEGATIVE_PROMPT, QUALITIES, recipe_id
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class ShotRequest:
     """
 
     prompt: str
-    negative_prompt: str = ""
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT  # the official one; "" means none
     seed: int = 0
     width: int = 768
     height: int = 512
@@ -87,6 +88,11 @@ class ShotRequest:
     handoff: "Handoff | None" = None
     handoff_m: int = 1
     segment_frames: int | None = None
+    quality: str = "final"  # "draft": the distilled recipe (8 unguided stage-1 steps), for iterating fast
+
+    @property
+    def recipe(self) -> str:
+        return recipe_id(self.quality)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", tuple(
@@ -162,6 +168,8 @@ class ShotRequest:
             raise InvalidRequestError("fps", self.fps, "must be positive", nearest=24.0)
         if self.steps < 1:
             raise InvalidRequestError("steps", self.steps, "must be at least 1", nearest=1)
+        if self.quality not in QUALITIES:
+            raise InvalidRequestError("quality", self.quality, f"must be one of {list(QUALITIES)}", nearest="final")
         if not self.prompt or not self.prompt.strip():
             raise InvalidRequestError("prompt", self.prompt, "must not be empty")
         for name in ("distilled_sigmas", "stage1_sigmas"):

@@ -33,6 +33,7 @@ class ShotResult:
     model_id: str = ""
     overlap_frames: int = 0  # rendered frames dropped from the front (the incoming handoff's overlap)
     segments: int = 1
+    recipe: str = ""  # which recipe rendered it ("" = the request's own)
     handoff_factory: Callable[[], Handoff] | None = field(default=None, repr=False, compare=False)
     _handoff: Handoff | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -63,6 +64,7 @@ class ShotResult:
     def summary(self) -> dict[str, Any]:
         return {
             "model_id": self.model_id,
+            "recipe": self.recipe or self.request.recipe,
             "frames": self.num_frames,
             "rendered_frames": self.rendered_frames,
             "fps": self.fps,

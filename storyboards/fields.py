@@ -14,6 +14,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from milimo_engine.limits import MAX_GUIDANCE, MAX_HANDOFF_M, MAX_SEED, MAX_SIDE, MAX_STEPS, SIZE_STEP
 
+from milimo_engine.recipe import QUALITIES
+
 from .schema import HANDOFF_MODES, SEED_POLICIES
 
 
@@ -41,6 +43,8 @@ FIELDS: dict[str, tuple[TypeAdapter, str]] = {
                     f"use one of {list(SEED_POLICIES)}"),
     "handoff": (TypeAdapter(Annotated[str, Field(strict=True, pattern=f"^({'|'.join(HANDOFF_MODES)})$")]),
                 f"use one of {list(HANDOFF_MODES)}"),
+    "quality": (TypeAdapter(Annotated[str, Field(strict=True, pattern=f"^({'|'.join(QUALITIES)})$")]),
+                "use final, or draft for the fast distilled recipe"),
     "max_shot_frames": (_int(1, 100_000), "use a whole number of frames, e.g. 257"),
 }
 

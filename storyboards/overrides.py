@@ -16,7 +16,7 @@ from .errors import OverrideError
 from .load import Storyboard
 from .schema import OVERRIDE_KEYS
 
-CLIP_LEVEL = {"prompt", "negative_prompt", "seed"}
+CLIP_LEVEL = {"prompt", "negative_prompt", "seed", "quality"}
 ALLOWED = sorted(CLIP_LEVEL | OVERRIDE_KEYS)
 
 __all__ = ["ALLOWED", "OverrideError", "apply_overrides", "parse_assignments"]
@@ -86,5 +86,5 @@ def apply_overrides(board: Storyboard, overrides: dict[str, dict[str, Any]]) -> 
                 nested[key] = value
         if nested:
             meta["overrides"] = nested
-        shots.append(dataclasses.replace(shot, metadata=meta, overridden=frozenset(values)))
+        shots.append(dataclasses.replace(shot, metadata=meta, overridden=shot.overridden | frozenset(values)))
     return dataclasses.replace(board, shots=tuple(shots))

@@ -10,9 +10,9 @@ NAMESPACE = "milimo"
 SCHEMA_VERSION = 1
 
 TIMELINE_KEYS = {"schema", "storyboard_id", "defaults", "shots_track", "max_shot_frames"}
-DEFAULT_KEYS = {"model", "width", "height", "steps", "guidance", "negative_prompt", "loras", "seed",
+DEFAULT_KEYS = {"model", "width", "height", "steps", "guidance", "negative_prompt", "loras", "seed", "quality",
                 "seed_policy", "handoff_overlap", "temporal_upsample"}
-CLIP_KEYS = {"shot_id", "prompt", "negative_prompt", "seed", "loras", "images", "handoff", "reference_video",
+CLIP_KEYS = {"shot_id", "prompt", "negative_prompt", "seed", "quality", "loras", "images", "handoff", "reference_video",
              "ic_lora", "overrides"}
 OVERRIDE_KEYS = {"width", "height", "steps", "guidance", "temporal_upsample", "handoff_overlap"}
 LORA_KEYS = {"path", "weight"}
@@ -21,7 +21,7 @@ HANDOFF_MODES = ("previous", "none")
 SEED_POLICIES = ("from_shot_id", "fixed")
 
 DEFAULTS = {
-    "width": 768, "height": 512, "steps": 40, "guidance": 3.0, "negative_prompt": "", "loras": [], "seed": 0,
+    "width": 768, "height": 512, "steps": 40, "guidance": 3.0, "negative_prompt": None, "quality": "final", "loras": [], "seed": 0,
     "seed_policy": "from_shot_id", "handoff_overlap": 1, "temporal_upsample": False, "model": None,
 }
 DEFAULT_MAX_SHOT_FRAMES = DEFAULT_MAX_FRAMES

@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 from milimo_engine.hashing import file_sha256
+from milimo_engine.recipe import DEFAULT_NEGATIVE_PROMPT, recipe_id
 
 from .load import Storyboard
 from .validate import ValidationConfig, effective, validate
@@ -53,6 +54,8 @@ class ShotSpec:
     temporal_upsample: bool
     reference_video: str | None = None
     ic_lora: str | None = None
+    quality: str = "final"
+    recipe: str = recipe_id("final")  # the engine's recipe and version: a new version never reuses old takes
 
     def canonical(self) -> dict:
         """What the hash covers: every setting, files by content hash, not by path."""
@@ -68,6 +71,11 @@ class ShotSpec:
     def spec_hash(self) -> str:
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _negative(value) -> str:
+    """Unset: the official negative prompt; "" written in the storyboard: none."""
+    return DEFAULT_NEGATIVE_PROMPT if value is None else str(value)
 
 
 def shot_seed(base: int, shot_id: str, policy: str) -> int:
@@ -102,12 +110,14 @@ def resolve_specs(storyboard: Storyboard, model_id: str,
             seed = shot_seed(int(defaults.get("seed", 0)), shot.shot_id, defaults.get("seed_policy", "from_shot_id"))
         specs[shot.shot_id] = ShotSpec(
             shot_id=shot.shot_id, model_id=model_id, prompt=m["prompt"].strip(),
-            negative_prompt=str(effective(storyboard, shot, "negative_prompt") or ""), seed=int(seed),
+            negative_prompt=_negative(effective(storyboard, shot, "negative_prompt")), seed=int(seed),
             width=int(effective(storyboard, shot, "width")), height=int(effective(storyboard, shot, "height")),
             num_frames=shot.frames, fps=shot.fps, steps=int(effective(storyboard, shot, "steps")),
             guidance=float(effective(storyboard, shot, "guidance")), loras=tuple(loras), images=tuple(images),
             handoff=m.get("handoff", "none"), handoff_overlap=int(effective(storyboard, shot, "handoff_overlap")),
             temporal_upsample=bool(effective(storyboard, shot, "temporal_upsample")),
             reference_video=str(ref) if ref else None, ic_lora=str(ic) if ic else None,
+            quality=str(effective(storyboard, shot, "quality")),
+            recipe=recipe_id("ic-lora" if ic else effective(storyboard, shot, "quality")),
         )
     return specs

@@ -203,7 +203,7 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
         if prompt is None or isinstance(prompt, str):
             out.append(Problem(c, i, "prompt", "this shot needs a prompt", "write what the shot shows in prompt",
                                code="missing_prompt"))
-    clip_values = {k: v for k, v in m.items() if k in ("prompt", "negative_prompt", "seed", "handoff")}
+    clip_values = {k: v for k, v in m.items() if k in ("prompt", "negative_prompt", "seed", "quality", "handoff")}
     out += _typed(clip_values, set(clip_values), c, i, "", shot.overridden, shot.shot_id)
     out += _typed(overrides, OVERRIDE_KEYS, c, i, "overrides.", shot.overridden, shot.shot_id)
     if not shot.fps > 0:

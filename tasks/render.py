@@ -115,7 +115,7 @@ def request_for(spec: dict[str, Any], handoff=None):
         images=tuple(ImageCondition(im["path"], int(im["frame"]), float(im["strength"]))
                      for im in spec.get("images", ())),
         handoff=handoff, handoff_m=int(spec.get("handoff_overlap", 1)),
-        temporal_upsample=bool(spec.get("temporal_upsample", False)),
+        temporal_upsample=bool(spec.get("temporal_upsample", False)), quality=spec.get("quality", "final"),
     )
 
 
@@ -276,6 +276,7 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store, holder: str, leas
                          "fps": summary["fps"], "rendered_frames": summary["rendered_frames"],
                          "audio_samples": summary["audio_samples"], "sample_rate": summary["sample_rate"],
                          "device": device, "loras": summary["loras"], "model_id": summary["model_id"],
+                         "recipe": summary["recipe"],
                          "segments": summary["segments"]},
                 timings={**summary["timings"], "task": seconds},
                 artifacts=[artifact_record("mp4", mp4, summary["frames"], summary["fps"]),

@@ -99,3 +99,14 @@ def store_url(request, tmp_path):
         pytest.skip(PG_SKIP_REASON)
     with pg_schema() as url:
         yield url
+
+
+def write_foreign_lora(path) -> None:
+    """A well-formed safetensors LoRA for modules this transformer does not have: it passes validation
+    (the header is fine) and fails in the engine, once, as invalid input (UnknownLoraKeysError)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"diffusion_model.transformer_blocks.999.attn1.to_q.lora_A.weight": np.zeros((4, 8), np.float32),
+               "diffusion_model.transformer_blocks.999.attn1.to_q.lora_B.weight": np.zeros((8, 4), np.float32)},
+              str(path))

@@ -1,4 +1,5 @@
-"""Image conditions replace latents: exact at strength 1, a no-op at strength 0, frames on latent boundaries."""
+"""Image conditions as official LTX-2 applies them: frame 0 replaces the latent, any other frame is appended
+as keyframe tokens at its time; exact at strength 1, a no-op at strength 0, partial strength at per-token sigma."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,9 @@ from PIL import Image
 
 from milimo_engine import ImageCondition, InvalidConditionError
 from milimo_engine.components.latents import VideoNorm
-from milimo_engine.conditioning import fit_image, latent_index_for_frame, load_rgb, valid_condition_frames
+from milimo_engine.components.latents import pack_video
+from milimo_engine.conditioning import fit_image, load_rgb
+from milimo_engine.denoise import x0_from_velocity
 from milimo_engine.media import h264_roundtrip
 
 
@@ -22,16 +25,63 @@ def roundtrip(ledger, raw):
     return norm.denormalize(norm.normalize(raw))
 
 
-@pytest.mark.parametrize("frame,index", [(0, 0), (24, 3)])
-def test_strength_one_pins_the_latent_at_both_stages(pipeline, ledger, request_256, picture, frame, index):
-    cond = ImageCondition(picture, frame=frame, strength=1.0)
+def test_strength_one_pins_the_first_latent_at_both_stages(pipeline, ledger, request_256, picture):
+    """Official: `ltx_core/conditioning/types/latent_cond.py` (VideoConditionByLatentIndex, frame 0)."""
+    cond = ImageCondition(picture, frame=0, strength=1.0)
     r = pipeline(request_256.replace(images=(cond,)), output_type="latent")
     full = pipeline.encode_image(cond, 256, 256)
     half = pipeline.encode_image(cond, 128, 128)
-    assert torch.equal(r.latent[:, :, index:index + 1], roundtrip(ledger, full).cpu())
-    assert torch.equal(r.stage1_latent[:, :, index:index + 1], roundtrip(ledger, half).cpu())
-    others = [i for i in range(r.latent.shape[2]) if i != index]
-    assert not torch.allclose(r.latent[:, :, others], roundtrip(ledger, full).cpu().expand(-1, -1, len(others), -1, -1))
+    assert torch.equal(r.latent[:, :, :1], roundtrip(ledger, full).cpu())
+    assert torch.equal(r.stage1_latent[:, :, :1], roundtrip(ledger, half).cpu())
+    assert not torch.allclose(r.latent[:, :, 1:], roundtrip(ledger, full).cpu().expand(-1, -1, r.latent.shape[2] - 1,
+                                                                                        -1, -1))
+
+
+@pytest.mark.parametrize("frame", [24, 5])
+def test_a_later_frame_is_appended_as_keyframe_tokens_at_its_time(pipeline, ledger, request_256, picture, frame):
+    """Official: `ltx_core/conditioning/types/keyframe_cond.py` (VideoConditionByKeyframeIndex): the image's
+    tokens are appended with denoise mask 1 - strength, positioned at [frame, frame + 1) / fps, and dropped
+    before decoding. Any frame works, on a latent boundary or not."""
+    cond = ImageCondition(picture, frame=frame, strength=1.0)
+    request = request_256.replace(images=(cond,))
+    seen = []
+    transformer = ledger.transformer()
+    hook = transformer.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append((kwargs["hidden_states"].shape[1], kwargs["video_coords"].clone())),
+        with_kwargs=True)
+    last = {}
+
+    def keep_last(info):
+        last[info.stage] = info.video.clone()
+    try:
+        r = pipeline(request, callback_on_step_end=keep_last)
+    finally:
+        hook.remove()
+    plain = pipeline(request_256, output_type="latent")
+    assert r.latent.shape == plain.latent.shape and r.frames.shape[0] == request.num_frames  # tokens restored
+    norm = VideoNorm.of(ledger.video_decoder())
+    for stage, size, tokens in (("stage1", 128, 16), ("stage2", 256, 64)):
+        generated = 4 * tokens
+        counts = {n for n, _ in seen}
+        assert generated + tokens in counts  # every pass saw the shot's tokens and one frame of keyframe tokens
+        kf = pack_video(norm.normalize(pipeline.encode_image(cond, size, size)))
+        assert torch.equal(last[stage][:, generated:], kf.cpu())  # strength 1: the keyframe stays clean
+    n, coords = next((n, c) for n, c in seen if n == 4 * 16 + 16)
+    kf_time = coords[0, 0, 64:]
+    assert torch.allclose(kf_time[:, 0], torch.full((16,), frame / request.fps))
+    assert torch.allclose(kf_time[:, 1], torch.full((16,), (frame + 1) / request.fps))
+    assert torch.equal(coords[0, 1:, 64:], coords[0, 1:, :16])  # the same spatial grid as a frame of the shot
+
+
+def test_partial_strength_x0_uses_each_tokens_own_sigma():
+    """Official: ltx-core's X0 model computes x0 = x - v * (sigma * denoise_mask) per token."""
+    x = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]])
+    v = torch.tensor([[[0.5, 0.5], [1.0, 1.0], [2.0, 2.0]]])
+    mask = torch.tensor([[1.0, 0.4, 0.0]])  # free, strength 0.6, strength 1
+    out = x0_from_velocity(x, v, torch.tensor(0.5), mask)
+    expected = torch.tensor([[[1.0 - 0.25, 2.0 - 0.25], [3.0 - 0.2, 4.0 - 0.2], [5.0, 6.0]]])
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(x0_from_velocity(x, v, torch.tensor(0.5)), x - v * 0.5)
 
 
 def test_strength_zero_is_the_unconditioned_render(pipeline, request_256, picture):
@@ -51,24 +101,22 @@ def test_partial_strength_pulls_towards_the_image(pipeline, ledger, request_256,
     assert not torch.equal(soft.latent[:, :, :1], target)
 
 
-def test_frame_off_a_latent_boundary_names_the_nearest_valid_frames(pipeline, request_256, picture):
-    with pytest.raises(InvalidConditionError) as err:
-        pipeline(request_256.replace(images=(ImageCondition(picture, frame=5),)))
-    assert "images[0].frame=5" in str(err.value) and "[0, 8]" in str(err.value)
+def test_frames_outside_the_shot_and_bad_strength_are_clear_errors(pipeline, request_256, picture):
     with pytest.raises(InvalidConditionError, match=r"images\[0\].frame=25: must be a frame of the shot, 0..24"):
         pipeline(request_256.replace(images=(ImageCondition(picture, frame=25),)))
     with pytest.raises(InvalidConditionError, match="strength"):
         pipeline(request_256.replace(images=(ImageCondition(picture, frame=0, strength=1.5),)))
 
 
-def test_frame_arithmetic_with_a_handoff_offset():
-    assert latent_index_for_frame(0, 0, 25, "f") == 0
-    assert latent_index_for_frame(24, 0, 25, "f") == 3
-    # After a 9-frame handoff, delivered frame 7 is rendered frame 16 = latent 2.
-    assert latent_index_for_frame(7, 9, 24, "f") == 2
-    assert valid_condition_frames(9, 24)[:3] == [7, 15, 23]
-    with pytest.raises(InvalidConditionError, match=r"\[7, 15\]|\[15, 7\]"):
-        latent_index_for_frame(10, 9, 24, "f")
+def test_crf_compression_happens_at_the_source_size_before_the_resize(pipeline, picture, monkeypatch):
+    """Official: ltx-pipelines' image conditioner re-compresses the loaded image, then resizes it."""
+    import milimo_engine.pipeline as pl
+
+    seen = []
+    real = pl.h264_roundtrip
+    monkeypatch.setattr(pl, "h264_roundtrip", lambda img, crf: (seen.append(img.shape), real(img, crf))[1])
+    pipeline.encode_image(ImageCondition(picture, frame=0), 128, 128)
+    assert seen == [picture.shape]
 
 
 def test_images_are_oriented_flattened_and_cropped(tmp_path):

@@ -177,18 +177,22 @@ def test_transient_failure_is_retried_and_invalid_input_is_not(render_env, monke
     result = render_storyboard(**render_env)  # the next render picks it up
     assert result["rendered"] == ["harbour-pan"]
 
-    # An image on a frame the VAE cannot pin is invalid input: one failed take, no retry,
+    # A LoRA for another model is invalid input the engine finds: one failed take, no retry,
     # the other chain still renders, and the flow fails naming the shot.
+    from conftest import write_foreign_lora
+
     board = storyboards.load(render_env["storyboard"])
+    write_foreign_lora(Path(render_env["storyboard"]).parent / "assets" / "loras" / "foreign.safetensors")
     timeline = board.timeline
     clip = list(timeline.tracks[0].find_clips())[0]
-    clip.metadata["milimo"]["images"] = [{"path": "assets/first_frame.png", "frame": 5, "strength": 1.0}]
+    clip.metadata["milimo"]["loras"] = [{"path": "assets/loras/foreign.safetensors", "weight": 1.0}]
     otio.adapters.write_to_file(timeline, render_env["storyboard"])
     with pytest.raises(ShotsFailed, match="lighthouse-wide"):
         render_storyboard(**render_env)
     wide = store.takes("lighthouse", "lighthouse-wide")
     assert [t.status for t in wide] == ["succeeded", "failed"]
-    assert "images[0].frame=5" in wide[-1].error and "[0, 8]" in wide[-1].error
+    assert "UnknownLoraKeysError" in wide[-1].error and "another model" in wide[-1].error
+    assert "Traceback" not in wide[-1].error  # input a person fixes: the message, not a traceback
     assert store.current_take("lighthouse", "lighthouse-wide").id == wide[0].id  # the good take stays current
 
 

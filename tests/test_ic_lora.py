@@ -40,7 +40,7 @@ def test_reference_tokens_are_in_every_stage1_input_and_not_in_the_output(ledger
     stage2 = [h for h in seen if h.shape[1] == generated_s2]
     assert len(stage1) + len(stage2) == len(seen)
     assert len(stage2) == 3  # the distilled schedule's steps, without the reference
-    assert len(stage1) >= request_256.steps  # guided passes: at least one per step
+    assert len(stage1) == 8  # official: the distilled sigmas, unguided, one pass per step
     grid = ic.two_stage.stage_grid(request_256, 4, 10, half=True)
     expected = ic.two_stage.reference_tokens(InContext(reference_frames(reference), ic_lora), request_256, grid).tokens
     for h in stage1:
@@ -54,9 +54,11 @@ def test_ic_lora_is_active_only_in_this_pipelines_stage1(ledger, pipeline, reque
     before = pipeline(request_256, output_type="latent")
     r = ICLoraPipeline(ledger, progress=False)(request_256, reference_video=reference, ic_lora=ic_lora,
                                                output_type="latent")
-    ic_sha = r.loras["stage1"][-1].sha256
-    assert r.loras["stage1"][-1].path.endswith("tiny-ic-lora.safetensors")
+    (ic_applied,) = [a for a in r.loras["stage1"] if a.path.endswith("tiny-ic-lora.safetensors")]
+    ic_sha = ic_applied.sha256
     assert ic_sha not in {a.sha256 for a in r.loras["stage2"]}
+    # Official `ltx_pipelines/ic_lora.py`: stage 2 is the bare distilled model, whatever the shot's LoRAs.
+    assert [a.path.rsplit("/", 1)[-1] for a in r.loras["stage2"]] == ["ltx-2-distilled-lora.safetensors"]
     after = pipeline(request_256, output_type="latent")
     assert ic_sha not in {a.sha256 for stage in after.loras.values() for a in stage}
     assert torch.equal(before.latent, after.latent)  # the plain pipeline is untouched by the IC-LoRA
@@ -72,3 +74,40 @@ def test_reference_frames_as_arrays_and_bad_input(ledger, request_256, ic_lora, 
         ic(request_256, reference_video=tmp_path / "missing.mp4", ic_lora=ic_lora)
     with pytest.raises(InvalidConditionError, match="one segment"):
         ic(request_256.replace(num_frames=200), reference_video=frames, ic_lora=ic_lora)
+
+
+def test_reference_scales_come_from_the_lora_metadata(ledger, request_256, ic_lora, tmp_path):
+    """Official: `ltx_pipelines/iclora_utils.py` reads reference_downscale_factor and
+    reference_temporal_scale_factor from the IC-LoRA's safetensors metadata; the reference is encoded that much
+    smaller (and sparser) and its positions scaled back up to span the shot."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from milimo_engine.ic_lora import reference_scales
+
+    with safe_open(str(ic_lora.path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = dict(f.metadata() or {})
+    scaled = tmp_path / "scaled-ic-lora.safetensors"
+    save_file(tensors, str(scaled), metadata={**meta, "reference_downscale_factor": "2",
+                                              "reference_temporal_scale_factor": "2"})
+    assert reference_scales(ic_lora.path) == (1, 1) and reference_scales(scaled) == (2, 2)
+    ic = ICLoraPipeline(ledger, progress=False)
+    frames = np.random.default_rng(2).integers(0, 256, (25, 64, 64, 3), dtype=np.uint8)
+    seen = []
+    hook = ledger.transformer().register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append((kwargs["hidden_states"].shape[1], kwargs["video_coords"])),
+        with_kwargs=True)
+    try:
+        r = ic(request_256, reference_video=frames, ic_lora=LoraSpec(scaled, 1.0), output_type="latent")
+    finally:
+        hook.remove()
+    assert r.summary()["recipe"].startswith("ltx2-ic-lora@")
+    generated = 4 * 4 * 4
+    # 25 frames, every 2nd: 13 -> 9 (8k+1) = 2 latent frames, at a quarter of stage 1's 4x4 grid.
+    n, coords = next((n, c) for n, c in seen if n > generated)
+    assert n == generated + 2 * 2 * 2
+    ref, shot = coords[0, :, generated:], coords[0, :, :generated]
+    assert ref[1:].amax() == shot[1:].amax()  # scaled back up: the reference spans the whole frame
+    # In time: 9 reference frames that stand for every 2nd frame end at frame 18 of the shot, not at 9.
+    assert abs(float(ref[0].amax()) - 18 / request_256.fps) < 1e-6

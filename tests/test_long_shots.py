@@ -47,12 +47,18 @@ def test_segments_use_seed_plus_index(pipeline, request_256):
 def test_image_condition_lands_in_its_segment(pipeline, request_256):
     rng = np.random.default_rng(1)
     picture = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    # Frame 40 is delivered frame 7 of segment 1 (which starts after a 9-frame overlap): rendered 16.
-    r = pipeline(request_256.replace(num_frames=50, segment_frames=33,
-                                     images=(ImageCondition(picture, frame=40),)))
+    # Frame 40 is delivered frame 7 of segment 1 (which starts after a 9-frame overlap): rendered 16; frame 36,
+    # off a latent boundary, is keyframe tokens at rendered 12 of the same segment.
+    at40, at36 = ImageCondition(picture, frame=40), ImageCondition(picture, frame=36)
+    request = request_256.replace(num_frames=50, segment_frames=33, images=(at40, at36))
+    from milimo_engine.segments import plan_segments
+
+    segments = plan_segments(50, 33, 0, 9)
+    assert pipeline.place_images(request, segments)[1] == [(at40, 16), (at36, 12)]
+    r = pipeline(request)
     assert r.frames.shape[0] == 50
-    with pytest.raises(InvalidConditionError, match=r"images\[0\].frame=36: .*valid frames near it are \[32, 40\]"):
-        pipeline(request_256.replace(num_frames=50, segment_frames=33, images=(ImageCondition(picture, frame=36),)))
+    with pytest.raises(InvalidConditionError, match=r"images\[0\].frame=50: must be a frame of the shot, 0..49"):
+        pipeline(request_256.replace(num_frames=50, segment_frames=33, images=(ImageCondition(picture, frame=50),)))
 
 
 def test_segment_limit_is_validated(pipeline, request_256):

@@ -265,10 +265,15 @@ def test_missing_or_damaged_files_are_seen_and_repaired(tmp_path, tiny_model_dir
 
 def test_preview_never_skips_a_shot(tmp_path, tiny_model_dir, env):
     """A shot with no good take gets a slate of its length in the preview, not a silent gap."""
+    from conftest import write_foreign_lora
+
     def fail_one(tl):
         clip = list(tl.tracks[0].find_clips())[3]
         clip.metadata["milimo"] = {**dict(clip.metadata["milimo"]),
-                                   "images": [{"path": "assets/first_frame.png", "frame": 3}]}  # off a latent boundary
+                                   "loras": [{"path": "assets/loras/foreign.safetensors"}]}  # a LoRA for another model
+    (tmp_path / "b").mkdir()
+    shutil.copytree(EXAMPLES / "assets", tmp_path / "b" / "assets")
+    write_foreign_lora(tmp_path / "b" / "assets" / "loras" / "foreign.safetensors")
     board = example(tmp_path / "b", edit=fail_one)
     db_url = f"sqlite:///{tmp_path / 'm.db'}"
     proc = milimo("render", board, "--model", tiny_model_dir, "--db", db_url, "--out", tmp_path / "out", env=env)

@@ -28,8 +28,10 @@ class FlowNoiser:
     """
 
     def __call__(self, clean: torch.Tensor, sigma: float, generator: torch.Generator,
-                 conditioning=None) -> torch.Tensor:
-        noise = gaussian_noise(tuple(clean.shape), generator, clean.device, clean.dtype)
+                 conditioning=None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """`noise`: already drawn (when the caller orders several draws); else drawn here."""
+        if noise is None:
+            noise = gaussian_noise(tuple(clean.shape), generator, clean.device, clean.dtype)
         if conditioning is not None and conditioning.active:
             return conditioning.start(noise, sigma, base=clean)
         return sigma * noise + (1 - sigma) * clean

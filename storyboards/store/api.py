@@ -87,6 +87,7 @@ class ShotStatus:
     problem: str | None = None  # an artifact of the current take is missing or damaged
     running: dict[str, Any] | None = None  # a take rendering now: take, host, stage, step, total
     spec_is_current: bool = True  # False: the current take was rendered under another spec
+    quality: str | None = None  # "final" or "draft", of the shot's spec now
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -431,7 +432,7 @@ class Store:
             running = {t.shot_pk: t for t in s.scalars(select(TakeRow).where(
                 TakeRow.shot_pk.in_([shot.id for shot, _ in rows]), TakeRow.status == TakeStatus.running)
                 .order_by(TakeRow.number))}
-            prompts = {spec.spec_hash: spec.data.get("prompt") for spec in s.scalars(select(SpecRow).where(
+            specs = {spec.spec_hash: spec.data for spec in s.scalars(select(SpecRow).where(
                 SpecRow.spec_hash.in_([shot.spec_hash for shot, _ in rows if shot.spec_hash])))}
             out = []
             for shot, take in rows:
@@ -446,9 +447,9 @@ class Store:
                     (take.status.value if take else "not rendered") if not problem else f"{problem[0]} {problem[2]}",
                     seconds, _aware(take.finished_at) if take else None,
                     dict(take.outputs or {}) if take else {}, dict(shot.overrides or {}),
-                    prompts.get(shot.spec_hash), f"{problem[0]} {problem[2]}" if problem else None,
+                    specs.get(shot.spec_hash, {}).get("prompt"), f"{problem[0]} {problem[2]}" if problem else None,
                     {"take": live.number, "host": live.host, **(live.progress or {})} if live else None,
-                    take is None or take.spec_hash == shot.spec_hash))
+                    take is None or take.spec_hash == shot.spec_hash, specs.get(shot.spec_hash, {}).get("quality")))
             return out
 
     def verify(self, storyboard: str) -> list[ArtifactCheck]:

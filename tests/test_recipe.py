@@ -1,0 +1,144 @@
+"""The official LTX-2 recipe, item by item: schedule, stage-1 audio, negative prompt, draft mode, recipe id.
+Each test names the official file and function it follows (Lightricks/LTX-2, ltx-core and ltx-pipelines)."""
+
+import math
+
+import numpy as np
+import torch
+
+from milimo_engine import ShotRequest
+from milimo_engine.components.latents import AudioNorm, unpack_audio
+from milimo_engine.components.schedules import TokenShiftedSchedule
+from milimo_engine.recipe import (
+    DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMA_VALUES, RECIPE_VERSION, STAGE_2_DISTILLED_SIGMA_VALUES,
+)
+
+
+def test_stage1_schedule_is_shifted_for_4096_tokens_whatever_the_size(pipeline, request_256):
+    """Official: `ltx_pipelines/ti2vid_two_stages.py` calls `LTX2Scheduler().execute(steps=...)` with no latent,
+    so `ltx_core/components/schedulers.py` shifts by its 4096-token anchor: mu = 2.05."""
+    steps = 4
+    ramp = np.linspace(1.0, 1.0 / steps, steps).astype(np.float32)
+    shifted = math.exp(2.05) / (math.exp(2.05) + (1 / ramp - 1))
+    one_minus = 1 - shifted
+    expected = np.append(1 - one_minus / (one_minus[-1] / (1 - 0.1)), 0.0)  # stretched to the 0.1 terminal
+    small = pipeline.stage1_sigmas(request_256.replace(steps=steps))
+    large = pipeline.stage1_sigmas(request_256.replace(steps=steps, width=1024, height=1024))
+    np.testing.assert_allclose(small.numpy(), expected, rtol=1e-6)
+    assert torch.equal(small, large)  # the real token count plays no part
+    assert not torch.equal(small, TokenShiftedSchedule().sigmas(steps, 64))  # (what diffusers does)
+
+
+def test_the_shot_keeps_stage_one_audio(pipeline, ledger, request_256):
+    """Official: `ltx_pipelines/ti2vid_two_stages.py` decodes the audio latent of stage 1 (guided, audio cfg 7);
+    stage 2 refines the video."""
+    last = {}
+    r = pipeline(request_256, output_type="latent", callback_on_step_end=lambda info: last.__setitem__(
+        info.stage, info.audio.clone()))
+    norm = AudioNorm.of(ledger.audio_decoder())
+    stage1 = unpack_audio(norm.denormalize(last["stage1"]), pipeline.audio_mel_bins())
+    assert torch.equal(r.audio_latent, stage1.cpu())
+    assert not torch.equal(last["stage1"], last["stage2"])
+
+
+def test_the_default_negative_prompt_is_the_official_one():
+    """Official: `ltx_pipelines/utils/constants.py` DEFAULT_NEGATIVE_PROMPT (diffusers carries the same text)."""
+    from diffusers.pipelines.ltx2.utils import DEFAULT_NEGATIVE_PROMPT as diffusers_copy
+
+    assert ShotRequest(prompt="x").negative_prompt == DEFAULT_NEGATIVE_PROMPT == diffusers_copy
+
+
+def test_draft_is_the_distilled_recipe(pipeline, ledger, request_256):
+    """Official: `ltx_pipelines/distilled.py` (DistilledPipeline): stage 1 on DISTILLED_SIGMA_VALUES, unguided,
+    then stage 2 on STAGE_2_DISTILLED_SIGMA_VALUES."""
+    draft = request_256.replace(quality="draft", steps=40)
+    assert draft.recipe == f"ltx2-distilled@{RECIPE_VERSION}" and request_256.recipe == f"ltx2-two-stage@{RECIPE_VERSION}"
+    assert torch.equal(pipeline.stage1_sigmas(draft), torch.tensor(DISTILLED_SIGMA_VALUES, dtype=torch.float32))
+    batches, steps = [], []
+    hook = ledger.transformer().register_forward_pre_hook(
+        lambda mod, args, kwargs: batches.append(kwargs["hidden_states"].shape[0]), with_kwargs=True)
+    try:
+        r = pipeline(draft, output_type="latent", callback_on_step_end=lambda info: steps.append(
+            (info.stage, info.step, round(info.sigma, 6))))
+    finally:
+        hook.remove()
+    stage1 = [s for s in steps if s[0] == "stage1"]
+    stage2 = [s for s in steps if s[0] == "stage2"]
+    assert len(stage1) == len(DISTILLED_SIGMA_VALUES) - 1 and len(stage2) == len(STAGE_2_DISTILLED_SIGMA_VALUES) - 1
+    assert [s[2] for s in stage1] == [round(v, 6) for v in DISTILLED_SIGMA_VALUES[1:]]
+    assert batches == [1] * len(steps)  # one unguided pass per step: no negative, no STG, no isolation
+    assert any("distilled" in a.path for a in r.loras["stage1"])  # the distilled model renders stage 1 too
+    final = pipeline(request_256.replace(steps=4), output_type="latent")
+    assert not torch.equal(r.latent, final.latent)
+
+
+def test_recipe_and_quality_are_part_of_the_spec_hash():
+    """A change of semantics (a new RECIPE_VERSION) must never silently reuse takes of the old one."""
+    import dataclasses
+    from pathlib import Path
+
+    import storyboards
+
+    board = storyboards.load(Path(__file__).resolve().parents[1] / "storyboards" / "examples" / "lighthouse.otio")
+    spec = storyboards.resolve_specs(board, "m")["harbour"]
+    assert spec.recipe == f"ltx2-two-stage@{RECIPE_VERSION}" and spec.quality == "final"
+    assert spec.negative_prompt == "worst quality, blurry, jittery"  # the storyboard's own default wins
+    older = dataclasses.replace(spec, recipe="ltx2-two-stage@1")
+    draft = dataclasses.replace(spec, quality="draft", recipe=f"ltx2-distilled@{RECIPE_VERSION}")
+    assert len({spec.spec_hash, older.spec_hash, draft.spec_hash}) == 3
+
+
+def test_draft_and_final_takes_coexist_through_the_cli(tmp_path, tiny_model_dir, prefect_api):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "storyboards" / "examples", tmp_path / "b")
+    board = tmp_path / "b" / "lighthouse.otio"
+    common = ["--model", str(tiny_model_dir), "--db", f"sqlite:///{tmp_path / 'm.db'}", "--out", str(tmp_path / "o")]
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "DO_NOT_TRACK": "1"}
+
+    def milimo(*args):
+        proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    def rows():
+        return {r["shot_id"]: r for r in json.loads(milimo("status", str(board), "--db", common[3], "--json"))}
+
+    assert "rendered 5 shot(s)" in milimo("render", str(board), "--draft", *common)
+    drafts = rows()
+    assert {r["quality"] for r in drafts.values()} == {"draft"}
+    assert "rendered 5 shot(s)" in milimo("render", str(board), *common)  # finals: other specs, other takes
+    finals = rows()
+    assert {r["quality"] for r in finals.values()} == {"final"}
+    assert all(finals[s]["take_number"] == 2 and drafts[s]["spec_hash"] != finals[s]["spec_hash"] for s in finals)
+    assert "rendered 0 shot(s)" in milimo("render", str(board), "--draft", *common)  # the drafts are still there
+    assert {r["take_number"] for r in rows().values()} == {1}
+    table = milimo("status", str(board), "--db", common[3])
+    assert "draft" in table
+
+
+def test_temporal_upsampling_is_followed_by_the_distilled_refine_round(pipeline, ledger, request_256):
+    """Official: `ltx_pipelines/dfr_pipeline.py`: after temporal x2, re-noise to DISTILLED_SIGMA_VALUES[4] and
+    refine on DISTILLED_SIGMA_VALUES[4:], unguided, at the doubled frame rate; the audio stays as it was."""
+    from milimo_engine.recipe import TEMPORAL_REFINE_SIGMAS
+
+    steps, sizes = [], []
+    hook = ledger.transformer().register_forward_pre_hook(
+        lambda mod, args, kwargs: sizes.append((kwargs["hidden_states"].shape, kwargs["fps"])), with_kwargs=True)
+    try:
+        r = pipeline(request_256.replace(temporal_upsample=True, steps=3),
+                     callback_on_step_end=lambda info: steps.append((info.stage, round(info.sigma, 6))))
+    finally:
+        hook.remove()
+    refine = [s for stage, s in steps if stage == "temporal_refine"]
+    assert refine == [round(v, 6) for v in TEMPORAL_REFINE_SIGMAS[1:]]
+    refine_calls = sizes[-len(refine):]
+    assert all(shape[0] == 1 and shape[1] == 7 * 8 * 8 and fps == 48.0 for shape, fps in refine_calls)  # 2F-1 frames
+    assert r.frames.shape[0] == 2 * 25 - 1 and r.fps == 48.0
