@@ -35,6 +35,20 @@ from .result import ShotResult
 from .text import TextEmbeddings, encode_prompt
 
 TILED_DECODE_ABOVE_PIXELS = 768 * 768
+# ltx-core's default VAE tiling: 768-pixel tiles overlapping by 64, 80-frame tiles overlapping by 24.
+VAE_TILE, VAE_TILE_OVERLAP, VAE_TILE_FRAMES, VAE_TILE_FRAMES_OVERLAP = 768, 64, 80, 24
+
+
+def vae_tiling(height: int, width: int, frames: int) -> dict | None:
+    """How to tile the decode of a `frames`-frame `width`x`height` video, as ltx-core's default
+    `TilingConfig` does; None when it decodes in one piece."""
+    if height * width <= TILED_DECODE_ABOVE_PIXELS and frames <= VAE_TILE_FRAMES:
+        return None
+    return {"tile_sample_min_height": VAE_TILE, "tile_sample_min_width": VAE_TILE,
+            "tile_sample_stride_height": VAE_TILE - VAE_TILE_OVERLAP,
+            "tile_sample_stride_width": VAE_TILE - VAE_TILE_OVERLAP,
+            "tile_sample_min_num_frames": VAE_TILE_FRAMES,
+            "tile_sample_stride_num_frames": VAE_TILE_FRAMES - VAE_TILE_FRAMES_OVERLAP}
 
 
 @dataclass(frozen=True)
@@ -463,10 +477,13 @@ class TwoStagePipeline:
     def decode_video(self, raw: torch.Tensor) -> np.ndarray:
         vae = self.ledger.video_decoder()
         h, w = raw.shape[3] * vae.spatial_compression_ratio, raw.shape[4] * vae.spatial_compression_ratio
-        if h * w > TILED_DECODE_ABOVE_PIXELS:
-            vae.enable_tiling()
+        tiling = vae_tiling(h, w, fr.pixel_frames(raw.shape[2]))
+        if tiling is not None:
+            vae.enable_tiling(**tiling)
+            vae.use_framewise_decoding = fr.pixel_frames(raw.shape[2]) > VAE_TILE_FRAMES
         else:
             vae.disable_tiling()
+            vae.use_framewise_decoding = False
         timestep = None
         if vae.config.timestep_conditioning:
             timestep = torch.zeros(raw.shape[0], device=raw.device, dtype=vae.dtype)

@@ -142,3 +142,15 @@ def test_temporal_upsampling_is_followed_by_the_distilled_refine_round(pipeline,
     refine_calls = sizes[-len(refine):]
     assert all(shape[0] == 1 and shape[1] == 7 * 8 * 8 and fps == 48.0 for shape, fps in refine_calls)  # 2F-1 frames
     assert r.frames.shape[0] == 2 * 25 - 1 and r.fps == 48.0
+
+
+def test_large_decodes_tile_as_ltx_core_does():
+    """Official: ltx-core's `TilingConfig.default()`: spatial tiles of 768 overlapping by 64, temporal tiles of
+    80 frames overlapping by 24, for outputs too large to decode in one piece."""
+    from milimo_engine.pipeline import vae_tiling
+
+    assert vae_tiling(256, 256, 25) is None
+    big = vae_tiling(1024, 1536, 121)
+    assert (big["tile_sample_min_width"], big["tile_sample_stride_width"]) == (768, 704)
+    assert (big["tile_sample_min_num_frames"], big["tile_sample_stride_num_frames"]) == (80, 56)
+    assert vae_tiling(512, 768, 121) is not None  # long, though small: tiled in time
