@@ -215,7 +215,7 @@ def render_shot(job: ShotJob, upstream: ShotOutcome | None = None) -> ShotOutcom
                          done.number)
                 return _outcome(done, rendered=False)
             return _render(job, upstream, store, holder, lease, log)
-    except Exception as exc:
+    except Exception:
         if interrupted():
             return Cancelled(message=f"shot {job.shot_id}: interrupted", data=Interrupted(interrupted()))
         raise

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from milimo_engine import build_tiny_model
 from milimo_engine.media import probe
 
 MILIMO = [sys.executable, "-m", "flows.cli"]

@@ -12,7 +12,7 @@ import pytest
 
 import storyboards as sb
 from storyboards.planner import plan
-from storyboards.store import Store, TakeStatus, artifact_record
+from storyboards.store import Store, artifact_record
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "storyboards" / "examples"
 

@@ -1,6 +1,5 @@
 """Storyboards: parse and validate the examples, and a table of broken ones (no torch needed)."""
 
-import copy
 import shutil
 from pathlib import Path
 
