@@ -63,10 +63,10 @@ class DiffusersRecipe:
         self.pipe.disable_lora()
         s1 = self.pipe(prompt=r.prompt, negative_prompt=r.negative_prompt, height=r.height // 2, width=r.width // 2,
                        num_frames=r.num_frames, frame_rate=r.fps, num_inference_steps=r.steps,
-                       guidance_scale=g.cfg, audio_guidance_scale=g.audio_cfg, stg_scale=g.stg,
-                       audio_stg_scale=g.audio_stg, spatio_temporal_guidance_blocks=stg_blocks,
-                       modality_scale=g.modality, audio_modality_scale=g.audio_modality, guidance_rescale=g.rescale,
-                       audio_guidance_rescale=g.audio_rescale, use_cross_timestep=False,
+                       guidance_scale=g.video.cfg, audio_guidance_scale=g.audio.cfg, stg_scale=g.video.stg,
+                       audio_stg_scale=g.audio.stg, spatio_temporal_guidance_blocks=stg_blocks,
+                       modality_scale=g.video.modality, audio_modality_scale=g.audio.modality, guidance_rescale=g.video.rescale,
+                       audio_guidance_rescale=g.audio.rescale, use_cross_timestep=False,
                        max_sequence_length=max_len, generator=gen, output_type="latent")
         up = self.upsample(latents=s1.frames, height=r.height // 2, width=r.width // 2, num_frames=r.num_frames,
                            output_type="latent", latents_normalized=False).frames
@@ -99,10 +99,10 @@ class DiffusersRecipe:
         cond.disable_lora()
         s1 = cond(conditions=[LTX2VideoCondition(frames=tail, index=0, strength=1.0)], prompt=b.prompt,
                   negative_prompt=b.negative_prompt, height=b.height // 2, width=b.width // 2, num_frames=rendered,
-                  frame_rate=b.fps, num_inference_steps=b.steps, guidance_scale=g.cfg, audio_guidance_scale=g.audio_cfg,
-                  stg_scale=g.stg, audio_stg_scale=g.audio_stg, spatio_temporal_guidance_blocks=stg_blocks,
-                  modality_scale=g.modality, audio_modality_scale=g.audio_modality, guidance_rescale=g.rescale,
-                  audio_guidance_rescale=g.audio_rescale, use_cross_timestep=False, max_sequence_length=max_len,
+                  frame_rate=b.fps, num_inference_steps=b.steps, guidance_scale=g.video.cfg, audio_guidance_scale=g.audio.cfg,
+                  stg_scale=g.video.stg, audio_stg_scale=g.audio.stg, spatio_temporal_guidance_blocks=stg_blocks,
+                  modality_scale=g.video.modality, audio_modality_scale=g.audio.modality, guidance_rescale=g.video.rescale,
+                  audio_guidance_rescale=g.audio.rescale, use_cross_timestep=False, max_sequence_length=max_len,
                   generator=gen, output_type="latent")
         up = self.upsample(latents=s1.frames, height=b.height // 2, width=b.width // 2, num_frames=rendered,
                            output_type="latent", latents_normalized=False).frames

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 _EXPORTS = {
     "AppliedLora": "ledger", "LoadEvent": "ledger", "ModelLedger": "ledger",
     "ModelManifest": "manifest", "TwoStagePipeline": "pipeline", "ShotResult": "result",
-    "Guidance": "request", "LoraSpec": "request", "ShotRequest": "request",
+    "Guidance": "request", "LoraSpec": "request", "ModalityGuidance": "request", "ShotRequest": "request",
     "build_tiny_model": "tiny", "ensure_tiny_model": "tiny",
     "ImageCondition": "conditioning", "Handoff": "handoff", "ICLoraPipeline": "ic_lora",
     **{name: "errors" for name in (
@@ -38,6 +38,6 @@ if TYPE_CHECKING:
     from .ledger import AppliedLora, LoadEvent, ModelLedger  # noqa: F401
     from .manifest import ModelManifest  # noqa: F401
     from .pipeline import TwoStagePipeline  # noqa: F401
-    from .request import Guidance, LoraSpec, ShotRequest  # noqa: F401
+    from .request import Guidance, LoraSpec, ModalityGuidance, ShotRequest  # noqa: F401
     from .result import ShotResult  # noqa: F401
     from .tiny import build_tiny_model, ensure_tiny_model  # noqa: F401

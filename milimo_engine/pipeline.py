@@ -353,7 +353,7 @@ class TwoStagePipeline:
             blocks = self.ledger.manifest.stg_blocks
         num_layers = self.ledger.transformer().config.num_layers
         bad = [b for b in blocks if not 0 <= b < num_layers]
-        if bad and (request.guidance.stg > 0 or request.guidance.audio_stg > 0):
+        if bad and any(s.wants_perturbed for s in request.guidance.streams):
             raise InvalidGuidanceError("guidance.stg_blocks", tuple(blocks),
                                        f"this transformer has blocks 0..{num_layers - 1}",
                                        nearest=tuple(min(max(b, 0), num_layers - 1) for b in blocks))

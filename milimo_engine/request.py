@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,29 +29,51 @@ class LoraSpec:
 
 
 @dataclass(frozen=True)
-class Guidance:
-    """Stage-1 guidance: classifier-free, spatio-temporal (STG) and modality isolation, per modality.
-
-    The defaults follow the official LTX-2 two-stage recipe. Stage 2 (distilled) runs unguided.
-    A scale at its neutral value (cfg 1, stg 0, modality 1) costs no extra transformer pass.
-    `stg_blocks=None` takes the model's default from its manifest.
-    """
+class ModalityGuidance:
+    """One stream's stage-1 guidance, as ltx-core's `MultiModalGuiderParams`: classifier-free (`cfg`, 1 = off),
+    spatio-temporal (`stg`, 0 = off), modality isolation (`modality`, 1 = off) and rescale (0 = off)."""
 
     cfg: float = 3.0
-    audio_cfg: float = 7.0
     stg: float = 1.0
-    audio_stg: float = 1.0
-    stg_blocks: tuple[int, ...] | None = None
     modality: float = 3.0
-    audio_modality: float = 3.0
     rescale: float = 0.7
-    audio_rescale: float = 0.7
+
+    @property
+    def wants_uncond(self) -> bool:
+        return self.cfg != 1.0
+
+    @property
+    def wants_perturbed(self) -> bool:
+        return self.stg != 0.0
+
+    @property
+    def wants_isolated(self) -> bool:
+        return self.modality != 1.0
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Stage-1 guidance, per stream. The defaults follow the official LTX-2 two-stage recipe (video cfg 3,
+    audio cfg 7). Stage 2 (distilled) runs unguided. Every pass that some stream needs is one row of the
+    step's batched forward. `stg_blocks=None` takes the model's default from its manifest."""
+
+    video: ModalityGuidance = field(default_factory=ModalityGuidance)
+    audio: ModalityGuidance = field(default_factory=lambda: ModalityGuidance(cfg=7.0))
+    stg_blocks: tuple[int, ...] | None = None
 
     @classmethod
     def cfg_only(cls, cfg: float = 3.0, audio_cfg: float | None = None) -> "Guidance":
-        """Plain classifier-free guidance: one batched pass per step."""
-        return cls(cfg=cfg, audio_cfg=cfg if audio_cfg is None else audio_cfg, stg=0.0, audio_stg=0.0,
-                   modality=1.0, audio_modality=1.0, rescale=0.0, audio_rescale=0.0)
+        """Plain classifier-free guidance: two rows per step."""
+        plain = ModalityGuidance(cfg=cfg, stg=0.0, modality=1.0, rescale=0.0)
+        return cls(video=plain, audio=replace(plain, cfg=cfg if audio_cfg is None else audio_cfg))
+
+    def with_cfg(self, cfg: float) -> "Guidance":
+        """The same guidance with the video stream's classifier-free scale set (a storyboard's `guidance`)."""
+        return replace(self, video=replace(self.video, cfg=cfg))
+
+    @property
+    def streams(self) -> tuple[ModalityGuidance, ModalityGuidance]:
+        return self.video, self.audio
 
 
 @dataclass(frozen=True)

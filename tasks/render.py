@@ -110,7 +110,7 @@ def request_for(spec: dict[str, Any], handoff=None):
     return ShotRequest(
         prompt=spec["prompt"], negative_prompt=spec.get("negative_prompt", ""), seed=int(spec["seed"]),
         width=int(spec["width"]), height=int(spec["height"]), num_frames=int(spec["num_frames"]),
-        fps=float(spec["fps"]), steps=int(spec["steps"]), guidance=Guidance(cfg=float(spec["guidance"])),
+        fps=float(spec["fps"]), steps=int(spec["steps"]), guidance=Guidance().with_cfg(float(spec["guidance"])),
         loras=tuple(LoraSpec(lo["path"], float(lo["weight"])) for lo in spec.get("loras", ())),
         images=tuple(ImageCondition(im["path"], int(im["frame"]), float(im["strength"]))
                      for im in spec.get("images", ())),

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from milimo_engine import Guidance
+from milimo_engine.request import ModalityGuidance
 
 
 @pytest.mark.parametrize("guidance", [Guidance(stg_blocks=(1,)), Guidance.cfg_only(3.0, 7.0),
-                                      Guidance(cfg=1.0, audio_cfg=1.0, stg_blocks=(0,))],
+                                      Guidance(video=ModalityGuidance(cfg=1.0), audio=ModalityGuidance(cfg=1.0),
+                                               stg_blocks=(0,))],
                          ids=["cfg+stg+isolation", "cfg-only", "stg+isolation-without-cfg"])
 def test_batched_guidance_equals_pass_by_pass(pipeline, ledger, request_256, guidance, monkeypatch):
     import milimo_engine.denoise as dn
@@ -55,3 +57,21 @@ def test_isolation_rows_leave_other_rows_alone(ledger):
         handle.remove()
     assert torch.equal(masked[0], plain[0]) and torch.equal(masked[2], plain[2])
     assert torch.count_nonzero(masked[1]) == 0
+
+
+def test_each_stream_is_guided_with_its_own_parameters():
+    """Official: `ltx_core/components/guiders.py` MultiModalGuider.calculate, per stream:
+    cond + (cfg - 1)(cond - uncond) + stg (cond - perturbed) + (modality - 1)(cond - isolated), then rescale."""
+    from milimo_engine.components.guiders import MultiModalGuider, Predictions
+
+    video = ModalityGuidance(cfg=2.0, stg=0.5, modality=3.0, rescale=0.0)
+    audio = ModalityGuidance(cfg=7.0, stg=0.0, modality=1.0, rescale=0.0)
+    guider = MultiModalGuider(Guidance(video=video, audio=audio), stg_blocks=(0,))
+    assert guider.wants_uncond and guider.wants_perturbed and guider.wants_isolated
+    c, u, p, i = (torch.full((1, 2, 1), v) for v in (1.0, 0.5, 0.75, 0.25))
+    v_out, a_out = guider.combine(Predictions((c, c), (u, u), (p, p), (i, i)))
+    torch.testing.assert_close(v_out, torch.full((1, 2, 1), 1.0 + 1.0 * 0.5 + 0.5 * 0.25 + 2.0 * 0.75))
+    torch.testing.assert_close(a_out, torch.full((1, 2, 1), 1.0 + 6.0 * 0.5))
+    neutral = MultiModalGuider(Guidance(video=ModalityGuidance(1.0, 0.0, 1.0, 0.0),
+                                        audio=ModalityGuidance(1.0, 0.0, 1.0, 0.0)), stg_blocks=(0,))
+    assert not (neutral.wants_uncond or neutral.wants_perturbed or neutral.wants_isolated)

@@ -342,6 +342,7 @@ def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_model_dir, sig):
     assert _wait_for(db_file, _rendering), "never saw a shot rendering"
     status = milimo("status", board, "--db", f"sqlite:///{db_file}")  # what a user sees while it renders
     assert "running: take 1 on " in status.stdout, status.stdout  # with its host, and its step once it has one
+    assert _wait_for(db_file, _rendering), "no shot rendering any more"  # (status took a moment): signal mid-shot
     children = _descendants(proc.pid)
     sent = time.monotonic()
     os.killpg(proc.pid, sig)

@@ -64,23 +64,20 @@ class MultiModalGuider:
 
     @property
     def wants_uncond(self) -> bool:
-        return self.g.cfg > 1.0 or self.g.audio_cfg > 1.0
+        return any(s.wants_uncond for s in self.g.streams)
 
     @property
     def wants_perturbed(self) -> bool:
-        return (self.g.stg > 0.0 or self.g.audio_stg > 0.0) and bool(self.stg_blocks)
+        return any(s.wants_perturbed for s in self.g.streams) and bool(self.stg_blocks)
 
     @property
     def wants_isolated(self) -> bool:
-        return self.g.modality > 1.0 or self.g.audio_modality > 1.0
+        return any(s.wants_isolated for s in self.g.streams)
 
     def combine(self, p: Predictions) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self.g
         out = []
-        for m, (cfg, stg, mod, resc) in enumerate((
-            (g.cfg, g.stg, g.modality, g.rescale),
-            (g.audio_cfg, g.audio_stg, g.audio_modality, g.audio_rescale),
-        )):
+        for m, stream in enumerate(self.g.streams):
+            cfg, stg, mod, resc = stream.cfg, stream.stg, stream.modality, stream.rescale
             cond = p.cond[m]
             guided = cond
             if p.uncond is not None:
