@@ -252,8 +252,7 @@ def _takes(args: argparse.Namespace) -> int:
     for t in takes:
         table.append((str(t.number), str(t.id), t.status, "*" if current and current.id == t.id else "",
                       t.spec_hash[:12], (t.handoff_in_sha256 or "-")[:12], (t.handoff_out_sha256 or "-")[:12],
-                      t.outputs.get("mp4") or (t.error or "").strip().splitlines()[-1:][0][:80] if t.error else
-                      t.outputs.get("mp4") or ""))
+                      t.outputs.get("mp4") or (t.error or "").strip().rsplit("\n", 1)[-1][:80]))
     _print_table(table)
     return 0
 
