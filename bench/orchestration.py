@@ -39,7 +39,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "storyboards" / "examples"
 def plain_loop(board_path: Path, model_dir: Path, out: Path) -> list[float]:
     """The same shots, chain by chain, with handoffs, outputs written as the task writes them."""
     board = storyboards.load(board_path)
-    specs = storyboards.resolve_specs(board, ModelManifest.read(model_dir).model_id)
+    manifest = ModelManifest.read(model_dir)
+    specs = storyboards.resolve_specs(board, manifest.model_id, model_defaults=manifest.shot_defaults())
     graph = storyboards.ShotGraph.of(board)
     pipe = TwoStagePipeline(ledger_for(str(model_dir), "cpu"), progress=False)
     seconds = []

@@ -102,8 +102,9 @@ def prepare(storyboard: str | os.PathLike, *, model: str | None = None, out: str
         board.shot(sid)  # UnknownShot naming the known shots
     store.check_identity(board)
     model_dir = ensure_model(resolve_model_dir(model, board), explicit=bool(model))
-    model_id = ModelManifest.read(Path(model_dir)).model_id
-    specs = storyboards.resolve_specs(board, model_id, ValidationConfig())
+    manifest = ModelManifest.read(Path(model_dir))
+    model_id = manifest.model_id
+    specs = storyboards.resolve_specs(board, model_id, ValidationConfig(), manifest.shot_defaults())
     layout = OutputLayout.at(out or DEFAULT_OUT)
     layout.storyboard_dir(board.name)  # refuses a name that would leave the output root
     store.import_revision(board, specs)

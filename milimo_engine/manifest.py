@@ -63,6 +63,8 @@ class ModelManifest:
     max_sequence_length: int = 1024
     # LTX-2.3+ modulate cross-modal attention with the other modality's sigma; LTX-2.0 does not.
     cross_timestep: bool = False
+    # The final size a shot renders at when nothing asks for another: the official 1536x1024 for real models.
+    default_size: tuple[int, int] = (1536, 1024)
     random_weights: bool = False
     format: int = MANIFEST_FORMAT
 
@@ -78,6 +80,8 @@ class ModelManifest:
         components = dict(DEFAULT_COMPONENTS)
         components.update(raw.pop("components", {}) or {})
         raw["stg_blocks"] = tuple(raw.get("stg_blocks", (29,)))
+        # Bundles written before `default_size`: the tiny random ones keep their small size.
+        raw["default_size"] = tuple(raw.get("default_size", (768, 512) if raw.get("random_weights") else (1536, 1024)))
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(raw) - known
         if unknown:
@@ -89,6 +93,10 @@ class ModelManifest:
         data = asdict(self)
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return path
+
+    def shot_defaults(self) -> dict[str, int]:
+        """What a shot that names no size or step count renders with on this model (per version: the manifest)."""
+        return {"width": self.default_size[0], "height": self.default_size[1], "steps": self.schedule.stage1_steps}
 
     def component_path(self, model_dir: Path, component: str) -> Path:
         rel = self.components.get(component)

@@ -85,6 +85,7 @@ class TwoStagePipeline:
             in_context: InContext | None = None) -> ShotResult:
         """Validate, then render the shot in one piece or, beyond the segment limit, as chained segments."""
         led = self.ledger
+        request = self.with_model_defaults(request)
         request.validate(max_frames=led.manifest.max_frames, segment_frames=led.manifest.segment_frames)
         if request.handoff is not None:
             request.handoff.check_fits(model_id=led.model_id, vae_sha256=self.vae_sha256, width=request.width,
@@ -124,6 +125,11 @@ class TwoStagePipeline:
             return join_segments(request, parts, text_seconds, output_type)
         finally:
             close_bar()
+
+    def with_model_defaults(self, request: ShotRequest) -> ShotRequest:
+        """Size and steps the request leaves out, from the model's manifest."""
+        missing = {k: v for k, v in self.ledger.manifest.shot_defaults().items() if getattr(request, k) is None}
+        return request.replace(**missing) if missing else request
 
     @property
     def vae_sha256(self) -> str:

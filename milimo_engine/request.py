@@ -82,7 +82,8 @@ class ShotRequest:
 
     `num_frames` is what the editor cut: any count from 1 to the model's limit. The engine
     renders the smallest valid LTX-2 length that covers it and trims the rest.
-    `width`/`height` are the final (stage-2) size; stage 1 runs at half of each.
+    `width`/`height` are the final (stage-2) size; stage 1 runs at half of each. Left out, they and
+    `steps` come from the model's manifest (`ModelManifest.shot_defaults`).
 
     `images` pin frames to pictures; `handoff` starts the shot where the previous one ended (the
     shot renders the handoff's overlap on top and drops it, so it still delivers `num_frames`);
@@ -95,11 +96,11 @@ class ShotRequest:
     prompt: str
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT  # the official one; "" means none
     seed: int = 0
-    width: int = 768
-    height: int = 512
+    width: int | None = None  # None: the model's default size (its manifest; 1536x1024 for LTX-2)
+    height: int | None = None
     num_frames: int = 121
     fps: float = 24.0
-    steps: int = 40
+    steps: int | None = None  # None: the model's stage-1 step count (its manifest)
     guidance: Guidance = field(default_factory=Guidance)
     loras: tuple[LoraSpec, ...] = ()
     temporal_upsample: bool = False

@@ -258,6 +258,7 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
             loras={"style": "loras/tiny-style-lora.safetensors", "ic": "loras/tiny-ic-lora.safetensors"},
             stg_blocks=TINY_STG_BLOCKS,
             max_sequence_length=128,
+            default_size=(768, 512),  # small: the tiny model renders noise at any size
             random_weights=True,
         ).write(staging)
         (staging / "README.txt").write_text(

@@ -20,9 +20,11 @@ IMAGE_KEYS = {"path", "frame", "strength"}
 HANDOFF_MODES = ("previous", "none")
 SEED_POLICIES = ("from_shot_id", "fixed")
 
+# width, height, steps None: the model's own (its manifest); negative_prompt None: the official one.
 DEFAULTS = {
-    "width": 768, "height": 512, "steps": 40, "guidance": 3.0, "negative_prompt": None, "quality": "final", "loras": [], "seed": 0,
-    "seed_policy": "from_shot_id", "handoff_overlap": 1, "temporal_upsample": False, "model": None,
+    "width": None, "height": None, "steps": None, "guidance": 3.0, "negative_prompt": None, "quality": "final",
+    "loras": [], "seed": 0, "seed_policy": "from_shot_id", "handoff_overlap": 1, "temporal_upsample": False,
+    "model": None,
 }
 DEFAULT_MAX_SHOT_FRAMES = DEFAULT_MAX_FRAMES
 

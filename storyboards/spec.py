@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 from milimo_engine.hashing import file_sha256
+from milimo_engine.manifest import ModelManifest
 from milimo_engine.recipe import DEFAULT_NEGATIVE_PROMPT, recipe_id
 
 from .load import Storyboard
@@ -85,12 +86,20 @@ def shot_seed(base: int, shot_id: str, policy: str) -> int:
     return (base + int(hashlib.sha256(shot_id.encode()).hexdigest()[:12], 16)) % (2**31)
 
 
-def resolve_specs(storyboard: Storyboard, model_id: str,
-                  config: ValidationConfig = ValidationConfig()) -> dict[str, ShotSpec]:
-    """Validate, then resolve every shot; raises StoryboardInvalid with all problems."""
+def resolve_specs(storyboard: Storyboard, model_id: str, config: ValidationConfig = ValidationConfig(),
+                  model_defaults: dict[str, int] | None = None) -> dict[str, ShotSpec]:
+    """Validate, then resolve every shot; raises StoryboardInvalid with all problems. Size and steps that
+    neither the shot nor the timeline sets come from `model_defaults` (the model manifest's
+    `shot_defaults()`; without one, a real LTX-2 model's)."""
     validate(storyboard, config).raise_if_invalid(str(storyboard.source_path))
     roots = config.roots_for(storyboard)
     defaults = storyboard.timeline_metadata.get("defaults") or {}
+    model = model_defaults or ModelManifest(model_id=model_id).shot_defaults()
+
+    def setting(shot, key):
+        value = effective(storyboard, shot, key)
+        return model[key] if value is None and key in model else value
+
     specs: dict[str, ShotSpec] = {}
     for shot in storyboard.shots:
         m = shot.metadata
@@ -111,8 +120,8 @@ def resolve_specs(storyboard: Storyboard, model_id: str,
         specs[shot.shot_id] = ShotSpec(
             shot_id=shot.shot_id, model_id=model_id, prompt=m["prompt"].strip(),
             negative_prompt=_negative(effective(storyboard, shot, "negative_prompt")), seed=int(seed),
-            width=int(effective(storyboard, shot, "width")), height=int(effective(storyboard, shot, "height")),
-            num_frames=shot.frames, fps=shot.fps, steps=int(effective(storyboard, shot, "steps")),
+            width=int(setting(shot, "width")), height=int(setting(shot, "height")),
+            num_frames=shot.frames, fps=shot.fps, steps=int(setting(shot, "steps")),
             guidance=float(effective(storyboard, shot, "guidance")), loras=tuple(loras), images=tuple(images),
             handoff=m.get("handoff", "none"), handoff_overlap=int(effective(storyboard, shot, "handoff_overlap")),
             temporal_upsample=bool(effective(storyboard, shot, "temporal_upsample")),

@@ -154,3 +154,40 @@ def test_large_decodes_tile_as_ltx_core_does():
     assert (big["tile_sample_min_width"], big["tile_sample_stride_width"]) == (768, 704)
     assert (big["tile_sample_min_num_frames"], big["tile_sample_stride_num_frames"]) == (80, 56)
     assert vae_tiling(512, 768, 121) is not None  # long, though small: tiled in time
+
+
+def test_size_and_steps_default_to_the_models_manifest(pipeline, tmp_path):
+    """Official defaults differ per model version (LTX-2: 1536x1024 final size; 2.3: 30 steps): a shot or a
+    storyboard that names no size or step count takes them from the bundle's manifest."""
+    import json
+    from pathlib import Path
+
+    import storyboards
+    from milimo_engine.manifest import ModelManifest
+
+    resolved = pipeline.with_model_defaults(ShotRequest(prompt="x"))
+    assert (resolved.width, resolved.height, resolved.steps) == (768, 512, 40)  # the tiny bundle stays small
+    explicit = ShotRequest(prompt="x", width=256, height=256, steps=4)
+    assert pipeline.with_model_defaults(explicit) is explicit
+    (tmp_path / "milimo-model.json").write_text(json.dumps({"model_id": "Lightricks/LTX-2.3",
+                                                            "schedule": {"stage1_steps": 30}}))
+    real = ModelManifest.read(tmp_path)
+    assert real.shot_defaults() == {"width": 1536, "height": 1024, "steps": 30}
+
+    import opentimelineio as otio
+
+    example = Path(__file__).resolve().parents[1] / "storyboards" / "examples" / "lighthouse.otio"
+    timeline = otio.adapters.read_from_file(str(example))
+    defaults = {k: v for k, v in dict(timeline.metadata["milimo"]["defaults"]).items()
+                if k not in ("width", "height", "steps")}
+    timeline.metadata["milimo"] = {**dict(timeline.metadata["milimo"]), "defaults": defaults}
+    board_dir = tmp_path / "b"
+    import shutil
+
+    shutil.copytree(example.parent, board_dir)
+    otio.adapters.write_to_file(timeline, str(board_dir / "lighthouse.otio"))
+    board = storyboards.load(board_dir / "lighthouse.otio")
+    spec = storyboards.resolve_specs(board, real.model_id, model_defaults=real.shot_defaults())["lighthouse-wide"]
+    assert (spec.width, spec.height, spec.steps) == (1536, 1024, 30)
+    overridden = storyboards.resolve_specs(board, real.model_id, model_defaults=real.shot_defaults())["harbour-pan"]
+    assert overridden.steps == 6  # the clip's own override still wins
