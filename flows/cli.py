@@ -190,7 +190,7 @@ def _report(result: dict) -> None:
 def _validate(args: argparse.Namespace) -> int:
     import storyboards
 
-    board, store = _checked_board(args.storyboard, args.rate, args.db)
+    board, _ = _checked_board(args.storyboard, args.rate, args.db)
     graph = storyboards.ShotGraph.of(board)
     print(f"{args.storyboard}: ok, {len(board.shots)} shot(s) in {len(graph.chains)} chain(s) at {board.fps:g} fps")
     for chain in graph.chains:
@@ -271,8 +271,7 @@ def _verify(args: argparse.Namespace) -> int:
     if bad or missing:
         print(f"{args.storyboard}: {len(bad)} damaged or missing file(s), {len(missing)} shot(s) without a good take")
         return 1
-    files = sum(1 for _ in rows)
-    print(f"{args.storyboard}: ok, {files} shot(s), every artifact matches its recorded size and sha256")
+    print(f"{args.storyboard}: ok, {len(rows)} shot(s), every artifact matches its recorded size and sha256")
     return 0
 
 
@@ -313,12 +312,11 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_storyboard(p: argparse.ArgumentParser, db: bool = True) -> None:
+def _add_storyboard(p: argparse.ArgumentParser) -> None:
     p.add_argument("storyboard", help=".otio, .otioz, FCP XML or EDL")
     p.add_argument("--rate", type=_positive_float, metavar="FPS",
                    help="frame rate of an EDL's timecodes (EDLs carry none; default 24)")
-    if db:
-        p.add_argument("--db", help="store URL (default: MILIMO_DB_URL or sqlite:///renders/milimo.db)")
+    p.add_argument("--db", help="store URL (default: MILIMO_DB_URL or sqlite:///renders/milimo.db)")
 
 
 def _positive_float(text: str) -> float:

@@ -22,7 +22,7 @@ from storyboards.errors import Interrupted, MilimoError, ShotsFailed
 from storyboards.fields import slug
 from storyboards.planner import plan as replan
 from tasks.outputs import contact_sheet_task, conform_task, preview_task
-from tasks.render import ShotJob, _outcome, render_shot
+from tasks.render import ShotJob, ShotOutcome, render_shot
 from tasks.worker import holder_is_dead, interrupted, store_for, visible_devices
 
 from .plan import RenderPlan, prepare
@@ -38,10 +38,10 @@ def _ended(exc: MilimoError) -> State:
     return Failed(message=str(exc), data=exc)
 
 
-def _done_outcome(plan: RenderPlan, shot_id: str):
+def _done_outcome(plan: RenderPlan, shot_id: str) -> ShotOutcome | None:
     """The current take of a shot that is not re-rendering, as the upstream of the next one."""
     take = store_for(plan.db_url).current_take(plan.board.name, shot_id)
-    return _outcome(take, rendered=False) if take is not None else None
+    return ShotOutcome.of_take(take) if take is not None else None
 
 
 @flow(name="render-storyboard", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)

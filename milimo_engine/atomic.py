@@ -67,7 +67,8 @@ def atomic_write(target: str | os.PathLike, data: bytes | str | Callable[[Path],
     return Path(target)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,7 +89,7 @@ def sweep_partials(folder: str | os.PathLike) -> list[Path]:
     host, removed = _host(), []
     for path in root.rglob(f"*{PARTIAL}*"):
         m = _PARTIAL_RE.match(path.name)
-        if m and m["host"] == host and not _pid_alive(int(m["pid"])) and path.is_file():
+        if m and m["host"] == host and not pid_alive(int(m["pid"])) and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

@@ -30,15 +30,15 @@ def preview_task(board_name: str, db_url: str, out_dir: str) -> str | None:
     """preview.mp4: the current takes in timeline order, scaled to the first shot's size. A shot with no
     good take is not skipped: a slate of its length says so, and the log names it."""
     rows = store_for(db_url).status(board_name)
-    good = [r for r in rows if r.status == "succeeded" and r.outputs.get("mp4")]
+    good = {r.shot_id for r in rows if r.status == "succeeded" and r.outputs.get("mp4")}
     if not good:
         return None
     from milimo_engine.media import probe
 
-    first = probe(good[0].outputs["mp4"])
+    first = probe(next(r.outputs["mp4"] for r in rows if r.shot_id in good))
     clips = []
     for r in rows:
-        if r in good:
+        if r.shot_id in good:
             clips.append(Path(r.outputs["mp4"]))
             continue
         get_run_logger().warning("preview: shot %s has no good take (%s); a slate stands in for it",

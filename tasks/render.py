@@ -65,6 +65,12 @@ class ShotOutcome:
     seconds: float
     rendered: bool = True  # False: a take that was already done, passed on for its handoff
 
+    @classmethod
+    def of_take(cls, take, rendered: bool = False) -> "ShotOutcome":
+        """A recorded take (`storyboards.store.TakeView`) as the outcome a later shot continues from."""
+        return cls(take.shot_id, take.id, take.number, take.outputs.get("mp4"), take.outputs.get("thumbnail"),
+                   take.handoff_out_path, take.handoff_out_sha256, 0.0, rendered=rendered)
+
 
 class TransientRenderError(RuntimeError):
     """Raise (or wrap) a failure that a second try may not meet."""
@@ -189,11 +195,6 @@ def _wait_for_lease(store, job: ShotJob, holder: str, log) -> None:
         time.sleep(LEASE_POLL_S)
 
 
-def _outcome(take, rendered: bool, seconds: float = 0.0) -> ShotOutcome:
-    return ShotOutcome(take.shot_id, take.id, take.number, take.outputs.get("mp4"), take.outputs.get("thumbnail"),
-                       take.handoff_out_path, take.handoff_out_sha256, seconds, rendered=rendered)
-
-
 @task(name="render-shot", task_run_name="render {job.shot_id}", retries=RETRIES,
       retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S), retry_jitter_factor=0.2,
       retry_condition_fn=is_transient, cache_policy=NO_CACHE)
@@ -213,7 +214,7 @@ def render_shot(job: ShotJob, upstream: ShotOutcome | None = None) -> ShotOutcom
             if done is not None and (done.handoff_out_path or not job.needs_handoff):
                 log.info("shot %s: take %d is already done with this spec and upstream; kept", job.shot_id,
                          done.number)
-                return _outcome(done, rendered=False)
+                return ShotOutcome.of_take(done)
             return _render(job, upstream, store, holder, lease, log)
     except Exception:
         if interrupted():
@@ -303,14 +304,11 @@ def _settle_failed_take(store, take_id: int, number: int, shot_id: str, exc: Bas
         log.warning("shot %s take %d cancelled: %s", shot_id, number, exc)
         return
     transient = is_transient_error(exc)
-    if isinstance(exc, (MilimoEngineError, MilimoError)):
-        error = f"{type(exc).__name__}: {exc}"
-    else:
-        error = "".join(traceback.format_exception(exc))
+    fixable = isinstance(exc, (MilimoEngineError, MilimoError))  # its message says what to fix: no traceback
+    error = f"{type(exc).__name__}: {exc}" if fixable else "".join(traceback.format_exception(exc))
     store.fail_take(take_id, error[-8000:])
     kind = "transient, will retry if attempts remain" if transient else "not retried"
-    log.error("shot %s take %d failed (%s): %s", shot_id, number, kind,
-              error if not isinstance(exc, (MilimoEngineError, MilimoError)) else exc)
+    log.error("shot %s take %d failed (%s): %s", shot_id, number, kind, error)
     if transient:
         _free_device_memory()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from milimo_engine.atomic import pid_alive
 from storyboards.errors import Interrupted
 
 _lock = threading.Lock()
@@ -89,22 +90,9 @@ def holder_is_dead(host: str | None) -> bool:
     if not host or ":" not in host:
         return True  # an older take without a pid: nobody can be rendering it
     name, _, pid = host.rpartition(":")
-    if name != socket.gethostname():
-        return False  # another machine's take: not ours to judge
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError):
-        return False
-    return _is_zombie(int(pid))
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return False
+    if name != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's take (or no pid we can judge)
+    return not pid_alive(int(pid))
 
 
 @dataclass

@@ -110,3 +110,25 @@ def write_foreign_lora(path) -> None:
     save_file({"diffusion_model.transformer_blocks.999.attn1.to_q.lora_A.weight": np.zeros((4, 8), np.float32),
                "diffusion_model.transformer_blocks.999.attn1.to_q.lora_B.weight": np.zeros((8, 4), np.float32)},
               str(path))
+
+
+def wait_for_takes(db_file, predicate, timeout: float = 240, while_alive=None) -> bool:
+    """Poll a SQLite store read-only until `predicate([(status, progress), ...])` over its takes holds;
+    False on timeout, or once `while_alive()` is False (the render it watches has ended)."""
+    import sqlite3
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (while_alive is None or while_alive()):
+        time.sleep(0.05)
+        if not Path(db_file).exists():
+            continue
+        try:
+            rows = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=1).execute(
+                "select status, progress from takes").fetchall()
+        except sqlite3.Error:
+            continue
+        if predicate(rows):
+            return True
+    return False

@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import opentimelineio as otio
@@ -213,22 +212,15 @@ def test_crash_mid_chain_then_resume(tmp_path, tiny_model_dir, prefect_api):
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "render", str(board), "--model", str(tiny_model_dir),
                              "--db", db, "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    killed = False
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        if not db_file.exists():
-            continue
-        try:
-            rows = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=1).execute(
-                "select status from takes").fetchall()
-        except sqlite3.Error:
-            continue
-        statuses = [r[0] for r in rows]
-        if "succeeded" in statuses and "running" in statuses:
-            os.killpg(proc.pid, signal.SIGKILL)
-            killed = True
-            break
+    from conftest import wait_for_takes
+
+    def mid_chain(rows):
+        statuses = [status for status, _ in rows]
+        return "succeeded" in statuses and "running" in statuses
+
+    killed = wait_for_takes(db_file, mid_chain, while_alive=lambda: proc.poll() is None)
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert killed, "the render finished before it could be killed; make the shots slower"
 

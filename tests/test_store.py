@@ -215,18 +215,15 @@ def test_store_problems_are_one_line_naming_the_fix(tmp_path):
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         Store.open(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")
-    newer = tmp_path / "newer.db"
-    Store.open(f"sqlite:///{newer}")
-    with create_engine(f"sqlite:///{newer}").begin() as conn:
-        conn.execute(text("update alembic_version set version_num = '0099'"))
-    with pytest.raises(sb.StoreError, match="0099, newer than this milimo"):
-        Store.open(f"sqlite:///{newer}")
-    norow = tmp_path / "norow.db"
-    Store.open(f"sqlite:///{norow}")
-    with create_engine(f"sqlite:///{norow}").begin() as conn:
-        conn.execute(text("delete from alembic_version"))
-    with pytest.raises(sb.StoreError, match="no schema version row"):
-        Store.open(f"sqlite:///{norow}")
+    for name, damage, message in (("newer", "update alembic_version set version_num = '0099'",
+                                   "0099, newer than this milimo"),
+                                  ("norow", "delete from alembic_version", "no schema version row")):
+        url = f"sqlite:///{tmp_path / name}.db"
+        Store.open(url)
+        with create_engine(url).begin() as conn:
+            conn.execute(text(damage))
+        with pytest.raises(sb.StoreError, match=message):
+            Store.open(url)
     ro = tmp_path / "ro.db"
     Store.open(f"sqlite:///{ro}")
     store = Store.open(f"sqlite:///file:{ro}?mode=ro&uri=true")

@@ -18,6 +18,8 @@ import pytest
 from milimo_engine.media import probe
 from storyboards.store import Store
 
+from conftest import wait_for_takes
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "storyboards" / "examples"
 FAST_STEPS = 4
@@ -284,22 +286,6 @@ def test_preview_never_skips_a_shot(tmp_path, tiny_model_dir, env):
 
 
 # ------------------------------------------------------------------ 4, 9. interrupts and kill -9
-def _wait_for(db_file: Path, predicate, timeout=240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        if not db_file.exists():
-            continue
-        try:
-            rows = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=1).execute(
-                "select status, progress from takes").fetchall()
-        except sqlite3.Error:
-            continue
-        if predicate(rows):
-            return True
-    return False
-
-
 def _descendants(pid: int) -> set[int]:
     out, todo = set(), [pid]
     while todo:
@@ -339,10 +325,10 @@ def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_model_dir, sig):
                              "--db", f"sqlite:///{db_file}", "--out", str(tmp_path / "out")], cwd=ROOT,
                             env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    assert _wait_for(db_file, _rendering), "never saw a shot rendering"
+    assert wait_for_takes(db_file, _rendering), "never saw a shot rendering"
     status = milimo("status", board, "--db", f"sqlite:///{db_file}")  # what a user sees while it renders
     assert "running: take 1 on " in status.stdout, status.stdout  # with its host, and its step once it has one
-    assert _wait_for(db_file, _rendering), "no shot rendering any more"  # (status took a moment): signal mid-shot
+    assert wait_for_takes(db_file, _rendering), "no shot rendering any more"  # (status took a moment): signal mid-shot
     children = _descendants(proc.pid)
     sent = time.monotonic()
     os.killpg(proc.pid, sig)
@@ -376,7 +362,7 @@ def test_kill_9_leaves_no_process_and_the_next_render_cleans_up(tmp_path, tiny_m
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "render", str(board), "--model", str(tiny_model_dir),
                              "--db", f"sqlite:///{db_file}", "--out", str(out)], cwd=ROOT, env=environment,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    assert _wait_for(db_file, _rendering), "never saw a shot rendering"
+    assert wait_for_takes(db_file, _rendering), "never saw a shot rendering"
     children = _descendants(proc.pid)
     assert children, "milimo started no temporary Prefect server"
     # What a killed writer leaves behind: a temporary file named for a process that no longer exists.

@@ -12,7 +12,7 @@ import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from sqlalchemy import Engine, delete, func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
@@ -108,13 +108,21 @@ def _view(take: TakeRow, shot_id: str, artifacts: bool = False) -> TakeView:
                     tuple(_artifact_dict(a) for a in take.artifacts) if artifacts else ())
 
 
-def _take_problem(take: TakeRow, full: bool = False) -> tuple[str, str, str] | None:
-    """(kind, path, problem) of the first artifact of `take` that is not what was recorded."""
+def _artifact_problems(take: TakeRow, full: bool = False) -> Iterator[tuple[ArtifactRow, str]]:
+    """(artifact, problem) for each artifact of `take` that is not what was recorded, checked one by one."""
     for a in take.artifacts:
         problem = artifact_problem(a.uri, a.sha256, a.bytes, a.mtime_ns, full=full)
         if problem:
-            return a.kind, a.uri, problem
-    return None
+            yield a, problem
+
+
+def _take_problem(take: TakeRow) -> tuple[str, str] | None:
+    """(kind, "kind problem") of the first artifact of a succeeded `take` that is not what was recorded
+    (the quick check: size and mtime, the hash only when the mtime moved)."""
+    if take.status != TakeStatus.succeeded:
+        return None
+    found = next(_artifact_problems(take), None)
+    return (found[0].kind, f"{found[0].kind} {found[1]}") if found else None
 
 
 class Store:
@@ -273,12 +281,12 @@ class Store:
                 if take is None:
                     states[row.shot_id] = ShotState(row.shot_id, row.spec_hash, None)
                     continue
-                problem = _take_problem(take) if take.status == TakeStatus.succeeded else None
+                problem = _take_problem(take)
                 handoff_ok = bool(take.handoff_out_path and take.handoff_out_sha256) and not (
                     problem and problem[0] == "handoff") and Path(take.handoff_out_path).is_file()
                 states[row.shot_id] = ShotState(
                     row.shot_id, row.spec_hash, take.status.value, take.spec_hash, take.handoff_in_sha256,
-                    take.handoff_out_sha256, handoff_ok, f"{problem[0]} {problem[2]}" if problem else None)
+                    take.handoff_out_sha256, handoff_ok, problem[1] if problem else None)
             return states
 
     def done_take(self, storyboard: str, shot_id: str, upstream_handoff_sha256: str | None) -> TakeView | None:
@@ -439,15 +447,16 @@ class Store:
                 seconds = None
                 if take is not None and take.finished_at and take.started_at:
                     seconds = (take.finished_at - take.started_at).total_seconds()
-                problem = _take_problem(take) if take is not None and take.status == TakeStatus.succeeded else None
+                found = _take_problem(take) if take is not None else None
+                problem = found[1] if found else None
                 live = running.get(shot.id)
                 out.append(ShotStatus(
                     shot.shot_id, shot.name, shot.position, shot.chain_index, shot.spec_hash,
                     take.id if take else None, take.number if take else None,
-                    (take.status.value if take else "not rendered") if not problem else f"{problem[0]} {problem[2]}",
+                    problem or (take.status.value if take else "not rendered"),
                     seconds, _aware(take.finished_at) if take else None,
                     dict(take.outputs or {}) if take else {}, dict(shot.overrides or {}),
-                    specs.get(shot.spec_hash, {}).get("prompt"), f"{problem[0]} {problem[2]}" if problem else None,
+                    specs.get(shot.spec_hash, {}).get("prompt"), problem,
                     {"take": live.number, "host": live.host, **(live.progress or {})} if live else None,
                     take is None or take.spec_hash == shot.spec_hash, specs.get(shot.spec_hash, {}).get("quality")))
             return out
@@ -460,10 +469,8 @@ class Store:
                 take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
                 if take is None:
                     continue
-                for a in take.artifacts:
-                    problem = artifact_problem(a.uri, a.sha256, a.bytes, a.mtime_ns, full=True)
-                    if problem:
-                        bad.append(ArtifactCheck(shot.shot_id, take.number, a.kind, a.uri, problem))
+                bad += [ArtifactCheck(shot.shot_id, take.number, a.kind, a.uri, problem)
+                        for a, problem in _artifact_problems(take, full=True)]
             return bad
 
     def overrides(self, storyboard: str) -> dict[str, dict[str, Any]]:
