@@ -111,7 +111,7 @@ def main() -> None:
             t0 = time.perf_counter()
             conform(storyboards.load(board_path), store, work / f"outputs-{i}")
             concat_mp4([Path(r.outputs["mp4"]) for r in rows], work / f"outputs-{i}" / "preview.mp4")
-            contact_sheet([(r.shot_id, r.take_number, r.status, r.status, r.outputs["thumbnail"]) for r in rows],
+            contact_sheet([(r.shot_id, r.take_number, r.status, r.status, r.outputs["thumbnail"], []) for r in rows],
                           work / f"outputs-{i}" / "contact_sheet.png")
             outputs.append(time.perf_counter() - t0)
 

@@ -1,8 +1,12 @@
 """The `milimo` command line.
 
+    milimo prompts CUT [--rate FPS] [-o shots.csv]     (the shot list to fill beside an editor's cut)
+    milimo import CUT --prompts shots.csv [--rate FPS] [--size WxH] -o STORYBOARD.otio
     milimo render STORYBOARD [--model DIR] [--out DIR] [--db URL] [--only ID ...] [--from-shot ID] [--rate FPS]
     milimo rerender STORYBOARD --from-shot ID [--set key=value ...]   (key=null removes an override)
     milimo validate STORYBOARD [--rate FPS]
+    milimo conform STORYBOARD --format otio|otioz|fcp_xml|cmx_3600 [-o FILE]
+    milimo qa STORYBOARD [--json]                 (seam QA at every handoff cut and segment boundary)
     milimo status STORYBOARD [--json]
     milimo takes STORYBOARD SHOT_ID [--json]
     milimo verify STORYBOARD                      (every artifact hashed again; exit 1 if anything is off)
@@ -10,6 +14,9 @@
     milimo model tiny DIR
     milimo serve [--config FILE] [--storyboard PATH --cron EXPR] [--watch DIR]
     milimo demo
+
+Every STORYBOARD argument may be an editor's cut with its shot list: `CUT --prompts shots.csv`.
+Configuration: milimo.toml (`--config FILE`, $MILIMO_CONFIG or ./milimo.toml; see flows.config).
 
 Exit codes: 0 done; 2 input, configuration or environment to fix (one line per problem, the fix
 named, no traceback); 1 a shot failed while rendering; 130/143 interrupted (run it again to resume).
@@ -90,22 +97,29 @@ def _store_if_any(db: str | None):
     return Store.open(url)
 
 
-def _checked_board(path: str, rate: float | None, db: str | None, shot_ids: list[str] | None = None,
-                   overrides: dict | None = None):
+def _load(args: argparse.Namespace):
+    """The storyboard the command names: a storyboard file, or an editor's cut with its shot list."""
+    import storyboards
+
+    return storyboards.load(args.storyboard, rate=args.rate, prompts=args.prompts, size=args.size)
+
+
+def _checked_board(args: argparse.Namespace, shot_ids: list[str] | None = None, overrides: dict | None = None):
     """Load and validate, stored overrides and these new ones applied, before anything starts or is stored."""
     import storyboards
     from storyboards.overrides import apply_overrides, merge
 
-    board = storyboards.load(path, rate=rate)
+    board = _load(args)
     for shot_id in shot_ids or []:
         board.shot(shot_id)
+    config = storyboards.ValidationConfig(asset_roots=tuple(Path(r) for r in args.asset_root or ()))
     fresh = apply_overrides(board, merge({}, overrides))
-    storyboards.validate(fresh).raise_if_invalid(path)  # the file and the new values, before any store exists
-    store = _store_if_any(db)
+    storyboards.validate(fresh, config).raise_if_invalid(args.storyboard)  # before any store exists
+    store = _store_if_any(args.db)
     if store is not None:
         store.check_identity(board)
         board = apply_overrides(board, merge(store.overrides(board.name), overrides))
-        storyboards.validate(board).raise_if_invalid(path)
+        storyboards.validate(board, config).raise_if_invalid(args.storyboard)
     return board, store
 
 
@@ -159,11 +173,13 @@ def _render_flow(args: argparse.Namespace, **kwargs: Any) -> dict:
 
         return _run_interruptibly(lambda: render_storyboard(
             args.storyboard, model=args.model, out=args.out, db=args.db, devices=args.device or None,
-            time_limit_s=args.time_limit, rate=args.rate, draft=args.draft, **kwargs))
+            time_limit_s=args.time_limit, rate=args.rate, draft=args.draft, prompts=args.prompts,
+            size=list(args.size) if args.size else None, asset_roots=args.asset_root or None,
+            qa=args.qa.model_dump(), **kwargs))
 
 
 def _render(args: argparse.Namespace) -> int:
-    _checked_board(args.storyboard, args.rate, args.db, (args.only or []) + ([args.from_shot] if args.from_shot else []))
+    _checked_board(args, (args.only or []) + ([args.from_shot] if args.from_shot else []))
     _report(_render_flow(args, only=args.only or None, from_shot=args.from_shot))
     return 0
 
@@ -172,8 +188,7 @@ def _rerender(args: argparse.Namespace) -> int:
     from storyboards.overrides import parse_assignments
 
     overrides = parse_assignments(args.set or [])
-    _checked_board(args.storyboard, args.rate, args.db, [args.from_shot],
-                   {args.from_shot: overrides} if overrides else None)
+    _checked_board(args, [args.from_shot], {args.from_shot: overrides} if overrides else None)
     _report(_render_flow(args, from_shot=args.from_shot,
                          overrides={args.from_shot: overrides} if overrides else None))
     return 0
@@ -185,12 +200,14 @@ def _report(result: dict) -> None:
     for key in ("otio", "preview", "contact_sheet"):
         if result.get(key):
             print(f"  {key}: {result[key]}")
+    if result.get("seams_flagged"):
+        print(f"  seams flagged: {', '.join(result['seams_flagged'])} (`milimo qa` shows the metrics)")
 
 
 def _validate(args: argparse.Namespace) -> int:
     import storyboards
 
-    board, _ = _checked_board(args.storyboard, args.rate, args.db)
+    board, _ = _checked_board(args)
     graph = storyboards.ShotGraph.of(board)
     print(f"{args.storyboard}: ok, {len(board.shots)} shot(s) in {len(graph.chains)} chain(s) at {board.fps:g} fps")
     for chain in graph.chains:
@@ -201,10 +218,8 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _board_name(path: str, rate: float | None = None) -> str:
-    import storyboards
-
-    return storyboards.load(path, rate=rate).name
+def _board_name(args: argparse.Namespace) -> str:
+    return _load(args).name
 
 
 def _open_store(args: argparse.Namespace):
@@ -213,11 +228,23 @@ def _open_store(args: argparse.Namespace):
     return Store.open(args.db)
 
 
+def _seam_notes(store, name: str, qa) -> dict[str, list[str]]:
+    from tasks.outputs import seam_note
+
+    notes: dict[str, list[str]] = {}
+    for seam in store.seams(name):
+        notes.setdefault(seam.left_shot_id, []).append(seam_note(seam, qa))
+    return notes
+
+
 def _status(args: argparse.Namespace) -> int:
-    rows = _open_store(args).status(_board_name(args.storyboard, args.rate))
+    store = _open_store(args)
+    name = _board_name(args)
+    rows = store.status(name)
+    seams = _seam_notes(store, name, args.qa)
     if args.json:
-        print(json.dumps([{**r.__dict__, "finished_at": r.finished_at.isoformat() if r.finished_at else None}
-                          for r in rows], indent=2, default=str))
+        print(json.dumps([{**r.__dict__, "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                           "seams": seams.get(r.shot_id, [])} for r in rows], indent=2, default=str))
         return 0
     table = [("shot", "chain", "take", "status", "quality", "spec", "seconds", "finished", "prompt", "notes")]
     for r in rows:
@@ -230,6 +257,7 @@ def _status(args: argparse.Namespace) -> int:
             notes.append("override: " + ", ".join(f"{k}={v!r}" for k, v in sorted(r.overrides.items())))
         if not r.spec_is_current and r.take_number:
             notes.append("spec changed since this take")
+        notes += [f"seam {note}" for note in seams.get(r.shot_id, [])]
         prompt = (r.prompt or "-").replace("\n", " ")
         table.append((r.shot_id, str(r.chain_index), str(r.take_number or "-"), r.status, r.quality or "-",
                       (r.spec_hash or "-")[:12],
@@ -242,7 +270,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _takes(args: argparse.Namespace) -> int:
     store = _open_store(args)
-    name = _board_name(args.storyboard, args.rate)
+    name = _board_name(args)
     takes = store.takes(name, args.shot_id)
     current = store.current_take(name, args.shot_id)
     if args.json:
@@ -259,7 +287,7 @@ def _takes(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     store = _open_store(args)
-    name = _board_name(args.storyboard, args.rate)
+    name = _board_name(args)
     rows = store.status(name)
     bad = store.verify(name)
     missing = [r for r in rows if r.take_id is None or r.status in ("failed", "cancelled", "stale", "not rendered")]
@@ -277,7 +305,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _overrides(args: argparse.Namespace) -> int:
     store = _open_store(args)
-    name = _board_name(args.storyboard, args.rate)
+    name = _board_name(args)
     if args.all or args.clear:
         cleared = store.clear_overrides(name, None if args.all else args.clear)
         print(f"{name}: cleared the overrides of {len(cleared)} shot(s) {cleared}; the file's values apply again")
@@ -294,6 +322,96 @@ def _overrides(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prompts(args: argparse.Namespace) -> int:
+    import storyboards
+    from storyboards.errors import ConfigError
+    from storyboards.shotlist import cut_rows, write_shotlist
+
+    board = storyboards.load(args.cut, rate=args.rate)
+    target = Path(args.output) if args.output else Path(args.cut).with_suffix(".csv")
+    if target.exists() and not args.force:
+        raise ConfigError(f"{target} exists (a filled shot list is never overwritten)",
+                          "give another -o, or --force to replace it")
+    rows = cut_rows(board)
+    write_shotlist(rows, target)
+    filled = sum(1 for r in rows if r["prompt"])
+    print(f"{target}: {len(rows)} shot(s) of {board.name!r} at {board.fps:g} fps, {filled} with a prompt from the cut; "
+          f"fill the prompt column, then `milimo import {args.cut} --prompts {target} -o STORYBOARD.otio`")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    import opentimelineio as otio
+
+    import storyboards
+    from milimo_engine.atomic import atomic_write
+
+    if not args.prompts:
+        from storyboards.errors import ConfigError
+
+        raise ConfigError("import needs the shot list", f"write one with `milimo prompts {args.storyboard}`, fill "
+                          "its prompt column and give it with --prompts")
+    board, _ = _checked_board(args)
+    target = Path(args.output)
+    atomic_write(target, lambda tmp: otio.adapters.write_to_file(board.timeline, str(tmp), adapter_name="otio_json"))
+    graph = storyboards.ShotGraph.of(board)
+    print(f"{target}: storyboard {board.name!r}, {len(board.shots)} shot(s) in {len(graph.chains)} chain(s) at "
+          f"{board.fps:g} fps; render it with `milimo render {target}`")
+    return 0
+
+
+def _conform(args: argparse.Namespace) -> int:
+    from storyboards.conform import EXPORT_FORMATS, export
+    from storyboards.fields import slug
+
+    board = _load(args)
+    store = _open_store(args)
+    if not store.status(board.name):
+        from storyboards.errors import ConfigError
+
+        raise ConfigError(f"{args.storyboard}: storyboard {board.name!r} has no shots in the store {store.engine.url!r}",
+                          f"render it first (`milimo render {args.storyboard}`), or give the --db it rendered into")
+    suffix = EXPORT_FORMATS[args.format][1]
+    target = Path(args.output) if args.output else Path(args.out or "renders") / slug(board.name, "storyboard") / \
+        f"{slug(board.name, 'storyboard')}.conformed{suffix}"
+    path = export(board, store, args.format, target)
+    missing = [r.shot_id for r in store.status(board.name) if not r.outputs.get("mp4")]
+    print(f"{path}: {len(board.shots) - len(missing)} of {len(board.shots)} shot(s) relinked to their current take"
+          + (f"; no take yet: {', '.join(missing)}" if missing else ""))
+    return 0
+
+
+def _qa(args: argparse.Namespace) -> int:
+    from storyboards.seams import seam_verdict
+    from tasks.seams import measure_seams
+
+    store = _open_store(args)
+    name = _board_name(args)
+    seams = measure_seams(store, name, args.qa)
+    rows = []
+    for seam in seams:
+        score, flagged = seam_verdict(seam, args.qa)
+        rows.append({"seam": seam.label, "kind": seam.kind, "left": seam.left_shot_id, "right": seam.right_shot_id,
+                     "frame": seam.frame, "score": score, "flagged": flagged, **seam.metrics})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"{name}: no seams to measure yet (render the storyboard first)")
+        return 0
+    table = [("seam", "kind", "pixel", "hist", "luma", "audio", "flux", "score", "")]
+    for r in rows:
+        cells = [f"{r[k]:.2f}" if r.get(k) is not None else "-"
+                 for k in ("pixel_ratio", "histogram", "luma_jump", "audio_jump", "spectral_flux")]
+        table.append((r["seam"], r["kind"], *cells, f"{r['score']:.2f}",
+                      "FLAGGED" if r["flagged"] else ("hard cut" if r["kind"] == "hard" else "ok")))
+    _print_table(table)
+    flagged = sum(r["flagged"] for r in rows)
+    print(f"{name}: {len(rows)} seam(s), {flagged} flagged (thresholds: "
+          + ", ".join(f"{k} {v:g}" for k, v in args.qa.model_dump().items()) + ")")
+    return 0
+
+
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
@@ -303,20 +421,45 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from flows.serve import ServeConfig, serve
+    from flows.serve import serve, with_cli
 
-    config = ServeConfig.from_file(args.config) if args.config else ServeConfig()
-    config = config.with_cli(storyboard=args.storyboard, cron=args.cron, watch=args.watch, interval_s=args.interval,
-                             model=args.model, out=args.out, db=args.db)
-    serve(config)
+    config = args.config_loaded.model_copy(update={"paths": args.config_loaded.paths.model_copy(update={
+        k: v for k, v in (("model", args.model), ("out", args.out), ("db", args.db)) if v})})
+    serve(with_cli(config, storyboard=args.storyboard, cron=args.cron, watch=args.watch, interval_s=args.interval))
     return 0
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="milimo.toml (default: $MILIMO_CONFIG, else ./milimo.toml)")
 
 
 def _add_storyboard(p: argparse.ArgumentParser) -> None:
     p.add_argument("storyboard", help=".otio, .otioz, FCP XML or EDL")
+    _add_cut_options(p)
+    p.add_argument("--prompts", metavar="CSV", help="the shot list that makes an editor's cut a storyboard")
+    p.add_argument("--size", type=_size, metavar="WxH", help="with --prompts: the shots' size, e.g. 768x512")
+    p.add_argument("--asset-root", action="append", metavar="DIR",
+                   help="where storyboard paths may point (repeat; default: [paths] asset_roots, else its folder)")
+    p.add_argument("--db", help="store URL (default: [paths] db, MILIMO_DB_URL or sqlite:///renders/milimo.db)")
+
+
+def _add_cut_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=_positive_float, metavar="FPS",
-                   help="frame rate of an EDL's timecodes (EDLs carry none; default 24)")
-    p.add_argument("--db", help="store URL (default: MILIMO_DB_URL or sqlite:///renders/milimo.db)")
+                   help="frame rate of an EDL's timecodes (EDLs carry none; default: [rates] edl, else 24)")
+    _add_config(p)
+
+
+def _size(text: str) -> tuple[int, int]:
+    from storyboards.fields import check
+
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 768x512")
+    for key, value in (("width", int(width)), ("height", int(height))):
+        wrong = check(key, value)
+        if wrong:
+            raise argparse.ArgumentTypeError(f"{key} {wrong[0]}; {wrong[1]}")
+    return int(width), int(height)
 
 
 def _positive_float(text: str) -> float:
@@ -366,6 +509,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dtype", default="float32")
     demo.set_defaults(func=_demo)
 
+    prompts = sub.add_parser("prompts", help="write the shot list (CSV) to fill beside an editor's cut")
+    prompts.add_argument("cut", help="the cut: EDL, FCP 7 XML, .otio or .otioz")
+    _add_cut_options(prompts)
+    prompts.add_argument("-o", "--output", metavar="CSV", help="where to write it (default: beside the cut, .csv)")
+    prompts.add_argument("--force", action="store_true", help="replace an existing CSV")
+    prompts.set_defaults(func=_prompts)
+
+    importer = sub.add_parser("import", help="an editor's cut + its filled shot list -> a milimo storyboard (.otio)")
+    _add_storyboard(importer)
+    importer.add_argument("-o", "--output", required=True, metavar="STORYBOARD.otio")
+    importer.set_defaults(func=_import)
+
     render = sub.add_parser("render", help="render every shot of a storyboard that is not done")
     _add_render_options(render)
     render.add_argument("--only", nargs="+", metavar="ID", help="only these shots (and what they need upstream)")
@@ -382,6 +537,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a storyboard (and its stored overrides) and list every problem")
     _add_storyboard(validate)
     validate.set_defaults(func=_validate)
+
+    conform = sub.add_parser("conform", help="the current takes as a timeline an editor opens (relinked)")
+    _add_storyboard(conform)
+    conform.add_argument("--format", required=True, choices=["otio", "otioz", "fcp_xml", "cmx_3600"])
+    conform.add_argument("-o", "--output", metavar="FILE",
+                         help="default: <out>/<storyboard>/<storyboard>.conformed.<ext>")
+    conform.add_argument("--out", help="output root (default: [paths] out, else ./renders)")
+    conform.set_defaults(func=_conform)
+
+    qa = sub.add_parser("qa", help="seam QA: every handoff cut and segment boundary measured; flagged above [qa]")
+    _add_storyboard(qa)
+    qa.add_argument("--json", action="store_true")
+    qa.set_defaults(func=_qa)
 
     status = sub.add_parser("status", help="each shot with its current take, a running take, overrides, problems")
     _add_storyboard(status)
@@ -406,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     overrides.set_defaults(func=_overrides)
 
     serve = sub.add_parser("serve", help="serve Prefect deployments: scheduled renders, reruns, a watched folder")
-    serve.add_argument("--config", help="TOML file with [[schedule]], [watch] and [defaults]")
+    _add_config(serve)
     serve.add_argument("--storyboard", help="storyboard to render on --cron")
     serve.add_argument("--cron", help='cron schedule for --storyboard, e.g. "0 2 * * *"')
     serve.add_argument("--watch", help="folder where dropped cuts are imported and rendered")
@@ -421,12 +589,31 @@ def build_parser() -> argparse.ArgumentParser:
 RENDER_COMMANDS = {"render", "rerender", "demo"}
 
 
+def _apply_config(args: argparse.Namespace) -> None:
+    """milimo.toml under the command line: an option given wins, the file fills what is left."""
+    from flows.config import MilimoConfig
+
+    config = MilimoConfig.find(getattr(args, "config", None))
+    args.config_loaded = config
+    args.qa = config.qa
+    paths = config.paths
+    for name, value in (("db", paths.db), ("out", paths.out), ("model", paths.model)):
+        if hasattr(args, name) and not getattr(args, name) and value:
+            setattr(args, name, str(value))
+    if hasattr(args, "asset_root") and not args.asset_root and paths.asset_roots:
+        args.asset_root = [str(root) for root in paths.asset_roots]
+    cut = getattr(args, "storyboard", None) or getattr(args, "cut", None)
+    if hasattr(args, "rate") and not args.rate and config.rates.edl and str(cut or "").lower().endswith(".edl"):
+        args.rate = config.rates.edl
+
+
 def main(argv: list[str] | None = None) -> int:
     from milimo_engine.errors import HandoffError, InvalidRequestError, MissingComponentError
     from storyboards.errors import MilimoError
 
     args = build_parser().parse_args(argv)
     try:
+        _apply_config(args)
         return args.func(args)
     except MilimoError as exc:
         for line in exc.lines():

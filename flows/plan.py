@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import opentimelineio as otio
+
 import storyboards
-from milimo_engine.atomic import sweep_partials
+from milimo_engine.atomic import atomic_write, sweep_partials
 from storyboards.errors import ConfigError
+from storyboards.fields import slug
 from storyboards.graph import ShotGraph
 from storyboards.overrides import apply_overrides, merge
 from storyboards.paths import OutputLayout
@@ -39,6 +42,7 @@ class RenderPlan:
     shots: list[PlannedShot]
     skipped: list[str]  # done already: same spec, same upstream handoff, artifacts as recorded
     abandoned: list[int] = field(default_factory=list)  # take ids a dead process left running
+    revision: int = 0  # the storyboard revision this render imported
 
     @property
     def out_dir(self) -> Path:
@@ -76,17 +80,18 @@ def ensure_model(model_dir: str, explicit: bool) -> str:
 
 def load_board(storyboard: str | os.PathLike, store: Store | None = None,
                overrides: dict[str, dict[str, Any]] | None = None, rate: float | None = None,
-               ) -> storyboards.Storyboard:
-    """The storyboard with the store's recorded overrides, then these new ones, applied
-    (a None value removes an override)."""
-    board = storyboards.load(storyboard, rate=rate)
+               prompts: str | None = None, size: tuple[int, int] | None = None) -> storyboards.Storyboard:
+    """The storyboard (an editor's cut with its shot list `prompts` imported in memory) with the store's
+    recorded overrides, then these new ones, applied (a None value removes an override)."""
+    board = storyboards.load(storyboard, rate=rate, prompts=prompts, size=size)
     return apply_overrides(board, merge(store.overrides(board.name) if store is not None else {}, overrides))
 
 
 def prepare(storyboard: str | os.PathLike, *, model: str | None = None, out: str | None = None,
             db: str | None = None, only: list[str] | None = None, from_shot: str | None = None,
             overrides: dict[str, dict[str, Any]] | None = None, rate: float | None = None, draft: bool = False,
-            is_dead: Callable[[str | None], bool] | None = None) -> RenderPlan:
+            is_dead: Callable[[str | None], bool] | None = None, prompts: str | None = None,
+            size: tuple[int, int] | None = None, asset_roots: list[str] | None = None) -> RenderPlan:
     """Validate and import the storyboard and plan the render. Raises StoryboardInvalid (with every
     problem), StoryboardFileError or UnknownShot before anything is written when it cannot render."""
     from milimo_engine.manifest import ModelManifest
@@ -95,7 +100,7 @@ def prepare(storyboard: str | os.PathLike, *, model: str | None = None, out: str
 
     db_url = db or default_url()
     store = store_for(db_url)  # one per process: the schema check runs once, not on every render
-    board = load_board(storyboard, store, overrides, rate)
+    board = load_board(storyboard, store, overrides, rate, prompts, size)
     if draft:  # this run only, never stored: every shot on the draft recipe (its own spec, its own takes)
         board = apply_overrides(board, {shot.shot_id: {"quality": "draft"} for shot in board.shots})
     for sid in list(only or []) + ([from_shot] if from_shot else []) + list(overrides or {}):
@@ -104,10 +109,14 @@ def prepare(storyboard: str | os.PathLike, *, model: str | None = None, out: str
     model_dir = ensure_model(resolve_model_dir(model, board), explicit=bool(model))
     manifest = ModelManifest.read(Path(model_dir))
     model_id = manifest.model_id
-    specs = storyboards.resolve_specs(board, model_id, ValidationConfig(), manifest.shot_defaults())
+    config = ValidationConfig(asset_roots=tuple(Path(root) for root in asset_roots or ()))
+    specs = storyboards.resolve_specs(board, model_id, config, manifest.shot_defaults())
     layout = OutputLayout.at(out or DEFAULT_OUT)
-    layout.storyboard_dir(board.name)  # refuses a name that would leave the output root
-    store.import_revision(board, specs)
+    folder = layout.storyboard_dir(board.name)  # refuses a name that would leave the output root
+    revision = store.import_revision(board, specs)
+    if board.prompts_path is not None:  # the cut + shot list, as the storyboard it became: open it, render it again
+        atomic_write(folder / f"{slug(board.name, 'storyboard')}.storyboard.otio",
+                     lambda tmp: otio.adapters.write_to_file(board.timeline, str(tmp), adapter_name="otio_json"))
     for shot_id, values in (overrides or {}).items():
         store.set_overrides(board.name, shot_id, values)
 
@@ -122,4 +131,4 @@ def prepare(storyboard: str | os.PathLike, *, model: str | None = None, out: str
         store.rerender_from(board.name, from_shot)
     graph = ShotGraph.of(board)
     shots, skipped = plan(graph, store.shot_states(board.name), only)
-    return RenderPlan(board, graph, model_dir, model_id, db_url, layout, shots, skipped, abandoned)
+    return RenderPlan(board, graph, model_dir, model_id, db_url, layout, shots, skipped, abandoned, revision)

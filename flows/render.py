@@ -10,9 +10,10 @@ chains have finished and the conform, preview and contact sheet show what there 
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.states import Cancelled, Failed, State
@@ -23,6 +24,7 @@ from storyboards.fields import slug
 from storyboards.planner import plan as replan
 from tasks.outputs import contact_sheet_task, conform_task, preview_task
 from tasks.render import ShotJob, ShotOutcome, render_shot
+from tasks.seams import seam_qa_task
 from tasks.worker import holder_is_dead, interrupted, store_for, visible_devices
 
 from .plan import RenderPlan, prepare
@@ -49,23 +51,45 @@ def render_storyboard(storyboard: str, model: str | None = None, out: str | None
                       only: list[str] | None = None, from_shot: str | None = None,
                       overrides: dict[str, dict[str, Any]] | None = None, db: str | None = None,
                       devices: list[str] | None = None, time_limit_s: float | None = None,
-                      rate: float | None = None, draft: bool = False) -> dict[str, Any]:
+                      rate: float | None = None, draft: bool = False, prompts: str | None = None,
+                      size: list[int] | None = None, asset_roots: list[str] | None = None,
+                      qa: dict[str, float] | None = None) -> dict[str, Any]:
     """Render every shot of `storyboard` that is not done; see the module docstring. `draft`: this run renders
-    every shot on the fast draft recipe (draft takes are their own specs, beside the final ones)."""
+    every shot on the fast draft recipe (draft takes are their own specs, beside the final ones). `prompts`:
+    the shot list that makes an editor's cut a storyboard (`size`: [width, height] for its shots). `qa`: seam
+    thresholds (milimo.toml's [qa])."""
     try:
         return _render(storyboard, model=model, out=out, only=only, from_shot=from_shot, overrides=overrides, db=db,
-                       devices=devices, time_limit_s=time_limit_s, rate=rate, draft=draft)
+                       devices=devices, time_limit_s=time_limit_s, rate=rate, draft=draft, prompts=prompts,
+                       size=tuple(size) if size else None, asset_roots=asset_roots, qa=qa)
     except MilimoError as exc:
         return _ended(exc)
 
 
+def _name_flow_run(name: str, revision: int) -> None:
+    """`<storyboard>@r<revision>`, tagged with the storyboard: what someone scanning Prefect's runs looks for."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(uuid.UUID(str(flow_run.id)), name=f"{name}@r{revision}",
+                                   tags=sorted({*(flow_run.tags or []), "milimo", f"storyboard:{name}"}))
+    except Exception as exc:  # noqa: BLE001 - a name never fails a render
+        get_run_logger().debug("flow run not renamed: %s", exc)
+
+
 def _render(storyboard: str, *, model: str | None, out: str | None, only: list[str] | None, from_shot: str | None,
             overrides: dict[str, dict[str, Any]] | None, db: str | None, devices: list[str] | None,
-            time_limit_s: float | None, rate: float | None, draft: bool) -> dict[str, Any]:
+            time_limit_s: float | None, rate: float | None, draft: bool, prompts: str | None,
+            size: tuple[int, int] | None, asset_roots: list[str] | None, qa: dict[str, float] | None) -> dict[str, Any]:
     log = get_run_logger()
     plan = prepare(storyboard, model=model, out=out, db=db, only=only, from_shot=from_shot, overrides=overrides,
-                   rate=rate, draft=draft, is_dead=holder_is_dead)
+                   rate=rate, draft=draft, is_dead=holder_is_dead, prompts=prompts, size=size, asset_roots=asset_roots)
     name = plan.board.name
+    _name_flow_run(name, plan.revision)
     if plan.abandoned:
         log.warning("takes %s were left running by a process that died; marked failed", plan.abandoned)
     log.info("%s: %d shot(s) to render %s, %d done already %s (model %s)", name, len(plan.shots),
@@ -77,11 +101,12 @@ def _render(storyboard: str, *, model: str | None, out: str | None, only: list[s
         upstream: Any = None
         if shot.predecessor:
             upstream = futures.get(shot.predecessor) or _done_outcome(plan, shot.predecessor)
+        cut = plan.board.shot(shot.shot_id)
         job = ShotJob(storyboard=name, shot_id=shot.shot_id, model_dir=plan.model_dir, out_root=str(plan.layout.root),
                       db_url=plan.db_url, needs_handoff=shot.needs_handoff, devices=device_list,
-                      time_limit_s=time_limit_s)
-        futures[shot.shot_id] = render_shot.with_options(task_run_name=f"render {shot.shot_id}").submit(
-            job, upstream=upstream)
+                      time_limit_s=time_limit_s, timecode=cut.source_timecode, reel=cut.reel, clip=cut.name)
+        with tags(f"storyboard:{name}"):
+            futures[shot.shot_id] = render_shot.submit(job, upstream=upstream)
 
     failed: dict[str, str] = {}
     rendered: list[str] = []
@@ -99,16 +124,19 @@ def _render(storyboard: str, *, model: str | None, out: str | None, only: list[s
         shots, done = replan(plan.graph, store_for(plan.db_url).shot_states(name))
         log.warning("%s: interrupted; %d shot(s) done, %d left", name, len(done), len(shots))
         raise Interrupted(signum, len(done), len(shots))
-    otio_path = conform_task(str(plan.board.source_path), name, plan.db_url, str(plan.out_dir), rate)
+    otio_path = conform_task(str(plan.board.source_path), name, plan.db_url, str(plan.out_dir), rate, prompts,
+                             list(size) if size else None)
     preview = preview_task(name, plan.db_url, str(plan.out_dir))
-    sheet = contact_sheet_task(name, plan.db_url, str(plan.out_dir))
+    seams = seam_qa_task(name, plan.db_url, qa)
+    sheet = contact_sheet_task(name, plan.db_url, str(plan.out_dir), qa)
     summary = summarise(plan, rendered, failed)
     create_table_artifact(summary["table"], key=_key(f"shots-{name}"), description=f"{name}: shots after this run")
     create_markdown_artifact(summary["markdown"] + f"\n\nOutputs: `{otio_path}`, `{preview}`, `{sheet}`",
                              key=_key(f"render-{name}"), description=f"{name}: render summary")
-    result = {"storyboard": name, "rendered": rendered, "skipped": kept, "failed": failed,
-              "abandoned": plan.abandoned, "otio": otio_path, "preview": preview, "contact_sheet": sheet,
-              "out_dir": str(plan.out_dir)}
+    result = {"storyboard": name, "revision": plan.revision, "rendered": rendered, "skipped": kept,
+              "failed": failed, "abandoned": plan.abandoned, "otio": otio_path, "preview": preview,
+              "contact_sheet": sheet, "out_dir": str(plan.out_dir),
+              "seams_flagged": [s["label"] for s in seams if s["flagged"]]}
     if failed:
         raise ShotsFailed(name, failed)
     return result
@@ -117,13 +145,16 @@ def _render(storyboard: str, *, model: str | None, out: str | None, only: list[s
 @flow(name="rerender-storyboard", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
 def rerender(storyboard: str, from_shot: str, overrides: dict[str, Any] | None = None, model: str | None = None,
              out: str | None = None, db: str | None = None, devices: list[str] | None = None,
-             time_limit_s: float | None = None, rate: float | None = None, draft: bool = False) -> dict[str, Any]:
+             time_limit_s: float | None = None, rate: float | None = None, draft: bool = False,
+             prompts: str | None = None, size: list[int] | None = None, asset_roots: list[str] | None = None,
+             qa: dict[str, float] | None = None) -> dict[str, Any]:
     """A new spec for `from_shot` (its `overrides`), that shot and the rest of its chain re-rendered in
     order; every other shot keeps its takes."""
     try:
         return render_storyboard(storyboard, model=model, out=out, from_shot=from_shot,
                                  overrides={from_shot: dict(overrides)} if overrides else None, db=db, devices=devices,
-                                 time_limit_s=time_limit_s, rate=rate, draft=draft)
+                                 time_limit_s=time_limit_s, rate=rate, draft=draft, prompts=prompts, size=size,
+                                 asset_roots=asset_roots, qa=qa)
     except MilimoError as exc:
         return _ended(exc)
 

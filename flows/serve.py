@@ -3,24 +3,16 @@
 - `render-<storyboard>`: renders a storyboard on a cron schedule (only what is not done).
 - `rerun`: `rerender(storyboard, from_shot, overrides)`; trigger it from the Prefect UI or a script
   with `run_deployment("rerender-storyboard/rerun", parameters={...})`.
-- `import-cuts`: every `interval_s`, renders each new cut (by content) dropped into the folder.
+- `watch`: every `interval_s`, renders each new cut dropped into the folder (an editor's cut with its
+  shot list beside it: `cut.edl` + `cut.csv`). A cut counts as seen only once it rendered; a cut that
+  failed is tried again on the next scan, and a changed cut or shot list is new.
 
-Config file (TOML):
-
-    [defaults]            # model, out, db for every deployment
-    out = "renders"
-    [[schedule]]
-    storyboard = "storyboards/examples/lighthouse.otio"
-    cron = "0 2 * * *"
-    [watch]
-    folder = "incoming"
-    interval_s = 30
+Configured in milimo.toml's `[serve]` (`[[serve.schedule]]`, `[serve.watch]`) and `[paths]`; see
+`flows.config`.
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,90 +20,99 @@ from prefect import flow, get_run_logger
 
 from storyboards.fields import slug
 
+from .config import MilimoConfig, ScheduleConfig, WatchConfig
+
 CUT_SUFFIXES = (".otio", ".otioz", ".edl", ".xml")
 
 
-@dataclass(frozen=True)
-class Schedule:
-    storyboard: str
-    cron: str
+def with_cli(config: MilimoConfig, *, storyboard: str | None, cron: str | None, watch: str | None,
+             interval_s: float | None) -> MilimoConfig:
+    """The file's [serve] with the command line's schedule and watch folder on top."""
+    from storyboards.errors import ConfigError
+
+    if bool(storyboard) != bool(cron):
+        raise ConfigError("--storyboard and --cron go together", "give both, or neither")
+    serve = config.serve
+    if storyboard:
+        serve = serve.model_copy(update={"schedule": serve.schedule + (ScheduleConfig(storyboard=storyboard,
+                                                                                      cron=cron),)})
+    if watch or interval_s:
+        folder = Path(watch) if watch else (serve.watch.folder if serve.watch else None)
+        if folder is None:
+            raise ConfigError("--interval needs a watched folder", "give --watch DIR or [serve.watch] folder")
+        serve = serve.model_copy(update={"watch": WatchConfig(
+            folder=folder, interval_s=interval_s or (serve.watch.interval_s if serve.watch else 30.0))})
+    return config.model_copy(update={"serve": serve})
 
 
-@dataclass(frozen=True)
-class ServeConfig:
-    schedules: tuple[Schedule, ...] = ()
-    watch: str | None = None
-    interval_s: float = 30.0
-    defaults: dict[str, Any] = field(default_factory=dict)  # model, out, db
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "ServeConfig":
-        data = tomllib.loads(Path(path).read_text())
-        unknown = set(data) - {"schedule", "watch", "defaults"}
-        if unknown:
-            raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: schedule, watch, defaults")
-        schedules = []
-        for i, entry in enumerate(data.get("schedule", [])):
-            if not entry.get("storyboard") or not entry.get("cron"):
-                raise ValueError(f"{path}: schedule[{i}] needs both storyboard and cron")
-            schedules.append(Schedule(str(entry["storyboard"]), str(entry["cron"])))
-        watch = data.get("watch") or {}
-        defaults = {k: v for k, v in (data.get("defaults") or {}).items() if k in ("model", "out", "db")}
-        return cls(tuple(schedules), watch.get("folder"), float(watch.get("interval_s", 30.0)), defaults)
-
-    def with_cli(self, *, storyboard: str | None, cron: str | None, watch: str | None, interval_s: float | None,
-                 model: str | None, out: str | None, db: str | None) -> "ServeConfig":
-        if bool(storyboard) != bool(cron):
-            raise ValueError("--storyboard and --cron go together")
-        schedules = self.schedules + ((Schedule(storyboard, cron),) if storyboard else ())
-        defaults = {**self.defaults, **{k: v for k, v in (("model", model), ("out", out), ("db", db)) if v}}
-        return replace(self, schedules=schedules, watch=watch or self.watch,
-                       interval_s=interval_s or self.interval_s, defaults=defaults)
+def _defaults(config: MilimoConfig) -> dict[str, Any]:
+    paths = config.paths
+    out = {"model": str(paths.model) if paths.model else None, "out": str(paths.out) if paths.out else None,
+           "db": paths.db, "asset_roots": [str(r) for r in paths.asset_roots] or None,
+           "qa": config.qa.model_dump()}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 @flow(name="import-cuts", log_prints=True)
-def import_cuts(folder: str, model: str | None = None, out: str | None = None, db: str | None = None) -> list[str]:
-    """Render every cut in `folder` not seen before (by content); a cut that cannot render is reported once."""
+def import_cuts(folder: str, model: str | None = None, out: str | None = None, db: str | None = None,
+                asset_roots: list[str] | None = None, qa: dict[str, float] | None = None,
+                rate: float | None = None) -> list[str]:
+    """Render every cut in `folder` not rendered before (by the content of the cut and its shot list). A cut
+    is marked seen only after its render succeeded, so a failed one is tried again on the next scan."""
+    import hashlib
+
     from milimo_engine.hashing import file_sha256
-    from storyboards.errors import MilimoError, ShotsFailed
+    from storyboards.errors import MilimoError
     from storyboards.store import Store
 
     from .render import render_storyboard
 
     log = get_run_logger()
     store = Store.open(db)
+    seen = {(path, sha) for kind, path, sha in store.files_seen() if kind == "cut"}
     rendered = []
     for path in sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in CUT_SUFFIXES and p.is_file()):
-        if store.seen_file("cut", str(path.resolve()), file_sha256(path)):
+        shot_list = path.with_suffix(".csv")
+        prompts = str(shot_list) if shot_list.is_file() and path.suffix.lower() != ".otio" else None
+        content = file_sha256(path) if prompts is None else hashlib.sha256(
+            f"{file_sha256(path)}:{file_sha256(shot_list)}".encode()).hexdigest()
+        if (str(path.resolve()), content) in seen:
             continue
         try:
-            render_storyboard(str(path), model=model, out=out, db=db)
-            rendered.append(str(path))
-        except ShotsFailed as exc:
-            log.error("cut %s rendered with failures: %s", path.name, exc)
-        except MilimoError as exc:  # a cut that cannot render as it is: the file, a field, the store
-            log.error("cut %s cannot render; fix it and drop it again:\n%s", path.name, "\n".join(exc.lines()))
+            render_storyboard(str(path), model=model, out=out, db=db, prompts=prompts, asset_roots=asset_roots,
+                              qa=qa, rate=rate if path.suffix.lower() == ".edl" else None)
+        except MilimoError as exc:  # cannot render as it is (file, field, store), or a shot failed: next scan again
+            log.error("cut %s did not render; it is tried again on the next scan:\n%s", path.name,
+                      "\n".join(exc.lines()))
+            continue
+        store.seen_file("cut", str(path.resolve()), content)
+        rendered.append(str(path))
     return rendered
 
 
-def build_deployments(config: ServeConfig) -> list:
+def build_deployments(config: MilimoConfig) -> list:
     from .render import render_storyboard, rerender
 
+    defaults = _defaults(config)
     deployments = []
-    for schedule in config.schedules:
+    for schedule in config.serve.schedule:
         stem = slug(Path(schedule.storyboard).stem, fallback="storyboard")
+        extra = {"prompts": str(Path(schedule.prompts).resolve())} if schedule.prompts else {}
         deployments.append(render_storyboard.to_deployment(
             name=f"render-{stem}", cron=schedule.cron,
-            parameters={"storyboard": str(Path(schedule.storyboard).resolve()), **config.defaults}))
-    deployments.append(rerender.to_deployment(name="rerun", parameters=dict(config.defaults)))
-    if config.watch:
+            parameters={"storyboard": str(Path(schedule.storyboard).resolve()), **extra, **defaults}))
+    deployments.append(rerender.to_deployment(name="rerun", parameters=dict(defaults)))
+    if config.serve.watch:
+        watch = {k: v for k, v in defaults.items() if k in ("model", "out", "db", "asset_roots", "qa")}
+        if config.rates.edl:
+            watch["rate"] = config.rates.edl
         deployments.append(import_cuts.to_deployment(
-            name="watch", interval=config.interval_s,
-            parameters={"folder": str(Path(config.watch).resolve()), **config.defaults}))
+            name="watch", interval=config.serve.watch.interval_s,
+            parameters={"folder": str(Path(config.serve.watch.folder).resolve()), **watch}))
     return deployments
 
 
-def serve(config: ServeConfig) -> None:
+def serve(config: MilimoConfig) -> None:
     from prefect import serve as prefect_serve
 
     prefect_serve(*build_deployments(config))

@@ -33,9 +33,15 @@ def rational_fps(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+AUDIO_OUT_RATE = 48_000  # what editors expect of picture audio; the model's own rate is resampled to it
+
+
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
-              sample_rate: int | None = None, crf: int = 18) -> Path:
-    """Write uint8 frames [F, H, W, 3] (+ float audio [channels, samples]) to `path` atomically."""
+              sample_rate: int | None = None, crf: int = 18, *, timecode: str | None = None,
+              tags: dict[str, str] | None = None) -> Path:
+    """Write uint8 frames [F, H, W, 3] (+ float audio [channels, samples], AAC at 48 kHz) to `path` atomically.
+    `timecode` (HH:MM:SS:FF, `;` for drop-frame) becomes the file's start timecode (a tmcd track), and `tags`
+    (reel_name, title, comment...) its metadata: what an editor relinks by."""
     import ffmpeg
 
     target = Path(path)
@@ -51,7 +57,11 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np
                                     framerate=f"{rate.numerator}/{rate.denominator}")
             streams = [video_in.video]
             out_args = dict(vcodec="libx264", pix_fmt="yuv420p", crf=crf, r=f"{rate.numerator}/{rate.denominator}",
-                            movflags="+faststart", **{"frames:v": n})
+                            movflags="+faststart+use_metadata_tags", **{"frames:v": n})
+            if timecode:
+                out_args["timecode"] = timecode
+            for i, (key, value) in enumerate(sorted((tags or {}).items())):
+                out_args[f"metadata:g:{i}"] = f"{key}={value}"
             if audio is not None and audio.size:
                 if sample_rate is None:
                     raise ValueError("sample_rate is required with audio")
@@ -60,7 +70,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np
                 audio_file.write_bytes(pcm.tobytes())
                 audio_in = ffmpeg.input(str(audio_file), format="f32le", ac=audio.shape[0], ar=sample_rate)
                 streams.append(audio_in.audio)
-                out_args.update(acodec="aac", audio_bitrate="192k")
+                out_args.update(acodec="aac", audio_bitrate="192k", ar=AUDIO_OUT_RATE)
             proc = (ffmpeg.output(*streams, str(tmp), format="mp4", **out_args)
                     .overwrite_output()
                     .run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True, quiet=False))
@@ -105,6 +115,30 @@ def read_frames(path: str | os.PathLike) -> np.ndarray:
     proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
                           capture_output=True, check=True)
     return np.frombuffer(proc.stdout, np.uint8).reshape(-1, info.height, info.width, 3)
+
+
+def read_window(path: str | os.PathLike, start: int, count: int, width: int = 256) -> np.ndarray:
+    """Frames start..start+count-1 of a video, scaled to `width` (for seam QA: small is enough, and fast)."""
+    info = probe(path)
+    start, end = max(0, start), min(info.frames, start + count)
+    height = max(2, round(info.height * width / max(info.width, 1) / 2) * 2)
+    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-vf",
+                           f"select='between(n,{start},{end - 1})',scale={width}:{height}", "-fps_mode", "passthrough",
+                           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not read {path}: {proc.stderr.decode(errors='replace')[-1000:]}")
+    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, height, width, 3)
+
+
+def read_audio(path: str | os.PathLike, start_s: float, duration_s: float,
+               sample_rate: int = AUDIO_OUT_RATE) -> np.ndarray:
+    """Mono float audio from `start_s` for `duration_s` (empty when the file has no audio)."""
+    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-ss", f"{max(0.0, start_s):.6f}",
+                           "-t", f"{duration_s:.6f}", "-map", "0:a:0?", "-ac", "1", "-ar", str(sample_rate),
+                           "-f", "f32le", "-"], capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not read the audio of {path}: {proc.stderr.decode(errors='replace')[-1000:]}")
+    return np.frombuffer(proc.stdout, "<f4").astype(np.float32)
 
 
 def h264_roundtrip(image: np.ndarray, crf: int) -> np.ndarray:

@@ -532,6 +532,7 @@ def join_segments(request: ShotRequest, parts: list[ShotResult], text_seconds: f
         latent=last.latent, audio_latent=last.audio_latent, stage1_latent=last.stage1_latent,
         rendered_frames=sum(p.rendered_frames for p in parts), timings=timings, loras=last.loras,
         model_id=last.model_id, overlap_frames=parts[0].overlap_frames, segments=len(parts),
+        segment_starts=tuple(sum(p.request.num_frames for p in parts[:i]) for i in range(1, len(parts))),
         handoff_factory=(lambda: last.handoff) if last.request.produced_handoff_m else None)
 
 

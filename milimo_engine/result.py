@@ -33,6 +33,7 @@ class ShotResult:
     model_id: str = ""
     overlap_frames: int = 0  # rendered frames dropped from the front (the incoming handoff's overlap)
     segments: int = 1
+    segment_starts: tuple[int, ...] = ()  # delivered frame where each segment after the first begins (seam QA)
     recipe: str = ""  # which recipe rendered it ("" = the request's own)
     handoff_factory: Callable[[], Handoff] | None = field(default=None, repr=False, compare=False)
     _handoff: Handoff | None = field(default=None, init=False, repr=False, compare=False)
@@ -56,10 +57,13 @@ class ShotResult:
     def num_frames(self) -> int:
         return 0 if self.frames is None else int(self.frames.shape[0])
 
-    def save_mp4(self, path: str | os.PathLike, crf: int = 18) -> Path:
+    def save_mp4(self, path: str | os.PathLike, crf: int = 18, *, timecode: str | None = None,
+                 tags: dict[str, str] | None = None) -> Path:
+        """H.264 + 48 kHz AAC; `timecode` and `tags` (reel_name, title) let an editor relink the file."""
         if self.frames is None:
             raise ValueError("this result has no frames (output_type='latent'); decode it first")
-        return write_mp4(path, self.frames, self.fps, self.audio, self.sample_rate, crf=crf)
+        return write_mp4(path, self.frames, self.fps, self.audio, self.sample_rate, crf=crf, timecode=timecode,
+                         tags=tags)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -73,6 +77,7 @@ class ShotResult:
             "latent_shape": list(self.latent.shape),
             "overlap_frames": self.overlap_frames,
             "segments": self.segments,
+            "segment_starts": list(self.segment_starts),
             "handoff_sha256": self._handoff.sha256() if self._handoff is not None else None,
             "timings": dict(self.timings),
             "loras": {stage: [a.__dict__ for a in applied] for stage, applied in self.loras.items()},

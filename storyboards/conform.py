@@ -2,12 +2,19 @@
 
 Every take with media becomes a named media reference (`take-N`); the shot's current take is
 the active one. Source ranges stay as the editor cut them: each reference's available range
-starts at the clip's source start, so the cut lands on the rendered frames one for one.
+starts at the clip's source start, so the cut lands on the rendered frames one for one (and the
+take's mp4 carries that start as its timecode). An audio track mirrors the shots, each clip on the
+take's own audio, so picture and sound arrive together in the editor.
+
+The rendered `.otio` beside the takes references them by paths relative to itself (move the folder,
+it still opens); `export` writes the same timeline through OpenTimelineIO's adapters for an editor:
+FCP 7 XML and CMX 3600 with absolute file URLs, `.otioz` with the media bundled.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import opentimelineio as otio
@@ -19,13 +26,24 @@ from .load import Storyboard
 from .schema import NAMESPACE
 from .store import Store
 
+EXPORT_FORMATS = {"otio": ("otio_json", ".otio"), "otioz": ("otioz", ".otioz"), "fcp_xml": ("fcp_xml", ".xml"),
+                  "cmx_3600": ("cmx_3600", ".edl")}
 
-def conform(board: Storyboard, store: Store, out_dir: str | Path) -> Path:
-    """Write `<name>.rendered.otio` into `out_dir` (atomically) and return its path."""
+
+def _url(mp4: str, relative_to: Path | None) -> str:
+    path = Path(mp4).resolve()
+    if relative_to is None:
+        return path.as_uri()
+    return Path(os.path.relpath(path, relative_to.resolve())).as_posix()
+
+
+def conformed_timeline(board: Storyboard, store: Store, relative_to: Path | None = None) -> otio.schema.Timeline:
+    """A copy of the storyboard's timeline with every take as a media reference and an audio track.
+    `relative_to`: a folder the references are relative to; None for absolute file URLs."""
     timeline = copy.deepcopy(board.timeline)
-    track = next(t for t in timeline.video_tracks() if t.name == board.track_name)
-    clips = [item for item in track if isinstance(item, otio.schema.Clip)]
     status = {r.shot_id: r.status for r in store.status(board.name)}
+    clips = board.clips(timeline)
+    audio_refs: dict[int, tuple[dict, str]] = {}
     for shot, clip in zip(board.shots, clips):
         takes = store.takes(board.name, shot.shot_id)
         current = store.current_take(board.name, shot.shot_id)
@@ -38,11 +56,12 @@ def conform(board: Storyboard, store: Store, out_dir: str | Path) -> Path:
             frames = int(take.outputs.get("frames", shot.frames))
             rate = float(take.outputs.get("fps", shot.fps))
             ref = otio.schema.ExternalReference(
-                target_url=Path(mp4).resolve().as_uri(),
+                target_url=_url(mp4, relative_to),
                 available_range=otio.opentime.TimeRange(source.start_time.rescaled_to(rate),
                                                         otio.opentime.RationalTime(frames, rate)))
-            ref.name = f"take-{take.number}"
-            ref.metadata[NAMESPACE] = {"take_id": take.id, "status": take.status, "spec_hash": take.spec_hash}
+            ref.name = Path(mp4).name
+            ref.metadata[NAMESPACE] = {"take_id": take.id, "take": take.number, "status": take.status,
+                                       "spec_hash": take.spec_hash}
             references[f"take-{take.number}"] = ref
         # A shot with no good take keeps its clip and says so (status), never silently dropped.
         record = {"shot_id": shot.shot_id, "takes": [t.id for t in takes],
@@ -51,8 +70,38 @@ def conform(board: Storyboard, store: Store, out_dir: str | Path) -> Path:
             active = f"take-{current.number}" if current and f"take-{current.number}" in references \
                 else next(reversed(references))
             clip.set_media_references(references, active)
+            audio_refs[id(clip)] = ({active: copy.deepcopy(references[active])}, active)
         meta = dict(clip.metadata.get(NAMESPACE, {}))
         meta["render"] = record
         clip.metadata[NAMESPACE] = meta
-    target = Path(out_dir) / f"{slug(board.source_path.stem, 'storyboard')}.rendered.otio"
+    track = next(t for t in timeline.video_tracks() if t.name == board.track_name)
+    audio = otio.schema.Track(name="milimo audio", kind=otio.schema.TrackKind.Audio)
+    for item in track:
+        if isinstance(item, otio.schema.Transition):
+            continue  # a transition overlaps its neighbours and takes no time of its own
+        if isinstance(item, otio.schema.Clip) and id(item) in audio_refs:
+            refs, active = audio_refs[id(item)]
+            sound = otio.schema.Clip(name=item.name, source_range=item.source_range)
+            sound.set_media_references(refs, active)
+            audio.append(sound)
+        else:
+            audio.append(otio.schema.Gap(duration=item.duration()))
+    timeline.tracks.append(audio)
+    return timeline
+
+
+def conform(board: Storyboard, store: Store, out_dir: str | Path) -> Path:
+    """Write `<name>.rendered.otio` into `out_dir` (atomically, references relative to it) and return its path."""
+    folder = Path(out_dir)
+    timeline = conformed_timeline(board, store, relative_to=folder)
+    target = folder / f"{slug(board.source_path.stem, 'storyboard')}.rendered.otio"
     return atomic_write(target, lambda tmp: otio.adapters.write_to_file(timeline, str(tmp), adapter_name="otio_json"))
+
+
+def export(board: Storyboard, store: Store, fmt: str, target: str | Path) -> Path:
+    """The current takes as an editor's file: `fmt` one of EXPORT_FORMATS (written atomically)."""
+    adapter, _ = EXPORT_FORMATS[fmt]
+    target = Path(target)
+    relative = target.parent if fmt == "otio" else None
+    timeline = conformed_timeline(board, store, relative_to=relative)
+    return atomic_write(target, lambda tmp: otio.adapters.write_to_file(timeline, str(tmp), adapter_name=adapter))

@@ -56,6 +56,31 @@ class StoryboardFileError(MilimoError, ValueError):
         super().__init__(f"{path}: {message}. Fix: {fix}")
 
 
+@dataclass(frozen=True)
+class RowProblem:
+    """One thing wrong in a shot list (CSV): the row as a spreadsheet numbers it, the column, what, the fix."""
+
+    row: int | None  # None: the file as a whole (a missing column, a shot no row fills)
+    column: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" if self.row is not None else "shot list"
+        return f"{where}: column {self.column}: {self.message}. Fix: {self.fix}"
+
+
+class ShotListInvalid(MilimoError, ValueError):
+    """A shot list that cannot fill the cut: every problem, each naming the row and the column."""
+
+    def __init__(self, source: object, problems: list[RowProblem]):
+        self.source, self.problems = str(source), problems
+        super().__init__(f"{source}: {len(problems)} problem(s): " + "; ".join(map(str, problems)))
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}: {p}" for p in self.problems] + [f"{self.source}: {len(self.problems)} problem(s)"]
+
+
 class UnknownShot(MilimoError, LookupError):
     """A shot id that is not in the storyboard (a not-found, not a KeyError)."""
 

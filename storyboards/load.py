@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,7 @@ import opentimelineio as otio
 
 from milimo_engine.hashing import file_sha256
 
+from .editorial import clip_reel, timecode, timecode_rate
 from .errors import StoryboardFileError, UnknownShot
 from .fields import slug, unsafe_id
 from .schema import NAMESPACE, plain
@@ -33,6 +36,17 @@ class Shot:
     follows_gap: bool  # a gap (or non-clip item) sits between this and the previous shot
     start_frame: int  # position on the track, in frames
     overridden: frozenset[str] = frozenset()  # keys set by stored or new overrides, not by the file
+    source_in: int = 0  # the clip's first source frame, counted at the sequence rate (its source timecode)
+    record_in: int = 0  # where it sits in the sequence, in frames from 00:00:00:00 (the record timecode)
+    reel: str | None = None  # the reel or tape name the editor's export carries
+
+    @property
+    def source_timecode(self) -> str:
+        return timecode(self.source_in, self.fps) if self.fps > 0 else "00:00:00:00"
+
+    @property
+    def record_timecode(self) -> str:
+        return timecode(self.record_in, self.fps) if self.fps > 0 else "00:00:00:00"
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,13 @@ class Storyboard:
     shots: tuple[Shot, ...]
     track_name: str
     timeline: otio.schema.Timeline = field(repr=False, compare=False)
+    prompts_path: Path | None = None  # the shot list the prompts came from, for a cut imported in memory
+
+    def clips(self, timeline: otio.schema.Timeline | None = None) -> list[otio.schema.Clip]:
+        """The shots' clips, in order, in this storyboard's timeline or in a copy of it."""
+        timeline = timeline if timeline is not None else self.timeline
+        track = next(t for t in timeline.video_tracks() if t.name == self.track_name)
+        return [item for item in track if isinstance(item, otio.schema.Clip)]
 
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
@@ -140,25 +161,57 @@ def _newer_schemas(p: Path) -> str:
     return ", ".join(sorted(found))
 
 
-def load(path: str | Path, shots_track: str | None = None, rate: float | None = None) -> Storyboard:
+def sequence_rate(p: Path, timeline: otio.schema.Timeline, track: otio.schema.Track, rate: float | None) -> float:
+    """The rate every shot is counted in: an EDL's --rate, else the sequence's own (its start timecode's rate),
+    else the first item's. A clip at another rate (15 fps footage in a 30 fps sequence) is rescaled to it."""
+    edl = p.suffix.lower() == ".edl"
+    own = timeline.global_start_time.rate if timeline.global_start_time is not None else None
+    if own is None:
+        own = next((item.duration().rate for item in track if item.duration().rate > 0), None)
+    if rate and not edl and own and abs(own - rate) > 1e-3:
+        raise StoryboardFileError(p, f"the sequence runs at {own:g} fps but --rate says {rate:g}",
+                                  f"leave --rate out (only an EDL needs it) or give --rate {own:g}")
+    return float(rate if rate and edl else own or rate or 24.0)
+
+
+def load(path: str | Path, shots_track: str | None = None, rate: float | None = None,
+         prompts: str | Path | None = None, size: tuple[int, int] | None = None) -> Storyboard:
     """Load a storyboard. Shots are the clips of the shots track (timeline metadata
     `shots_track`, else the first video track); gaps and other tracks are kept, not rendered.
-    `rate` is the frame rate of an EDL's timecodes (EDLs do not carry one)."""
+    `rate` is the frame rate of an EDL's timecodes (EDLs do not carry one). With `prompts` (a shot list
+    CSV, `storyboards.shotlist`), an editor's cut becomes a storyboard in memory: the CSV fills each clip's
+    `metadata["milimo"]` and `size` ((width, height)) sets the default size."""
     p = Path(path)
+    rate = timecode_rate(rate)
     timeline = _read_timeline(p, rate)
+    sha = file_sha256(p)
+    if prompts is not None:
+        from .shotlist import apply_shotlist, read_shotlist
+
+        bare = from_timeline(timeline, p, sha, shots_track, rate)
+        timeline = apply_shotlist(bare, read_shotlist(prompts), size)
+        sha = hashlib.sha256(f"{sha}:{file_sha256(Path(prompts))}".encode()).hexdigest()
+        board = from_timeline(timeline, p, sha, shots_track, rate)
+        return dataclasses.replace(board, prompts_path=Path(prompts))
+    return from_timeline(timeline, p, sha, shots_track, rate)
+
+
+def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track: str | None = None,
+                  rate: float | None = None) -> Storyboard:
+    """The storyboard a timeline read from `p` (content hash `sha`) describes."""
     meta = plain(timeline.metadata.get(NAMESPACE, {})) or {}
     if not isinstance(meta, dict):
         raise StoryboardFileError(p, "timeline metadata 'milimo' is not a table", "write it as an object of settings")
     track = _shots_track(p, timeline, shots_track or meta.get("shots_track"))
-    track_rate = None
+    track_rate = sequence_rate(p, timeline, track, rate)
+    start = round(timeline.global_start_time.rescaled_to(track_rate).value) \
+        if timeline.global_start_time is not None else 0
     shots: list[Shot] = []
     seen: dict[str, int] = {}
     previous_was_clip = False
     position = 0
     for item in track:
         duration = item.duration()
-        if track_rate is None and duration.rate > 0:
-            track_rate = duration.rate
         bad_rate = not duration.rate > 0  # refused by validation ("rate"), counted as 0 frames here
         length = 0 if bad_rate else round(duration.rescaled_to(track_rate).value)
         if isinstance(item, otio.schema.Clip):
@@ -174,8 +227,12 @@ def load(path: str | Path, shots_track: str | None = None, rate: float | None = 
                 seen[base] = seen.get(base, 0) + 1
                 shot_id = base if seen[base] == 1 else f"{base}-{seen[base]}"
                 derived = True
+            source = item.source_range or (item.media_reference.available_range if item.media_reference else None)
+            source_in = round(source.start_time.rescaled_to(track_rate).value) \
+                if source is not None and source.start_time.rate > 0 and not bad_rate else 0
             shots.append(Shot(len(shots), name, shot_id, derived, length, 0.0 if bad_rate else float(track_rate),
-                              clip_meta, follows_gap=bool(shots) and not previous_was_clip, start_frame=position))
+                              clip_meta, follows_gap=bool(shots) and not previous_was_clip, start_frame=position,
+                              source_in=source_in, record_in=start + position, reel=clip_reel(item)))
             previous_was_clip = True
         elif isinstance(item, otio.schema.Transition):
             continue
@@ -184,4 +241,4 @@ def load(path: str | Path, shots_track: str | None = None, rate: float | None = 
         position += length
     explicit_id = meta.get("storyboard_id")
     name = explicit_id if isinstance(explicit_id, str) and not unsafe_id(explicit_id) else (timeline.name or p.stem)
-    return Storyboard(name, p, file_sha256(p), float(track_rate or 24.0), meta, tuple(shots), track.name, timeline)
+    return Storyboard(name, p, sha, float(track_rate), meta, tuple(shots), track.name, timeline)

@@ -33,5 +33,14 @@ class OutputLayout:
         return self.inside(self.root / slug(storyboard, fallback="storyboard"))
 
     def take_dir(self, storyboard: str, shot_id: str, number: int) -> Path:
-        part = shot_id if not unsafe_id(shot_id) else slug(shot_id)
-        return self.inside(self.storyboard_dir(storyboard) / part / f"take-{number:03d}")
+        return self.inside(self.storyboard_dir(storyboard) / _part(shot_id) / f"take-{number:03d}")
+
+    def take_file(self, storyboard: str, shot_id: str, number: int, suffix: str) -> Path:
+        """`<storyboard>_<shot>_t<NNN><suffix>` in the take's folder: unique across the storyboard, so an
+        editor's bin, an otioz bundle or a copy into one folder never sees two files of one name."""
+        name = f"{slug(storyboard, fallback='storyboard')}_{_part(shot_id)}_t{number:03d}{suffix}"
+        return self.inside(self.take_dir(storyboard, shot_id, number) / name)
+
+
+def _part(shot_id: str) -> str:
+    return shot_id if not unsafe_id(shot_id) else slug(shot_id)

@@ -9,11 +9,11 @@ from milimo_engine.limits import DEFAULT_MAX_FRAMES
 NAMESPACE = "milimo"
 SCHEMA_VERSION = 1
 
-TIMELINE_KEYS = {"schema", "storyboard_id", "defaults", "shots_track", "max_shot_frames"}
+TIMELINE_KEYS = {"schema", "storyboard_id", "defaults", "shots_track", "max_shot_frames", "imported_from"}
 DEFAULT_KEYS = {"model", "width", "height", "steps", "guidance", "negative_prompt", "loras", "seed", "quality",
                 "seed_policy", "handoff_overlap", "temporal_upsample"}
 CLIP_KEYS = {"shot_id", "prompt", "negative_prompt", "seed", "quality", "loras", "images", "handoff", "reference_video",
-             "ic_lora", "overrides"}
+             "ic_lora", "overrides", "notes"}
 OVERRIDE_KEYS = {"width", "height", "steps", "guidance", "temporal_upsample", "handoff_overlap"}
 LORA_KEYS = {"path", "weight"}
 IMAGE_KEYS = {"path", "frame", "strength"}

@@ -14,12 +14,13 @@ from .worker import store_for
 
 
 @task(name="conform", cache_policy=NO_CACHE)
-def conform_task(storyboard_path: str, board_name: str, db_url: str, out_dir: str, rate: float | None = None) -> str:
+def conform_task(storyboard_path: str, board_name: str, db_url: str, out_dir: str, rate: float | None = None,
+                 prompts: str | None = None, size: list[int] | None = None) -> str:
     """`<name>.rendered.otio`: the editor's cut with every take as a named media reference."""
     import storyboards
     from storyboards.conform import conform
 
-    board = storyboards.load(storyboard_path, rate=rate)
+    board = storyboards.load(storyboard_path, rate=rate, prompts=prompts, size=tuple(size) if size else None)
     if board.name != board_name:
         raise ValueError(f"{storyboard_path} is storyboard {board.name!r}, expected {board_name!r}")
     return str(conform(board, store_for(db_url), out_dir))
@@ -72,14 +73,31 @@ def slate_mp4(text: str, frames: int, fps: float, width: int, height: int, sampl
 
 
 @task(name="contact-sheet", cache_policy=NO_CACHE)
-def contact_sheet_task(board_name: str, db_url: str, out_dir: str) -> str:
+def contact_sheet_task(board_name: str, db_url: str, out_dir: str, qa: dict | None = None) -> str:
+    """One cell per shot; under it, the seam into the next shot (score, FLAGGED) and its long-shot seams."""
+    from storyboards.seams import SeamThresholds
+
     store = store_for(db_url)
+    thresholds = SeamThresholds(**(qa or {}))
+    notes: dict[str, list[str]] = {}
+    for seam in store.seams(board_name):
+        notes.setdefault(seam.left_shot_id, []).append(seam_note(seam, thresholds))
     cells = []
     for row in store.status(board_name):
         takes = store.takes(board_name, row.shot_id)
         latest = takes[-1].status if takes else None
-        cells.append((row.shot_id, row.take_number, row.status, latest, row.outputs.get("thumbnail")))
+        cells.append((row.shot_id, row.take_number, row.status, latest, row.outputs.get("thumbnail"),
+                      notes.get(row.shot_id, [])))
     return str(contact_sheet(cells, Path(out_dir) / "contact_sheet.png"))
+
+
+def seam_note(seam, thresholds) -> str:
+    """`-> boat cut 0.42` / `@48 seg 1.9 FLAGGED`: one seam as a short caption (scored on today's thresholds)."""
+    from storyboards.seams import seam_verdict
+
+    score, flagged = seam_verdict(seam, thresholds)
+    where = f"@{seam.frame} seg" if seam.kind == "segment" else f"-> {seam.right_shot_id[:10]} {seam.kind}"
+    return f"{where} {score:.2f}" + (" FLAGGED" if flagged else "")
 
 
 def concat_mp4(clips: list[Path], target: Path) -> Path:
@@ -108,20 +126,20 @@ def concat_mp4(clips: list[Path], target: Path) -> Path:
     return target
 
 
-def contact_sheet(cells: list[tuple[str, int | None, str, str | None, str | None]], target: Path,
+def contact_sheet(cells: list[tuple[str, int | None, str, str | None, str | None, list[str]]], target: Path,
                   thumb: int = 192, columns: int = 5) -> Path:
-    """One cell per shot: its thumbnail (or a grey slate) with shot id, take and status."""
+    """One cell per shot: its thumbnail (or a grey slate) with shot id, take, status and its seams."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
-    caption = 40
+    caption = 40 + 14 * max([len(cell[5]) for cell in cells] + [0])
     cols = max(1, min(columns, len(cells)))
     rows = max(1, -(-len(cells) // cols))
     sheet = Image.new("RGB", (cols * (thumb + 8) + 8, rows * (thumb + caption + 8) + 8), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
     colours = {"succeeded": (120, 220, 120), "failed": (240, 90, 90), "running": (240, 200, 80),
                "cancelled": (240, 160, 80)}
-    for i, (shot_id, number, status, latest, thumb_path) in enumerate(cells):
+    for i, (shot_id, number, status, latest, thumb_path, seams) in enumerate(cells):
         x = 8 + (i % cols) * (thumb + 8)
         y = 8 + (i // cols) * (thumb + caption + 8)
         if thumb_path and Path(thumb_path).is_file() and status == "succeeded":
@@ -136,6 +154,9 @@ def contact_sheet(cells: list[tuple[str, int | None, str, str | None, str | None
         if latest and latest != status:
             label += f" (last try {latest})"
         draw.text((x, y + thumb + 20), label[:40], fill=colours.get(status, (200, 200, 200)), font=font)
+        for n, note in enumerate(seams):
+            draw.text((x, y + thumb + 36 + 14 * n), note[:34], font=font,
+                      fill=(240, 90, 90) if note.endswith("FLAGGED") else (170, 170, 170))
     with atomic_path(target) as tmp:
         sheet.save(tmp)
     return target

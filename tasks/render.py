@@ -13,6 +13,7 @@ import dataclasses
 import errno
 import os
 import time
+import uuid
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,9 @@ class ShotJob:
     dtype: str = "auto"
     time_limit_s: float | None = None
     progress: bool | None = None  # engine progress bar: None = when stderr is a terminal
+    timecode: str | None = None  # the clip's source-in timecode: the mp4's start timecode, for relinking
+    reel: str | None = None  # the clip's reel or tape name, written into the mp4
+    clip: str | None = None  # the clip's name in the cut
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class StepReporter:
     shot's lease was taken over."""
 
     def __init__(self, shot_id: str, store=None, take_id: int | None = None, lease: LeaseKeeper | None = None,
-                 every_s: float = 1.0):
+                 every_s: float = 1.0, storyboard: str = ""):
         self.shot_id, self.store, self.take_id, self.lease, self.every_s = shot_id, store, take_id, lease, every_s
         self.last = 0.0
         self.artifact = None
@@ -139,7 +143,7 @@ class StepReporter:
         try:
             from prefect.artifacts import create_progress_artifact
 
-            key = slug(f"progress-{shot_id}")
+            key = slug(f"progress-{storyboard}-{shot_id}")
             self.artifact = create_progress_artifact(0.0, key=key, description=f"shot {shot_id}: denoising")
         except Exception as exc:  # progress is a convenience; a render never fails for it
             self.log.debug("no progress artifact: %s", exc)
@@ -180,6 +184,40 @@ def _write_thumbnail(frame, path: Path, width: int = 256) -> Path:
     return path
 
 
+class TaskRunState:
+    """The task run shows "Waiting for device" in Prefect while every device is busy, and Running again
+    once one is free. A label only: if the server refuses it, the render goes on."""
+
+    def __init__(self, shot_id: str, log):
+        self.shot_id, self.log, self.waiting = shot_id, log, False
+
+    def _set(self, state) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.runtime import task_run
+
+        if not task_run.id:
+            return
+        try:
+            with get_client(sync_client=True) as client:
+                client.set_task_run_state(uuid.UUID(str(task_run.id)), state, force=True)
+        except Exception as exc:  # noqa: BLE001 - a label must never fail a render
+            self.log.debug("task run state not set: %s", exc)
+
+    def enter(self) -> None:
+        from prefect.states import Running
+
+        self.waiting = True
+        self.log.info("shot %s: waiting for a free device", self.shot_id)
+        self._set(Running(name="Waiting for device"))
+
+    def leave(self) -> None:
+        from prefect.states import Running
+
+        if self.waiting:
+            self.waiting = False
+            self._set(Running())
+
+
 def _wait_for_lease(store, job: ShotJob, holder: str, log) -> None:
     """Block until this render holds the shot's lease (another render of it may be under way)."""
     waited = None
@@ -195,7 +233,7 @@ def _wait_for_lease(store, job: ShotJob, holder: str, log) -> None:
         time.sleep(LEASE_POLL_S)
 
 
-@task(name="render-shot", task_run_name="render {job.shot_id}", retries=RETRIES,
+@task(name="render-shot", task_run_name="{job.shot_id}", retries=RETRIES,
       retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S), retry_jitter_factor=0.2,
       retry_condition_fn=is_transient, cache_policy=NO_CACHE)
 def render_shot(job: ShotJob, upstream: ShotOutcome | None = None) -> ShotOutcome:
@@ -228,8 +266,11 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store, holder: str, leas
     from milimo_engine import Handoff, HandoffIntegrityError, ICLoraPipeline, LoraSpec, TwoStagePipeline
 
     spec = store.spec_data(job.storyboard, job.shot_id)
-    # The take opens once a device is ours, so "running" in the store means rendering, not queued.
-    with device_pool(job.devices).take() as device:
+    # The take opens once a device is ours, so "running" in the store means rendering, not queued; Prefect
+    # shows the wait as its own state.
+    waiting = TaskRunState(job.shot_id, log)
+    with device_pool(job.devices).take(on_wait=waiting.enter) as device:
+        waiting.leave()
         if interrupted():
             raise Interrupted(interrupted())
         take_id = store.start_take(
@@ -249,7 +290,7 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store, holder: str, leas
                 if handoff.sha256() != upstream.handoff_sha256:
                     raise HandoffIntegrityError(upstream.handoff_path, "holds another handoff than its take recorded")
             request = request_for(spec, handoff)
-            reporter = StepReporter(job.shot_id, store, take_id, lease)
+            reporter = StepReporter(job.shot_id, store, take_id, lease, storyboard=job.storyboard)
             ledger = ledger_for(job.model_dir, device, job.dtype)
             log.info("shot %s take %d on %s (%s)", job.shot_id, take.number, device, ledger.model_id)
             if spec.get("reference_video") and spec.get("ic_lora"):
@@ -259,13 +300,18 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store, holder: str, leas
             else:
                 result = TwoStagePipeline(ledger, progress=job.progress)(
                     request, callback_on_step_end=reporter, time_limit_s=job.time_limit_s)
-            take_dir = OutputLayout.at(job.out_root).take_dir(job.storyboard, job.shot_id, take.number)
-            mp4 = result.save_mp4(take_dir / "shot.mp4")
-            thumb = _write_thumbnail(result.frames[len(result.frames) // 2], take_dir / "thumb.png")
+            layout = OutputLayout.at(job.out_root)
+            tags = {"title": job.clip or job.shot_id, "reel_name": job.reel or job.clip or job.shot_id,
+                    "comment": f"milimo {job.storyboard} shot {job.shot_id} take {take.number}"}
+            mp4 = result.save_mp4(layout.take_file(job.storyboard, job.shot_id, take.number, ".mp4"),
+                                  timecode=job.timecode, tags=tags)
+            thumb = _write_thumbnail(result.frames[len(result.frames) // 2],
+                                     layout.take_file(job.storyboard, job.shot_id, take.number, ".png"))
             handoff_path = handoff_sha = None
             if job.needs_handoff and result.handoff is not None:
                 labelled = dataclasses.replace(result.handoff, source_shot=job.shot_id, source_take=str(take_id))
-                handoff_path = str(labelled.save(take_dir / "handoff.safetensors"))
+                handoff_path = str(labelled.save(
+                    layout.take_file(job.storyboard, job.shot_id, take.number, ".handoff.safetensors")))
                 handoff_sha = labelled.sha256()
             if interrupted():
                 raise Interrupted(interrupted())
@@ -277,8 +323,8 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store, holder: str, leas
                          "fps": summary["fps"], "rendered_frames": summary["rendered_frames"],
                          "audio_samples": summary["audio_samples"], "sample_rate": summary["sample_rate"],
                          "device": device, "loras": summary["loras"], "model_id": summary["model_id"],
-                         "recipe": summary["recipe"],
-                         "segments": summary["segments"]},
+                         "recipe": summary["recipe"], "segments": summary["segments"],
+                         "segment_starts": summary["segment_starts"], "timecode": job.timecode, "reel": job.reel},
                 timings={**summary["timings"], "task": seconds},
                 artifacts=[artifact_record("mp4", mp4, summary["frames"], summary["fps"]),
                            artifact_record("thumbnail", thumb)]

@@ -12,7 +12,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from milimo_engine.atomic import pid_alive
 from storyboards.errors import Interrupted
@@ -108,11 +108,13 @@ class DevicePool:
     poll_s: float = 0.02
 
     @contextlib.contextmanager
-    def take(self) -> Iterator[str]:
+    def take(self, on_wait: Callable[[], None] | None = None) -> Iterator[str]:
+        """A free device, held until the block ends; `on_wait` is called once if every device is busy."""
         import fcntl
         import time
 
         folder = lock_dir()
+        first = True
         while True:
             if interrupted():
                 raise Interrupted(interrupted())
@@ -129,6 +131,9 @@ class DevicePool:
                 finally:
                     fcntl.flock(fh, fcntl.LOCK_UN)
                     fh.close()
+            if first and on_wait is not None:
+                on_wait()
+            first = False
             time.sleep(self.poll_s)
 
 

@@ -259,6 +259,10 @@ def test_cli_as_a_user_runs_it(render_env):
     assert takes.stdout.count("succeeded") == 1 and "stale" in takes.stdout
     bad_set = _cli("rerender", render_env["storyboard"], "--from-shot", "harbour-pan", "--set", "colour=red", *common)
     assert bad_set.returncode == 2 and "unknown key" in bad_set.stderr and "Traceback" not in bad_set.stderr
+    qa = json.loads(_cli("qa", render_env["storyboard"], "--db", render_env["db"], "--json").stdout)
+    assert len(qa) == 4 and {s["kind"] for s in qa} == {"handoff", "hard"}  # one seam per cut of the 5 shots
+    assert all(s["pixel_ratio"] is not None and s["audio_jump"] is not None for s in qa)
+    assert not any(s["flagged"] for s in qa if s["kind"] == "hard")
     bad_shot = _cli("rerender", render_env["storyboard"], "--from-shot", "nope", *common, env_extra=env)
     assert bad_shot.returncode == 2 and "nope" in bad_shot.stderr and "Traceback" not in bad_shot.stderr
 
@@ -282,30 +286,33 @@ def test_invalid_storyboard_exits_2_listing_every_problem(tmp_path):
 
 
 def test_serve_builds_the_deployments(tmp_path):
-    from flows.serve import ServeConfig, build_deployments
+    from flows.config import MilimoConfig
+    from flows.serve import build_deployments, with_cli
+    from storyboards.errors import ConfigError
 
     config_file = tmp_path / "milimo.toml"
     config_file.write_text(f"""
-[defaults]
-out = "{tmp_path / 'renders'}"
-[[schedule]]
+[paths]
+out = "renders"
+[[serve.schedule]]
 storyboard = "{EXAMPLES / 'lighthouse.otio'}"
 cron = "0 2 * * *"
-[watch]
-folder = "{tmp_path / 'incoming'}"
+[serve.watch]
+folder = "incoming"
 interval_s = 15
 """)
-    deployments = build_deployments(ServeConfig.from_file(config_file))
+    config = MilimoConfig.read(config_file)
+    deployments = build_deployments(config)
     by_name = {d.name: d for d in deployments}
     assert set(by_name) == {"render-lighthouse", "rerun", "watch"}
     render = by_name["render-lighthouse"]
     assert render.schedules[0].schedule.cron == "0 2 * * *"
     assert render.parameters["storyboard"].endswith("lighthouse.otio")
     assert by_name["watch"].schedules[0].schedule.interval.total_seconds() == 15
-    assert by_name["rerun"].parameters == {"out": str(tmp_path / "renders")}
-    with pytest.raises(ValueError, match="go together"):
-        ServeConfig().with_cli(storyboard="x.otio", cron=None, watch=None, interval_s=None, model=None, out=None,
-                               db=None)
+    assert by_name["watch"].parameters["folder"] == str(tmp_path / "incoming")  # relative to the file
+    assert by_name["rerun"].parameters["out"] == str(tmp_path / "renders")
+    with pytest.raises(ConfigError, match="go together"):
+        with_cli(config, storyboard="x.otio", cron=None, watch=None, interval_s=None)
 
 
 def test_watched_folder_renders_a_dropped_cut_once(tmp_path, tiny_model_dir, prefect_api):
@@ -328,3 +335,17 @@ def test_watched_folder_renders_a_dropped_cut_once(tmp_path, tiny_model_dir, pre
     assert first == [str(incoming / "drop.otio")]
     assert Store.open(db).current_take("drop", "only").status == "succeeded"
     assert import_cuts(str(incoming), model=str(tiny_model_dir), out=str(tmp_path / "renders"), db=db) == []
+
+    # An editor's cut with its shot list beside it; a sheet that cannot render is not marked seen.
+    (incoming / "cut.edl").write_text("TITLE: WATCHED\nFCM: NON-DROP FRAME\n\n"
+                                      "001  AX       V     C        00:00:00:00 00:00:00:12 00:00:00:00 00:00:00:12\n"
+                                      "* FROM CLIP NAME: Dropped\n")
+    sheet = "shot_id,clip,prompt\ndropped,Dropped,{}\n"
+    (incoming / "cut.csv").write_text(sheet.format(""))
+    kwargs = dict(model=str(tiny_model_dir), out=str(tmp_path / "renders"), db=db)
+    assert import_cuts(str(incoming), **kwargs) == []
+    assert import_cuts(str(incoming), **kwargs) == []  # tried again, still failing, still not seen
+    (incoming / "cut.csv").write_text(sheet.format("a boat at the quay"))
+    assert import_cuts(str(incoming), **kwargs) == [str(incoming / "cut.edl")]
+    assert Store.open(db).current_take("watched", "dropped").status == "succeeded"
+    assert import_cuts(str(incoming), **kwargs) == []

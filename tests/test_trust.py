@@ -166,7 +166,7 @@ def test_hostile_names_never_write_outside_the_output_root(tmp_path, tiny_model_
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".mp4", ".png", ".otio")
                and "b" not in p.relative_to(tmp_path).parts[:1]]
     assert written and all(p.resolve().is_relative_to(out.resolve()) for p in written), written
-    assert (out / "escaped-board" / "shot" / "take-001" / "shot.mp4").is_file()
+    assert (out / "escaped-board" / "shot" / "take-001" / "escaped-board_shot_t001.mp4").is_file()
 
 
 # ------------------------------------------------------------------ 7. --set goes through validation first

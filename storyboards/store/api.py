@@ -26,7 +26,8 @@ from ..spec import ShotSpec
 from .artifacts import artifact_problem
 from .db import default_url, open_engine
 from .models import (
-    ArtifactRow, FileSeenRow, RevisionRow, ShotLeaseRow, ShotRow, SpecRow, StoryboardRow, TakeRow, TakeStatus, utcnow,
+    ArtifactRow, FileSeenRow, RevisionRow, SeamRow, ShotLeaseRow, ShotRow, SpecRow, StoryboardRow, TakeRow, TakeStatus,
+    utcnow,
 )
 
 
@@ -54,6 +55,27 @@ class TakeView:
     finished_at: datetime | None
     progress: dict[str, Any] | None = None
     artifacts: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class SeamView:
+    """Seam QA of one join: between two shots' takes, or at a segment start inside one take."""
+
+    kind: str  # handoff, segment, hard
+    left_shot_id: str
+    right_shot_id: str
+    left_take: int  # take numbers, as people name them
+    right_take: int
+    frame: int  # the segment's first frame inside the take; 0 for cuts
+    metrics: dict[str, Any]
+    score: float
+    flagged: bool
+
+    @property
+    def label(self) -> str:
+        if self.kind == "segment":
+            return f"{self.left_shot_id} t{self.left_take} @ frame {self.frame}"
+        return f"{self.left_shot_id} t{self.left_take} | {self.right_shot_id} t{self.right_take}"
 
 
 @dataclass(frozen=True)
@@ -460,6 +482,44 @@ class Store:
                     {"take": live.number, "host": live.host, **(live.progress or {})} if live else None,
                     take is None or take.spec_hash == shot.spec_hash, specs.get(shot.spec_hash, {}).get("quality")))
             return out
+
+    # ------------------------------------------------------------ seam QA
+    def has_seam(self, left_take_id: int, right_take_id: int, frame: int = 0) -> bool:
+        with self.session() as s:
+            return s.scalar(select(SeamRow.id).where(SeamRow.left_take_id == left_take_id,
+                                                     SeamRow.right_take_id == right_take_id,
+                                                     SeamRow.frame == frame)) is not None
+
+    def record_seam(self, storyboard: str, kind: str, left_take_id: int, right_take_id: int, frame: int,
+                    metrics: dict[str, Any], score: float, flagged: bool) -> None:
+        """Once per join of two takes: a second measurement of the same pair (another process) is dropped."""
+        def work(s: Session) -> None:
+            sb = s.scalar(select(StoryboardRow).where(StoryboardRow.name == storyboard))
+            if sb is None:
+                raise UnknownShot(storyboard, "-", [])
+            s.add(SeamRow(storyboard_id=sb.id, kind=kind, left_take_id=left_take_id, right_take_id=right_take_id,
+                          frame=frame, metrics=metrics, score=score, flagged=flagged))
+
+        try:
+            self._retrying(work, attempts=1)
+        except IntegrityError:
+            pass
+
+    def seams(self, storyboard: str) -> list[SeamView]:
+        """The seams between the current takes, in timeline order (segment seams inside a take first)."""
+        current = {r.take_id: r for r in self.status(storyboard) if r.take_id is not None}
+        with self.session() as s:
+            found = s.scalars(select(SeamRow).where(SeamRow.left_take_id.in_(list(current)),
+                                                    SeamRow.right_take_id.in_(list(current)))).all()
+            out = []
+            for seam in found:
+                left, right = current[seam.left_take_id], current[seam.right_take_id]
+                if seam.kind != "segment" and right.position != left.position + 1:
+                    continue
+                out.append(((left.position, seam.kind != "segment", seam.frame), SeamView(
+                    seam.kind, left.shot_id, right.shot_id, left.take_number or 0, right.take_number or 0,
+                    seam.frame, dict(seam.metrics), seam.score, seam.flagged)))
+        return [view for _, view in sorted(out, key=lambda pair: pair[0])]
 
     def verify(self, storyboard: str) -> list[ArtifactCheck]:
         """Every artifact of every current take, hashed again; what does not match its record."""

@@ -135,6 +135,24 @@ class ShotLeaseRow(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class SeamRow(Base):
+    """Seam QA of one join between two takes (a cut between shots, or a segment boundary inside one take:
+    then both take ids are the same and `frame` is where the segment starts). Measured once per pair."""
+
+    __tablename__ = "seams"
+    __table_args__ = (UniqueConstraint("left_take_id", "right_take_id", "frame"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    storyboard_id: Mapped[int] = mapped_column(ForeignKey("storyboards.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # handoff, segment, hard
+    left_take_id: Mapped[int] = mapped_column(ForeignKey("takes.id", ondelete="CASCADE"))
+    right_take_id: Mapped[int] = mapped_column(ForeignKey("takes.id", ondelete="CASCADE"))
+    frame: Mapped[int] = mapped_column(Integer, default=0)  # segment start inside the take; 0 for cuts
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    score: Mapped[float]
+    flagged: Mapped[bool]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class FileSeenRow(Base):
     """LoRA / model / image files seen by path and content."""
 

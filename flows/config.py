@@ -1,0 +1,154 @@
+"""`milimo.toml`: one configuration for every command, validated by pydantic.
+
+Found at `--config FILE`, else `$MILIMO_CONFIG`, else `./milimo.toml`; none is fine (built-in defaults).
+Unknown keys are refused with the key named (a typo must not silently fall back to a default).
+Relative paths are relative to the file. Command-line options win over the file. The commented sample
+is `infra/milimo.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
+
+from storyboards.errors import ConfigError, MilimoError
+from storyboards.schema import suggest
+from storyboards.seams import SeamThresholds
+
+CONFIG_NAME = "milimo.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Section):
+    asset_roots: tuple[Path, ...] = ()  # where storyboard paths (LoRAs, images) may point; default: its folder
+    out: Path | None = None  # the output root (default ./renders)
+    db: str | None = None  # the store URL (default MILIMO_DB_URL, else sqlite:///renders/milimo.db)
+    model: Path | None = None  # the model folder (default: the embedded tiny bundle)
+
+
+class RatesConfig(_Section):
+    edl: PositiveFloat | None = None  # the frame rate of EDL timecodes when --rate is not given
+
+
+class ScheduleConfig(_Section):
+    storyboard: str
+    cron: str
+    prompts: str | None = None
+
+
+class WatchConfig(_Section):
+    folder: Path
+    interval_s: PositiveFloat = 30.0
+
+
+class ServeConfig(_Section):
+    schedule: tuple[ScheduleConfig, ...] = ()
+    watch: WatchConfig | None = None
+
+
+class FarmConfig(_Section):
+    """The render farm (issue 13): a Dask scheduler and GPU workers sharing the store and the output root."""
+
+    scheduler: str | None = None  # tcp://host:8786
+    prefect_api_url: str | None = None
+
+
+class DashboardConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=1, le=65535)
+    token: str | None = None  # required to bind anything but loopback
+
+
+class MilimoConfig(_Section):
+    paths: PathsConfig = PathsConfig()
+    rates: RatesConfig = RatesConfig()
+    qa: SeamThresholds = SeamThresholds()
+    serve: ServeConfig = ServeConfig()
+    farm: FarmConfig = FarmConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    source: Path | None = Field(default=None, exclude=True)  # the file it came from
+
+    @classmethod
+    def find(cls, explicit: str | None = None) -> "MilimoConfig":
+        path = explicit or os.environ.get("MILIMO_CONFIG") or (CONFIG_NAME if Path(CONFIG_NAME).is_file() else None)
+        return cls.read(path) if path else cls()
+
+    @classmethod
+    def read(cls, path: str | Path) -> "MilimoConfig":
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such configuration file", "give --config the path of a milimo.toml")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid TOML ({exc})", "fix the line it names (infra/milimo.toml is a sample)")
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigInvalid(p, exc) from None
+        return config.relative_to(p.parent.resolve()).model_copy(update={"source": p})
+
+    def relative_to(self, folder: Path) -> "MilimoConfig":
+        def at(path: Path | None) -> Path | None:
+            return None if path is None else (path.expanduser() if path.expanduser().is_absolute()
+                                              else folder / path)
+
+        paths = self.paths.model_copy(update={"asset_roots": tuple(at(r) for r in self.paths.asset_roots),
+                                              "out": at(self.paths.out), "model": at(self.paths.model)})
+        watch = self.serve.watch.model_copy(update={"folder": at(self.serve.watch.folder)}) if self.serve.watch else None
+        schedule = tuple(s.model_copy(update={"storyboard": str(at(Path(s.storyboard))),
+                                              "prompts": str(at(Path(s.prompts))) if s.prompts else None})
+                         for s in self.serve.schedule)
+        return self.model_copy(update={"paths": paths,
+                                       "serve": self.serve.model_copy(update={"watch": watch, "schedule": schedule})})
+
+
+class ConfigInvalid(MilimoError):
+    """Every problem of a configuration file, one line each, the key named."""
+
+    def __init__(self, path: Path, exc: ValidationError):
+        self.path = path
+        self.problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"])
+            if error["type"] == "extra_forbidden":
+                section = _model_at(error["loc"][:-1])
+                guess = suggest(str(error["loc"][-1]), set(section.model_fields)) if section else None
+                fix = f"did you mean {guess!r}?" if guess else \
+                    f"use one of {sorted(section.model_fields)}" if section else "remove it"
+                self.problems.append(f"{path}: {key}: unknown key. Fix: {fix}")
+            else:
+                self.problems.append(f"{path}: {key}: {error['msg']}. Fix: see infra/milimo.toml for the form")
+        super().__init__("; ".join(self.problems))
+
+    def lines(self) -> list[str]:
+        return self.problems
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model a location inside MilimoConfig points at (for naming the keys it knows)."""
+    model: type[BaseModel] = MilimoConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", ()) + (annotation,):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+            inner = getattr(candidate, "__args__", ())
+            if inner and isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
+                model = inner[0]
+                break
+        else:
+            return None
+    return model

@@ -1,0 +1,79 @@
+"""What an editor's export says about a clip beyond its ranges: reel, a prompt left in a comment or
+marker, and timecode at the sequence rate.
+
+Each editor hides these in its own adapter's metadata (`cmx_3600.reel`, FCP XML's
+`file/timecode/reel/name`, EDL comments, markers), so we look where OpenTimelineIO's adapters put
+them instead of trusting one vendor's shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import opentimelineio as otio
+
+from .schema import NAMESPACE
+
+PROMPT_PREFIX = "prompt:"
+
+
+def timecode_rate(rate: float | None) -> float | None:
+    """23.976 and 29.97 as people type them, as the exact NTSC rates OTIO's timecode needs (24000/1001...)."""
+    if rate is None or otio.opentime.RationalTime.is_valid_timecode_rate(rate):
+        return rate
+    nearest = otio.opentime.RationalTime.nearest_valid_timecode_rate(rate)
+    return nearest if abs(nearest - rate) < 0.01 else rate
+
+
+def timecode(frames: int, fps: float) -> str:
+    """SMPTE timecode of a frame count at `fps`, through OTIO (drop-frame `;` at 29.97 and 59.94)."""
+    return otio.opentime.to_timecode(otio.opentime.RationalTime(frames, fps), fps)
+
+
+def _strings(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """Every (key, string) inside adapter metadata, depth first."""
+    if hasattr(value, "items"):
+        for k, v in value.items():
+            yield from _strings(v, str(k))
+    elif isinstance(value, str):
+        yield key, value
+    elif hasattr(value, "__iter__") and not isinstance(value, bytes):
+        for v in value:
+            yield from _strings(v, key)
+
+
+def _foreign(metadata: Any) -> dict:
+    """A clip's metadata without our own namespace (a prompt must come from the editor, not from us)."""
+    return {k: v for k, v in metadata.items() if k != NAMESPACE}
+
+
+def clip_reel(clip: otio.schema.Clip) -> str | None:
+    """The reel (tape) name as the editor wrote it, or None."""
+    for source in (_foreign(clip.metadata), clip.media_reference.metadata if clip.media_reference else {}):
+        stack = [source]
+        while stack:
+            node = stack.pop()
+            if not hasattr(node, "items"):
+                continue
+            for k, v in node.items():
+                if str(k).lower() in ("reel", "reel_name", "tape") and isinstance(v, str) and v.strip():
+                    return v.strip()
+                if str(k).lower() == "reel" and hasattr(v, "get") and isinstance(v.get("name"), str):
+                    return v["name"].strip() or None
+                if hasattr(v, "items"):
+                    stack.append(v)
+    return None
+
+
+def clip_prompt(clip: otio.schema.Clip) -> str | None:
+    """A prompt the editor left on the clip: an EDL comment `* PROMPT: …`, or a comment or marker (FCP XML,
+    OTIO) that starts with `prompt:`."""
+    candidates = [text for _, text in _strings(_foreign(clip.metadata))]
+    for marker in clip.markers:
+        candidates.append(marker.name or "")
+        candidates += [text for _, text in _strings(marker.metadata)]
+    for text in candidates:
+        stripped = text.strip()
+        if stripped.lower().startswith(PROMPT_PREFIX) and stripped[len(PROMPT_PREFIX):].strip():
+            return stripped[len(PROMPT_PREFIX):].strip()
+    return None

@@ -1,0 +1,225 @@
+"""The editor round trip through the CLI: an editor's EDL / FCP XML / OTIO cut + a filled shot list
+-> storyboard -> renders -> a conformed timeline an editor relinks; rates, timecode and bad sheets."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import opentimelineio as otio
+import pytest
+
+import storyboards
+from tests.test_trust import env, milimo  # noqa: F401 - env is a fixture
+
+EDL_25 = """TITLE: HARBOUR CUT 25
+FCM: NON-DROP FRAME
+
+001  HARB_A01 V     C        01:00:00:00 01:00:01:00 00:00:00:00 00:00:01:00
+* FROM CLIP NAME: Harbour establishing
+* PROMPT: a harbour at dawn, boats at anchor
+
+002  HARB_B02 V     C        01:00:10:00 01:00:10:20 00:00:01:00 00:00:01:20
+* FROM CLIP NAME: Boat close up
+
+003  HARB_B02 V     C        01:00:10:20 01:00:10:20 00:00:01:20 00:00:01:20
+003  HARB_C03 V     D    010 01:00:20:00 01:00:21:12 00:00:01:20 00:00:03:07
+* FROM CLIP NAME: Lanterns
+* TO CLIP NAME: Lanterns
+
+004  HARB_D04 V     C        01:00:30:00 01:00:31:00 00:00:03:17 00:00:04:17
+* FROM CLIP NAME: Quay
+"""
+
+# Premiere / Resolve style FCP 7 XML: a 30 fps sequence starting at 01:00:00:00, a 15 fps clip in it, a gap,
+# a marker carrying the prompt.
+FCP_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE xmeml>
+<xmeml version="4"><sequence id="sequence-1"><name>Harbour Cut v3</name><duration>130</duration>
+<rate><timebase>30</timebase><ntsc>FALSE</ntsc></rate>
+<timecode><rate><timebase>30</timebase><ntsc>FALSE</ntsc></rate><string>01:00:00:00</string><frame>108000</frame>
+<displayformat>NDF</displayformat></timecode>
+<media><video><track>
+<clipitem id="clipitem-1"><name>Harbour establishing</name><duration>300</duration>
+<rate><timebase>30</timebase><ntsc>FALSE</ntsc></rate><start>0</start><end>30</end><in>60</in><out>90</out>
+<file id="file-1"><name>A001_C003.mov</name><pathurl>file:///media/A001_C003.mov</pathurl>
+<rate><timebase>30</timebase><ntsc>FALSE</ntsc></rate><duration>300</duration>
+<timecode><rate><timebase>30</timebase><ntsc>FALSE</ntsc></rate><string>10:00:00:00</string><frame>1080000</frame>
+<reel><name>A001</name></reel></timecode></file>
+<marker><name>prompt: a harbour at dawn, gulls circling</name><comment></comment><in>70</in><out>-1</out></marker>
+</clipitem>
+<clipitem id="clipitem-2"><name>Boat slow motion</name><duration>150</duration>
+<rate><timebase>15</timebase><ntsc>FALSE</ntsc></rate><start>30</start><end>70</end><in>10</in><out>30</out>
+<file id="file-2"><name>B002_C001.mov</name><pathurl>file:///media/B002_C001.mov</pathurl>
+<rate><timebase>15</timebase><ntsc>FALSE</ntsc></rate><duration>150</duration>
+<timecode><rate><timebase>15</timebase><ntsc>FALSE</ntsc></rate><string>11:00:00:00</string><frame>594000</frame>
+<reel><name>B002</name></reel></timecode></file></clipitem>
+<clipitem id="clipitem-3"><name>Lanterns</name><duration>300</duration>
+<rate><timebase>30</timebase><ntsc>FALSE</ntsc></rate><start>100</start><end>130</end><in>0</in><out>30</out>
+<file id="file-3"><name>C003_C002.mov</name><pathurl>file:///media/C003_C002.mov</pathurl>
+<rate><timebase>30</timebase><ntsc>FALSE</ntsc></rate><duration>300</duration></file></clipitem>
+</track></video></media></sequence></xmeml>
+"""
+
+
+def _sheet(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _fill(path: Path, rows: list[dict], delimiter: str = ";") -> None:
+    """As a spreadsheet saves it: UTF-8 with a BOM, semicolons (a European locale)."""
+    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _ffprobe(path: Path) -> dict:
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("ffprobe is missing: `make setup` installs Debian's ffmpeg")
+        pytest.skip("ffprobe is not installed (`make setup` installs Debian's ffmpeg as root)")
+    proc = subprocess.run([exe, "-v", "error", "-show_entries", "stream=codec_type,sample_rate:stream_tags=timecode:"
+                           "format_tags=reel_name,title", "-of", "json", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_shot_list_out_prefills_prompts_and_counts_at_the_sequence_rate(tmp_path):
+    (tmp_path / "cut.edl").write_text(EDL_25)
+    (tmp_path / "cut.xml").write_text(FCP_XML)
+    proc = milimo("prompts", tmp_path / "cut.edl", "--rate", "25", "-o", tmp_path / "edl.csv")
+    assert proc.returncode == 0, proc.stderr
+    rows = _sheet(tmp_path / "edl.csv")
+    assert list(rows[0])[:8] == ["shot_id", "clip", "reel", "record_in", "record_out", "source_in", "frames", "prompt"]
+    assert [(r["clip"], r["reel"], r["source_in"], r["frames"]) for r in rows] == [
+        ("Harbour establishing", "HARB_A01", "01:00:00:00", "25"), ("Boat close up", "HARB_B02", "01:00:10:00", "20"),
+        ("Lanterns", "HARB_C03", "01:00:20:00", "37"), ("Quay", "HARB_D04", "01:00:30:00", "25")]
+    assert rows[0]["prompt"] == "a harbour at dawn, boats at anchor" and rows[1]["prompt"] == ""
+    assert rows[3]["record_in"] == "00:00:03:17"  # after the 10-frame gap
+    again = milimo("prompts", tmp_path / "cut.edl", "--rate", "25", "-o", tmp_path / "edl.csv")
+    assert again.returncode == 2 and "--force" in again.stderr  # a filled sheet is never overwritten
+
+    proc = milimo("prompts", tmp_path / "cut.xml")  # default: beside the cut
+    assert proc.returncode == 0, proc.stderr
+    rows = _sheet(tmp_path / "cut.csv")
+    assert rows[0]["prompt"] == "a harbour at dawn, gulls circling"  # from the marker
+    assert rows[0]["reel"] == "A001" and rows[0]["record_in"] == "01:00:00:00"
+    # the 15 fps clip in the 30 fps sequence: counted and timecoded at the sequence rate
+    assert (rows[1]["frames"], rows[1]["source_in"], rows[1]["reel"]) == ("40", "11:00:00:20", "B002")
+    assert rows[2]["record_in"] == "01:00:03:10"  # after the gap
+
+
+def test_rates_drop_frame_and_a_wrong_rate(tmp_path):
+    edl = tmp_path / "df.edl"
+    edl.write_text("TITLE: NTSC\nFCM: DROP FRAME\n\n"
+                   "001  AX       V     C        00:59:59;28 01:00:00;10 00:00:00;00 00:00:00;12\n"
+                   "* FROM CLIP NAME: Drop\n")
+    board = storyboards.load(edl, rate=29.97)
+    assert board.shots[0].frames == 12 and board.shots[0].source_timecode == "00:59:59;28"
+    bad = milimo("validate", edl)  # a 29.97 drop-frame EDL read at the default 24 fps
+    assert bad.returncode == 2 and "--rate" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "cut.xml").write_text(FCP_XML)
+    wrong = milimo("prompts", tmp_path / "cut.xml", "--rate", "25")
+    assert wrong.returncode == 2 and "--rate" in wrong.stderr and "30" in wrong.stderr
+
+
+def test_a_bad_shot_list_names_row_and_column_and_stores_nothing(tmp_path):
+    (tmp_path / "cut.edl").write_text(EDL_25)
+    assert milimo("prompts", tmp_path / "cut.edl", "--rate", "25").returncode == 0
+    rows = _sheet(tmp_path / "cut.csv")
+    for row in rows:
+        row["prompt"] = row["prompt"] or "something"
+    rows[1]["seed"] = "-4"
+    rows[2]["handoff"] = "maybe"
+    rows[3]["shot_id"], rows[3]["clip"] = "quai", "Quai"
+    _fill(tmp_path / "cut.csv", rows)
+    db = tmp_path / "m.db"
+    proc = milimo("render", tmp_path / "cut.edl", "--prompts", tmp_path / "cut.csv", "--rate", "25",
+                  "--db", f"sqlite:///{db}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    for expected in ("row 3: column seed", "row 4: column handoff", "row 5: column shot_id", "'quay'"):
+        assert expected in proc.stderr, (expected, proc.stderr)
+    assert not db.exists()
+    (tmp_path / "typo.csv").write_text("shot_id,clip,promt\n")
+    typo = milimo("validate", tmp_path / "cut.edl", "--prompts", tmp_path / "typo.csv", "--rate", "25")
+    assert typo.returncode == 2 and "column promt" in typo.stderr and "'prompt'" in typo.stderr
+
+
+def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
+    """prompts -> filled CSV -> import -> render -> conform fcp_xml / cmx_3600 / otio -> read back."""
+    (tmp_path / "cut.edl").write_text(EDL_25)
+    assert milimo("prompts", tmp_path / "cut.edl", "--rate", "25", "-o", tmp_path / "shots.csv").returncode == 0
+    rows = _sheet(tmp_path / "shots.csv")
+    for i, row in enumerate(rows):
+        row["prompt"] = row["prompt"] or f"harbour shot {i}, café lights"
+        row["seed"] = str(10 + i)
+    rows[2]["handoff"] = "previous"  # Lanterns continues from Boat close up (across the dissolve)
+    rows[1]["shot_id"] = ""  # matched by its unique clip name instead
+    _fill(tmp_path / "shots.csv", rows)
+    board = tmp_path / "harbour.otio"
+    imported = milimo("import", tmp_path / "cut.edl", "--prompts", tmp_path / "shots.csv", "--rate", "25",
+                      "--size", "128x128", "-o", board)
+    assert imported.returncode == 0, imported.stderr
+    timeline = otio.adapters.read_from_file(str(board))
+    clips = list(timeline.find_clips())
+    assert [c.name for c in clips] == ["Harbour establishing", "Boat close up", "Lanterns", "Quay"]
+    assert any(isinstance(i, otio.schema.Transition) for i in timeline.tracks[0])  # the dissolve is kept
+    assert clips[1].metadata["milimo"]["prompt"] == "harbour shot 1, café lights"
+
+    out, db = tmp_path / "renders", f"sqlite:///{tmp_path / 'm.db'}"
+    common = ["--model", tiny_model_dir, "--db", db, "--out", out]
+    run = milimo("render", board, *common, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # the cut itself with its sheet is the same storyboard: nothing to render again
+    again = milimo("render", tmp_path / "cut.edl", "--prompts", tmp_path / "shots.csv", "--rate", "25",
+                   "--size", "128x128", *common, env=env)
+    assert again.returncode == 0 and "rendered 0 shot(s)" in again.stdout, again.stderr[-3000:]
+
+    mp4s = sorted(out.rglob("*.mp4"))
+    takes = [p for p in mp4s if p.parent.name == "take-001"]
+    assert sorted(p.name for p in takes) == sorted(f"harbour-cut-25_{s}_t001.mp4" for s in
+                                                   ("harbour-establishing", "boat-close-up", "lanterns", "quay"))
+    boat = next(p for p in takes if "boat" in p.name)
+    probe = _ffprobe(boat)
+    kinds = {s["codec_type"]: s for s in probe["streams"]}
+    assert kinds["audio"]["sample_rate"] == "48000"
+    assert kinds["video"]["tags"]["timecode"] == "01:00:10:00"
+    assert probe["format"]["tags"]["reel_name"] == "HARB_B02" and probe["format"]["tags"]["title"] == "Boat close up"
+
+    expected_tc = ["01:00:00:00", "01:00:10:00", "01:00:20:00", "01:00:30:00"]
+    for fmt, suffix in (("fcp_xml", ".xml"), ("cmx_3600", ".edl"), ("otio", ".otio")):
+        target = tmp_path / "editor" / f"conformed{suffix}"
+        proc = milimo("conform", board, "--format", fmt, "-o", target, "--db", db)
+        assert proc.returncode == 0 and "4 of 4 shot(s) relinked" in proc.stdout, proc.stderr
+        back = otio.adapters.read_from_file(str(target), **({"rate": 25} if fmt == "cmx_3600" else {}))
+        video = list(back.video_tracks()[0].find_clips())
+        assert [c.name for c in video] == ["Harbour establishing", "Boat close up", "Lanterns", "Quay"]
+        assert [otio.opentime.to_timecode(c.source_range.start_time, 25) for c in video] == expected_tc
+        for clip in video:
+            if fmt == "cmx_3600" and clip.name == "Lanterns":
+                continue  # OTIO's EDL reader gives a dissolve's incoming clip the outgoing clip's path
+            url = clip.media_reference.target_url
+            path = Path(url.removeprefix("file://")) if url.startswith("file://") else target.parent / url
+            assert path.is_file() and "_t001.mp4" in path.name, (fmt, clip.name, url)
+            assert _ffprobe(path)["streams"][0]["tags"]["timecode"] == otio.opentime.to_timecode(
+                clip.source_range.start_time, 25)
+        if fmt != "cmx_3600":
+            audio = list(back.audio_tracks()[0].find_clips())
+            assert [c.name for c in audio] == [c.name for c in video]  # aligned sound for every shot
+            assert [back.audio_tracks()[0].range_of_child(c).start_time for c in audio] == \
+                   [back.video_tracks()[0].range_of_child(c).start_time for c in video]
+    otioz = milimo("conform", board, "--format", "otioz", "--db", db, "--out", out)
+    assert otioz.returncode == 0, otioz.stderr
+
+    qa = json.loads(milimo("qa", board, "--db", db, "--json").stdout)
+    assert [(s["left"], s["right"], s["kind"]) for s in qa] == [
+        ("harbour-establishing", "boat-close-up", "hard"), ("boat-close-up", "lanterns", "handoff"),
+        ("lanterns", "quay", "hard")]
+    assert all(s["pixel_ratio"] is not None for s in qa) and not any(s["flagged"] for s in qa if s["kind"] == "hard")
+    status = milimo("status", board, "--db", db)
+    assert "seam -> lanterns handoff" in status.stdout
