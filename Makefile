@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup system bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -21,14 +21,22 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+# System tools the tests drive: ffprobe (Debian's ffmpeg) reads back timecode and audio of the takes.
+# Installed with apt-get when running as root and it is missing; otherwise the tests say what to install.
+system:
+	@command -v ffprobe >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ffmpeg) >/dev/null; \
+	  else echo "note: install ffprobe (Debian: apt-get install ffmpeg) for the timecode tests"; fi; }
+
+setup: $(STAMP) system
 
 # The example storyboard end to end: tiny model, SQLite (renders/milimo.db), Prefect's local server.
 demo: $(STAMP)
 	$(VENV)/bin/milimo render storyboards/examples/lighthouse.otio
 	$(VENV)/bin/milimo status storyboards/examples/lighthouse.otio
 
-test: $(STAMP)
+test: $(STAMP) system
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

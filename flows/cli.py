@@ -336,7 +336,8 @@ def _prompts(args: argparse.Namespace) -> int:
     write_shotlist(rows, target)
     filled = sum(1 for r in rows if r["prompt"])
     print(f"{target}: {len(rows)} shot(s) of {board.name!r} at {board.fps:g} fps, {filled} with a prompt from the cut; "
-          f"fill the prompt column, then `milimo import {args.cut} --prompts {target} -o STORYBOARD.otio`")
+          f"fill the prompt column, then `milimo import {args.cut} --prompts {target}"
+          + (f" --rate {args.rate:g}" if args.rate else "") + " -o STORYBOARD.otio`")
     return 0
 
 

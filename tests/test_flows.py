@@ -108,11 +108,24 @@ def test_render_rerun_and_rerender(render_env):
     assert store.lineage(store.current_take("lighthouse", "lamp-close").id)[-1][1] == "lighthouse-wide"
     assert b.flow_run_id and b.task_run_id
 
+    # Prefect, readable: the run is <storyboard>@r<revision>, tagged; shot task runs are named after the shot, and
+    # a shot that waited for the one CPU device (two chains at once) went through "Waiting for device".
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(b.flow_run_id)
+        assert run.name == "lighthouse@r1" and "storyboard:lighthouse" in run.tags
+        shot_runs = {str(t.id): t for t in client.read_task_runs() if str(t.flow_run_id) == b.flow_run_id}
+        assert {t.name for t in shot_runs.values()} >= set(first["rendered"])
+        states = [st.name for tid in shot_runs for st in client.read_task_run_states(tid)]
+        assert "Waiting for device" in states
+
     # The rendered OTIO points at the takes; preview and contact sheet exist.
     rendered = otio.adapters.read_from_file(first["otio"])
     for clip, shot in zip(rendered.tracks[0].find_clips(), board.shots):
         ref = clip.media_reference
-        assert ref.name == "take-1" and Path(ref.target_url.removeprefix("file://")) == Path(status[shot.shot_id].outputs["mp4"]).resolve()
+        assert clip.active_media_reference_key == "take-1"
+        assert (Path(first["otio"]).parent / ref.target_url).resolve() == Path(status[shot.shot_id].outputs["mp4"]).resolve()
     assert probe(first["preview"]).frames == sum(s.frames for s in board.shots)
     assert Path(first["contact_sheet"]).stat().st_size > 1000
 

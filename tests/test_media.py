@@ -8,7 +8,7 @@ def test_render_to_mp4_has_frames_fps_and_audio(pipeline, request_256, tmp_path)
     path = result.save_mp4(tmp_path / "shot.mp4")
     info = probe(path)
     assert (info.frames, float(info.fps), info.width, info.height) == (30, 24.0, 256, 256)
-    assert info.has_audio and info.audio_sample_rate == result.sample_rate
+    assert info.has_audio and info.audio_sample_rate == 48_000  # resampled from the model's rate for editors
     assert not list(tmp_path.glob(".*partial*"))
 
 

@@ -23,7 +23,7 @@ def upgrade() -> None:
         sa.Column('right_take_id', sa.Integer(), sa.ForeignKey('takes.id', ondelete='CASCADE'), nullable=False),
         sa.Column('frame', sa.Integer(), nullable=False),
         sa.Column('metrics', sa.JSON(), nullable=False),
-        sa.Column('score', sa.Float(), nullable=False),
+        sa.Column('score', sa.Double(), nullable=False),
         sa.Column('flagged', sa.Boolean(), nullable=False),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint('left_take_id', 'right_take_id', 'frame'),
