@@ -238,8 +238,8 @@ def _seam_notes(store, name: str, qa) -> dict[str, list[str]]:
 
 
 def _status(args: argparse.Namespace) -> int:
+    name = _board_name(args)  # a cut or sheet that does not load stops here, before any database is created
     store = _open_store(args)
-    name = _board_name(args)
     rows = store.status(name)
     seams = _seam_notes(store, name, args.qa)
     if args.json:
@@ -269,8 +269,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _takes(args: argparse.Namespace) -> int:
-    store = _open_store(args)
     name = _board_name(args)
+    store = _open_store(args)
     takes = store.takes(name, args.shot_id)
     current = store.current_take(name, args.shot_id)
     if args.json:
@@ -286,8 +286,8 @@ def _takes(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    store = _open_store(args)
     name = _board_name(args)
+    store = _open_store(args)
     rows = store.status(name)
     bad = store.verify(name)
     missing = [r for r in rows if r.take_id is None or r.status in ("failed", "cancelled", "stale", "not rendered")]
@@ -304,8 +304,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> int:
-    store = _open_store(args)
     name = _board_name(args)
+    store = _open_store(args)
     if args.all or args.clear:
         cleared = store.clear_overrides(name, None if args.all else args.clear)
         print(f"{name}: cleared the overrides of {len(cleared)} shot(s) {cleared}; the file's values apply again")
@@ -386,8 +386,8 @@ def _qa(args: argparse.Namespace) -> int:
     from storyboards.seams import seam_verdict
     from tasks.seams import measure_seams
 
-    store = _open_store(args)
     name = _board_name(args)
+    store = _open_store(args)
     seams = measure_seams(store, name, args.qa)
     rows = []
     for seam in seams:

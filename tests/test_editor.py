@@ -144,6 +144,11 @@ def test_a_bad_shot_list_names_row_and_column_and_stores_nothing(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     for expected in ("row 3: column seed", "row 4: column handoff", "row 5: column shot_id", "'quay'"):
         assert expected in proc.stderr, (expected, proc.stderr)
+    for command in ("qa", "status", "conform"):
+        extra = ["--format", "fcp_xml"] if command == "conform" else []
+        proc = milimo(command, tmp_path / "cut.edl", "--prompts", tmp_path / "cut.csv", "--rate", "25", *extra,
+                      "--db", f"sqlite:///{db}")
+        assert proc.returncode == 2 and "row 3: column seed" in proc.stderr, (command, proc.stderr)
     assert not db.exists()
     (tmp_path / "typo.csv").write_text("shot_id,clip,promt\n")
     typo = milimo("validate", tmp_path / "cut.edl", "--prompts", tmp_path / "typo.csv", "--rate", "25")
