@@ -117,17 +117,16 @@ def read_frames(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(proc.stdout, np.uint8).reshape(-1, info.height, info.width, 3)
 
 
-def read_window(path: str | os.PathLike, start: int, count: int, width: int = 256) -> np.ndarray:
-    """Frames start..start+count-1 of a video, scaled to `width` (for seam QA: small is enough, and fast)."""
-    info = probe(path)
-    start, end = max(0, start), min(info.frames, start + count)
-    height = max(2, round(info.height * width / max(info.width, 1) / 2) * 2)
-    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-vf",
-                           f"select='between(n,{start},{end - 1})',scale={width}:{height}", "-fps_mode", "passthrough",
-                           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
+def read_window(path: str | os.PathLike, start: int, count: int, size: int = 192) -> np.ndarray:
+    """Frames start..start+count-1 of a video as `size`×`size` thumbnails (for seam QA: both sides of a join
+    are scaled alike, so small and square is enough; no probe pass, one decode)."""
+    start = max(0, start)
+    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-an", "-vf",
+                           f"select='between(n,{start},{start + count - 1})',scale={size}:{size}",
+                           "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg could not read {path}: {proc.stderr.decode(errors='replace')[-1000:]}")
-    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, height, width, 3)
+    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
 
 
 def read_audio(path: str | os.PathLike, start_s: float, duration_s: float,
