@@ -12,7 +12,7 @@ import opentimelineio as otio
 import pytest
 
 import storyboards
-from tests.test_trust import env, milimo  # noqa: F401 - env is a fixture
+from tests.test_trust import milimo
 
 EDL_25 = """TITLE: HARBOUR CUT 25
 FCM: NON-DROP FRAME
@@ -62,6 +62,11 @@ FCP_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <rate><timebase>30</timebase><ntsc>FALSE</ntsc></rate><duration>300</duration></file></clipitem>
 </track></video></media></sequence></xmeml>
 """
+
+
+@pytest.fixture
+def env(prefect_api):
+    return {"PREFECT_API_URL": prefect_api}
 
 
 def _sheet(path: Path) -> list[dict]:
