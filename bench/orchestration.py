@@ -90,6 +90,7 @@ def main() -> None:
         server_s = time.perf_counter() - t0
         from flows.render import render_storyboard
         from tasks.outputs import concat_mp4, contact_sheet
+        from tasks.seams import measure_seams
         from storyboards.conform import conform
         from storyboards.store import Store
 
@@ -114,6 +115,14 @@ def main() -> None:
             contact_sheet([(r.shot_id, r.take_number, r.status, r.status, r.outputs["thumbnail"], []) for r in rows],
                           work / f"outputs-{i}" / "contact_sheet.png")
             outputs.append(time.perf_counter() - t0)
+            # Seam QA, measured again on a copy of the store with its seams removed.
+            shutil.copy(work / f"flow-{i}.db", work / f"qa-{i}.db")
+            qa_store = Store.open(f"sqlite:///{work / f'qa-{i}.db'}")
+            with qa_store.engine.begin() as conn:
+                conn.exec_driver_sql("DELETE FROM seams")
+            t0 = time.perf_counter()
+            measure_seams(qa_store, "lighthouse")
+            outputs[-1] += time.perf_counter() - t0
 
     p, f, o = statistics.median(plain), statistics.median(flow), statistics.median(outputs)
     overhead = (f - o - p) / shots
@@ -121,7 +130,7 @@ def main() -> None:
     print(f"Prefect server start-up (temporary server): {server_s:.2f}s (once per process, not per render)")
     print(f"plain engine loop        {p:.2f}s   runs {[round(x, 2) for x in plain]}")
     print(f"milimo render (flow)     {f:.2f}s   runs {[round(x, 2) for x in flow]}")
-    print(f"  of which outputs       {o:.2f}s   (conform + preview.mp4 + contact sheet)")
+    print(f"  of which outputs       {o:.2f}s   (conform + preview.mp4 + contact sheet + seam QA, one after another)")
     print(f"per-shot orchestration overhead: {overhead:.3f}s  (target < 0.5s)")
     print(f"ratio flow-without-outputs / plain loop = {(f - o) / p:.3f}")
     shutil.rmtree(work, ignore_errors=True)

@@ -117,13 +117,19 @@ def read_frames(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(proc.stdout, np.uint8).reshape(-1, info.height, info.width, 3)
 
 
-def read_window(path: str | os.PathLike, start: int, count: int, size: int = 192) -> np.ndarray:
-    """Frames start..start+count-1 of a video as `size`×`size` thumbnails (for seam QA: both sides of a join
-    are scaled alike, so small and square is enough; no probe pass, one decode)."""
-    start = max(0, start)
+def read_frames_at(path: str | os.PathLike, indices: list[int], size: int = 192) -> np.ndarray:
+    """The frames at `indices` (sorted, inside the video) as `size`×`size` thumbnails, in one decode. For seam
+    QA: both sides of a join are scaled alike, so small and square is enough."""
+    if not indices:
+        return np.zeros((0, size, size, 3), np.uint8)
+    ranges, first = [], indices[0]
+    for prev, cur in zip(indices, indices[1:] + [None]):
+        if cur != prev + 1:
+            ranges.append(f"between(n,{first},{prev})")
+            first = cur
     proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-an", "-vf",
-                           f"select='between(n,{start},{start + count - 1})',scale={size}:{size}",
-                           "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
+                           f"select='{'+'.join(ranges)}',scale={size}:{size}", "-fps_mode", "passthrough",
+                           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg could not read {path}: {proc.stderr.decode(errors='replace')[-1000:]}")
     return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
