@@ -165,17 +165,34 @@ def _run_interruptibly(work: Callable[[], Any]) -> Any:
     return outcome["value"]
 
 
+def _farm_ready(args: argparse.Namespace) -> None:
+    """Before anything is stored: a farm needs PostgreSQL, a real Prefect server and workers that see what we see."""
+    from flows.farm import require_farm
+    from flows.plan import DEFAULT_OUT, ensure_model, resolve_model_dir
+    from storyboards.store.db import default_url
+
+    model_dir = ensure_model(resolve_model_dir(args.model, _load(args)), explicit=bool(args.model))
+    require_farm(args.farm, args.db or default_url(), Path(args.out or DEFAULT_OUT).resolve(),
+                 str(Path(model_dir).resolve()), [str(Path(r).resolve()) for r in args.asset_root or ()])
+
+
 def _render_flow(args: argparse.Namespace, **kwargs: Any) -> dict:
     from .prefect_server import prefect_api
 
+    if args.farm:
+        _farm_ready(args)
     with prefect_api():
         from flows.render import render_storyboard
 
+        if args.farm:
+            from prefect_dask import DaskTaskRunner
+
+            render_storyboard = render_storyboard.with_options(task_runner=DaskTaskRunner(address=args.farm))
         return _run_interruptibly(lambda: render_storyboard(
             args.storyboard, model=args.model, out=args.out, db=args.db, devices=args.device or None,
             time_limit_s=args.time_limit, rate=args.rate, draft=args.draft, prompts=args.prompts,
             size=list(args.size) if args.size else None, asset_roots=args.asset_root or None,
-            qa=args.qa.model_dump(), **kwargs))
+            qa=args.qa.model_dump(), farm=args.farm, **kwargs))
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -413,6 +430,38 @@ def _qa(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from flows.farm import run_workers
+
+    gpus = None if args.cpu else [int(g) for g in args.gpus.split(",")] if args.gpus else _all_gpus()
+    return run_workers(args.scheduler, gpus, args.name)
+
+
+def _all_gpus() -> list[int] | None:
+    import torch
+
+    return list(range(torch.cuda.device_count())) or None
+
+
+def _farm(args: argparse.Namespace) -> int:
+    from flows.farm import run_scheduler
+
+    if args.farm_command == "scheduler":
+        return run_scheduler(args.host, args.port)
+    from distributed import Client
+
+    client = Client(args.scheduler, timeout=10)
+    workers = client.scheduler_info()["workers"]
+    processing = client.processing()
+    table = [("worker", "address", "GPU", "tasks now")]
+    for address, info in sorted(workers.items(), key=lambda kv: kv[1].get("name", "")):
+        table.append((str(info.get("name")), address, str(info.get("resources", {}).get("GPU", "-")),
+                      ", ".join(str(k) for k in processing.get(address, [])) or "-"))
+    _print_table(table)
+    client.close()
+    return 0
+
+
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
@@ -479,6 +528,8 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output root (default: ./renders)")
     p.add_argument("--device", action="append", help="device for the GPU pool (repeat; default: every visible GPU, or cpu)")
     p.add_argument("--time-limit", type=_positive_float, help="per-shot limit in seconds, checked between steps")
+    p.add_argument("--farm", metavar="tcp://HOST:8786",
+                   help="render on a Dask farm (default: [farm] scheduler in milimo.toml, else this host)")
     p.add_argument("--draft", action="store_true",
                    help="this run renders every shot on the fast draft recipe (its own takes, beside the finals)")
 
@@ -574,6 +625,25 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--all", action="store_true", help="clear every override of the storyboard")
     overrides.set_defaults(func=_overrides)
 
+    worker = sub.add_parser("worker", help="farm: one Dask worker per GPU (or one CPU worker) for a scheduler")
+    worker.add_argument("--scheduler", required=True, metavar="tcp://HOST:8786")
+    which = worker.add_mutually_exclusive_group()
+    which.add_argument("--gpus", metavar="0,1", help="the GPUs to serve (default: every visible GPU)")
+    which.add_argument("--cpu", action="store_true", help="one CPU worker (tests, a machine without GPU)")
+    worker.add_argument("--name", help="worker name (default: host/gpuN, host/cpu)")
+    _add_config(worker)
+    worker.set_defaults(func=_worker)
+
+    farm = sub.add_parser("farm", help="farm: the Dask scheduler, and what the workers are doing")
+    farm_sub = farm.add_subparsers(dest="farm_command", required=True)
+    scheduler = farm_sub.add_parser("scheduler", help="run Dask's scheduler (loopback unless --host)")
+    scheduler.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    scheduler.add_argument("--port", type=int, default=8786)
+    scheduler.set_defaults(func=_farm)
+    farm_status = farm_sub.add_parser("status", help="workers, their GPU and what each is rendering")
+    farm_status.add_argument("--scheduler", required=True, metavar="tcp://HOST:8786")
+    farm_status.set_defaults(func=_farm)
+
     serve = sub.add_parser("serve", help="serve Prefect deployments: scheduled renders, reruns, a watched folder")
     _add_config(serve)
     serve.add_argument("--storyboard", help="storyboard to render on --cron")
@@ -601,6 +671,8 @@ def _apply_config(args: argparse.Namespace) -> None:
     for name, value in (("db", paths.db), ("out", paths.out), ("model", paths.model)):
         if hasattr(args, name) and not getattr(args, name) and value:
             setattr(args, name, str(value))
+    if hasattr(args, "farm") and not args.farm and config.farm.scheduler:
+        args.farm = config.farm.scheduler
     if hasattr(args, "asset_root") and not args.asset_root and paths.asset_roots:
         args.asset_root = [str(root) for root in paths.asset_roots]
     cut = getattr(args, "storyboard", None) or getattr(args, "cut", None)

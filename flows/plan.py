@@ -27,6 +27,7 @@ from storyboards.store.db import default_url
 from storyboards.validate import ValidationConfig
 
 DEFAULT_OUT = "renders"
+HEARTBEAT_TIMEOUT_S = float(os.environ.get("MILIMO_HEARTBEAT_TIMEOUT_S", "120"))
 
 __all__ = ["PlannedShot", "RenderPlan", "load_board", "prepare", "resolve_model_dir"]
 
@@ -126,6 +127,8 @@ def prepare(storyboard: str | os.PathLike, *, model: str | None = None, out: str
             if is_dead(take.host):
                 store.fail_take(take.id, f"abandoned: the process that ran it ({take.host}) died")
                 abandoned.append(take.id)
+        # A take on another host: its worker's heartbeat says whether it lives (a pid cannot be seen from here).
+        abandoned += store.abandon_stale(board.name, HEARTBEAT_TIMEOUT_S)
         sweep_partials(layout.storyboard_dir(board.name))
     if from_shot:
         store.rerender_from(board.name, from_shot)

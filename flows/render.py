@@ -10,6 +10,7 @@ chains have finished and the conform, preview and contact sheet show what there 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -53,7 +54,7 @@ def render_storyboard(storyboard: str, model: str | None = None, out: str | None
                       devices: list[str] | None = None, time_limit_s: float | None = None,
                       rate: float | None = None, draft: bool = False, prompts: str | None = None,
                       size: list[int] | None = None, asset_roots: list[str] | None = None,
-                      qa: dict[str, float] | None = None) -> dict[str, Any]:
+                      qa: dict[str, float] | None = None, farm: str | None = None) -> dict[str, Any]:
     """Render every shot of `storyboard` that is not done; see the module docstring. `draft`: this run renders
     every shot on the fast draft recipe (draft takes are their own specs, beside the final ones). `prompts`:
     the shot list that makes an editor's cut a storyboard (`size`: [width, height] for its shots). `qa`: seam
@@ -61,7 +62,7 @@ def render_storyboard(storyboard: str, model: str | None = None, out: str | None
     try:
         return _render(storyboard, model=model, out=out, only=only, from_shot=from_shot, overrides=overrides, db=db,
                        devices=devices, time_limit_s=time_limit_s, rate=rate, draft=draft, prompts=prompts,
-                       size=tuple(size) if size else None, asset_roots=asset_roots, qa=qa)
+                       size=tuple(size) if size else None, asset_roots=asset_roots, qa=qa, farm=farm)
     except MilimoError as exc:
         return _ended(exc)
 
@@ -81,10 +82,22 @@ def _name_flow_run(name: str, revision: int) -> None:
         get_run_logger().debug("flow run not renamed: %s", exc)
 
 
+def _one_gpu(farm: str | None):
+    """On a farm, a shot needs one GPU resource of its Dask worker; elsewhere nothing."""
+    if not farm:
+        return contextlib.nullcontext()
+    import dask
+
+    from .farm import GPU
+
+    return dask.annotate(resources={GPU: 1})
+
+
 def _render(storyboard: str, *, model: str | None, out: str | None, only: list[str] | None, from_shot: str | None,
             overrides: dict[str, dict[str, Any]] | None, db: str | None, devices: list[str] | None,
             time_limit_s: float | None, rate: float | None, draft: bool, prompts: str | None,
-            size: tuple[int, int] | None, asset_roots: list[str] | None, qa: dict[str, float] | None) -> dict[str, Any]:
+            size: tuple[int, int] | None, asset_roots: list[str] | None, qa: dict[str, float] | None,
+            farm: str | None) -> dict[str, Any]:
     log = get_run_logger()
     plan = prepare(storyboard, model=model, out=out, db=db, only=only, from_shot=from_shot, overrides=overrides,
                    rate=rate, draft=draft, is_dead=holder_is_dead, prompts=prompts, size=size, asset_roots=asset_roots)
@@ -94,7 +107,8 @@ def _render(storyboard: str, *, model: str | None, out: str | None, only: list[s
         log.warning("takes %s were left running by a process that died; marked failed", plan.abandoned)
     log.info("%s: %d shot(s) to render %s, %d done already %s (model %s)", name, len(plan.shots),
              [s.shot_id for s in plan.shots], len(plan.skipped), plan.skipped, plan.model_id)
-    device_list = tuple(devices) if devices else tuple(visible_devices())
+    # On a farm each worker renders on its own device (one GPU resource per shot); here, on this host's pool.
+    device_list = None if farm else tuple(devices) if devices else tuple(visible_devices())
 
     futures: dict[str, PrefectFuture] = {}
     for shot in plan.shots:
@@ -105,7 +119,7 @@ def _render(storyboard: str, *, model: str | None, out: str | None, only: list[s
         job = ShotJob(storyboard=name, shot_id=shot.shot_id, model_dir=plan.model_dir, out_root=str(plan.layout.root),
                       db_url=plan.db_url, needs_handoff=shot.needs_handoff, devices=device_list,
                       time_limit_s=time_limit_s, timecode=cut.source_timecode, reel=cut.reel, clip=cut.name)
-        with tags(f"storyboard:{name}"):
+        with tags(f"storyboard:{name}"), _one_gpu(farm):
             futures[shot.shot_id] = render_shot.submit(job, upstream=upstream)
 
     failed: dict[str, str] = {}
@@ -148,14 +162,14 @@ def rerender(storyboard: str, from_shot: str, overrides: dict[str, Any] | None =
              out: str | None = None, db: str | None = None, devices: list[str] | None = None,
              time_limit_s: float | None = None, rate: float | None = None, draft: bool = False,
              prompts: str | None = None, size: list[int] | None = None, asset_roots: list[str] | None = None,
-             qa: dict[str, float] | None = None) -> dict[str, Any]:
+             qa: dict[str, float] | None = None, farm: str | None = None) -> dict[str, Any]:
     """A new spec for `from_shot` (its `overrides`), that shot and the rest of its chain re-rendered in
     order; every other shot keeps its takes."""
     try:
         return render_storyboard(storyboard, model=model, out=out, from_shot=from_shot,
                                  overrides={from_shot: dict(overrides)} if overrides else None, db=db, devices=devices,
                                  time_limit_s=time_limit_s, rate=rate, draft=draft, prompts=prompts, size=size,
-                                 asset_roots=asset_roots, qa=qa)
+                                 asset_roots=asset_roots, qa=qa, farm=farm)
     except MilimoError as exc:
         return _ended(exc)
 

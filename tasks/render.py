@@ -30,7 +30,9 @@ from storyboards.fields import slug
 from storyboards.paths import OutputLayout
 from storyboards.store import TakeStatus, artifact_record
 
-from .worker import LeaseKeeper, device_pool, holder_id, holder_is_dead, interrupted, ledger_for, store_for
+from .worker import (
+    LeaseKeeper, device_pool, holder_id, holder_is_dead, interrupted, ledger_for, store_for, worker_name,
+)
 
 RETRIES = int(os.environ.get("MILIMO_RENDER_RETRIES", "2"))
 RETRY_BACKOFF_S = float(os.environ.get("MILIMO_RETRY_BACKOFF_S", "2"))
@@ -248,6 +250,10 @@ def render_shot(job: ShotJob, upstream: ShotOutcome | None = None) -> ShotOutcom
         holder = holder_id()
         _wait_for_lease(store, job, holder, log)
         with LeaseKeeper(store, job.storyboard, job.shot_id, holder, LEASE_TTL_S) as lease:
+            lost = store.abandon_others(job.storyboard, job.shot_id, holder)
+            if lost:
+                log.warning("shot %s: takes %s were running where the lease was lost; marked abandoned",
+                            job.shot_id, lost)
             done = store.done_take(job.storyboard, job.shot_id, upstream.handoff_sha256 if upstream else None)
             if done is not None and (done.handoff_out_path or not job.needs_handoff):
                 log.info("shot %s: take %d is already done with this spec and upstream; kept", job.shot_id,
@@ -278,7 +284,8 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store, holder: str, leas
             handoff_in_path=upstream.handoff_path if upstream else None,
             handoff_in_sha256=upstream.handoff_sha256 if upstream else None,
             flow_run_id=str(flow_run.id) if flow_run.id else None,
-            task_run_id=str(task_run.id) if task_run.id else None, host=holder)
+            task_run_id=str(task_run.id) if task_run.id else None, host=holder, worker=worker_name(device))
+        lease.take_id = take_id
         take = store.take(take_id)
         t0 = time.perf_counter()
         try:

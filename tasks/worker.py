@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 from milimo_engine.atomic import pid_alive
 from storyboards.errors import Interrupted
+from storyboards.fields import slug
 
 _lock = threading.Lock()
 _interrupt = threading.Event()
@@ -32,6 +33,31 @@ def visible_devices() -> list[str]:
     if torch.cuda.is_available():
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     return ["cpu"]
+
+
+def worker_name(device: str | None = None) -> str:
+    """The worker a take names: `milimo worker` sets MILIMO_WORKER_NAME (`host/gpuN`); else host/device."""
+    return os.environ.get("MILIMO_WORKER_NAME") or f"{socket.gethostname()}/{(device or 'cpu').replace(':', '')}"
+
+
+def device_lock_key(device: str) -> str:
+    """The physical device behind `device`, for the per-device lock. With CUDA_VISIBLE_DEVICES set per worker,
+    every worker sees cuda:0: the key is the GPU's UUID (else the index before remapping). A CPU slot is per
+    worker (MILIMO_WORKER_NAME), so two CPU workers on one host render side by side; one plain host has one."""
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        try:
+            import torch
+
+            uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+            if uuid:
+                return f"gpu-{uuid}"
+        except Exception:  # noqa: BLE001 - fall back to the visible-devices mapping
+            pass
+        visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        return f"gpu-{visible[index] if index < len(visible) else index}"
+    slot = os.environ.get("MILIMO_WORKER_NAME")
+    return f"{device}-{slot}" if slot else device
 
 
 def holder_id() -> str:
@@ -63,6 +89,7 @@ class LeaseKeeper:
     def __init__(self, store, storyboard: str, shot_id: str, holder: str, ttl_s: float):
         self.store, self.storyboard, self.shot_id, self.holder, self.ttl_s = store, storyboard, shot_id, holder, ttl_s
         self.lost = False
+        self.take_id: int | None = None  # once a take runs, each renewal is also its heartbeat
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{shot_id}", daemon=True)
 
@@ -72,6 +99,8 @@ class LeaseKeeper:
                 if not self.store.renew_lease(self.storyboard, self.shot_id, self.holder, self.ttl_s):
                     self.lost = True
                     return
+                if self.take_id is not None:
+                    self.store.heartbeat(self.take_id)
             except Exception:  # a dropped connection: try again next beat; expiry is the safety net
                 continue
 
@@ -119,7 +148,7 @@ class DevicePool:
             if interrupted():
                 raise Interrupted(interrupted())
             for device in self.devices:
-                fh = open(folder / f"{device.replace(':', '-')}.lock", "a+")
+                fh = open(folder / f"{slug(device_lock_key(device), 'device')}.lock", "a+")
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

@@ -55,6 +55,8 @@ class TakeView:
     finished_at: datetime | None
     progress: dict[str, Any] | None = None
     artifacts: tuple[dict[str, Any], ...] = ()
+    worker: str | None = None
+    heartbeat_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ def _view(take: TakeRow, shot_id: str, artifacts: bool = False) -> TakeView:
                     take.handoff_in_sha256, take.handoff_out_path, take.handoff_out_sha256, dict(take.outputs or {}),
                     dict(take.timings or {}), take.error, take.host, take.flow_run_id, take.task_run_id,
                     _aware(take.created_at), _aware(take.finished_at), dict(take.progress) if take.progress else None,
-                    tuple(_artifact_dict(a) for a in take.artifacts) if artifacts else ())
+                    tuple(_artifact_dict(a) for a in take.artifacts) if artifacts else (), take.worker,
+                    _aware(take.heartbeat_at))
 
 
 def _artifact_problems(take: TakeRow, full: bool = False) -> Iterator[tuple[ArtifactRow, str]]:
@@ -374,7 +377,8 @@ class Store:
     # ------------------------------------------------------------ takes
     def start_take(self, storyboard: str, shot_id: str, *, handoff_in_take_id: int | None = None,
                    handoff_in_path: str | None = None, handoff_in_sha256: str | None = None,
-                   flow_run_id: str | None = None, task_run_id: str | None = None, host: str | None = None) -> int:
+                   flow_run_id: str | None = None, task_run_id: str | None = None, host: str | None = None,
+                   worker: str | None = None) -> int:
         def work(s: Session) -> int:
             shot = self._shot(s, storyboard, shot_id, lock=True)
             if shot.spec_hash is None:
@@ -384,7 +388,8 @@ class Store:
                            handoff_in_take_id=handoff_in_take_id, handoff_in_path=handoff_in_path,
                            handoff_in_sha256=handoff_in_sha256, host=host or socket.gethostname(),
                            flow_run_id=flow_run_id, task_run_id=task_run_id, started_at=utcnow(), outputs={},
-                           timings={}, progress={"stage": "starting", "step": 0, "total": 0})
+                           timings={}, progress={"stage": "starting", "step": 0, "total": 0},
+                           worker=worker or host or socket.gethostname(), heartbeat_at=utcnow())
             s.add(take)
             s.flush()
             return take.id
@@ -411,6 +416,37 @@ class Store:
             for a in artifacts:
                 take.artifacts.append(ArtifactRow(**a))
             s.execute(update(ShotRow).where(ShotRow.id == take.shot_pk).values(current_take_id=take.id))
+
+    def heartbeat(self, take_id: int) -> None:
+        with self.session.begin() as s:
+            s.execute(update(TakeRow).where(TakeRow.id == take_id, TakeRow.status == TakeStatus.running)
+                      .values(heartbeat_at=utcnow()))
+
+    def abandon_stale(self, storyboard: str, timeout_s: float, shot_id: str | None = None) -> list[int]:
+        """Mark failed ("abandoned") every running take whose worker has not beaten for `timeout_s` (its host
+        is gone: a pid cannot be checked across machines). With `shot_id`, only that shot's."""
+        cutoff = utcnow() - timedelta(seconds=timeout_s)
+        with self.session.begin() as s:
+            shots = {r.id: r.shot_id for r in self._shots(s, storyboard) if shot_id is None or r.shot_id == shot_id}
+            stale = s.scalars(select(TakeRow).where(
+                TakeRow.shot_pk.in_(list(shots)), TakeRow.status == TakeStatus.running,
+                func.coalesce(TakeRow.heartbeat_at, TakeRow.started_at) < cutoff)).all()
+            for take in stale:
+                take.status, take.finished_at, take.progress = TakeStatus.failed, utcnow(), None
+                take.error = f"abandoned: no heartbeat from {take.worker or take.host} for over {timeout_s:g}s"
+            return [t.id for t in stale]
+
+    def abandon_others(self, storyboard: str, shot_id: str, holder: str) -> list[int]:
+        """Running takes of a shot whose lease `holder` now holds: their renders lost the lease (their process or
+        host died), so they are abandoned before this one starts."""
+        with self.session.begin() as s:
+            shot = self._shot(s, storyboard, shot_id)
+            others = s.scalars(select(TakeRow).where(TakeRow.shot_pk == shot.id, TakeRow.status == TakeStatus.running,
+                                                     TakeRow.host != holder)).all()
+            for take in others:
+                take.status, take.finished_at, take.progress = TakeStatus.failed, utcnow(), None
+                take.error = f"abandoned: {take.worker or take.host} lost the shot's lease (its process or host died)"
+            return [t.id for t in others]
 
     def fail_take(self, take_id: int, error: str, status: TakeStatus = TakeStatus.failed) -> None:
         """A failed (or cancelled) take never replaces the shot's current (earlier, good) take."""

@@ -105,6 +105,10 @@ class TakeRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # stage, step, total while it renders
+    # Who renders it (a farm worker `host/gpuN`, or host:pid on one host), from the moment it starts, and when its
+    # worker last said it is alive: a take whose heartbeat is older than the timeout was lost with its host.
+    worker: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     artifacts: Mapped[list["ArtifactRow"]] = relationship(back_populates="take", cascade="all, delete-orphan")
 
