@@ -154,3 +154,124 @@ def test_two_chains_render_on_two_workers_and_a_killed_worker_loses_no_shot(tmp_
         assert mine[1][3] != victim[1]  # finished by the other worker
         for shot in {t[0] for t in takes}:
             assert [t[2] for t in takes if t[0] == shot].count("succeeded") == 1, takes
+
+
+# ------------------------------------------------------------------ two simulated hosts (network namespaces)
+def _sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True)
+
+
+@pytest.fixture
+def two_hosts(tmp_path):
+    """Two "hosts": network namespaces on a bridge, each process in its own UTS namespace with its own hostname.
+    The root namespace has the bridge address; PostgreSQL is reached through its Unix socket."""
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("unshare"):
+        pytest.skip("needs root with `ip` and `unshare` to create network namespaces (CI runs as root)")
+    tag = f"{os.getpid() % 10000:04d}"
+    subnet = f"10.231.{os.getpid() % 200 + 20}"
+    bridge, names = f"mlb{tag}", {"hostA": f"mla{tag}", "hostB": f"mlc{tag}"}
+    made: list[tuple[str, str]] = []
+    try:
+        _sh("ip", "link", "add", bridge, "type", "bridge")
+        made.append(("link", bridge))
+        _sh("ip", "addr", "add", f"{subnet}.1/24", "dev", bridge)
+        _sh("ip", "link", "set", bridge, "up")
+        for i, ns in enumerate(names.values(), start=2):
+            _sh("ip", "netns", "add", ns)
+            made.append(("netns", ns))
+            _sh("ip", "link", "add", f"{ns}h", "type", "veth", "peer", "name", f"{ns}n")
+            made.append(("link", f"{ns}h"))
+            _sh("ip", "link", "set", f"{ns}h", "master", bridge)
+            _sh("ip", "link", "set", f"{ns}h", "up")
+            _sh("ip", "link", "set", f"{ns}n", "netns", ns)
+            _sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{subnet}.{i}/24", "dev", f"{ns}n")
+            _sh("ip", "netns", "exec", ns, "ip", "link", "set", f"{ns}n", "up")
+            _sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        yield {"address": f"{subnet}.1", "namespaces": names}
+    finally:
+        for kind, name in reversed(made):
+            subprocess.run(["ip", kind, "del", name] if kind == "netns" else ["ip", "link", "del", name],
+                           capture_output=True)
+
+
+def _socket_schema_url():
+    """A fresh schema reached through PostgreSQL's Unix socket (network namespaces do not isolate it)."""
+    import contextlib
+
+    from sqlalchemy import create_engine, make_url
+
+    @contextlib.contextmanager
+    def schema():
+        with pg_schema() as tcp_url:
+            engine = create_engine(PG_URL)
+            with engine.connect() as conn:
+                folder = conn.exec_driver_sql("show unix_socket_directories").scalar().split(",")[0].strip()
+            engine.dispose()
+            url = make_url(tcp_url)
+            yield url.set(host=None, port=None).update_query_dict({"host": folder}).render_as_string(
+                hide_password=False)
+
+    return schema()
+
+
+def test_losing_a_whole_host_mid_render_loses_no_shot(tmp_path, tiny_model_dir, two_hosts):
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test the farm on PostgreSQL: {PG_SKIP_REASON}")
+        pytest.skip(PG_SKIP_REASON)
+    ip = two_hosts["address"]
+    farm = Farm(tmp_path, "")
+    farm.port = _free_port()
+    farm.address = f"tcp://{ip}:{farm.port}"
+    prefect_port = _free_port()
+    farm.env.update({"PREFECT_API_URL": f"http://{ip}:{prefect_port}/api", "PREFECT_HOME": str(tmp_path / "prefect"),
+                     "PREFECT_SERVER_API_HOST": ip})
+    try:
+        prefect = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", ip, "--port",
+                                    str(prefect_port)], env=farm.env, stdout=open(farm.logs / "prefect.log", "w"),
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        farm.procs["prefect"] = prefect
+        farm.start("scheduler", "farm", "scheduler", "--host", ip, "--port", str(farm.port))
+        for host, ns in two_hosts["namespaces"].items():
+            command = f"hostname {host} && exec {sys.executable} -m flows.cli worker --scheduler {farm.address} --cpu"
+            farm.procs[host] = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--uts", "sh", "-c", command],
+                                                cwd=ROOT, env=farm.env, stdout=open(farm.logs / f"{host}.log", "w"),
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+        import urllib.request
+
+        deadline = time.monotonic() + 90
+        ready = False
+        while time.monotonic() < deadline and not ready:
+            time.sleep(0.5)
+            try:
+                urllib.request.urlopen(f"http://{ip}:{prefect_port}/api/health", timeout=2).read()
+                ready = farm.workers() == ["hostA/cpu", "hostB/cpu"]
+            except Exception:  # noqa: BLE001 - not up yet
+                continue
+        assert ready, [p.read_text()[-1500:] for p in farm.logs.iterdir()]
+
+        board = copy_example(tmp_path, steps=40)
+        with _socket_schema_url() as url:
+            render = _render(farm, board, tiny_model_dir, url, tmp_path / "renders")
+            victim = None
+            while victim is None and time.monotonic() < deadline + 300 and render.poll() is None:
+                time.sleep(0.1)
+                for shot, _, status, worker, progress in _takes(url):
+                    if status == "running" and progress and '"stage1"' in progress:
+                        victim = (shot, worker)
+                        break
+            assert victim, (render.poll(), render.stderr.read() if render.poll() is not None else "")
+            farm.kill(victim[1].split("/")[0])  # every process of that host
+            stdout, stderr = render.communicate(timeout=400)
+            assert render.returncode == 0, stderr[-3000:]
+            takes = _takes(url)
+            mine = [t for t in takes if t[0] == victim[0]]
+            assert [t[2] for t in mine] == ["failed", "succeeded"], mine
+            assert mine[1][3] != victim[1]
+            assert {t[3] for t in takes if t[2] == "succeeded"} <= {"hostA/cpu", "hostB/cpu"}
+            for shot in {t[0] for t in takes}:
+                assert [t[2] for t in takes if t[0] == shot].count("succeeded") == 1, takes
+    finally:
+        farm.stop()
