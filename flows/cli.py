@@ -450,16 +450,31 @@ def _farm(args: argparse.Namespace) -> int:
         return run_scheduler(args.host, args.port)
     from distributed import Client
 
+    from tasks.worker import warm_models
+
     client = Client(args.scheduler, timeout=10)
-    workers = client.scheduler_info()["workers"]
-    processing = client.processing()
-    table = [("worker", "address", "GPU", "tasks now")]
-    for address, info in sorted(workers.items(), key=lambda kv: kv[1].get("name", "")):
+    try:
+        workers = client.scheduler_info()["workers"]
+        processing = client.processing()
+        warm = client.run(warm_models)
+        queued = client.run_on_scheduler(_queued_on_scheduler)
+    finally:
+        client.close()
+    table = [("worker", "address", "GPU", "model", "rendering")]
+    for address, info in sorted(workers.items(), key=lambda kv: str(kv[1].get("name", ""))):
+        models = warm.get(address) or []
         table.append((str(info.get("name")), address, str(info.get("resources", {}).get("GPU", "-")),
+                      ", ".join(Path(m).name for m in models) + " (warm)" if models else "cold",
                       ", ".join(str(k) for k in processing.get(address, [])) or "-"))
     _print_table(table)
-    client.close()
+    print(f"{len(workers)} worker(s); {len(queued)} shot(s) queued" + (f": {', '.join(queued)}" if queued else ""))
     return 0
+
+
+def _queued_on_scheduler(dask_scheduler=None) -> list[str]:
+    """Runs on the scheduler: tasks waiting for a worker (queued, or no worker with a free GPU)."""
+    waiting = list(getattr(dask_scheduler, "queued", ())) + list(getattr(dask_scheduler, "unrunnable", ()))
+    return [str(getattr(ts, "key", ts)) for ts in waiting]
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:

@@ -194,6 +194,11 @@ def ledger_for(model_dir: str, device: str, dtype: str = "auto"):
         return _ledgers[key]
 
 
+def warm_models() -> list[str]:
+    """The model folders this process keeps loaded (`milimo farm status` asks each worker)."""
+    return sorted({key[0] for key in _ledgers})
+
+
 def store_for(url: str):
     from storyboards.store import Store
 

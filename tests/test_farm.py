@@ -131,6 +131,10 @@ def test_two_chains_render_on_two_workers_and_a_killed_worker_loses_no_shot(tmp_
     takes = _takes(pg_url)
     assert len(takes) == 5 and {t[2] for t in takes} == {"succeeded"}
     assert {t[3] for t in takes} == {"w1", "w2"}  # the two chains ran on two workers
+    status = subprocess.run([sys.executable, "-m", "flows.cli", "farm", "status", "--scheduler", farm.address],
+                            cwd=ROOT, env=farm.env, capture_output=True, text=True)
+    assert status.returncode == 0 and status.stdout.count("(warm)") == 2 and "0 shot(s) queued" in status.stdout, \
+        status.stdout + status.stderr
 
     # Again, slower, and kill -9 the worker of the first shot that is mid-render.
     board = copy_example(tmp_path / "again", steps=40)
