@@ -140,9 +140,8 @@ def _render(storyboard: str, *, model: str | None, out: str | None, only: list[s
         raise Interrupted(signum, len(done), len(shots))
     otio_path = conform_task(str(plan.board.source_path), name, plan.db_url, str(plan.out_dir), rate, prompts,
                              list(size) if size else None)
-    seam_qa = seam_qa_task.submit(name, plan.db_url, qa)  # decodes while the preview encodes
     preview = preview_task(name, plan.db_url, str(plan.out_dir))
-    seams = seam_qa.result()
+    seams = seam_qa_task(name, plan.db_url, qa)
     sheet = contact_sheet_task(name, plan.db_url, str(plan.out_dir), qa)
     summary = summarise(plan, rendered, failed)
     create_table_artifact(summary["table"], key=_key(f"shots-{name}"), description=f"{name}: shots after this run")
