@@ -21,13 +21,15 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-# System tools the tests drive: ffprobe (Debian's ffmpeg) reads back timecode and audio of the takes.
-# Installed with apt-get when running as root and it is missing; otherwise the tests say what to install.
+# System tools the tests drive: ffprobe (Debian's ffmpeg) reads back timecode and audio of the takes; Debian's
+# chromium is the browser Playwright drives (Playwright cannot download its own here). Installed with apt-get
+# when running as root and missing; otherwise the tests say what to install.
+SYSTEM_PACKAGES := $(if $(shell command -v ffprobe),,ffmpeg) $(if $(wildcard /usr/bin/chromium),,chromium)
 system:
-	@command -v ffprobe >/dev/null 2>&1 || { \
+	@if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ffmpeg) >/dev/null; \
-	  else echo "note: install ffprobe (Debian: apt-get install ffmpeg) for the timecode tests"; fi; }
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES)) >/dev/null; \
+	  else echo "note: install $(SYSTEM_PACKAGES) (Debian: apt-get install) for the timecode and browser tests"; fi; fi
 
 setup: $(STAMP) system
 

@@ -477,6 +477,25 @@ def _queued_on_scheduler(dask_scheduler=None) -> list[str]:
     return [str(getattr(ts, "key", ts)) for ts in waiting]
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from dashboard import DashboardSettings, create_app
+    from dashboard.security import resolve_token
+    from flows.plan import DEFAULT_OUT
+    from storyboards.store.db import default_url
+
+    section = args.config_loaded.dashboard
+    host, port = args.host or section.host, args.port or section.port
+    token = resolve_token(host, section.token, args.token_file)
+    app = create_app(DashboardSettings(db_url=args.db or default_url(), out_root=Path(args.out or DEFAULT_OUT),
+                                       model=args.model, read_only=args.read_only, token=token, qa=args.qa))
+    print(f"milimo dashboard on http://{host}:{port}/" + (" (read-only)" if args.read_only else "")
+          + (" (token required)" if token else ""), flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
+
+
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
@@ -639,6 +658,18 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--clear", nargs="+", metavar="SHOT", help="clear these shots' overrides")
     group.add_argument("--all", action="store_true", help="clear every override of the storyboard")
     overrides.set_defaults(func=_overrides)
+
+    dashboard = sub.add_parser("dashboard", help="the web dashboard: watch, compare and pin takes, rerun, cancel")
+    dashboard.add_argument("--host", help="address to bind (default [dashboard] host, else 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, help="port (default [dashboard] port, else 8765)")
+    dashboard.add_argument("--read-only", action="store_true", help="hide and refuse every action")
+    dashboard.add_argument("--token-file", metavar="FILE",
+                           help="the token every request must carry (else MILIMO_DASHBOARD_TOKEN); needed off loopback")
+    dashboard.add_argument("--db")
+    dashboard.add_argument("--out", help="the output root the renders write to (default [paths] out, else ./renders)")
+    dashboard.add_argument("--model", help="model for renders started from the dashboard")
+    _add_config(dashboard)
+    dashboard.set_defaults(func=_dashboard)
 
     worker = sub.add_parser("worker", help="farm: one Dask worker per GPU (or one CPU worker) for a scheduler")
     worker.add_argument("--scheduler", required=True, metavar="tcp://HOST:8786")

@@ -25,6 +25,7 @@ class ShotState:
     handoff_out_sha256: str | None = None
     handoff_ok: bool = False  # the take's handoff file exists and matches its record
     artifact_problem: str | None = None  # e.g. "mp4 missing", "thumbnail damaged (...)"
+    pinned: bool = False  # a person pinned the current take: it stands even under another spec
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def _reason(state: ShotState | None, pred: ShotState | None) -> str | None:
         return "new"
     if state.take_status != "succeeded":
         return state.take_status
-    if state.take_spec_hash != state.spec_hash:
+    if state.take_spec_hash != state.spec_hash and not state.pinned:
         return "spec changed"
     if state.artifact_problem:
         return state.artifact_problem

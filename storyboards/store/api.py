@@ -112,6 +112,8 @@ class ShotStatus:
     running: dict[str, Any] | None = None  # a take rendering now: take, host, stage, step, total
     spec_is_current: bool = True  # False: the current take was rendered under another spec
     quality: str | None = None  # "final" or "draft", of the shot's spec now
+    pinned: bool = False  # the current take was pinned by a person
+    predecessor: str | None = None  # the shot it continues from (handoff), if any
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -256,7 +258,7 @@ class Store:
         """A spec the shot had before (a reverted file, a removed override) brings back its latest good take
         as current; the planner still checks its upstream and its files before trusting it."""
         current = s.get(TakeRow, row.current_take_id) if row.current_take_id else None
-        if current is not None and current.spec_hash == row.spec_hash:
+        if current is not None and (current.spec_hash == row.spec_hash or row.pinned_take_id == current.id):
             return
         earlier = s.scalar(select(TakeRow).where(TakeRow.shot_pk == row.id, TakeRow.spec_hash == row.spec_hash,
                                                  TakeRow.status == TakeStatus.succeeded)
@@ -311,7 +313,8 @@ class Store:
                     problem and problem[0] == "handoff") and Path(take.handoff_out_path).is_file()
                 states[row.shot_id] = ShotState(
                     row.shot_id, row.spec_hash, take.status.value, take.spec_hash, take.handoff_in_sha256,
-                    take.handoff_out_sha256, handoff_ok, problem[1] if problem else None)
+                    take.handoff_out_sha256, handoff_ok, problem[1] if problem else None,
+                    pinned=row.pinned_take_id == take.id)
             return states
 
     def done_take(self, storyboard: str, shot_id: str, upstream_handoff_sha256: str | None) -> TakeView | None:
@@ -321,7 +324,8 @@ class Store:
         with self.session() as s:
             shot = self._shot(s, storyboard, shot_id)
             take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
-            if (take is None or take.status != TakeStatus.succeeded or take.spec_hash != shot.spec_hash
+            pinned = take is not None and shot.pinned_take_id == take.id
+            if (take is None or take.status != TakeStatus.succeeded or (take.spec_hash != shot.spec_hash and not pinned)
                     or take.handoff_in_sha256 != upstream_handoff_sha256 or _take_problem(take)):
                 return None
             return _view(take, shot_id)
@@ -415,7 +419,27 @@ class Store:
             take.finished_at, take.progress = utcnow(), None
             for a in artifacts:
                 take.artifacts.append(ArtifactRow(**a))
-            s.execute(update(ShotRow).where(ShotRow.id == take.shot_pk).values(current_take_id=take.id))
+            s.execute(update(ShotRow).where(ShotRow.id == take.shot_pk).values(current_take_id=take.id,
+                                                                               pinned_take_id=None, pinned_at=None))
+
+    def pin_take(self, storyboard: str, shot_id: str, number: int) -> list[str]:
+        """Make take `number` the shot's current take and record the pin (when, which). The shots after it in its
+        chain continued from another take: their current takes become stale. Returns those shot ids."""
+        with self.session.begin() as s:
+            shot = self._shot(s, storyboard, shot_id, lock=True)
+            take = s.scalar(select(TakeRow).where(TakeRow.shot_pk == shot.id, TakeRow.number == number))
+            if take is None:
+                raise UnknownShot(storyboard, f"{shot_id} take {number}", [])
+            if take.status not in (TakeStatus.succeeded, TakeStatus.stale) or not (take.outputs or {}).get("mp4"):
+                raise ValueError(f"take {number} of {shot_id} is {take.status.value}; only a finished take can be pinned")
+            take.status = TakeStatus.succeeded
+            shot.current_take_id, shot.pinned_take_id, shot.pinned_at = take.id, take.id, utcnow()
+            later = [r for r in self._shots(s, storyboard)
+                     if r.chain_index == shot.chain_index and r.position > shot.position]
+            for r in later:
+                if r.current_take_id:
+                    s.execute(update(TakeRow).where(TakeRow.id == r.current_take_id).values(status=TakeStatus.stale))
+            return [r.shot_id for r in later]
 
     def heartbeat(self, take_id: int) -> None:
         with self.session.begin() as s:
@@ -465,6 +489,7 @@ class Store:
             for r in rows:
                 if r.current_take_id:
                     s.execute(update(TakeRow).where(TakeRow.id == r.current_take_id).values(status=TakeStatus.stale))
+                r.pinned_take_id, r.pinned_at = None, None  # a rerender replaces a pin
             return [r.shot_id for r in rows]
 
     def take(self, take_id: int) -> TakeView:
@@ -516,8 +541,31 @@ class Store:
                     dict(take.outputs or {}) if take else {}, dict(shot.overrides or {}),
                     specs.get(shot.spec_hash, {}).get("prompt"), problem,
                     {"take": live.number, "host": live.host, **(live.progress or {})} if live else None,
-                    take is None or take.spec_hash == shot.spec_hash, specs.get(shot.spec_hash, {}).get("quality")))
+                    take is None or take.spec_hash == shot.spec_hash, specs.get(shot.spec_hash, {}).get("quality"),
+                    take is not None and shot.pinned_take_id == take.id, shot.predecessor_shot_id))
             return out
+
+    # ------------------------------------------------------------ for the dashboard
+    def storyboards(self) -> list[tuple[str, int | None, str | None]]:
+        """(name, current revision, source path) of every storyboard, by name."""
+        with self.session() as s:
+            return [(r.name, r.current_revision, r.source_path)
+                    for r in s.scalars(select(StoryboardRow).order_by(StoryboardRow.name))]
+
+    def spec_by_hash(self, spec_hash: str) -> dict[str, Any]:
+        with self.session() as s:
+            row = s.get(SpecRow, spec_hash)
+            return dict(row.data) if row is not None else {}
+
+    def leased(self, storyboard: str) -> set[str]:
+        """Shots some render holds right now (rendering, or waiting for a device)."""
+        with self.session() as s:
+            return set(s.scalars(select(ShotRow.shot_id).join(StoryboardRow).join(
+                ShotLeaseRow, ShotLeaseRow.shot_pk == ShotRow.id).where(StoryboardRow.name == storyboard)))
+
+    def pinned_at(self, storyboard: str, shot_id: str) -> datetime | None:
+        with self.session() as s:
+            return _aware(self._shot(s, storyboard, shot_id).pinned_at)
 
     # ------------------------------------------------------------ seam QA
     def has_seam(self, left_take_id: int, right_take_id: int, frame: int = 0) -> bool:

@@ -70,6 +70,10 @@ class ShotRow(Base):
     # Settings a rerender changed on top of the storyboard file (prompt, seed, steps, ...): they stay
     # in force for later renders, so "render" does not undo a rerender the editor's file never saw.
     overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # A take a person chose (the dashboard's "pin"): it stays current, for conform, preview and the next shot's
+    # handoff, even when its spec is not the shot's spec now, until a rerender or a new take replaces it.
+    pinned_take_id: Mapped[int | None] = mapped_column(ForeignKey("takes.id", use_alter=True, ondelete="SET NULL"))
+    pinned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     storyboard: Mapped[StoryboardRow] = relationship(back_populates="shots")
 
 

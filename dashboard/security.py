@@ -1,0 +1,52 @@
+"""Who may use the dashboard: loopback by default, a token on any other address, CSRF on every change."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from storyboards.errors import ConfigError
+
+CSRF_COOKIE = "milimo_csrf"
+TOKEN_COOKIE = "milimo_token"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(host: str, token: str | None, token_file: str | None) -> str | None:
+    """The token a non-loopback dashboard requires (from --token-file, MILIMO_DASHBOARD_TOKEN or [dashboard]
+    token); on loopback none is needed. Refuses to start without one elsewhere."""
+    if token_file:
+        token = Path(token_file).read_text().strip()
+    token = token or os.environ.get("MILIMO_DASHBOARD_TOKEN")
+    if not is_loopback(host) and not token:
+        raise ConfigError(f"the dashboard would listen on {host}, beyond this machine, with no token",
+                          "set MILIMO_DASHBOARD_TOKEN (or --token-file FILE), or bind 127.0.0.1")
+    return token or None
+
+
+def token_ok(given: str | None, expected: str) -> bool:
+    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def new_csrf() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def same_origin(origin: str | None, referer: str | None, host: str | None) -> bool:
+    """A state-changing request must come from a page of this dashboard."""
+    source = origin or referer
+    if not source or not host:
+        return False
+    return urlsplit(source).netloc == host

@@ -1,0 +1,179 @@
+"""The dashboard: HTTP behaviour with FastAPI's TestClient, and a director's session in a real browser
+(Playwright driving Debian's chromium) against a `milimo dashboard` process and a real render."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from storyboards.store import Store
+from tests.test_flows import copy_example
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+CHROMIUM = "/usr/bin/chromium"
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory, tiny_model_dir, prefect_api):
+    """The example storyboard rendered through the CLI: what a director finds in the store."""
+    folder = tmp_path_factory.mktemp("dash")
+    board = copy_example(folder, steps=4)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "DO_NOT_TRACK": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    db, out = f"sqlite:///{folder / 'milimo.db'}", folder / "renders"
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "render", str(board), "--model", str(tiny_model_dir),
+                           "--db", db, "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"board": board, "db": db, "out": out, "env": env, "model": str(tiny_model_dir)}
+
+
+def _client(rendered, **kw) -> TestClient:
+    from dashboard import DashboardSettings, create_app
+
+    return TestClient(create_app(DashboardSettings(db_url=rendered["db"], out_root=rendered["out"],
+                                                   model=rendered["model"], **kw)),
+                      base_url="http://127.0.0.1:8765")
+
+
+def test_pages_files_and_errors(rendered):
+    client = _client(rendered)
+    index = client.get("/")
+    assert index.status_code == 200 and "lighthouse" in index.text and "5/5" in index.text
+    page = client.get("/s/lighthouse")
+    assert page.text.count('class="card state-done"') == 5 and page.text.count("/files/take/") == 5
+    assert "⟶" in page.text  # shots that continue one another are linked
+    shot = client.get("/s/lighthouse/shot/harbour-pan")
+    assert shot.status_code == 200 and "Rerender from this shot" in shot.text
+    take = Store.open(rendered["db"]).current_take("lighthouse", "harbour-pan")
+    whole = client.get(f"/files/take/{take.id}/mp4")
+    assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
+    part = client.get(f"/files/take/{take.id}/mp4", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and len(part.content) == 100 and part.content == whole.content[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(whole.content)}"
+    assert client.get(f"/files/take/{take.id}/mp4", headers={"Range": "bytes=99999999-"}).status_code == 416
+    assert client.get("/files/storyboard/lighthouse/preview").status_code == 200
+    for url in ("/s/nope", "/s/lighthouse/shot/nope", "/files/take/999999/mp4", "/files/take/1/passwd",
+                "/files/storyboard/lighthouse/..%2F..%2Fetc%2Fpasswd", "/files/storyboard/nope/preview"):
+        response = client.get(url)
+        assert response.status_code == 404 and "Traceback" not in response.text, url
+
+
+def test_actions_need_csrf_same_origin_and_not_read_only(rendered):
+    client = _client(rendered)
+    client.get("/s/lighthouse")  # sets the CSRF cookie
+    csrf = client.cookies.get("milimo_csrf")
+    origin = {"Origin": "http://127.0.0.1:8765"}
+    assert client.post("/s/lighthouse/shot/lamp-close/pin", data={"take": "1"}, headers=origin).status_code == 403
+    assert client.post("/s/lighthouse/shot/lamp-close/pin", data={"take": "1", "csrf": csrf},
+                       headers={"Origin": "http://evil.example"}).status_code == 403
+    bad = client.post("/s/lighthouse/shot/lamp-close/rerender", data={"csrf": csrf, "steps": "-5", "seed": "x1"},
+                      headers=origin)
+    assert bad.status_code == 422 and 'data-error="steps"' in bad.text and 'data-error="seed"' in bad.text
+    assert Store.open(rendered["db"]).overrides("lighthouse") == {}  # nothing stored
+    read_only = _client(rendered, read_only=True)
+    page = read_only.get("/s/lighthouse/shot/lamp-close")
+    assert "Rerender from this shot" not in page.text and "Pin take" not in page.text and "read-only" in page.text
+    assert read_only.post("/s/lighthouse/cancel", data={"csrf": "x"}, headers=origin).status_code == 403
+
+
+def test_a_token_is_required_off_loopback(rendered, tmp_path):
+    guarded = _client(rendered, token="s3cret")
+    assert guarded.get("/").status_code == 401
+    assert guarded.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert guarded.get("/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    env = {k: v for k, v in rendered["env"].items() if k != "MILIMO_DASHBOARD_TOKEN"}
+    refused = subprocess.run([sys.executable, "-m", "flows.cli", "dashboard", "--host", "0.0.0.0", "--db",
+                              rendered["db"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "no token" in refused.stderr and "Traceback" not in refused.stderr
+
+
+# ------------------------------------------------------------------ a director in a real browser
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing: `make setup` installs it (apt-get install chromium)")
+        pytest.skip("no /usr/bin/chromium: `make setup` installs it as root (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def dashboard_url(rendered):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "dashboard", "--port", str(port), "--db",
+                             rendered["db"], "--out", str(rendered["out"]), "--model", rendered["model"]],
+                            cwd=ROOT, env=rendered["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_url, rendered):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    page.goto(f"{dashboard_url}/s/lighthouse")
+    cards = page.locator(".card")
+    assert cards.count() == 5
+    page.wait_for_function("[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.screenshot(path=str(DOCS / "dashboard-storyboard.png"), full_page=True)
+
+    # An invalid value: the message next to the field, nothing stored.
+    page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close")
+    page.fill("input[name=steps]", "-5")
+    page.click("form.rerender button[type=submit]")
+    assert "should be greater than or equal to 1" in page.locator('[data-error="steps"]').inner_text()
+    store = Store.open(rendered["db"])
+    assert store.overrides("lighthouse") == {} and len(store.takes("lighthouse", "lamp-close")) == 1
+
+    # A new seed (and a prompt with HTML in it): the new take appears, done, and the prompt is inert text.
+    page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close")
+    page.fill("input[name=seed]", "123")
+    page.fill("textarea[name=prompt]", XSS)
+    page.click("form.rerender button[type=submit]")
+    page.wait_for_selector('tr.take[data-number="2"][data-status="succeeded"]', timeout=180_000)
+    assert page.locator('tr.take[data-number="2"] td.prompt').first.inner_text() == XSS
+    assert page.locator("td.prompt img").count() == 0 and dialogs == []
+
+    # Compare the two takes side by side, with the spec diff, then pin the older one.
+    page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close?a=1&b=2")
+    assert page.locator(".compare video").count() == 2 and "seed" in page.locator("table.diff").inner_text()
+    page.screenshot(path=str(DOCS / "dashboard-shot.png"), full_page=True)
+    page.click("text=Pin take 1")
+    page.wait_for_url("**/s/lighthouse?message=*")
+    card = page.locator('.card[data-shot="lamp-close"]')
+    assert card.get_attribute("data-take") == "1" and "pinned" in card.inner_text()
+    assert store.current_take("lighthouse", "lamp-close").number == 1
+    page.goto(f"{dashboard_url}/s/lighthouse")
+    page.wait_for_timeout(2000)  # a poll or two: the pinned take stays current
+    assert page.locator('.card[data-shot="lamp-close"]').get_attribute("data-take") == "1"
+    assert dialogs == []
