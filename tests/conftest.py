@@ -87,18 +87,40 @@ def pg_schema():
         admin.dispose()
 
 
+def require_postgres() -> None:
+    """Skip (saying why) without a PostgreSQL server; under CI, fail instead."""
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test PostgreSQL: {PG_SKIP_REASON}")
+        pytest.skip(PG_SKIP_REASON)
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh schema on the PostgreSQL test server."""
+    require_postgres()
+    with pg_schema() as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path):
     """The store on SQLite, and on PostgreSQL whenever a server answers (CI starts one)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'milimo.db'}"
         return
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must test PostgreSQL: {PG_SKIP_REASON}")
-        pytest.skip(PG_SKIP_REASON)
+    require_postgres()
     with pg_schema() as url:
         yield url
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_foreign_lora(path) -> None:

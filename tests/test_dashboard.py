@@ -2,7 +2,6 @@
 (Playwright driving Debian's chromium) against a `milimo dashboard` process and a real render."""
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from storyboards.store import Store
+from tests.conftest import free_port
 from tests.test_flows import copy_example
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,12 +97,6 @@ def test_a_token_is_required_off_loopback(rendered, tmp_path):
 
 
 # ------------------------------------------------------------------ a director in a real browser
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def browser():
     if not Path(CHROMIUM).exists():
@@ -119,7 +113,7 @@ def browser():
 
 @pytest.fixture
 def dashboard_url(rendered):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "dashboard", "--port", str(port), "--db",
                              rendered["db"], "--out", str(rendered["out"]), "--model", rendered["model"]],
                             cwd=ROOT, env=rendered["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -177,3 +171,28 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
     page.wait_for_timeout(2000)  # a poll or two: the pinned take stays current
     assert page.locator('.card[data-shot="lamp-close"]').get_attribute("data-take") == "1"
     assert dialogs == []
+
+
+def test_cancel_stops_a_running_render_at_its_next_step(rendered):
+    """Last in this file: it leaves lighthouse-wide with a cancelled take and a stored steps override."""
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "rerender", str(rendered["board"]), "--from-shot",
+                             "lighthouse-wide", "--set", "steps=400", "--model", rendered["model"], "--db",
+                             rendered["db"], "--out", str(rendered["out"])], cwd=ROOT, env=rendered["env"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = Store.open(rendered["db"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        running = [t for t in store.running_takes("lighthouse") if (t.progress or {}).get("stage") == "stage1"]
+        if running:
+            break
+        time.sleep(0.2)
+    assert running, proc.communicate()[1][-2000:]
+    client = _client(rendered)
+    page = client.get("/s/lighthouse")
+    assert "rendering (stage1 step" in page.text
+    answer = client.post("/s/lighthouse/cancel", data={"csrf": client.cookies.get("milimo_csrf")},
+                         headers={"Origin": "http://127.0.0.1:8765"}, follow_redirects=False)
+    assert answer.status_code == 303 and "asked%201%20render" in answer.headers["location"]
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert store.takes("lighthouse", "lighthouse-wide")[-1].status == "cancelled"

@@ -11,31 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PG_SKIP_REASON, PG_URL, pg_schema
+from tests.conftest import PG_URL, free_port, pg_schema, require_postgres
 from tests.test_flows import copy_example
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def pg_url():
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must test the farm on PostgreSQL: {PG_SKIP_REASON}")
-        pytest.skip(PG_SKIP_REASON)
-    with pg_schema() as url:
-        yield url
-
-
 class Farm:
     def __init__(self, tmp_path: Path, prefect_api: str):
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.env = {**os.environ, "PREFECT_API_URL": prefect_api, "DO_NOT_TRACK": "1",
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MILIMO_LEASE_TTL_S": "3",
@@ -221,15 +205,12 @@ def _socket_schema_url():
 
 
 def test_losing_a_whole_host_mid_render_loses_no_shot(tmp_path, tiny_model_dir, two_hosts):
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must test the farm on PostgreSQL: {PG_SKIP_REASON}")
-        pytest.skip(PG_SKIP_REASON)
+    require_postgres()
     ip = two_hosts["address"]
     farm = Farm(tmp_path, "")
-    farm.port = _free_port()
+    farm.port = free_port()
     farm.address = f"tcp://{ip}:{farm.port}"
-    prefect_port = _free_port()
+    prefect_port = free_port()
     farm.env.update({"PREFECT_API_URL": f"http://{ip}:{prefect_port}/api", "PREFECT_HOME": str(tmp_path / "prefect"),
                      "PREFECT_SERVER_API_HOST": ip})
     try:
