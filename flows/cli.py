@@ -240,9 +240,16 @@ def _board_name(args: argparse.Namespace) -> str:
 
 
 def _open_store(args: argparse.Namespace):
-    from storyboards.store import Store
+    """The store a reading command looks at; a SQLite file that is not there is an error, never created."""
+    from storyboards.errors import ConfigError
+    from storyboards.store.db import default_url
 
-    return Store.open(args.db)
+    store = _store_if_any(args.db)
+    if store is None:
+        raise ConfigError(f"no store at {args.db or default_url()} (nothing has rendered into it)",
+                          f"render first (`milimo render {getattr(args, 'storyboard', 'STORYBOARD')}`), or give the "
+                          "--db it rendered into")
+    return store
 
 
 def _seam_notes(store, name: str, qa) -> dict[str, list[str]]:
@@ -433,7 +440,7 @@ def _qa(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from flows.farm import run_workers
 
-    gpus = None if args.cpu else [int(g) for g in args.gpus.split(",")] if args.gpus else _all_gpus()
+    gpus = None if args.cpu else args.gpus or _all_gpus()
     return run_workers(args.scheduler, gpus, args.name)
 
 
@@ -450,9 +457,14 @@ def _farm(args: argparse.Namespace) -> int:
         return run_scheduler(args.host, args.port)
     from distributed import Client
 
+    from storyboards.errors import ConfigError
     from tasks.worker import warm_models
 
-    client = Client(args.scheduler, timeout=10)
+    try:
+        client = Client(args.scheduler, timeout=10)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(f"no Dask scheduler answers at {args.scheduler} ({exc})",
+                          "start `milimo farm scheduler` there, or give the right --scheduler") from None
     try:
         workers = client.scheduler_info()["workers"]
         processing = client.processing()
@@ -531,6 +543,13 @@ def _add_cut_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=_positive_float, metavar="FPS",
                    help="frame rate of an EDL's timecodes (EDLs carry none; default: [rates] edl, else 24)")
     _add_config(p)
+
+
+def _gpu_list(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of GPU indices, e.g. 0,1")
+    return [int(p) for p in parts]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -674,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="farm: one Dask worker per GPU (or one CPU worker) for a scheduler")
     worker.add_argument("--scheduler", required=True, metavar="tcp://HOST:8786")
     which = worker.add_mutually_exclusive_group()
-    which.add_argument("--gpus", metavar="0,1", help="the GPUs to serve (default: every visible GPU)")
+    which.add_argument("--gpus", metavar="0,1", type=_gpu_list, help="the GPUs to serve (default: every visible GPU)")
     which.add_argument("--cpu", action="store_true", help="one CPU worker (tests, a machine without GPU)")
     worker.add_argument("--name", help="worker name (default: host/gpuN, host/cpu)")
     _add_config(worker)

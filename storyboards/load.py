@@ -122,7 +122,8 @@ def _read_timeline(p: Path, rate: float | None) -> otio.schema.Timeline:
                "(otio's write_to_file(..., target_schema_versions=...))") from None
     except Exception as exc:  # the adapters raise plain ValueErrors and their own types for bad files
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "rate" in text.lower() and adapter == "cmx_3600":
+        if adapter == "cmx_3600" and ("rate" in text.lower() or "duration" in text.lower()):
+            # Timecodes read at the wrong rate show as a bad rate or as source and record lengths that disagree.
             raise StoryboardFileError(p, f"the EDL's timecodes do not fit {rate or 24:g} fps ({text})",
                                       "give the cut's frame rate with --rate FPS, e.g. --rate 25") from None
         raise StoryboardFileError(p, f"cannot be read as {adapter} ({text})", EXPORT_FIX) from None
