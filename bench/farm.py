@@ -8,7 +8,7 @@ processes (one torch thread each), a warm-up render (each worker loads the model
 warm), then a timed render into a fresh PostgreSQL schema. The single-host runner renders the same storyboard
 with no farm. Reports shots per second, scaling efficiency (shots/s with N workers / (N x shots/s with 1)),
 the machine's core count, and per-shot time against the single-host runner. Needs PostgreSQL
-(MILIMO_TEST_POSTGRES_URL or postgresql+psycopg://postgres@127.0.0.1:5432/test).
+(MILIMO_TEST_POSTGRES_URL or the tests' default, as tests/conftest.py finds it).
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -34,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from milimo_engine.tiny import build_tiny_model  # noqa: E402
+from tests.conftest import PG_SKIP_REASON, PG_URL, free_port, pg_schema  # noqa: E402 - the tests' PostgreSQL schemas
 
-PG = os.environ.get("MILIMO_TEST_POSTGRES_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def storyboard(folder: Path, shots: int, steps: int, size: int) -> Path:
@@ -53,28 +51,6 @@ def storyboard(folder: Path, shots: int, steps: int, size: int) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def schema():
-    from sqlalchemy import create_engine
-
-    name = f"milimo_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
-    try:
-        yield f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
-        admin.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def milimo(*args: str, env: dict, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
@@ -84,7 +60,7 @@ def render(board: Path, model: Path, env: dict, out: Path, farm: str | None) -> 
     """(wall seconds of `milimo render`, seconds from the first take's start to the last one's end)."""
     from sqlalchemy import create_engine
 
-    with schema() as db:
+    with pg_schema() as db:
         t0 = time.perf_counter()
         args = ["render", str(board), "--model", str(model), "--db", db, "--out", str(out)]
         proc = subprocess.run([sys.executable, "-m", "flows.cli", *args, *(["--farm", farm] if farm else [])],
@@ -127,6 +103,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--size", type=int, default=256)
     args = ap.parse_args()
+    if not PG_URL:
+        raise SystemExit(f"bench/farm.py needs PostgreSQL: {PG_SKIP_REASON}")
     work = Path(tempfile.mkdtemp(prefix="milimo-farm-bench-"))
     model = build_tiny_model(work / "model")
     board = storyboard(work, args.shots, args.steps, args.size)

@@ -252,20 +252,13 @@ def _open_store(args: argparse.Namespace):
     return store
 
 
-def _seam_notes(store, name: str, qa) -> dict[str, list[str]]:
-    from tasks.outputs import seam_note
-
-    notes: dict[str, list[str]] = {}
-    for seam in store.seams(name):
-        notes.setdefault(seam.left_shot_id, []).append(seam_note(seam, qa))
-    return notes
-
-
 def _status(args: argparse.Namespace) -> int:
     name = _board_name(args)  # a cut or sheet that does not load stops here, before any database is created
     store = _open_store(args)
     rows = store.status(name)
-    seams = _seam_notes(store, name, args.qa)
+    from tasks.outputs import seam_notes
+
+    seams = seam_notes(store, name, args.qa)
     if args.json:
         print(json.dumps([{**r.__dict__, "finished_at": r.finished_at.isoformat() if r.finished_at else None,
                            "seams": seams.get(r.shot_id, [])} for r in rows], indent=2, default=str))
@@ -366,10 +359,8 @@ def _prompts(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    import opentimelineio as otio
-
     import storyboards
-    from milimo_engine.atomic import atomic_write
+    from storyboards.load import write_timeline
 
     if not args.prompts:
         from storyboards.errors import ConfigError
@@ -378,7 +369,7 @@ def _import(args: argparse.Namespace) -> int:
                           "its prompt column and give it with --prompts")
     board, _ = _checked_board(args)
     target = Path(args.output)
-    atomic_write(target, lambda tmp: otio.adapters.write_to_file(board.timeline, str(tmp), adapter_name="otio_json"))
+    write_timeline(board.timeline, target)
     graph = storyboards.ShotGraph.of(board)
     print(f"{target}: storyboard {board.name!r}, {len(board.shots)} shot(s) in {len(graph.chains)} chain(s) at "
           f"{board.fps:g} fps; render it with `milimo render {target}`")
@@ -386,21 +377,24 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _conform(args: argparse.Namespace) -> int:
+    from flows.plan import DEFAULT_OUT
     from storyboards.conform import EXPORT_FORMATS, export
     from storyboards.fields import slug
+    from storyboards.paths import OutputLayout
 
     board = _load(args)
     store = _open_store(args)
-    if not store.status(board.name):
+    rows = store.status(board.name)
+    if not rows:
         from storyboards.errors import ConfigError
 
         raise ConfigError(f"{args.storyboard}: storyboard {board.name!r} has no shots in the store {store.engine.url!r}",
                           f"render it first (`milimo render {args.storyboard}`), or give the --db it rendered into")
     suffix = EXPORT_FORMATS[args.format][1]
-    target = Path(args.output) if args.output else Path(args.out or "renders") / slug(board.name, "storyboard") / \
-        f"{slug(board.name, 'storyboard')}.conformed{suffix}"
+    target = Path(args.output) if args.output else OutputLayout.at(args.out or DEFAULT_OUT).storyboard_dir(
+        board.name) / f"{slug(board.name, 'storyboard')}.conformed{suffix}"
     path = export(board, store, args.format, target)
-    missing = [r.shot_id for r in store.status(board.name) if not r.outputs.get("mp4")]
+    missing = [r.shot_id for r in rows if not r.outputs.get("mp4")]
     print(f"{path}: {len(board.shots) - len(missing)} of {len(board.shots)} shot(s) relinked to their current take"
           + (f"; no take yet: {', '.join(missing)}" if missing else ""))
     return 0

@@ -44,8 +44,7 @@ def _worker_view(probe: str, model_dir: str, asset_roots: list[str]) -> dict:
 
 
 def check_farm(address: str, db_url: str, out_root: Path, model_dir: str, asset_roots: list[str]) -> list[str]:
-    """Every reason this farm cannot render (empty when it can); each names the fix. Returns the workers' names
-    on success through the exception-free path (callers raise ConfigError on problems)."""
+    """Every reason this farm cannot render, each naming the fix; empty when it can (`require_farm` raises)."""
     from sqlalchemy import make_url
 
     problems: list[str] = []

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import opentimelineio as otio
-
 import storyboards
-from milimo_engine.atomic import atomic_write, sweep_partials
+from milimo_engine.atomic import sweep_partials
 from storyboards.errors import ConfigError
 from storyboards.fields import slug
 from storyboards.graph import ShotGraph
+from storyboards.load import write_timeline
 from storyboards.overrides import apply_overrides, merge
 from storyboards.paths import OutputLayout
 from storyboards.planner import PlannedShot, plan
@@ -116,8 +115,7 @@ def prepare(storyboard: str | os.PathLike, *, model: str | None = None, out: str
     folder = layout.storyboard_dir(board.name)  # refuses a name that would leave the output root
     revision = store.import_revision(board, specs)
     if board.prompts_path is not None:  # the cut + shot list, as the storyboard it became: open it, render it again
-        atomic_write(folder / f"{slug(board.name, 'storyboard')}.storyboard.otio",
-                     lambda tmp: otio.adapters.write_to_file(board.timeline, str(tmp), adapter_name="otio_json"))
+        write_timeline(board.timeline, folder / f"{slug(board.name, 'storyboard')}.storyboard.otio")
     for shot_id, values in (overrides or {}).items():
         store.set_overrides(board.name, shot_id, values)
 

@@ -19,10 +19,8 @@ from pathlib import Path
 
 import opentimelineio as otio
 
-from milimo_engine.atomic import atomic_write
-
 from .fields import slug
-from .load import Storyboard
+from .load import Storyboard, write_timeline
 from .schema import NAMESPACE
 from .store import Store
 
@@ -95,7 +93,7 @@ def conform(board: Storyboard, store: Store, out_dir: str | Path) -> Path:
     folder = Path(out_dir)
     timeline = conformed_timeline(board, store, relative_to=folder)
     target = folder / f"{slug(board.source_path.stem, 'storyboard')}.rendered.otio"
-    return atomic_write(target, lambda tmp: otio.adapters.write_to_file(timeline, str(tmp), adapter_name="otio_json"))
+    return write_timeline(timeline, target)
 
 
 def export(board: Storyboard, store: Store, fmt: str, target: str | Path) -> Path:
@@ -104,4 +102,4 @@ def export(board: Storyboard, store: Store, fmt: str, target: str | Path) -> Pat
     target = Path(target)
     relative = target.parent if fmt == "otio" else None
     timeline = conformed_timeline(board, store, relative_to=relative)
-    return atomic_write(target, lambda tmp: otio.adapters.write_to_file(timeline, str(tmp), adapter_name=adapter))
+    return write_timeline(timeline, target, adapter)

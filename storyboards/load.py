@@ -74,6 +74,14 @@ class Storyboard:
         raise UnknownShot(self.name, shot_id, [s.shot_id for s in self.shots])
 
 
+def write_timeline(timeline: otio.schema.Timeline, target: str | Path, adapter: str = "otio_json") -> Path:
+    """The one way a timeline is written: through an OTIO adapter, under a temporary name, then renamed."""
+    from milimo_engine.atomic import atomic_write
+
+    return atomic_write(Path(target),
+                        lambda tmp: otio.adapters.write_to_file(timeline, str(tmp), adapter_name=adapter))
+
+
 def _shots_track(p: Path, timeline: otio.schema.Timeline, wanted: str | None) -> otio.schema.Track:
     tracks = list(timeline.video_tracks())
     if not tracks:

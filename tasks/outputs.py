@@ -78,10 +78,7 @@ def contact_sheet_task(board_name: str, db_url: str, out_dir: str, qa: dict | No
     from storyboards.seams import SeamThresholds
 
     store = store_for(db_url)
-    thresholds = SeamThresholds(**(qa or {}))
-    notes: dict[str, list[str]] = {}
-    for seam in store.seams(board_name):
-        notes.setdefault(seam.left_shot_id, []).append(seam_note(seam, thresholds))
+    notes = seam_notes(store, board_name, SeamThresholds(**(qa or {})))
     cells = []
     for row in store.status(board_name):
         takes = store.takes(board_name, row.shot_id)
@@ -89,6 +86,14 @@ def contact_sheet_task(board_name: str, db_url: str, out_dir: str, qa: dict | No
         cells.append((row.shot_id, row.take_number, row.status, latest, row.outputs.get("thumbnail"),
                       notes.get(row.shot_id, [])))
     return str(contact_sheet(cells, Path(out_dir) / "contact_sheet.png"))
+
+
+def seam_notes(store, board_name: str, thresholds) -> dict[str, list[str]]:
+    """Each shot's seams (the cut after it, its segment boundaries) as short captions, by shot id."""
+    notes: dict[str, list[str]] = {}
+    for seam in store.seams(board_name):
+        notes.setdefault(seam.left_shot_id, []).append(seam_note(seam, thresholds))
+    return notes
 
 
 def seam_note(seam, thresholds) -> str:

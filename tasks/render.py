@@ -13,8 +13,8 @@ import dataclasses
 import errno
 import os
 import time
-import uuid
 import traceback
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

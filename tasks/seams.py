@@ -56,7 +56,8 @@ def measure_seams(store: Store, storyboard: str, thresholds: SeamThresholds | No
     for row in rows:
         if _usable(row):
             joins += [("segment", row, row, int(start), int(start)) for start in row.outputs.get("segment_starts") or []]
-    joins = [j for j in joins if not store.has_seam(j[1].take_id, j[2].take_id, j[4] if j[0] == "segment" else 0)]
+    # (kind, left, right, left_end, right_start): right_start is 0 for a cut, the segment's start inside a take.
+    joins = [j for j in joins if not store.has_seam(j[1].take_id, j[2].take_id, j[4])]
     windows: dict[int, set[int]] = {}
     for _, left, right, left_end, right_start in joins:
         windows.setdefault(left.take_id, set()).update(range(left_end - FRAMES_EACH_SIDE, left_end))
@@ -70,8 +71,8 @@ def measure_seams(store: Store, storyboard: str, thresholds: SeamThresholds | No
                                a.sound(left_end - side, left_end), b.sound(right_start, right_start + side),
                                AUDIO_OUT_RATE)
         score, flagged = metrics.verdict(kind, thresholds)
-        store.record_seam(storyboard, kind, left.take_id, right.take_id, right_start if kind == "segment" else 0,
-                          metrics.as_dict(), score, flagged)
+        store.record_seam(storyboard, kind, left.take_id, right.take_id, right_start, metrics.as_dict(), score,
+                          flagged)
         if log is not None and flagged:
             log.warning("seam %s -> %s (%s) flagged: %s", left.shot_id, right.shot_id, kind,
                         metrics.over(thresholds))

@@ -135,6 +135,11 @@ def _view(take: TakeRow, shot_id: str, artifacts: bool = False) -> TakeView:
                     _aware(take.heartbeat_at))
 
 
+def _end(take: TakeRow, error: str, status: TakeStatus = TakeStatus.failed) -> None:
+    """A take that stops without finishing: failed or cancelled, why, and when; no progress any more."""
+    take.status, take.error, take.finished_at, take.progress = status, error, utcnow(), None
+
+
 def _artifact_problems(take: TakeRow, full: bool = False) -> Iterator[tuple[ArtifactRow, str]]:
     """(artifact, problem) for each artifact of `take` that is not what was recorded, checked one by one."""
     for a in take.artifacts:
@@ -446,18 +451,17 @@ class Store:
             s.execute(update(TakeRow).where(TakeRow.id == take_id, TakeRow.status == TakeStatus.running)
                       .values(heartbeat_at=utcnow()))
 
-    def abandon_stale(self, storyboard: str, timeout_s: float, shot_id: str | None = None) -> list[int]:
+    def abandon_stale(self, storyboard: str, timeout_s: float) -> list[int]:
         """Mark failed ("abandoned") every running take whose worker has not beaten for `timeout_s` (its host
-        is gone: a pid cannot be checked across machines). With `shot_id`, only that shot's."""
+        is gone: a pid cannot be checked across machines)."""
         cutoff = utcnow() - timedelta(seconds=timeout_s)
         with self.session.begin() as s:
-            shots = {r.id: r.shot_id for r in self._shots(s, storyboard) if shot_id is None or r.shot_id == shot_id}
+            shots = {r.id: r.shot_id for r in self._shots(s, storyboard)}
             stale = s.scalars(select(TakeRow).where(
                 TakeRow.shot_pk.in_(list(shots)), TakeRow.status == TakeStatus.running,
                 func.coalesce(TakeRow.heartbeat_at, TakeRow.started_at) < cutoff)).all()
             for take in stale:
-                take.status, take.finished_at, take.progress = TakeStatus.failed, utcnow(), None
-                take.error = f"abandoned: no heartbeat from {take.worker or take.host} for over {timeout_s:g}s"
+                _end(take, f"abandoned: no heartbeat from {take.worker or take.host} for over {timeout_s:g}s")
             return [t.id for t in stale]
 
     def abandon_others(self, storyboard: str, shot_id: str, holder: str) -> list[int]:
@@ -468,8 +472,7 @@ class Store:
             others = s.scalars(select(TakeRow).where(TakeRow.shot_pk == shot.id, TakeRow.status == TakeStatus.running,
                                                      TakeRow.host != holder)).all()
             for take in others:
-                take.status, take.finished_at, take.progress = TakeStatus.failed, utcnow(), None
-                take.error = f"abandoned: {take.worker or take.host} lost the shot's lease (its process or host died)"
+                _end(take, f"abandoned: {take.worker or take.host} lost the shot's lease (its process or host died)")
             return [t.id for t in others]
 
     def fail_take(self, take_id: int, error: str, status: TakeStatus = TakeStatus.failed) -> None:
@@ -478,7 +481,7 @@ class Store:
             take = s.get(TakeRow, take_id, with_for_update=self.is_postgres)
             if take is None:
                 raise LookupError(f"no take {take_id}")
-            take.status, take.error, take.finished_at, take.progress = status, error, utcnow(), None
+            _end(take, error, status)
 
     def rerender_from(self, storyboard: str, shot_id: str) -> list[str]:
         """Mark `shot_id` and the rest of its chain stale; nothing else changes. Returns those shot ids."""
