@@ -192,7 +192,7 @@ def main() -> None:
     request = ShotRequest(prompt="a lighthouse on a cliff at dusk, waves crashing below", negative_prompt="blurry",
                           seed=1, width=args.width, height=args.height, num_frames=args.frames, steps=args.steps,
                           guidance=guidance)
-    stg_blocks = list(guidance.stg_blocks or ledger.manifest.stg_blocks)
+    stg_blocks = list(guidance.video.stg_blocks or ledger.manifest.stg_blocks)  # diffusers: one list, both streams
     if args.draft:
         draft_vs_final(ours, request, args.repeats)
         return

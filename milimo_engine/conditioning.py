@@ -88,10 +88,15 @@ def fit_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 @dataclass
 class TokenConditioning:
-    """Clean values and the denoise mask over one modality's packed tokens ([B, S, D] / [B, S])."""
+    """Clean values and the denoise mask over one modality's packed tokens ([B, S, D] / [B, S]).
+
+    As ltx-core's `LatentState`, a conditioned token has a clean value and a starting value: `place` writes both
+    (the latent is replaced, `latent_cond.py`); appended keyframe tokens start from a zero placeholder
+    (`keyframe_cond.py`), which `replaced` False marks."""
 
     clean: torch.Tensor
     mask: torch.Tensor
+    replaced: torch.Tensor | None = None  # [B, S] bool: the starting value is the clean one; None: all
 
     @classmethod
     def free(cls, tokens: torch.Tensor) -> "TokenConditioning":
@@ -105,16 +110,27 @@ class TokenConditioning:
         self.clean[:, start:end] = tokens.to(self.clean)
         self.mask[:, start:end] = 1.0 - float(strength)
 
+    def with_placeholders(self, tokens: torch.Tensor, strength: torch.Tensor) -> "TokenConditioning":
+        """These tokens appended ([B, n, D], strength [B, n]) with a zero starting value (keyframe tokens)."""
+        replaced = self.replaced if self.replaced is not None else torch.ones_like(self.mask, dtype=torch.bool)
+        return TokenConditioning(torch.cat([self.clean, tokens.to(self.clean)], dim=1),
+                                 torch.cat([self.mask, 1.0 - strength.to(self.mask)], dim=1),
+                                 torch.cat([replaced, torch.zeros(strength.shape, dtype=torch.bool,
+                                                                  device=replaced.device)], dim=1))
+
     @property
     def active(self) -> bool:
         return bool((self.mask < 1).any())
 
     def start(self, noise: torch.Tensor, sigma: float, base: torch.Tensor | None = None) -> torch.Tensor:
-        """The first state: noise at `sigma * mask` around the clean value (or `base` where free).
+        """The first state, as ltx-core's `GaussianNoiser`: noise at `sigma * mask` over the starting value, which
+        is the clean value where the latent was replaced, zero for keyframe placeholders, `base` where free.
 
-        Free tokens get exactly what an unconditioned render would; hard ones are exactly clean.
+        Free tokens get exactly what an unconditioned render would; replaced hard ones are exactly clean.
         """
         origin = self.clean if base is None else torch.where(self.mask.unsqueeze(-1) < 1, self.clean, base)
+        if self.replaced is not None:
+            origin = torch.where(self.replaced.unsqueeze(-1), origin, torch.zeros_like(origin))
         level = (self.mask * sigma).unsqueeze(-1)
         return noise * level + origin * (1 - level)
 

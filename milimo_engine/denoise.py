@@ -6,13 +6,13 @@ owns the step callback, so progress and cancellation work the same in every stag
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 
 from .components.guiders import Guider, Predictions
+from .components.perturbations import RowPerturbation, perturbing
 from .conditioning import StageConditioning
 from .errors import RenderCancelled
 from .text import TextEmbeddings
@@ -67,62 +67,33 @@ def guidance_passes(guider: Guider) -> list[str]:
 @dataclass(frozen=True)
 class GuidanceBatch:
     """Every guidance pass of a step as rows of one batch: the negative prompt for the unconditional row,
-    the prompt for the others; STG through diffusers' per-row `perturbation_mask`, modality isolation
-    through a per-row mask on the audio<->video cross-attention outputs (`isolated_rows`)."""
+    the prompt for the others; the STG row and the modality-isolated row through a `RowPerturbation`."""
 
     passes: tuple[str, ...]
     text: TextEmbeddings
-    kwargs: dict
+    perturbation: RowPerturbation
 
     @property
     def size(self) -> int:
         return len(self.passes)
 
     @classmethod
-    def plan(cls, guider: Guider, guided_text: TextEmbeddings, transformer, dtype: torch.dtype) -> "GuidanceBatch":
+    def plan(cls, guider: Guider, guided_text: TextEmbeddings) -> "GuidanceBatch":
         passes = tuple(guidance_passes(guider))
         device = guided_text.video.device
         rows = torch.tensor([0 if p == "uncond" else (1 if guided_text.guided else 0) for p in passes], device=device)
         text = TextEmbeddings(guided_text.video[rows], guided_text.audio[rows], guided_text.mask[rows], False)
-        kwargs: dict = {}
-        if "perturbed" in passes:
-            kwargs["spatio_temporal_guidance_blocks"] = list(guider.stg_blocks)
-            kwargs["perturbation_mask"] = torch.tensor([0.0 if p == "perturbed" else 1.0 for p in passes],
-                                                       device=device, dtype=dtype)
-        if "isolated" in passes:
-            kwargs["isolation_mask"] = torch.tensor([0.0 if p == "isolated" else 1.0 for p in passes],
-                                                    device=device, dtype=dtype)
-        return cls(passes, text, kwargs)
+
+        def rows_except(name: str) -> torch.Tensor | None:
+            return torch.tensor([0.0 if p == name else 1.0 for p in passes], device=device) if name in passes else None
+        return cls(passes, text, stg_perturbation(guider, rows_except("perturbed"), rows_except("isolated")))
 
 
-_ISOLATION = "_milimo_isolation_rows"
-
-
-def _cross_modal_attentions(transformer) -> list[torch.nn.Module]:
-    return [m for block in getattr(transformer, "transformer_blocks", [])
-            for m in (getattr(block, "audio_to_video_attn", None), getattr(block, "video_to_audio_attn", None))
-            if m is not None]
-
-
-@contextlib.contextmanager
-def isolated_rows(transformer, mask: torch.Tensor | None):
-    """Rows whose `mask` is 0 see no audio<->video cross-attention: their output there is multiplied by 0, so
-    `h + gate * 0` leaves each stream as diffusers' `isolate_modalities=True` does, for those rows only."""
-    if mask is None:
-        yield
-        return
-    if not getattr(transformer, _ISOLATION + "_hooked", False):
-        def hook(module, args, output):
-            rows = getattr(transformer, _ISOLATION, None)
-            return output if rows is None else output * rows.view(-1, *([1] * (output.ndim - 1))).to(output.dtype)
-        for module in _cross_modal_attentions(transformer):
-            module.register_forward_hook(hook)
-        setattr(transformer, _ISOLATION + "_hooked", True)
-    setattr(transformer, _ISOLATION, mask)
-    try:
-        yield
-    finally:
-        setattr(transformer, _ISOLATION, None)
+def stg_perturbation(guider: Guider, stg_rows: torch.Tensor | None, isolation_rows: torch.Tensor | None = None,
+                     every_row: bool = False) -> RowPerturbation:
+    """The guider's per-stream STG blocks applied to the rows marked 0 in `stg_rows`."""
+    video_blocks, audio_blocks = guider.perturbed_blocks
+    return RowPerturbation(frozenset(video_blocks), frozenset(audio_blocks), stg_rows, isolation_rows, every_row)
 
 
 @torch.no_grad()
@@ -167,7 +138,7 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
     coords = {1: (video_coords, audio_coords)}
     for copies in (2, len(guidance_passes(guider))):
         coords[copies] = tuple(c.repeat((copies,) + (1,) * (c.ndim - 1)) for c in (video_coords, audio_coords))
-    batch_plan = GuidanceBatch.plan(guider, guided_text, transformer, model_dtype) if batched else None
+    batch_plan = GuidanceBatch.plan(guider, guided_text) if batched else None
 
     def token_timesteps(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, S] timesteps per video token and per audio token."""
@@ -187,8 +158,8 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
         vc, ac = coords[copies]
         vin = torch.cat([v] * copies) if copies > 1 else v
         ain = torch.cat([a] * copies) if copies > 1 else a
-        isolation = extra.pop("isolation_mask", None)
-        with transformer.cache_context(extra.pop("context", "cond")), isolated_rows(transformer, isolation):
+        perturbation = extra.pop("perturbation", None)
+        with transformer.cache_context(extra.pop("context", "cond")), perturbing(transformer, perturbation):
             pv, pa = transformer(
                 hidden_states=vin.to(model_dtype), audio_hidden_states=ain.to(model_dtype),
                 encoder_hidden_states=emb.video, audio_encoder_hidden_states=emb.audio,
@@ -213,7 +184,8 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
 
         uncond = perturbed = isolated = None
         if batch_plan is not None and batch_plan.size > 1:
-            pv, pa = run(video, audio, t, batch_plan.text, batch_plan.size, context="guided", **batch_plan.kwargs)
+            pv, pa = run(video, audio, t, batch_plan.text, batch_plan.size, context="guided",
+                         perturbation=batch_plan.perturbation)
             x0 = {name: to_x0(pred) for name, pred in zip(batch_plan.passes, zip(pv.chunk(batch_plan.size),
                                                                                    pa.chunk(batch_plan.size)))}
             cond, uncond, perturbed, isolated = (x0.get(k) for k in ("cond", "uncond", "perturbed", "isolated"))
@@ -225,7 +197,8 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
             cond = to_x0(run(video, audio, t, cond_text, 1, context="cond"))
         if guider.wants_perturbed and batch_plan is None:
             perturbed = to_x0(run(video, audio, t, cond_text, 1, context="uncond_stg",
-                                  spatio_temporal_guidance_blocks=list(guider.stg_blocks)))
+                                  perturbation=stg_perturbation(guider, torch.zeros(batch, device=device),
+                                                                 every_row=True)))
         if guider.wants_isolated and batch_plan is None:
             isolated = to_x0(run(video, audio, t, cond_text, 1, context="uncond_modality", isolate_modalities=True))
         x0_video, x0_audio = guider.combine(Predictions(cond, uncond, perturbed, isolated))

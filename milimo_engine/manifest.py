@@ -54,7 +54,9 @@ class ModelManifest:
     distilled_lora: str | None = "loras/ltx-2-distilled-lora.safetensors"
     loras: dict[str, str] = field(default_factory=dict)
     schedule: ScheduleDefaults = field(default_factory=ScheduleDefaults)
+    # The blocks whose self-attention STG skips, per stream (ltx-pipelines: [29] for both on LTX-2, [28] on 2.3).
     stg_blocks: tuple[int, ...] = (29,)
+    audio_stg_blocks: tuple[int, ...] | None = None  # None: the same blocks as the video stream
     max_frames: int = 257
     # Long shots render as chained segments of at most this many frames (8k+1).
     segment_frames: int = 121
@@ -80,6 +82,8 @@ class ModelManifest:
         components = dict(DEFAULT_COMPONENTS)
         components.update(raw.pop("components", {}) or {})
         raw["stg_blocks"] = tuple(raw.get("stg_blocks", (29,)))
+        if raw.get("audio_stg_blocks") is not None:
+            raw["audio_stg_blocks"] = tuple(raw["audio_stg_blocks"])
         # Bundles written before `default_size`: the tiny random ones keep their small size.
         raw["default_size"] = tuple(raw.get("default_size", (768, 512) if raw.get("random_weights") else (1536, 1024)))
         known = {f for f in cls.__dataclass_fields__}

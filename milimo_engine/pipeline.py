@@ -274,9 +274,8 @@ class TwoStagePipeline:
                 raise HandoffMismatchError("audio mel bins", handoff.audio.shape[-1], mel, handoff.source)
             audio.place(0, tokens[:, :grid.audio_frames], 1.0)
         extra = self.keyframe_tokens(keyframes, grid) if keyframes else None
-        if extra is not None:  # the keyframe tokens join the video state, with their own clean values and mask
-            video = TokenConditioning(torch.cat([video.clean, extra.tokens], dim=1),
-                                      torch.cat([video.mask, 1.0 - extra.strength], dim=1))
+        if extra is not None:  # the keyframe tokens join the video state: their clean values, mask, zero start
+            video = video.with_placeholders(extra.tokens, extra.strength)
         return StageConditioning(video, audio, appended, extra)
 
     def keyframe_tokens(self, keyframes: list[tuple[torch.Tensor, float, int]], grid: LatentGrid) -> KeyframeTokens:
@@ -300,7 +299,7 @@ class TwoStagePipeline:
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 [F, H, W, 3] (F = 8k+1) -> raw VAE latent [1, C, k+1, H/32, W/32] (the distribution's mode)."""
         vae = self.ledger.video_encoder()
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.ledger.device)
+        x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(self.ledger.device)  # read-only: copied
         x = (x.permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1.0).to(vae.dtype)
         return vae.encode(x, return_dict=False)[0].mode().float()
 
@@ -354,16 +353,19 @@ class TwoStagePipeline:
     def guider_for(self, request: ShotRequest) -> Guider:
         if request.quality == "draft":
             return NoGuider()  # the distilled recipe is unguided
-        blocks = request.guidance.stg_blocks
-        if blocks is None:
-            blocks = self.ledger.manifest.stg_blocks
+        manifest = self.ledger.manifest
+        defaults = {"video": manifest.stg_blocks,
+                    "audio": manifest.audio_stg_blocks if manifest.audio_stg_blocks is not None else manifest.stg_blocks}
         num_layers = self.ledger.transformer().config.num_layers
-        bad = [b for b in blocks if not 0 <= b < num_layers]
-        if bad and any(s.wants_perturbed for s in request.guidance.streams):
-            raise InvalidGuidanceError("guidance.stg_blocks", tuple(blocks),
-                                       f"this transformer has blocks 0..{num_layers - 1}",
-                                       nearest=tuple(min(max(b, 0), num_layers - 1) for b in blocks))
-        return MultiModalGuider(request.guidance, tuple(blocks))
+        blocks = {}
+        for name, stream in zip(("video", "audio"), request.guidance.streams):
+            blocks[name] = tuple(stream.stg_blocks if stream.stg_blocks is not None else defaults[name])
+            bad = [b for b in blocks[name] if not 0 <= b < num_layers]
+            if bad and stream.wants_perturbed:
+                raise InvalidGuidanceError(f"guidance.{name}.stg_blocks", blocks[name],
+                                           f"this transformer has blocks 0..{num_layers - 1}",
+                                           nearest=tuple(min(max(b, 0), num_layers - 1) for b in blocks[name]))
+        return MultiModalGuider(request.guidance, blocks["video"], blocks["audio"])
 
     def encode(self, request: ShotRequest, guided: bool) -> TextEmbeddings:
         led = self.ledger
@@ -383,9 +385,10 @@ class TwoStagePipeline:
         return vae.config.mel_bins // vae.mel_compression_ratio
 
     def audio_latent_frames(self, pixel_frames: int, fps: float) -> int:
-        """Enough latent audio frames to cover the rendered video once decoded (the decoder's
-        causal padding eats a few mel frames, hence the extra one)."""
-        return int(np.ceil(pixel_frames / fps * self.audio_latent_rate())) + 1
+        """The rendered video's duration in latent audio frames, rounded, as ltx-core's
+        `AudioLatentShape.from_video_pixel_shape` (25 a second on LTX-2). The decoded audio is then fitted to
+        the delivered frames' exact sample count (`fit_audio`)."""
+        return round(pixel_frames / fps * self.audio_latent_rate())
 
     def initial_noise(self, generator: torch.Generator, latent_f: int, height: int, width: int,
                       audio_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -451,7 +454,7 @@ class TwoStagePipeline:
         keyframes = conditioning.keyframes if conditioning is not None else None
         if keyframes is not None:
             extra = gaussian_noise(tuple(keyframes.tokens.shape), generator, up.video.device, up.video.dtype)
-            video_noise, base = torch.cat([video_noise, extra], dim=1), torch.cat([base, keyframes.tokens], dim=1)
+            video_noise, base = torch.cat([video_noise, extra], dim=1), torch.cat([base, torch.zeros_like(extra)], dim=1)
         video = noiser(base, sigma0, generator, conditioning.video if conditioning is not None else None,
                        noise=video_noise)
         video, audio = denoise(led.transformer(), video, audio, text.positive(), sigmas, up.grid, NoGuider(),
@@ -537,8 +540,11 @@ def join_segments(request: ShotRequest, parts: list[ShotResult], text_seconds: f
 
 
 def fit_audio(wave: np.ndarray, samples: int) -> np.ndarray:
-    """Trim (or, if the decoder came up short, pad with the last sample) to exactly `samples`."""
+    """Trim to exactly `samples`, or fill a short tail: the causal audio decoder returns about 30 ms less than
+    the latent's duration (official pipelines leave the take's audio that much shorter than its video). The gap
+    is filled with the tail mirrored, which keeps the waveform continuous where a held sample would not."""
     if wave.shape[-1] >= samples:
         return np.ascontiguousarray(wave[..., :samples])
-    pad = np.repeat(wave[..., -1:], samples - wave.shape[-1], axis=-1)
-    return np.concatenate([wave, pad], axis=-1)
+    missing = samples - wave.shape[-1]
+    pad = [(0, 0)] * (wave.ndim - 1) + [(0, missing)]
+    return np.pad(wave, pad, mode="reflect" if missing < wave.shape[-1] else "edge")

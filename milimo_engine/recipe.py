@@ -7,7 +7,8 @@ The constants are those of Lightricks' ltx-pipelines (`ltx_pipelines/utils/const
 
 from __future__ import annotations
 
-RECIPE_VERSION = 2  # 1: replaced latents at any frame; 2: keyframe tokens, per-token sigma, official schedule
+RECIPE_VERSION = 3  # 1: replaced latents at any frame; 2: keyframe tokens, per-token sigma, official schedule;
+# 3: STG that perturbs on every checkpoint, per stream; audio length round(frames / fps * 25); zero keyframe start
 QUALITIES = ("final", "draft")
 RECIPE_NAMES = {"final": "ltx2-two-stage", "draft": "ltx2-distilled", "ic-lora": "ltx2-ic-lora"}
 
@@ -37,5 +38,5 @@ DEFAULT_NEGATIVE_PROMPT = (
 
 
 def recipe_id(kind: str = "final") -> str:
-    """e.g. "ltx2-two-stage@2" (a quality, or "ic-lora"): recorded with every take, part of every spec hash."""
+    """e.g. "ltx2-two-stage@3" (a quality, or "ic-lora"): recorded with every take, part of every spec hash."""
     return f"{RECIPE_NAMES[kind]}@{RECIPE_VERSION}"

@@ -31,12 +31,14 @@ class LoraSpec:
 @dataclass(frozen=True)
 class ModalityGuidance:
     """One stream's stage-1 guidance, as ltx-core's `MultiModalGuiderParams`: classifier-free (`cfg`, 1 = off),
-    spatio-temporal (`stg`, 0 = off), modality isolation (`modality`, 1 = off) and rescale (0 = off)."""
+    spatio-temporal (`stg`, 0 = off) perturbing this stream's self-attention in `stg_blocks` (None: the model's
+    default for this stream, from its manifest), modality isolation (`modality`, 1 = off) and rescale (0 = off)."""
 
     cfg: float = 3.0
     stg: float = 1.0
     modality: float = 3.0
     rescale: float = 0.7
+    stg_blocks: tuple[int, ...] | None = None
 
     @property
     def wants_uncond(self) -> bool:
@@ -55,11 +57,10 @@ class ModalityGuidance:
 class Guidance:
     """Stage-1 guidance, per stream. The defaults follow the official LTX-2 two-stage recipe (video cfg 3,
     audio cfg 7). Stage 2 (distilled) runs unguided. Every pass that some stream needs is one row of the
-    step's batched forward. `stg_blocks=None` takes the model's default from its manifest."""
+    step's batched forward."""
 
     video: ModalityGuidance = field(default_factory=ModalityGuidance)
     audio: ModalityGuidance = field(default_factory=lambda: ModalityGuidance(cfg=7.0))
-    stg_blocks: tuple[int, ...] | None = None
 
     @classmethod
     def cfg_only(cls, cfg: float = 3.0, audio_cfg: float | None = None) -> "Guidance":

@@ -1,6 +1,9 @@
 """Prompt encoding: Gemma 3 hidden states of every layer, then LTX-2's text connectors.
 
-Encoded once per shot; stage 1 uses the [negative, positive] pair, stage 2 the positive half.
+As ltx-core's Gemma encoder (`ltx_core/text_encoders/gemma`): the prompt stripped, left-padded to the maximum
+length, run through the base language model alone (no LM head: its logits over the whole vocabulary for every
+position are never used), every layer's hidden states normalised per layer and projected, then the video and
+audio connectors. Encoded once per shot; stage 1 uses the [negative, positive] pair, stage 2 the positive half.
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ def encode_prompt(tokenizer, text_encoder, connectors, prompt: str, negative_pro
     ids = tokens.input_ids.to(device)
     mask = tokens.attention_mask.to(device)
     # Encode one prompt at a time, as the reference pipeline does, so results do not depend on batching.
+    language_model = getattr(text_encoder, "model", text_encoder)  # Gemma3ForConditionalGeneration's base model
     hidden = []
     for row in range(ids.shape[0]):
-        out = text_encoder(input_ids=ids[row:row + 1], attention_mask=mask[row:row + 1], output_hidden_states=True)
+        out = language_model(input_ids=ids[row:row + 1], attention_mask=mask[row:row + 1], output_hidden_states=True)
         hidden.append(torch.stack(out.hidden_states, dim=-1).flatten(2, 3))
     embeds = torch.cat(hidden, dim=0).to(dtype=text_encoder.dtype)
     video, audio, conn_mask = connectors(embeds, mask, padding_side="left")

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from .manifest import ModelManifest, ScheduleDefaults
 
-TINY_MODEL_ID = "milimo/ltx2-tiny-random-v2"  # v2: + tiny IC-LoRA
+TINY_MODEL_ID = "milimo/ltx2-tiny-random-v3"  # v2: + tiny IC-LoRA; v3: perturbed_attn, so diffusers runs STG too
 TINY_STG_BLOCKS = (1,)
 
 _CORPUS = [
@@ -122,6 +122,9 @@ def _tiny_components(seed: int, vocab_size: int, special_ids: dict[str, int], pr
         audio_cross_attention_dim=dims["audio_heads"] * dims["audio_head_dim"], num_layers=dims["layers"],
         caption_channels=text_hidden,
         rope_double_precision=False, rope_type="split",
+        # diffusers perturbs (STG) only with this set; ours perturbs either way (components/perturbations.py).
+        # Set, so that diffusers' pipeline runs the same STG in the parity test and the benchmark.
+        perturbed_attn=True,
     )
 
     seeded(4)
@@ -253,7 +256,7 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
                                          key_format="diffusers"),
                   loras / "tiny-ic-lora.safetensors", metadata={"format": "pt"})
         ModelManifest(
-            model_id=TINY_MODEL_ID if profile == "tiny" else f"milimo/ltx2-{profile}-random-v2",
+            model_id=TINY_MODEL_ID if profile == "tiny" else f"milimo/ltx2-{profile}-random-v3",
             distilled_lora="loras/ltx-2-distilled-lora.safetensors",
             loras={"style": "loras/tiny-style-lora.safetensors", "ic": "loras/tiny-ic-lora.safetensors"},
             stg_blocks=TINY_STG_BLOCKS,
@@ -276,7 +279,7 @@ def default_tiny_model_dir() -> Path:
     """Where the demo and the flows keep the tiny bundle when no model is named."""
     root = os.environ.get("MILIMO_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "milimo")
-    return Path(root) / "models" / "ltx2-tiny-random-v2"
+    return Path(root) / "models" / "ltx2-tiny-random-v3"
 
 
 def ensure_tiny_model(path: str | os.PathLike | None = None, seed: int = 0) -> Path:

@@ -41,14 +41,16 @@ def test_strength_one_pins_the_first_latent_at_both_stages(pipeline, ledger, req
 def test_a_later_frame_is_appended_as_keyframe_tokens_at_its_time(pipeline, ledger, request_256, picture, frame):
     """Official: `ltx_core/conditioning/types/keyframe_cond.py` (VideoConditionByKeyframeIndex): the image's
     tokens are appended with denoise mask 1 - strength, positioned at [frame, frame + 1) / fps, and dropped
-    before decoding. Any frame works, on a latent boundary or not."""
+    before decoding; their starting value is a zero placeholder (`torch.zeros_like(tokens)` in the latent, the
+    image in the clean latent), noised by `GaussianNoiser` at sigma * mask: zero at strength 1, reaching the image
+    by the last step. Any frame works, on a latent boundary or not."""
     cond = ImageCondition(picture, frame=frame, strength=1.0)
     request = request_256.replace(images=(cond,))
     seen = []
     transformer = ledger.transformer()
     hook = transformer.register_forward_pre_hook(
-        lambda mod, args, kwargs: seen.append((kwargs["hidden_states"].shape[1], kwargs["video_coords"].clone())),
-        with_kwargs=True)
+        lambda mod, args, kwargs: seen.append((kwargs["hidden_states"].shape[1], kwargs["video_coords"].clone(),
+                                               kwargs["hidden_states"][0].clone())), with_kwargs=True)
     last = {}
 
     def keep_last(info):
@@ -62,11 +64,13 @@ def test_a_later_frame_is_appended_as_keyframe_tokens_at_its_time(pipeline, ledg
     norm = VideoNorm.of(ledger.video_decoder())
     for stage, size, tokens in (("stage1", 128, 16), ("stage2", 256, 64)):
         generated = 4 * tokens
-        counts = {n for n, _ in seen}
+        counts = {n for n, _, _ in seen}
         assert generated + tokens in counts  # every pass saw the shot's tokens and one frame of keyframe tokens
+        first = next(h for n, _, h in seen if n == generated + tokens)
+        assert torch.count_nonzero(first[generated:]) == 0  # the zero placeholder, not noised at strength 1
         kf = pack_video(norm.normalize(pipeline.encode_image(cond, size, size)))
-        assert torch.equal(last[stage][:, generated:], kf.cpu())  # strength 1: the keyframe stays clean
-    n, coords = next((n, c) for n, c in seen if n == 4 * 16 + 16)
+        torch.testing.assert_close(last[stage][:, generated:], kf.cpu(), atol=1e-5, rtol=1e-5)  # the image at the end
+    n, coords = next((n, c) for n, c, _ in seen if n == 4 * 16 + 16)
     kf_time = coords[0, 0, 64:]
     assert torch.allclose(kf_time[:, 0], torch.full((16,), frame / request.fps))
     assert torch.allclose(kf_time[:, 1], torch.full((16,), (frame + 1) / request.fps))

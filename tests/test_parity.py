@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from milimo_engine import Guidance
+from milimo_engine.request import ModalityGuidance
 
 
 @pytest.mark.parametrize("guidance", [
-    Guidance(stg_blocks=(1,)),  # the official recipe: CFG + STG + modality isolation + rescale
+    Guidance(video=ModalityGuidance(stg_blocks=(1,)), audio=ModalityGuidance(cfg=7.0, stg_blocks=(1,))),  # the
+    # official recipe: CFG + STG + modality isolation + rescale (diffusers has one STG block list for both streams)
     Guidance.cfg_only(3.0, 7.0),
 ], ids=["full-guidance", "cfg-only"])
 def test_stage1_matches_diffusers_ltx2pipeline(tiny_model_dir, pipeline, request_256, guidance):
@@ -27,7 +29,7 @@ def test_stage1_matches_diffusers_ltx2pipeline(tiny_model_dir, pipeline, request
         height=request.height // 2, width=request.width // 2, num_frames=request.num_frames,
         frame_rate=request.fps, num_inference_steps=request.steps,
         guidance_scale=g.video.cfg, audio_guidance_scale=g.audio.cfg,
-        stg_scale=g.video.stg, audio_stg_scale=g.audio.stg, spatio_temporal_guidance_blocks=list(g.stg_blocks or []) or None,
+        stg_scale=g.video.stg, audio_stg_scale=g.audio.stg, spatio_temporal_guidance_blocks=list(g.video.stg_blocks or []) or None,
         modality_scale=g.video.modality, audio_modality_scale=g.audio.modality,
         guidance_rescale=g.video.rescale, audio_guidance_rescale=g.audio.rescale,
         use_cross_timestep=False, max_sequence_length=128,

@@ -29,6 +29,33 @@ def test_stage1_schedule_is_shifted_for_4096_tokens_whatever_the_size(pipeline, 
     assert not torch.equal(small, TokenShiftedSchedule().sigmas(steps, 64))  # (what diffusers does)
 
 
+def test_one_step_schedule_is_finite():
+    """One stage-1 step is sigma 1 then 0; the terminal stretch has nothing to stretch (it divided 0 by 0)."""
+    assert TokenShiftedSchedule().sigmas(1, 4096).tolist() == [1.0, 0.0]
+
+
+def test_audio_length_is_the_rounded_duration_in_latent_frames(pipeline, ledger, request_256):
+    """Official: `ltx_core/types.py` AudioLatentShape.from_video_pixel_shape: round(frames / fps * 25) latent
+    frames (16 kHz / hop 160 / 4), and that is what the stage denoises; the delivered audio is then exactly the
+    delivered frames' duration."""
+    assert pipeline.audio_latent_rate() == 25.0
+    for frames, fps, expected in ((25, 24.0, 26), (121, 24.0, 126), (49, 25.0, 49), (33, 30.0, 28), (9, 24.0, 9)):
+        assert pipeline.audio_latent_frames(frames, fps) == expected == round(frames / fps * 25)
+    r = pipeline(request_256.replace(num_frames=33, fps=30.0))
+    assert r.audio_latent.shape[2] == round(33 / 30 * 25)
+    assert r.audio.shape[-1] == round(33 / 30 * r.sample_rate)
+
+
+def test_short_decoded_audio_is_filled_by_mirroring_its_tail():
+    """The causal decoder returns ~30 ms less than the latent's duration; the take still gets its video's
+    exact length, continuous at the join (a mirror, not a held sample)."""
+    from milimo_engine.pipeline import fit_audio
+
+    wave = np.arange(6, dtype=np.float32)[None]
+    assert fit_audio(wave, 9).tolist() == [[0, 1, 2, 3, 4, 5, 4, 3, 2]]
+    assert fit_audio(wave, 4).tolist() == [[0, 1, 2, 3]]
+
+
 def test_the_shot_keeps_stage_one_audio(pipeline, ledger, request_256):
     """Official: `ltx_pipelines/ti2vid_two_stages.py` decodes the audio latent of stage 1 (guided, audio cfg 7);
     stage 2 refines the video."""
@@ -39,6 +66,51 @@ def test_the_shot_keeps_stage_one_audio(pipeline, ledger, request_256):
     stage1 = unpack_audio(norm.denormalize(last["stage1"]), pipeline.audio_mel_bins())
     assert torch.equal(r.audio_latent, stage1.cpu())
     assert not torch.equal(last["stage1"], last["stage2"])
+
+
+def test_the_prompt_is_encoded_as_ltx_core_does(ledger):
+    """Official: `ltx_core/text_encoders/gemma/tokenizer.py` (strip, left padding to the maximum length),
+    `encoders/base_encoder.py` (the base Gemma model's hidden states of every layer, no LM head;
+    `_norm_and_concat_padded_batch`: per layer, 8 * (x - masked mean) / (masked max - masked min + 1e-6), padding
+    zeroed; the linear feature extractor) and `_apply_connectors` (additive mask (m - 1) * finfo.max, the video
+    connector's output masked by its returned mask, the audio connector on the same input). Written out here
+    step by step and compared with what the engine feeds the transformer."""
+    from milimo_engine.text import encode_prompt
+
+    tokenizer, gemma, connectors = ledger.tokenizer(), ledger.text_encoder(), ledger.connectors()
+    prompt, max_len = "  a lighthouse on a cliff at dusk ", 128
+    calls = []
+    head = gemma.lm_head.register_forward_hook(lambda *a: calls.append("lm_head"))
+    try:
+        ours = encode_prompt(tokenizer, gemma, connectors, prompt, None, max_sequence_length=max_len,
+                             device=ledger.device, guided=False)
+    finally:
+        head.remove()
+    assert calls == []  # the LM head never runs
+
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompt.strip(), padding="max_length", max_length=max_len, truncation=True, return_tensors="pt")
+    ids, mask = enc.input_ids, enc.attention_mask
+    assert mask[0, 0] == 0 and mask[0, -1] == 1  # left padding
+    with torch.no_grad():
+        states = torch.stack(gemma.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states,
+                             dim=-1)  # [1, T, D, L]
+        valid = mask.bool().view(1, -1, 1, 1)
+        d = states.shape[2]
+        mean = states.masked_fill(~valid, 0).sum(dim=(1, 2), keepdim=True) / (mask.sum() * d + 1e-6)
+        lo = states.masked_fill(~valid, float("inf")).amin(dim=(1, 2), keepdim=True)
+        hi = states.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
+        normed = (8 * (states - mean) / (hi - lo + 1e-6)).reshape(1, states.shape[1], -1)
+        normed = normed.masked_fill(~mask.bool().unsqueeze(-1), 0.0)
+        projected = connectors.text_proj_in(normed)
+        additive = (mask - 1).to(projected.dtype).reshape(1, 1, 1, -1) * torch.finfo(projected.dtype).max
+        video, video_mask = connectors.video_connector(projected, additive)
+        binary = (video_mask < 1e-6).to(torch.int64).reshape(1, -1, 1)
+        video = video * binary
+        audio, _ = connectors.audio_connector(projected, additive)
+    torch.testing.assert_close(ours.video, video, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.audio, audio, atol=1e-5, rtol=1e-5)
+    assert torch.equal(ours.mask, binary.squeeze(-1))
 
 
 def test_the_default_negative_prompt_is_the_official_one():

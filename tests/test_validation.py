@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from milimo_engine.request import ModalityGuidance
 from milimo_engine import (
     Guidance,
     InvalidFrameCountError,
@@ -83,5 +84,5 @@ def test_dtype_the_device_cannot_run(tiny_model_dir):
 
 
 def test_stg_block_beyond_the_transformer(pipeline, request_256):
-    with pytest.raises(InvalidGuidanceError, match=r"guidance.stg_blocks=\(29,\).*blocks 0..1.*\(1,\)"):
-        pipeline(request_256.replace(guidance=Guidance(stg_blocks=(29,))))
+    with pytest.raises(InvalidGuidanceError, match=r"guidance.audio.stg_blocks=\(29,\).*blocks 0..1.*\(1,\)"):
+        pipeline(request_256.replace(guidance=Guidance(audio=ModalityGuidance(cfg=7.0, stg_blocks=(29,)))))

@@ -32,7 +32,9 @@ class Guider(Protocol):
     @property
     def wants_isolated(self) -> bool: ...
     @property
-    def stg_blocks(self) -> tuple[int, ...]: ...
+    def perturbed_blocks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(video, audio): the blocks whose self-attention the STG row skips, per stream; () where that
+        stream's STG is off."""
 
     def combine(self, p: Predictions) -> tuple[torch.Tensor, torch.Tensor]:
         """(video x0, audio x0) after guidance."""
@@ -49,18 +51,21 @@ class NoGuider:
     """Stage 2 (distilled): the conditional prediction alone."""
 
     wants_uncond = wants_perturbed = wants_isolated = False
-    stg_blocks: tuple[int, ...] = ()
+    perturbed_blocks: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
 
     def combine(self, p: Predictions) -> tuple[torch.Tensor, torch.Tensor]:
         return p.cond
 
 
 class MultiModalGuider:
-    """CFG + STG + modality isolation with per-modality scales and guidance rescale."""
+    """CFG + STG + modality isolation with per-modality scales, STG blocks and guidance rescale
+    (ltx-core's `MultiModalGuider`, one `MultiModalGuiderParams` per stream)."""
 
-    def __init__(self, guidance: Guidance, stg_blocks: tuple[int, ...]):
+    def __init__(self, guidance: Guidance, video_stg_blocks: tuple[int, ...], audio_stg_blocks: tuple[int, ...]):
         self.g = guidance
-        self.stg_blocks = tuple(stg_blocks)
+        # As ltx-core builds the perturbed pass: a stream's self-attention is skipped only when its own STG is on.
+        self.perturbed_blocks = (tuple(video_stg_blocks) if guidance.video.wants_perturbed else (),
+                                 tuple(audio_stg_blocks) if guidance.audio.wants_perturbed else ())
 
     @property
     def wants_uncond(self) -> bool:
@@ -68,7 +73,7 @@ class MultiModalGuider:
 
     @property
     def wants_perturbed(self) -> bool:
-        return any(s.wants_perturbed for s in self.g.streams) and bool(self.stg_blocks)
+        return any(self.perturbed_blocks)
 
     @property
     def wants_isolated(self) -> bool:

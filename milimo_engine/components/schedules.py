@@ -39,7 +39,7 @@ class TokenShiftedSchedule:
         ramp = np.linspace(1.0, 1.0 / steps, steps).astype(np.float32)
         mu = self.mu(num_tokens)
         shifted = math.exp(mu) / (math.exp(mu) + (1 / ramp - 1) ** 1.0)
-        if self.terminal:
+        if self.terminal and shifted[-1] < 1:  # one step is sigma 1 alone: nothing to stretch (0/0 otherwise)
             one_minus = 1 - shifted
             shifted = 1 - one_minus / (one_minus[-1] / (1 - self.terminal))
         out = torch.from_numpy(np.asarray(shifted)).to(torch.float32)
