@@ -83,8 +83,13 @@ def install_hooks(transformer) -> None:
 
     for stream, block, module in self_attentions(transformer):
         if not isinstance(module.processor, LTX2PerturbedAttnProcessor):
-            # The same attention when no mask is given; it also knows the value pass-through.
-            module.set_processor(LTX2PerturbedAttnProcessor())
+            # The same attention when no mask is given; it also knows the value pass-through. An attention
+            # backend chosen on the old processor (`set_attention_backend`) carries over.
+            processor = LTX2PerturbedAttnProcessor()
+            for setting in ("_attention_backend", "_parallel_config"):
+                if setting in vars(module.processor):
+                    setattr(processor, setting, getattr(module.processor, setting))
+            module.set_processor(processor)
         module.register_forward_pre_hook(stg_hook(stream, block), with_kwargs=True)
     for module in cross_modal_attentions(transformer):
         module.register_forward_hook(isolation_hook)
