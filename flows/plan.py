@@ -21,14 +21,13 @@ from storyboards.load import write_timeline
 from storyboards.overrides import apply_overrides, merge
 from storyboards.paths import OutputLayout
 from storyboards.planner import PlannedShot, plan
-from storyboards.store import Store
 from storyboards.store.db import default_url
 from storyboards.validate import ValidationConfig
 
 DEFAULT_OUT = "renders"
 HEARTBEAT_TIMEOUT_S = float(os.environ.get("MILIMO_HEARTBEAT_TIMEOUT_S", "120"))
 
-__all__ = ["PlannedShot", "RenderPlan", "load_board", "prepare", "resolve_model_dir"]
+__all__ = ["PlannedShot", "RenderPlan", "prepare", "resolve_model_dir"]
 
 
 @dataclass
@@ -78,15 +77,6 @@ def ensure_model(model_dir: str, explicit: bool) -> str:
     return model_dir
 
 
-def load_board(storyboard: str | os.PathLike, store: Store | None = None,
-               overrides: dict[str, dict[str, Any]] | None = None, rate: float | None = None,
-               prompts: str | None = None, size: tuple[int, int] | None = None) -> storyboards.Storyboard:
-    """The storyboard (an editor's cut with its shot list `prompts` imported in memory) with the store's
-    recorded overrides, then these new ones, applied (a None value removes an override)."""
-    board = storyboards.load(storyboard, rate=rate, prompts=prompts, size=size)
-    return apply_overrides(board, merge(store.overrides(board.name) if store is not None else {}, overrides))
-
-
 def prepare(storyboard: str | os.PathLike, *, model: str | None = None, out: str | None = None,
             db: str | None = None, only: list[str] | None = None, from_shot: str | None = None,
             overrides: dict[str, dict[str, Any]] | None = None, rate: float | None = None, draft: bool = False,
@@ -94,20 +84,28 @@ def prepare(storyboard: str | os.PathLike, *, model: str | None = None, out: str
             size: tuple[int, int] | None = None, asset_roots: list[str] | None = None) -> RenderPlan:
     """Validate and import the storyboard and plan the render. Raises StoryboardInvalid (with every
     problem), StoryboardFileError or UnknownShot before anything is written when it cannot render."""
+    from milimo_engine.errors import InvalidGuidanceError
     from milimo_engine.manifest import ModelManifest
 
     from tasks.worker import store_for
 
     db_url = db or default_url()
+    board = storyboards.load(storyboard, rate=rate, prompts=prompts, size=size)
+    # The model folder is checked before the store is opened: a wrong --model stores nothing.
+    model_dir = ensure_model(resolve_model_dir(model, board), explicit=bool(model))
+    manifest = ModelManifest.read(Path(model_dir))
+    try:
+        manifest.check_stg_blocks(Path(model_dir))
+    except InvalidGuidanceError as exc:
+        raise ConfigError(f"{exc.field}={list(exc.value)}: {exc.reason}",
+                          f"write blocks that exist there, e.g. {list(exc.nearest)}") from None
     store = store_for(db_url)  # one per process: the schema check runs once, not on every render
-    board = load_board(storyboard, store, overrides, rate, prompts, size)
+    board = apply_overrides(board, merge(store.overrides(board.name), overrides))
     if draft:  # this run only, never stored: every shot on the draft recipe (its own spec, its own takes)
         board = apply_overrides(board, {shot.shot_id: {"quality": "draft"} for shot in board.shots})
     for sid in list(only or []) + ([from_shot] if from_shot else []) + list(overrides or {}):
         board.shot(sid)  # UnknownShot naming the known shots
     store.check_identity(board)
-    model_dir = ensure_model(resolve_model_dir(model, board), explicit=bool(model))
-    manifest = ModelManifest.read(Path(model_dir))
     model_id = manifest.model_id
     config = ValidationConfig(asset_roots=tuple(Path(root) for root in asset_roots or ()))
     specs = storyboards.resolve_specs(board, model_id, config, manifest.shot_defaults())

@@ -23,6 +23,7 @@ class InvalidRequestError(MilimoEngineError, ValueError):
     def __init__(self, field: str, value: Any, message: str, nearest: Any = None):
         self.field = field
         self.value = value
+        self.reason = message
         self.nearest = nearest
         hint = f" Nearest valid value: {nearest!r}." if nearest is not None else ""
         super().__init__(f"{field}={value!r}: {message}.{hint}")

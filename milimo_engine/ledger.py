@@ -147,6 +147,7 @@ class ModelLedger:
                 raise MissingComponentError(component, path / "config.json", "has no config.json")
         if manifest.distilled_lora and not (root / manifest.distilled_lora).is_file():
             raise MissingComponentError("distilled_lora", root / manifest.distilled_lora)
+        manifest.check_stg_blocks(root)
         return cls(root, manifest, dev, resolved, vram_budget)
 
     @property

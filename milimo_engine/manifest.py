@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import MissingComponentError
+from .errors import InvalidGuidanceError, MissingComponentError
 
 MANIFEST_NAME = "milimo-model.json"
 MANIFEST_FORMAT = 1
@@ -101,6 +101,19 @@ class ModelManifest:
     def shot_defaults(self) -> dict[str, int]:
         """What a shot that names no size or step count renders with on this model (per version: the manifest)."""
         return {"width": self.default_size[0], "height": self.default_size[1], "steps": self.schedule.stage1_steps}
+
+    def check_stg_blocks(self, model_dir: Path) -> None:
+        """Each stream's STG blocks exist in this transformer (its `config.json` `num_layers`), so a wrong
+        manifest is refused before anything renders or is stored, not at every shot."""
+        config = self.component_path(model_dir, "transformer") / "config.json"
+        if not config.is_file():
+            return  # a single-file transformer: checked when the guider is built
+        layers = int(json.loads(config.read_text()).get("num_layers", 48))
+        for name, blocks in (("stg_blocks", self.stg_blocks), ("audio_stg_blocks", self.audio_stg_blocks or ())):
+            if any(not 0 <= b < layers for b in blocks):
+                raise InvalidGuidanceError(
+                    f"{Path(model_dir) / MANIFEST_NAME}: {name}", tuple(blocks),
+                    f"this transformer has blocks 0..{layers - 1} ({config}: num_layers={layers})", nearest=tuple(min(max(b, 0), layers - 1) for b in blocks))
 
     def component_path(self, model_dir: Path, component: str) -> Path:
         rel = self.components.get(component)

@@ -263,3 +263,30 @@ def test_size_and_steps_default_to_the_models_manifest(pipeline, tmp_path):
     assert (spec.width, spec.height, spec.steps) == (1536, 1024, 30)
     overridden = storyboards.resolve_specs(board, real.model_id, model_defaults=real.shot_defaults())["harbour-pan"]
     assert overridden.steps == 6  # the clip's own override still wins
+
+
+def test_a_manifests_stg_blocks_must_exist_in_its_transformer(tmp_path, tiny_model_dir, prefect_api):
+    """Each stream's STG blocks (`stg_blocks`, `audio_stg_blocks`, as ltx-pipelines' per-stream
+    `MultiModalGuiderParams.stg_blocks`) are checked against the transformer's `num_layers` when the model folder
+    is opened: a render exits 2 naming the file, the field and blocks that exist, and stores nothing."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    manifest = json.loads((model / "milimo-model.json").read_text())
+    manifest["audio_stg_blocks"] = [29]
+    (model / "milimo-model.json").write_text(json.dumps(manifest))
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "render", "storyboards/examples/lighthouse.otio",
+                           "--model", str(model), "--db", f"sqlite:///{tmp_path / 'm.db'}", "--out", str(tmp_path / "o")],
+                          cwd=root, env={**os.environ, "PREFECT_API_URL": prefect_api, "DO_NOT_TRACK": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "milimo-model.json: audio_stg_blocks=[29]" in proc.stderr and "blocks 0..1" in proc.stderr
+    assert "Fix: write blocks that exist there, e.g. [1]" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "m.db").exists()
