@@ -165,22 +165,23 @@ def _run_interruptibly(work: Callable[[], Any]) -> Any:
     return outcome["value"]
 
 
-def _farm_ready(args: argparse.Namespace) -> None:
+def _farm_ready(args: argparse.Namespace, board) -> None:
     """Before anything is stored: a farm needs PostgreSQL, a real Prefect server and workers that see what we see."""
     from flows.farm import require_farm
     from flows.plan import DEFAULT_OUT, ensure_model, resolve_model_dir
     from storyboards.store.db import default_url
 
-    model_dir = ensure_model(resolve_model_dir(args.model, _load(args)), explicit=bool(args.model))
+    model_dir = ensure_model(resolve_model_dir(args.model, board), explicit=bool(args.model))
     require_farm(args.farm, args.db or default_url(), Path(args.out or DEFAULT_OUT).resolve(),
                  str(Path(model_dir).resolve()), [str(Path(r).resolve()) for r in args.asset_root or ()])
 
 
-def _render_flow(args: argparse.Namespace, **kwargs: Any) -> dict:
+def _render_flow(args: argparse.Namespace, board, **kwargs: Any) -> dict:
+    """The render flow for the storyboard `_checked_board` loaded (`board`), on this host or on the farm."""
     from .prefect_server import prefect_api
 
     if args.farm:
-        _farm_ready(args)
+        _farm_ready(args, board)
     with prefect_api():
         from flows.render import render_storyboard
 
@@ -196,8 +197,8 @@ def _render_flow(args: argparse.Namespace, **kwargs: Any) -> dict:
 
 
 def _render(args: argparse.Namespace) -> int:
-    _checked_board(args, (args.only or []) + ([args.from_shot] if args.from_shot else []))
-    _report(_render_flow(args, only=args.only or None, from_shot=args.from_shot))
+    board, _ = _checked_board(args, (args.only or []) + ([args.from_shot] if args.from_shot else []))
+    _report(_render_flow(args, board, only=args.only or None, from_shot=args.from_shot))
     return 0
 
 
@@ -205,8 +206,8 @@ def _rerender(args: argparse.Namespace) -> int:
     from storyboards.overrides import parse_assignments
 
     overrides = parse_assignments(args.set or [])
-    _checked_board(args, [args.from_shot], {args.from_shot: overrides} if overrides else None)
-    _report(_render_flow(args, from_shot=args.from_shot,
+    board, _ = _checked_board(args, [args.from_shot], {args.from_shot: overrides} if overrides else None)
+    _report(_render_flow(args, board, from_shot=args.from_shot,
                          overrides={args.from_shot: overrides} if overrides else None))
     return 0
 
@@ -445,20 +446,13 @@ def _all_gpus() -> list[int] | None:
 
 
 def _farm(args: argparse.Namespace) -> int:
-    from flows.farm import run_scheduler
+    from flows.farm import connect, run_scheduler
 
     if args.farm_command == "scheduler":
         return run_scheduler(args.host, args.port)
-    from distributed import Client
-
-    from storyboards.errors import ConfigError
     from tasks.worker import warm_models
 
-    try:
-        client = Client(args.scheduler, timeout=10)
-    except (OSError, TimeoutError) as exc:
-        raise ConfigError(f"no Dask scheduler answers at {args.scheduler} ({exc})",
-                          "start `milimo farm scheduler` there, or give the right --scheduler") from None
+    client = connect(args.scheduler, "--scheduler")
     try:
         workers = client.scheduler_info()["workers"]
         processing = client.processing()

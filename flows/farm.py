@@ -43,6 +43,18 @@ def _worker_view(probe: str, model_dir: str, asset_roots: list[str]) -> dict:
             "versions": versions(), "name": os.environ.get("MILIMO_WORKER_NAME")}
 
 
+def connect(address: str, option: str):
+    """A Dask client of the scheduler at `address`; ConfigError naming `option` (the flag that gave the address)
+    when none answers."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=10)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(f"no Dask scheduler answers at {address} ({exc})",
+                          f"start `milimo farm scheduler` there, or give the right {option} address") from None
+
+
 def check_farm(address: str, db_url: str, out_root: Path, model_dir: str, asset_roots: list[str]) -> list[str]:
     """Every reason this farm cannot render, each naming the fix; empty when it can (`require_farm` raises)."""
     from sqlalchemy import make_url
@@ -56,13 +68,10 @@ def check_farm(address: str, db_url: str, out_root: Path, model_dir: str, asset_
                         "and set PREFECT_API_URL=http://HOST:4200/api")
     if problems:
         return problems
-    from distributed import Client
-
     try:
-        client = Client(address, timeout=10)
-    except (OSError, TimeoutError) as exc:
-        return [f"no Dask scheduler answers at {address} ({exc}). Fix: start `milimo farm scheduler` there, or give "
-                "the right --farm address"]
+        client = connect(address, "--farm")
+    except ConfigError as exc:
+        return [str(exc)]
     try:
         workers = client.scheduler_info()["workers"]
         if not workers:

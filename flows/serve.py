@@ -103,7 +103,7 @@ def build_deployments(config: MilimoConfig) -> list:
             parameters={"storyboard": str(Path(schedule.storyboard).resolve()), **extra, **defaults}))
     deployments.append(rerender.to_deployment(name="rerun", parameters=dict(defaults)))
     if config.serve.watch:
-        watch = {k: v for k, v in defaults.items() if k in ("model", "out", "db", "asset_roots", "qa")}
+        watch = dict(defaults)
         if config.rates.edl:
             watch["rate"] = config.rates.edl
         deployments.append(import_cuts.to_deployment(

@@ -109,12 +109,19 @@ def probe(path: str | os.PathLike) -> MediaInfo:
                      audio is not None, int(audio.group(1)) if audio else None)
 
 
+def _decode(path: str | os.PathLike, args: list[str], what: str = "") -> bytes:
+    """Raw output of `ffmpeg -i path ARGS -` (stdout), or RuntimeError with ffmpeg's own words."""
+    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), *args, "-"], capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not read {what}{path}: {proc.stderr.decode(errors='replace')[-1000:]}")
+    return proc.stdout
+
+
 def read_frames(path: str | os.PathLike) -> np.ndarray:
     """Decode an mp4 to uint8 [F, H, W, 3] (for tests and thumbnails)."""
     info = probe(path)
-    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-                          capture_output=True, check=True)
-    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, info.height, info.width, 3)
+    raw = _decode(path, ["-f", "rawvideo", "-pix_fmt", "rgb24"])
+    return np.frombuffer(raw, np.uint8).reshape(-1, info.height, info.width, 3)
 
 
 def read_frames_at(path: str | os.PathLike, indices: list[int], size: int = 192) -> np.ndarray:
@@ -127,23 +134,17 @@ def read_frames_at(path: str | os.PathLike, indices: list[int], size: int = 192)
         if cur != prev + 1:
             ranges.append(f"between(n,{first},{prev})")
             first = cur
-    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-an", "-vf",
-                           f"select='{'+'.join(ranges)}',scale={size}:{size}", "-fps_mode", "passthrough",
-                           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg could not read {path}: {proc.stderr.decode(errors='replace')[-1000:]}")
-    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
+    raw = _decode(path, ["-an", "-vf", f"select='{'+'.join(ranges)}',scale={size}:{size}", "-fps_mode", "passthrough",
+                         "-f", "rawvideo", "-pix_fmt", "rgb24"])
+    return np.frombuffer(raw, np.uint8).reshape(-1, size, size, 3)
 
 
 def read_audio(path: str | os.PathLike, start_s: float, duration_s: float,
                sample_rate: int = AUDIO_OUT_RATE) -> np.ndarray:
     """Mono float audio from `start_s` for `duration_s` (empty when the file has no audio)."""
-    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-ss", f"{max(0.0, start_s):.6f}",
-                           "-t", f"{duration_s:.6f}", "-map", "0:a:0?", "-ac", "1", "-ar", str(sample_rate),
-                           "-f", "f32le", "-"], capture_output=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg could not read the audio of {path}: {proc.stderr.decode(errors='replace')[-1000:]}")
-    return np.frombuffer(proc.stdout, "<f4").astype(np.float32)
+    raw = _decode(path, ["-ss", f"{max(0.0, start_s):.6f}", "-t", f"{duration_s:.6f}", "-map", "0:a:0?", "-ac", "1",
+                         "-ar", str(sample_rate), "-f", "f32le"], what="the audio of ")
+    return np.frombuffer(raw, "<f4").astype(np.float32)
 
 
 def h264_roundtrip(image: np.ndarray, crf: int) -> np.ndarray:

@@ -143,12 +143,14 @@ class DevicePool:
         import time
 
         folder = lock_dir()
+        # Named once: the key of a GPU asks CUDA for its UUID, too much for every 20 ms poll.
+        locks = [(device, folder / f"{slug(device_lock_key(device), 'device')}.lock") for device in self.devices]
         first = True
         while True:
             if interrupted():
                 raise Interrupted(interrupted())
-            for device in self.devices:
-                fh = open(folder / f"{slug(device_lock_key(device), 'device')}.lock", "a+")
+            for device, lock in locks:
+                fh = open(lock, "a+")
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

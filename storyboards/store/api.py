@@ -594,18 +594,21 @@ class Store:
 
     def seams(self, storyboard: str) -> list[SeamView]:
         """The seams between the current takes, in timeline order (segment seams inside a take first)."""
-        current = {r.take_id: r for r in self.status(storyboard) if r.take_id is not None}
         with self.session() as s:
+            current = {take.id: (shot.position, shot.shot_id, take.number) for shot, take in s.execute(
+                select(ShotRow, TakeRow).join(StoryboardRow).join(TakeRow, TakeRow.id == ShotRow.current_take_id)
+                .where(StoryboardRow.name == storyboard, ShotRow.active.is_(True)))}
             found = s.scalars(select(SeamRow).where(SeamRow.left_take_id.in_(list(current)),
                                                     SeamRow.right_take_id.in_(list(current)))).all()
             out = []
             for seam in found:
-                left, right = current[seam.left_take_id], current[seam.right_take_id]
-                if seam.kind != "segment" and right.position != left.position + 1:
+                (left_at, left_id, left_take), (right_at, right_id, right_take) = (
+                    current[seam.left_take_id], current[seam.right_take_id])
+                if seam.kind != "segment" and right_at != left_at + 1:
                     continue
-                out.append(((left.position, seam.kind != "segment", seam.frame), SeamView(
-                    seam.kind, left.shot_id, right.shot_id, left.take_number or 0, right.take_number or 0,
-                    seam.frame, dict(seam.metrics), seam.score, seam.flagged)))
+                out.append(((left_at, seam.kind != "segment", seam.frame), SeamView(
+                    seam.kind, left_id, right_id, left_take, right_take, seam.frame, dict(seam.metrics), seam.score,
+                    seam.flagged)))
         return [view for _, view in sorted(out, key=lambda pair: pair[0])]
 
     def verify(self, storyboard: str) -> list[ArtifactCheck]:
