@@ -726,6 +726,10 @@ def _apply_config(args: argparse.Namespace) -> None:
             setattr(args, name, str(value))
     if hasattr(args, "farm") and not args.farm and config.farm.scheduler:
         args.farm = config.farm.scheduler
+    # The farm's Prefect server, for a render on the farm and for its workers (PREFECT_API_URL, when set, wins).
+    if config.farm.prefect_api_url and not os.environ.get("PREFECT_API_URL") and (
+            getattr(args, "farm", None) or args.command == "worker"):
+        os.environ["PREFECT_API_URL"] = config.farm.prefect_api_url
     if hasattr(args, "asset_root") and not args.asset_root and paths.asset_roots:
         args.asset_root = [str(root) for root in paths.asset_roots]
     cut = getattr(args, "storyboard", None) or getattr(args, "cut", None)

@@ -1,5 +1,6 @@
 """milimo.toml and asset roots, through the CLI a user runs."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -45,3 +46,25 @@ def test_a_config_with_an_unknown_key_is_refused_naming_it(tmp_path):
     broken.write_text("[paths\n")
     bad = milimo("validate", EXAMPLES / "lighthouse.otio", "--config", broken)
     assert bad.returncode == 2 and "not valid TOML" in bad.stderr
+
+
+def test_the_farms_prefect_server_from_milimo_toml(tmp_path, monkeypatch):
+    """`[farm] prefect_api_url` is the Prefect server a render on the farm and its workers report to; an exported
+    PREFECT_API_URL wins, and a command that is not on the farm is left alone."""
+    from flows.cli import _apply_config, build_parser
+
+    config = tmp_path / "milimo.toml"
+    config.write_text('[farm]\nscheduler = "tcp://head:8786"\nprefect_api_url = "http://head:4200/api"\n')
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    _apply_config(build_parser().parse_args(["status", "x.otio", "--config", str(config)]))
+    assert "PREFECT_API_URL" not in os.environ
+    for argv in (["render", "x.otio", "--config", str(config)], ["worker", "--scheduler", "tcp://head:8786",
+                                                                   "--config", str(config)]):
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+        args = build_parser().parse_args(argv)
+        _apply_config(args)
+        assert os.environ["PREFECT_API_URL"] == "http://head:4200/api"
+    assert args.command == "worker"
+    monkeypatch.setenv("PREFECT_API_URL", "http://mine:4200/api")
+    _apply_config(build_parser().parse_args(["render", "x.otio", "--config", str(config)]))
+    assert os.environ["PREFECT_API_URL"] == "http://mine:4200/api"
