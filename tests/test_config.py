@@ -55,16 +55,17 @@ def test_the_farms_prefect_server_from_milimo_toml(tmp_path, monkeypatch):
 
     config = tmp_path / "milimo.toml"
     config.write_text('[farm]\nscheduler = "tcp://head:8786"\nprefect_api_url = "http://head:4200/api"\n')
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # _apply_config writes os.environ: a copy, put back after
+    os.environ.pop("PREFECT_API_URL", None)
     _apply_config(build_parser().parse_args(["status", "x.otio", "--config", str(config)]))
     assert "PREFECT_API_URL" not in os.environ
     for argv in (["render", "x.otio", "--config", str(config)], ["worker", "--scheduler", "tcp://head:8786",
                                                                    "--config", str(config)]):
-        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+        os.environ.pop("PREFECT_API_URL", None)
         args = build_parser().parse_args(argv)
         _apply_config(args)
         assert os.environ["PREFECT_API_URL"] == "http://head:4200/api"
     assert args.command == "worker"
-    monkeypatch.setenv("PREFECT_API_URL", "http://mine:4200/api")
+    os.environ["PREFECT_API_URL"] = "http://mine:4200/api"
     _apply_config(build_parser().parse_args(["render", "x.otio", "--config", str(config)]))
     assert os.environ["PREFECT_API_URL"] == "http://mine:4200/api"
