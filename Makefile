@@ -9,7 +9,15 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup system bench clean
+.PHONY: demo test setup system reference bench clean
+
+# The oracle: Lightricks' ltx-core / ltx-pipelines 1.0.0 in their own venv, run by the parity tests as a
+# subprocess. They declare torch~=2.7 and torchaudio: torch is the CPU 2.13.0 build on disk (as in .venv), and
+# torchaudio 2.11.0 (the newest) is installed without its dependencies and without its compiled extensions, which
+# are built against CUDA and are not used by ltx-core (it imports torchaudio's pure-Python functions only).
+REF_VENV  ?= .venv-ref
+REF_PY    := $(REF_VENV)/bin/python
+REF_STAMP := $(REF_VENV)/.milimo-reference
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -31,14 +39,28 @@ system:
 	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES)) >/dev/null; \
 	  else echo "note: install $(SYSTEM_PACKAGES) (Debian: apt-get install) for the timecode and browser tests"; fi; fi
 
-setup: $(STAMP) system
+$(REF_PY):
+	$(PYTHON) -m venv $(REF_VENV) || python3 -m venv $(REF_VENV)
+
+$(REF_STAMP): $(REF_PY) tests/oracle/requirements.txt
+	$(REF_PY) -m pip install -q --upgrade pip
+	$(REF_PY) -m pip install -q "torch==2.13.0"
+	$(REF_PY) -m pip install -q --no-deps "torchaudio==2.11.0"
+	rm -f $(REF_VENV)/lib/python*/site-packages/torchaudio/lib/*.so
+	$(REF_PY) -m pip install -q -r tests/oracle/requirements.txt
+	$(REF_PY) -c "import ltx_core, ltx_pipelines.ti2vid_two_stages, torchaudio"
+	touch $(REF_STAMP)
+
+reference: $(REF_STAMP)
+
+setup: $(STAMP) system reference
 
 # The example storyboard end to end: tiny model, SQLite (renders/milimo.db), Prefect's local server.
 demo: $(STAMP)
 	$(VENV)/bin/milimo render storyboards/examples/lighthouse.otio
 	$(VENV)/bin/milimo status storyboards/examples/lighthouse.otio
 
-test: $(STAMP) system
+test: $(STAMP) system reference
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
@@ -46,4 +68,4 @@ bench: $(STAMP)
 	$(PY) bench/orchestration.py
 
 clean:
-	rm -rf $(VENV) renders .pytest_cache
+	rm -rf $(VENV) $(REF_VENV) renders .pytest_cache

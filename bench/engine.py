@@ -66,7 +66,7 @@ class DiffusersRecipe:
                        guidance_scale=g.video.cfg, audio_guidance_scale=g.audio.cfg, stg_scale=g.video.stg,
                        audio_stg_scale=g.audio.stg, spatio_temporal_guidance_blocks=stg_blocks,
                        modality_scale=g.video.modality, audio_modality_scale=g.audio.modality, guidance_rescale=g.video.rescale,
-                       audio_guidance_rescale=g.audio.rescale, use_cross_timestep=False,
+                       audio_guidance_rescale=g.audio.rescale, use_cross_timestep=True,
                        max_sequence_length=max_len, generator=gen, output_type="latent")
         up = self.upsample(latents=s1.frames, height=r.height // 2, width=r.width // 2, num_frames=r.num_frames,
                            output_type="latent", latents_normalized=False).frames
@@ -78,7 +78,7 @@ class DiffusersRecipe:
                         sigmas=sig, num_inference_steps=len(sig), latents=up, audio_latents=s1.audio,
                         noise_scale=sig[0], guidance_scale=1.0, audio_guidance_scale=1.0, stg_scale=0.0,
                         audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0,
-                        audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None, use_cross_timestep=False,
+                        audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None, use_cross_timestep=True,
                         max_sequence_length=max_len, generator=gen, output_type="np")
         return out.frames, out.audio
 
@@ -102,7 +102,7 @@ class DiffusersRecipe:
                   frame_rate=b.fps, num_inference_steps=b.steps, guidance_scale=g.video.cfg, audio_guidance_scale=g.audio.cfg,
                   stg_scale=g.video.stg, audio_stg_scale=g.audio.stg, spatio_temporal_guidance_blocks=stg_blocks,
                   modality_scale=g.video.modality, audio_modality_scale=g.audio.modality, guidance_rescale=g.video.rescale,
-                  audio_guidance_rescale=g.audio.rescale, use_cross_timestep=False, max_sequence_length=max_len,
+                  audio_guidance_rescale=g.audio.rescale, use_cross_timestep=True, max_sequence_length=max_len,
                   generator=gen, output_type="latent")
         up = self.upsample(latents=s1.frames, height=b.height // 2, width=b.width // 2, num_frames=rendered,
                            output_type="latent", latents_normalized=False).frames
@@ -115,7 +115,7 @@ class DiffusersRecipe:
                    num_inference_steps=len(sig), latents=up, audio_latents=s1.audio, noise_scale=sig[0],
                    guidance_scale=1.0, audio_guidance_scale=1.0, stg_scale=0.0, audio_stg_scale=0.0,
                    modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0, audio_guidance_rescale=0.0,
-                   spatio_temporal_guidance_blocks=None, use_cross_timestep=False, max_sequence_length=max_len,
+                   spatio_temporal_guidance_blocks=None, use_cross_timestep=True, max_sequence_length=max_len,
                    generator=gen, output_type="np")
         return frames_a, out.frames[:, 9:9 + b.num_frames]
 

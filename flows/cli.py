@@ -12,6 +12,8 @@
     milimo verify STORYBOARD                      (every artifact hashed again; exit 1 if anything is off)
     milimo overrides STORYBOARD [--clear SHOT ... | --all]
     milimo model tiny DIR
+    milimo model import SRC... -o DIR             (the official files as downloaded -> a model folder)
+    milimo model info DIR [--json]
     milimo serve [--config FILE] [--storyboard PATH --cron EXPR] [--watch DIR]
     milimo demo
 
@@ -48,6 +50,42 @@ def _model_tiny(args: argparse.Namespace) -> int:
 
     path = build_tiny_model(args.dir, seed=args.seed, overwrite=args.force)
     print(f"wrote tiny random LTX-2 bundle to {path}")
+    return 0
+
+
+def _model_import(args: argparse.Namespace) -> int:
+    from milimo_engine.official import import_model
+
+    report = import_model([Path(p) for p in args.sources], Path(args.output), force=args.force,
+                          model_id=args.model_id, on_step=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    print(f"{report.folder}: LTX-{report.version} model {report.model_id!r}, "
+          f"{len(report.components)} components, {len(report.loras)} LoRA(s)")
+    for note in report.notes:
+        print(f"  note: {note}")
+    for path, why in report.ignored:
+        print(f"  ignored {path}: {why}")
+    print(f"  render with --model {report.folder}; `milimo model info {report.folder}` shows its defaults")
+    return 0
+
+
+def _model_info(args: argparse.Namespace) -> int:
+    from milimo_engine.official import model_info
+
+    info = model_info(Path(args.dir))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['folder']}: LTX-{info['version']} {info['model_id']!r}"
+          + (" (RANDOM weights)" if info["random_weights"] else "") + f", {info['bytes'] / 2**20:.1f} MiB on disk")
+    table = [("component", "class", "dtype", "MiB")]
+    for name, c in info["components"].items():
+        table.append((name, c["class"], c["dtype"], f"{c['bytes'] / 2**20:.1f}"))
+    for rel, size in info["loras"].items():
+        table.append((rel, "LoRA", "-", f"{size / 2**20:.1f}"))
+    _print_table(table)
+    defaults = {k: v for k, v in info["defaults"].items() if k != "negative_prompt"}
+    print("defaults: " + ", ".join(f"{k}={v}" for k, v in defaults.items()))
+    print(f"negative prompt: {info['defaults']['negative_prompt'][:100]}...")
     return 0
 
 
@@ -586,6 +624,18 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--force", action="store_true", help="replace DIR if it exists")
     tiny.set_defaults(func=_model_tiny)
+    imp = model_sub.add_parser("import", help="Lightricks' files as downloaded -> a model folder (offline)")
+    imp.add_argument("sources", nargs="+", metavar="SRC",
+                     help="the checkpoint, upscalers, LoRAs and Gemma folder (or a folder holding them)")
+    imp.add_argument("-o", "--output", required=True, metavar="DIR")
+    imp.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    imp.add_argument("--model-id", help="the id takes and handoffs record (default: the version's, with the "
+                     "checkpoint's hash)")
+    imp.set_defaults(func=_model_import)
+    info = model_sub.add_parser("info", help="what a model folder is: version, components, dtype, size, defaults")
+    info.add_argument("dir")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_model_info)
 
     demo = sub.add_parser("demo", help="render one demo shot (tiny model unless --model)")
     demo.add_argument("--model", help="model folder (diffusers LTX-2 layout + milimo-model.json)")
@@ -738,7 +788,7 @@ def _apply_config(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from milimo_engine.errors import HandoffError, InvalidRequestError, MissingComponentError
+    from milimo_engine.errors import HandoffError, InvalidRequestError, MissingComponentError, ModelFileError
     from storyboards.errors import MilimoError
 
     args = build_parser().parse_args(argv)
@@ -749,6 +799,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines():
             print(f"milimo: {line}", file=sys.stderr)
         return exc.exit_code
+    except ModelFileError as exc:
+        print(f"milimo: {exc}", file=sys.stderr)
+        return 2
     except (InvalidRequestError, HandoffError, MissingComponentError, FileExistsError) as exc:
         print(f"milimo: invalid input: {exc}", file=sys.stderr)
         return 2

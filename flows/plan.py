@@ -63,13 +63,20 @@ def resolve_model_dir(model: str | None, board: storyboards.Storyboard | None = 
 
 
 def ensure_model(model_dir: str, explicit: bool) -> str:
-    """Build the tiny bundle on first use when no model was named; a named folder must exist."""
+    """Build the tiny bundle on first use when no model was named; a named folder must exist. Official files named
+    directly (a checkpoint, or a folder of downloads) are imported once into the cache (`milimo model import`)."""
     from milimo_engine.tiny import default_tiny_model_dir
 
     if not explicit and Path(model_dir) == default_tiny_model_dir():
         from milimo_engine.tiny import ensure_tiny_model
 
         return str(ensure_tiny_model(model_dir))
+    path = Path(model_dir)
+    if (path.suffix == ".safetensors" and path.is_file()) or (
+            path.is_dir() and not (path / "milimo-model.json").is_file() and any(path.glob("*.safetensors"))):
+        from milimo_engine.official.importer import imported_folder
+
+        return str(imported_folder(path, default_tiny_model_dir().parent))
     if not (Path(model_dir) / "milimo-model.json").is_file():
         raise ConfigError(f"model folder {model_dir} has no milimo-model.json",
                           "point --model at a folder in diffusers' LTX-2 layout with a milimo-model.json "

@@ -40,9 +40,31 @@ class ImageCondition:
     crf: int | None = None
 
 
+def to_srgb(img):
+    """A still with an embedded ICC profile (Display P3 from a phone, Adobe RGB from a camera) converted to sRGB,
+    the space the model was trained on; without one it is taken as sRGB already."""
+    profile = img.info.get("icc_profile")
+    if not profile:
+        return img
+    import io
+
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        mode = "RGBA" if img.mode in ("RGBA", "LA", "PA") else "RGB"
+        converted = ImageCms.profileToProfile(img.convert(mode), source, ImageCms.createProfile("sRGB"),
+                                              outputMode=mode)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return img  # an unreadable profile: the pixels as they are
+    converted.info.pop("icc_profile", None)
+    return converted
+
+
 def load_rgb(source: ImageSource, field: str = "image") -> np.ndarray:
-    """Any image a person hands us, as uint8 RGB [H, W, 3]: EXIF orientation applied, greyscale
-    expanded, transparency composited over black (what an editor's viewer shows for 'no picture')."""
+    """Any image a person hands us, as uint8 RGB [H, W, 3]: EXIF orientation applied, an ICC profile converted to
+    sRGB, greyscale expanded, transparency composited over black (what an editor's viewer shows for 'no
+    picture')."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if isinstance(source, np.ndarray):
@@ -69,6 +91,7 @@ def load_rgb(source: ImageSource, field: str = "image") -> np.ndarray:
         except (UnidentifiedImageError, OSError) as exc:
             raise InvalidConditionError(field, str(path), f"cannot be read as an image ({exc})") from exc
     img = ImageOps.exif_transpose(img)
+    img = to_srgb(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
@@ -76,31 +99,22 @@ def load_rgb(source: ImageSource, field: str = "image") -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def fit_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize to cover `width` x `height`, then centre-crop: no stretching, no letterbox bars."""
-    from PIL import Image, ImageOps
-
-    if image.shape[0] == height and image.shape[1] == width:
-        return image
-    fitted = ImageOps.fit(Image.fromarray(image), (width, height), method=Image.Resampling.LANCZOS)
-    return np.asarray(fitted, dtype=np.uint8)
-
-
 @dataclass
 class TokenConditioning:
     """Clean values and the denoise mask over one modality's packed tokens ([B, S, D] / [B, S]).
 
-    As ltx-core's `LatentState`, a conditioned token has a clean value and a starting value: `place` writes both
-    (the latent is replaced, `latent_cond.py`); appended keyframe tokens start from a zero placeholder
-    (`keyframe_cond.py`), which `replaced` False marks."""
+    As ltx-core's `LatentState`, `clean` is the state before noise is added: the stage's initial latent (zeros in
+    stage 1, the upsampled stage-1 result in stage 2) with conditions written in. `place` replaces generated tokens
+    (`latent_cond.py`), `with_appended` adds keyframe tokens after them (`keyframe_cond.py` concatenates the image
+    tokens to both the latent and the clean latent)."""
 
     clean: torch.Tensor
     mask: torch.Tensor
-    replaced: torch.Tensor | None = None  # [B, S] bool: the starting value is the clean one; None: all
 
     @classmethod
-    def free(cls, tokens: torch.Tensor) -> "TokenConditioning":
-        return cls(torch.zeros_like(tokens), torch.ones(tokens.shape[:2], dtype=tokens.dtype, device=tokens.device))
+    def free(cls, initial: torch.Tensor) -> "TokenConditioning":
+        """Nothing conditioned yet: every token free (mask 1), starting from `initial`."""
+        return cls(initial.clone(), torch.ones(initial.shape[:2], dtype=initial.dtype, device=initial.device))
 
     def place(self, start: int, tokens: torch.Tensor, strength: float) -> None:
         """Write `tokens` ([B, n, D]) at token `start` with denoise mask `1 - strength`."""
@@ -110,29 +124,20 @@ class TokenConditioning:
         self.clean[:, start:end] = tokens.to(self.clean)
         self.mask[:, start:end] = 1.0 - float(strength)
 
-    def with_placeholders(self, tokens: torch.Tensor, strength: torch.Tensor) -> "TokenConditioning":
-        """These tokens appended ([B, n, D], strength [B, n]) with a zero starting value (keyframe tokens)."""
-        replaced = self.replaced if self.replaced is not None else torch.ones_like(self.mask, dtype=torch.bool)
+    def with_appended(self, tokens: torch.Tensor, strength: torch.Tensor) -> "TokenConditioning":
+        """These tokens appended ([B, n, D], strength [B, n]), their latent the tokens themselves (keyframes)."""
         return TokenConditioning(torch.cat([self.clean, tokens.to(self.clean)], dim=1),
-                                 torch.cat([self.mask, 1.0 - strength.to(self.mask)], dim=1),
-                                 torch.cat([replaced, torch.zeros(strength.shape, dtype=torch.bool,
-                                                                  device=replaced.device)], dim=1))
+                                 torch.cat([self.mask, 1.0 - strength.to(self.mask)], dim=1))
 
     @property
     def active(self) -> bool:
         return bool((self.mask < 1).any())
 
-    def start(self, noise: torch.Tensor, sigma: float, base: torch.Tensor | None = None) -> torch.Tensor:
-        """The first state, as ltx-core's `GaussianNoiser`: noise at `sigma * mask` over the starting value, which
-        is the clean value where the latent was replaced, zero for keyframe placeholders, `base` where free.
-
-        Free tokens get exactly what an unconditioned render would; replaced hard ones are exactly clean.
-        """
-        origin = self.clean if base is None else torch.where(self.mask.unsqueeze(-1) < 1, self.clean, base)
-        if self.replaced is not None:
-            origin = torch.where(self.replaced.unsqueeze(-1), origin, torch.zeros_like(origin))
+    def start(self, noise: torch.Tensor, sigma: float) -> torch.Tensor:
+        """The first state, as ltx-core's `GaussianNoiser`: `lerp(clean, noise, sigma * mask)`. A free token gets
+        exactly what an unconditioned render would; a strength-1 token (mask 0) starts, and stays, clean."""
         level = (self.mask * sigma).unsqueeze(-1)
-        return noise * level + origin * (1 - level)
+        return noise * level + self.clean * (1 - level)
 
     def blend(self, x0: torch.Tensor) -> torch.Tensor:
         m = self.mask.unsqueeze(-1)
@@ -159,7 +164,7 @@ class KeyframeTokens:
 
     tokens: torch.Tensor  # [B, N, D], normalised
     strength: torch.Tensor  # [B, N]
-    coords: torch.Tensor  # [B, 3, N, 2]: each image at [frame, frame + 1) / fps in time
+    coords: torch.Tensor  # [B, 3, N, 2]: each image at [frame, frame + 8) / fps in time (one latent frame's span)
 
     @property
     def count(self) -> int:
@@ -186,3 +191,79 @@ class StageConditioning:
     @property
     def any(self) -> bool:
         return self.video_active or self.audio_active or self.appended is not None
+
+
+class ConditionBuilder:
+    """A stage's starting state: the initial latents with every condition written in, as ltx-pipelines applies
+    its conditioning items (`state_with_conditionings`), in request order.
+
+    - an image at rendered frame 0 replaces latent frame 0 (`VideoConditionByLatentIndex`), unless `keyframes_only`
+      (`KeyframeInterpolationPipeline`, which appends every image, the first included);
+    - any other image is appended as keyframe tokens (`VideoConditionByKeyframeIndex`) spanning
+      [frame, frame + 8) / fps in time, [0, 1) / fps at frame 0;
+    - an incoming handoff (milimo's own) replaces the first latent frames of video and audio;
+    - the IC-LoRA reference rides along after them (`VideoConditionByReferenceLatent`), built by the caller.
+    """
+
+    def __init__(self, ledger, codec):
+        self.ledger, self.codec = ledger, codec
+
+    def build(self, images, handoff, grid, half: bool, initial_video: torch.Tensor, initial_audio: torch.Tensor,
+              appended: AppendedTokens | None = None, keyframes_only: bool = False) -> StageConditioning:
+        from .components.latents import AudioNorm, VideoNorm, pack_audio, pack_video
+        from .errors import HandoffMismatchError
+
+        led = self.ledger
+        norm = VideoNorm.of(led.video_decoder())
+        video = TokenConditioning.free(initial_video)
+        audio = TokenConditioning.free(initial_audio)
+        ratio = self.codec.spatial_ratio
+        width, height = grid.width * ratio, grid.height * ratio
+        keyframes = []
+        for image, rendered in images:
+            tokens = pack_video(norm.normalize(self.encode_image(image, width, height)))
+            if rendered == 0 and not keyframes_only:
+                video.place(0, tokens, image.strength)
+            else:
+                keyframes.append((tokens, image.strength, rendered))
+        if handoff is not None:
+            raw = handoff.video_half if half else handoff.video
+            if tuple(raw.shape[3:]) != (grid.height, grid.width):
+                raise HandoffMismatchError("latent size", tuple(raw.shape[3:]), (grid.height, grid.width),
+                                           handoff.source)
+            video.place(0, pack_video(norm.normalize(raw.to(led.device, torch.float32))), 1.0)
+            mel = self.codec.audio_mel_bins()
+            if handoff.audio.shape[-1] != mel:
+                raise HandoffMismatchError("audio mel bins", handoff.audio.shape[-1], mel, handoff.source)
+            tokens = AudioNorm.of(led.audio_decoder()).normalize(pack_audio(handoff.audio.to(led.device, torch.float32)))
+            audio.place(0, tokens[:, :grid.audio_frames], 1.0)
+        extra = self.keyframe_tokens(keyframes, grid) if keyframes else None
+        if extra is not None:
+            video = video.with_appended(extra.tokens, extra.strength)
+        return StageConditioning(video, audio, appended, extra)
+
+    def encode_image(self, image: ImageCondition, width: int, height: int) -> torch.Tensor:
+        """The condition as the model was trained to see it: H.264-compressed at its own size (cropped to even
+        sides), cover-resized and centre-cropped to the stage's size, VAE-encoded (`load_image_conditioning`)."""
+        from .codec import cover_resize
+        from .media import h264_roundtrip
+
+        crf = self.ledger.manifest.image_crf if image.crf is None else int(image.crf)
+        pixels = h264_roundtrip(load_rgb(image.image, "images.image"), crf)
+        return self.codec.encode_pixels(cover_resize(pixels, width, height)[None])
+
+    def keyframe_tokens(self, keyframes: list[tuple[torch.Tensor, float, int]], grid) -> KeyframeTokens:
+        """Each image's tokens with RoPE coordinates as `get_pixel_coords` gives a one-latent-frame keyframe:
+        [frame, frame + 8) / fps in time (the causal first-frame fix applies only at frame 0)."""
+        device = self.ledger.device
+        rope = self.ledger.transformer().rope
+        tokens, strength, coords = [], [], []
+        for t, s, rendered in keyframes:
+            c = rope.prepare_video_coords(1, 1, grid.height, grid.width, device, fps=grid.fps)
+            if rendered != 0:
+                span = torch.tensor([rendered, rendered + 8], dtype=c.dtype, device=c.device) / grid.fps
+                c[:, 0] = span
+            tokens.append(t)
+            strength.append(torch.full(t.shape[:2], float(s), device=t.device, dtype=t.dtype))
+            coords.append(c)
+        return KeyframeTokens(torch.cat(tokens, dim=1), torch.cat(strength, dim=1), torch.cat(coords, dim=2))

@@ -104,3 +104,20 @@ class HandoffMismatchError(HandoffError, InvalidRequestError):
             f"handoff.{field}: the handoff{origin} has {field}={handoff_value!r} but this shot has "
             f"{field}={request_value!r}. Render both shots with the same {field}, or re-render the source "
             f"shot under this shot's settings.")
+
+
+class ModelFileError(MilimoEngineError, ValueError):
+    """A model file or folder a person named cannot be used as it is: the file, what is wrong, and the fix.
+    Never retried: the same file fails the same way."""
+
+    def __init__(self, path: Any, message: str, fix: str):
+        self.path, self.message, self.fix = path, message, fix
+        super().__init__(f"{path}: {message}. Fix: {fix}")
+
+
+class ModelImportError(ModelFileError):
+    """`milimo model import`: a downloaded file that is missing, damaged, of another model, or not supported."""
+
+
+class ManifestError(ModelFileError):
+    """`milimo-model.json` holds a key or a value this engine does not know."""

@@ -125,3 +125,23 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def make_handoff(codec, request, delivered, audio_latent: torch.Tensor, fps: float, m: int, model_id: str,
+                 vae_sha256: str) -> Handoff:
+    """The last `1 + 8·m` delivered frames (uint8 [F, H, W, 3]), re-encoded at full and half size, with the audio
+    latent covering the same time."""
+    import numpy as np
+
+    n = 1 + fr.TEMPORAL_RATIO * m
+    tail = delivered[-n:]
+    video = codec.encode_pixels(tail)
+    pixels = torch.from_numpy(np.ascontiguousarray(tail)).permute(0, 3, 1, 2).float()
+    half = torch.nn.functional.interpolate(pixels, scale_factor=0.5, mode="area")
+    video_half = codec.encode_pixels(half.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    rate = codec.audio_latent_rate()
+    seconds_end = request.overlap_frames / request.fps + len(delivered) / fps
+    count = max(1, round(n / fps * rate))
+    first = max(0, min(round((seconds_end - n / fps) * rate), audio_latent.shape[2] - count))
+    return Handoff(video.cpu(), video_half.cpu(), audio_latent[:, :, first:first + count].cpu(), model_id,
+                   vae_sha256, request.width, request.height, fps, m)

@@ -38,12 +38,15 @@ class ICLoraPipeline:
     def __call__(self, request: ShotRequest, *, reference_video, ic_lora: LoraSpec | str | os.PathLike,
                  callback_on_step_end: StepCallback | None = None, output_type: Literal["np", "latent"] = "np",
                  time_limit_s: float | None = None) -> ShotResult:
-        lora = ic_lora if isinstance(ic_lora, LoraSpec) else LoraSpec(ic_lora, 1.0)
-        frames = reference_frames(reference_video)
-        downscale, temporal = reference_scales(lora.path)
         return self.two_stage.run(request, callback_on_step_end=callback_on_step_end, output_type=output_type,
-                                  time_limit_s=time_limit_s,
-                                  in_context=InContext(frames, lora, downscale=downscale, temporal=temporal))
+                                  time_limit_s=time_limit_s, in_context=self.in_context(reference_video, ic_lora))
+
+    @staticmethod
+    def in_context(reference_video, ic_lora: LoraSpec | str | os.PathLike) -> InContext:
+        """The reference (a file or frames) and the IC-LoRA with the scales its metadata names."""
+        lora = ic_lora if isinstance(ic_lora, LoraSpec) else LoraSpec(ic_lora, 1.0)
+        downscale, temporal = reference_scales(lora.path)
+        return InContext(reference_frames(reference_video), lora, downscale=downscale, temporal=temporal)
 
 
 def reference_scales(path) -> tuple[int, int]:

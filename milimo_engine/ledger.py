@@ -52,6 +52,7 @@ class AppliedLora:
     weight: float
     adapter: str
     source_format: str
+    ignored: tuple[str, ...] = ()  # its keys for weights this transformer does not have (not applied)
 
 
 @dataclass
@@ -124,6 +125,7 @@ class ModelLedger:
         self.events: list[LoadEvent] = []
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._adapters: dict[str, AppliedLora] = {}
+        self._active: list[LoraSpec] = []  # the LoRA set asked for last: a rebuilt transformer gets it again
         self._lock = threading.RLock()
 
     # ---------------------------------------------------------------- opening
@@ -242,6 +244,8 @@ class ModelLedger:
             size = module_bytes(module)
             self._slots[component] = _Slot(module, size)
             self._event(component, "load", size, time.perf_counter() - t0, str(path))
+            if component == "transformer" and self._active:
+                self._apply_loras(module, self._active)  # evicted and built again: the same adapters as before
             return module
 
     def _build(self, component: str, path: Path):
@@ -299,12 +303,17 @@ class ModelLedger:
 
     def distilled_lora(self) -> LoraSpec | None:
         rel = self.manifest.distilled_lora
-        return LoraSpec(self.model_dir / rel, 1.0) if rel else None
+        return LoraSpec(self.model_dir / rel, self.manifest.distilled_lora_strength) if rel else None
 
     def use_loras(self, loras: Sequence[LoraSpec]) -> list[AppliedLora]:
-        """Make exactly `loras` active on the transformer (an empty list: the base model alone)."""
+        """Make exactly `loras` active on the transformer (an empty list: the base model alone). The set stays
+        active when a memory budget evicts the transformer and it is built again."""
         with self._lock:
-            transformer = self.transformer()
+            self._active = list(loras)
+            return self._apply_loras(self.transformer(), self._active)
+
+    def _apply_loras(self, transformer, loras: Sequence[LoraSpec]) -> list[AppliedLora]:
+        with self._lock:
             applied: list[AppliedLora] = []
             for spec in loras:
                 weights = read_lora(self.resolve_lora_path(spec.path))
@@ -313,7 +322,7 @@ class ModelLedger:
                     self._load_adapter(transformer, weights, name)
                 base = self._adapters[name]
                 applied.append(AppliedLora(str(spec.path), base.sha256, float(spec.weight), name,
-                                           base.source_format))
+                                           base.source_format, base.ignored))
             if applied:
                 names = [a.adapter for a in applied]
                 if len(set(names)) != len(names):
@@ -329,12 +338,16 @@ class ModelLedger:
             return applied
 
     def _load_adapter(self, transformer, weights: LoraWeights, name: str) -> None:
-        check_lora_fits(weights, transformer)
+        weights = check_lora_fits(weights, transformer)
+        if weights.ignored:
+            log.warning("LoRA %s: %d key(s) for weights this transformer does not have are ignored (as ltx-core "
+                        "ignores them), e.g. %s", weights.path.name, len(weights.ignored), list(weights.ignored[:3]))
         t0 = time.perf_counter()
         state = {f"transformer.{k}": v.to(self.dtype) for k, v in weights.state_dict.items()}
         transformer.load_lora_adapter(state, prefix="transformer", adapter_name=name)
         transformer.to(self.device)
-        self._adapters[name] = AppliedLora(str(weights.path), weights.sha256, 1.0, name, weights.source_format)
+        self._adapters[name] = AppliedLora(str(weights.path), weights.sha256, 1.0, name, weights.source_format,
+                                           weights.ignored)
         self._event("transformer", "lora", sum(v.numel() * v.element_size() for v in state.values()),
                     time.perf_counter() - t0, f"{weights.path.name} as {name}")
 

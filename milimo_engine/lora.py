@@ -28,6 +28,7 @@ class LoraWeights:
     sha256: str
     state_dict: dict[str, torch.Tensor]  # diffusers keys without the "transformer." prefix
     source_format: str  # "ltx" or "diffusers"
+    ignored: tuple[str, ...] = ()  # keys for no transformer weight (e.g. the text projection's), not applied
 
 
 def _to_diffusers_keys(state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -48,6 +49,12 @@ def _to_diffusers_keys(state: dict[str, torch.Tensor], path: Path) -> tuple[dict
     return out, fmt
 
 
+def _outside_transformer(state: dict[str, torch.Tensor]) -> list[str]:
+    """Keys that target no transformer weight: ltx-core applies LoRAs to the transformer alone (its text
+    projection, `text_embedding_projection.*`, is built without them), so these are ignored, as there."""
+    return sorted(k for k in state if not k.startswith(("diffusion_model.", "transformer.")))
+
+
 def read_lora(path: str | os.PathLike) -> LoraWeights:
     p = Path(path)
     if not p.is_file():
@@ -59,24 +66,21 @@ def read_lora(path: str | os.PathLike) -> LoraWeights:
     if not state:
         raise LoraFileError("loras.path", str(p), "holds no tensors")
     converted, fmt = _to_diffusers_keys(state, p)
-    return LoraWeights(p, file_sha256(p), converted, fmt)
+    return LoraWeights(p, file_sha256(p), converted, fmt, tuple(_outside_transformer(state)))
 
 
-def check_lora_fits(lora: LoraWeights, transformer: torch.nn.Module) -> None:
-    """Refuse a LoRA whose targets this transformer lacks, or whose shapes disagree.
+def check_lora_fits(lora: LoraWeights, transformer: torch.nn.Module) -> LoraWeights:
+    """The LoRA with the keys this transformer has; refuse one that fits none of it (a LoRA for another model:
+    peft would load it and do nothing, the worst kind of failure in a render farm) or whose shapes disagree.
 
-    peft would silently skip unmatched keys, so a LoRA for another model would load and do
-    nothing: the worst kind of failure in a render farm.
+    Keys for modules this transformer lacks, beside ones it has, are ignored, as ltx-core's fusion ignores keys
+    for weights the model does not have; they are returned in `ignored` so the take records them.
     """
     modules = dict(transformer.named_modules())
     unknown: list[str] = []
     mismatched: list[str] = []
     for key, tensor in lora.state_dict.items():
-        target = key
-        for suffix in _LORA_SUFFIXES:
-            if key.endswith(suffix):
-                target = key[: -len(suffix)]
-                break
+        target = _target(key)
         module = modules.get(target)
         if module is None:
             # peft may already have wrapped the layer: its base layer lives under `.base_layer`.
@@ -89,17 +93,29 @@ def check_lora_fits(lora: LoraWeights, transformer: torch.nn.Module) -> None:
         if key.endswith((".lora_B.weight", ".lora_up.weight")) and getattr(base, "out_features", None) not in (
                 None, tensor.shape[0]):
             mismatched.append(f"{target} (out {tensor.shape[0]} vs {base.out_features})")
-    if unknown:
-        uniq = sorted(set(unknown))
+    uniq = sorted(set(unknown))
+    if uniq and len(uniq) == len({_target(k) for k in lora.state_dict}):
         raise UnknownLoraKeysError(
             "loras.path", str(lora.path),
-            f"targets {len(uniq)} module(s) this transformer does not have, e.g. {uniq[:3]}; "
-            "it is probably a LoRA for another model (or another LTX version)")
+            f"targets {len(uniq)} module(s) this transformer does not have, e.g. {uniq[:3]}, and none it has; "
+            "it is a LoRA for another model (or another LTX version)")
     if mismatched:
         raise UnknownLoraKeysError(
             "loras.path", str(lora.path),
             f"has {len(mismatched)} layer(s) whose shapes do not fit this transformer, e.g. {mismatched[:3]}; "
             "it was trained for a different model size")
+    if not uniq:
+        return lora
+    keep = {k: v for k, v in lora.state_dict.items() if _target(k) not in set(uniq)}
+    return LoraWeights(lora.path, lora.sha256, keep, lora.source_format,
+                       lora.ignored + tuple(k for k in sorted(lora.state_dict) if k not in keep))
+
+
+def _target(key: str) -> str:
+    for suffix in _LORA_SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return key
 
 
 def adapter_name(sha256: str) -> str:

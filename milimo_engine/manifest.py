@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidGuidanceError, MissingComponentError
+from .errors import InvalidGuidanceError, ManifestError, MissingComponentError
 
 MANIFEST_NAME = "milimo-model.json"
 MANIFEST_FORMAT = 1
@@ -63,34 +63,55 @@ class ModelManifest:
     # Image conditions are re-compressed as one H.264 frame at the CRF the model was trained on.
     image_crf: int = 33
     max_sequence_length: int = 1024
-    # LTX-2.3+ modulate cross-modal attention with the other modality's sigma; LTX-2.0 does not.
-    cross_timestep: bool = False
+    # The cross-modal attention's AdaLN takes the other modality's sigma, as ltx-core does for every version;
+    # False is diffusers' per-token variant ("legacy LTX-2.0" there), which the official code does not have.
+    cross_timestep: bool = True
     # The final size a shot renders at when nothing asks for another: the official 1536x1024 for real models.
     default_size: tuple[int, int] = (1536, 1024)
     random_weights: bool = False
     format: int = MANIFEST_FORMAT
+    version: str = "2.0"  # the LTX-2 generation ("2.0", "2.3"), from the checkpoint's model_version
+    negative_prompt: str | None = None  # None: the official one (`milimo_engine.recipe`)
+    distilled_lora_strength: float = 1.0  # how strongly stage 2 (and the draft recipe) applies the distilled LoRA
+    sources: dict[str, str] = field(default_factory=dict)  # file it was imported from -> sha256
 
     @classmethod
     def read(cls, model_dir: Path) -> "ModelManifest":
+        """The folder's manifest; a key or value this engine does not know raises ManifestError naming it."""
         path = Path(model_dir) / MANIFEST_NAME
         if not path.is_file():
             raise MissingComponentError("milimo-model.json", path, "is missing")
-        raw: dict[str, Any] = json.loads(path.read_text())
+        try:
+            raw: dict[str, Any] = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ManifestError(path, f"is not valid JSON ({exc})", "fix the line it names, or write the folder "
+                                "again with `milimo model import`") from None
+        if not isinstance(raw, dict):
+            raise ManifestError(path, "is not a JSON object", "write the folder again with `milimo model import`")
+        _refuse_unknown(path, set(raw), set(cls.__dataclass_fields__), "")
         schedule = raw.pop("schedule", {}) or {}
-        if "distilled_sigmas" in schedule:
-            schedule["distilled_sigmas"] = tuple(schedule["distilled_sigmas"])
-        components = dict(DEFAULT_COMPONENTS)
-        components.update(raw.pop("components", {}) or {})
-        raw["stg_blocks"] = tuple(raw.get("stg_blocks", (29,)))
-        if raw.get("audio_stg_blocks") is not None:
-            raw["audio_stg_blocks"] = tuple(raw["audio_stg_blocks"])
-        # Bundles written before `default_size`: the tiny random ones keep their small size.
-        raw["default_size"] = tuple(raw.get("default_size", (768, 512) if raw.get("random_weights") else (1536, 1024)))
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown manifest keys {sorted(unknown)}; known keys are {sorted(known)}")
+        _refuse_unknown(path, set(schedule), set(ScheduleDefaults.__dataclass_fields__), "schedule.")
+        try:
+            if "distilled_sigmas" in schedule:
+                schedule["distilled_sigmas"] = tuple(float(s) for s in schedule["distilled_sigmas"])
+            components = dict(DEFAULT_COMPONENTS)
+            components.update(raw.pop("components", {}) or {})
+            raw["stg_blocks"] = tuple(int(b) for b in raw.get("stg_blocks", (29,)))
+            if raw.get("audio_stg_blocks") is not None:
+                raw["audio_stg_blocks"] = tuple(int(b) for b in raw["audio_stg_blocks"])
+            # Bundles written before `default_size`: the tiny random ones keep their small size.
+            raw["default_size"] = tuple(int(v) for v in raw.get(
+                "default_size", (768, 512) if raw.get("random_weights") else (1536, 1024)))
+        except (TypeError, ValueError) as exc:
+            raise ManifestError(path, f"holds a value of the wrong type ({exc})",
+                                "write lists of whole numbers for blocks and sizes, numbers for sigmas") from None
         return cls(components=components, schedule=ScheduleDefaults(**schedule), **raw)
+
+    @property
+    def default_negative_prompt(self) -> str:
+        from .recipe import DEFAULT_NEGATIVE_PROMPT
+
+        return DEFAULT_NEGATIVE_PROMPT if self.negative_prompt is None else self.negative_prompt
 
     def write(self, model_dir: Path) -> Path:
         path = Path(model_dir) / MANIFEST_NAME
@@ -98,9 +119,11 @@ class ModelManifest:
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return path
 
-    def shot_defaults(self) -> dict[str, int]:
-        """What a shot that names no size or step count renders with on this model (per version: the manifest)."""
-        return {"width": self.default_size[0], "height": self.default_size[1], "steps": self.schedule.stage1_steps}
+    def shot_defaults(self) -> dict[str, int | str]:
+        """What a shot that names no size, step count or negative prompt renders with on this model (per version:
+        the manifest)."""
+        return {"width": self.default_size[0], "height": self.default_size[1], "steps": self.schedule.stage1_steps,
+                "negative_prompt": self.default_negative_prompt}
 
     def check_stg_blocks(self, model_dir: Path) -> None:
         """Each stream's STG blocks exist in this transformer (its `config.json` `num_layers`), so a wrong
@@ -120,3 +143,12 @@ class ModelManifest:
         if rel is None:
             raise MissingComponentError(component, Path(model_dir) / "?", "is not named in milimo-model.json")
         return Path(model_dir) / rel
+
+
+def _refuse_unknown(path: Path, given: set[str], known: set[str], prefix: str) -> None:
+    import difflib
+
+    for key in sorted(given - known):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        raise ManifestError(path, f"{prefix}{key}: unknown key",
+                            f"did you mean {prefix}{close[0]!r}?" if close else f"use one of {sorted(known)}")

@@ -148,29 +148,29 @@ def read_audio(path: str | os.PathLike, start_s: float, duration_s: float,
 
 
 def h264_roundtrip(image: np.ndarray, crf: int) -> np.ndarray:
-    """Compress one uint8 RGB frame as H.264 at `crf` and decode it again.
+    """Compress one uint8 RGB frame as H.264 at `crf` and decode it again, as ltx-pipelines' `preprocess` does
+    (PyAV's libx264, preset veryfast, yuv420p, in an in-memory mp4): odd sides are cropped to even ones first.
 
-    LTX-2 was trained on video frames, which carry H.264 artefacts; a pristine still at a
-    conditioning frame looks out of distribution, so conditions get the same treatment.
-    `crf=0` returns the image untouched.
+    LTX-2 was trained on video frames, which carry H.264 artefacts; a pristine still at a conditioning frame looks
+    out of distribution, so conditions get the same treatment. `crf=0` returns the image untouched.
     """
+    import io
+
+    import av
+
     if crf == 0:
         return image
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected a uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
-    h, w, _ = image.shape
-    pad_h, pad_w = h % 2, w % 2  # yuv420p needs even sizes
-    src = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge") if pad_h or pad_w else image
-    hh, ww = src.shape[:2]
-    exe = ffmpeg_exe()
-    encoded = subprocess.run(
-        [exe, "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{ww}x{hh}", "-i", "-",
-         "-frames:v", "1", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(int(crf)), "-pix_fmt", "yuv420p",
-         "-f", "h264", "-"], input=np.ascontiguousarray(src).tobytes(), capture_output=True)
-    if encoded.returncode != 0:
-        raise RuntimeError(f"ffmpeg could not encode a conditioning frame: {encoded.stderr.decode()[-500:]}")
-    decoded = subprocess.run([exe, "-v", "error", "-f", "h264", "-i", "-", "-frames:v", "1", "-f", "rawvideo",
-                              "-pix_fmt", "rgb24", "-"], input=encoded.stdout, capture_output=True)
-    if decoded.returncode != 0:
-        raise RuntimeError(f"ffmpeg could not decode a conditioning frame: {decoded.stderr.decode()[-500:]}")
-    return np.frombuffer(decoded.stdout, np.uint8).reshape(hh, ww, 3)[:h, :w].copy()
+    even = np.ascontiguousarray(image[:image.shape[0] // 2 * 2, :image.shape[1] // 2 * 2])
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
+        stream.height, stream.width = even.shape[:2]
+        frame = av.VideoFrame.from_ndarray(even, format="rgb24").reformat(format="yuv420p")
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    buffer.seek(0)
+    with av.open(buffer) as container:
+        decoded = next(container.decode(next(s for s in container.streams if s.type == "video")))
+        return decoded.to_ndarray(format="rgb24")

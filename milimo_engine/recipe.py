@@ -7,8 +7,10 @@ The constants are those of Lightricks' ltx-pipelines (`ltx_pipelines/utils/const
 
 from __future__ import annotations
 
-RECIPE_VERSION = 3  # 1: replaced latents at any frame; 2: keyframe tokens, per-token sigma, official schedule;
-# 3: STG that perturbs on every checkpoint, per stream; audio length round(frames / fps * 25); zero keyframe start
+RECIPE_VERSION = 4  # 1: replaced latents at any frame; 2: keyframe tokens, per-token sigma, official schedule;
+# 3: STG that perturbs on every checkpoint, per stream; audio length round(frames / fps * 25); zero keyframe start;
+# 4: checked against ltx-pipelines run on the same weights: official noise order, keyframes start from the image
+#    and span 8 frames, bilinear cover-resize, truncated uint8 decode, the 1.2.0 negative prompt
 QUALITIES = ("final", "draft")
 RECIPE_NAMES = {"final": "ltx2-two-stage", "draft": "ltx2-distilled", "ic-lora": "ltx2-ic-lora"}
 
@@ -22,7 +24,9 @@ TEMPORAL_REFINE_SIGMAS = DISTILLED_SIGMA_VALUES[4:]
 # shifted as for 4096 tokens whatever the real size.
 STAGE1_SHIFT_TOKENS = 4096
 
+# ltx-pipelines 1.2.0 (the 1.0.0 text with the first five terms prepended).
 DEFAULT_NEGATIVE_PROMPT = (
+    "has_subtitles, has_blurbox, transition from black, transition to black, speech_ending_short, "
     "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
     "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
     "deformed facial features, asymmetrical face, missing facial features, extra limbs, disfigured hands, "

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .handoff import Handoff
 
 from .limits import DEFAULT_MAX_FRAMES, DEFAULT_SEGMENT_FRAMES, MAX_SEED, MAX_SIDE  # noqa: F401
-from .recipe import DEFAULT_NEGATIVE_PROMPT, QUALITIES, recipe_id
+from .recipe import QUALITIES, recipe_id
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class ShotRequest:
     """
 
     prompt: str
-    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT  # the official one; "" means none
+    negative_prompt: str | None = None  # None: the model's official one (its manifest); "" means none
     seed: int = 0
     width: int | None = None  # None: the model's default size (its manifest; 1536x1024 for LTX-2)
     height: int | None = None
@@ -107,7 +107,7 @@ class ShotRequest:
     temporal_upsample: bool = False
     distilled_sigmas: tuple[float, ...] | None = None
     stage1_sigmas: tuple[float, ...] | None = None
-    max_sequence_length: int = 1024
+    max_sequence_length: int | None = None  # None: the model's (its manifest; 1024 tokens for LTX-2)
     images: tuple["ImageCondition", ...] = ()
     handoff: "Handoff | None" = None
     handoff_m: int = 1

@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 
 from .manifest import ModelManifest, ScheduleDefaults
 
-TINY_MODEL_ID = "milimo/ltx2-tiny-random-v3"  # v2: + tiny IC-LoRA; v3: perturbed_attn, so diffusers runs STG too
+TINY_MODEL_ID = "milimo/ltx2-tiny-random-v4"  # v2: + tiny IC-LoRA; v3: perturbed_attn (diffusers runs STG too);
+# v4: the manifest names its version, negative prompt and distilled-LoRA strength, cross-modal AdaLN as ltx-core
 TINY_STG_BLOCKS = (1,)
 
 _CORPUS = [
@@ -256,7 +257,7 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
                                          key_format="diffusers"),
                   loras / "tiny-ic-lora.safetensors", metadata={"format": "pt"})
         ModelManifest(
-            model_id=TINY_MODEL_ID if profile == "tiny" else f"milimo/ltx2-{profile}-random-v3",
+            model_id=TINY_MODEL_ID if profile == "tiny" else f"milimo/ltx2-{profile}-random-v4",
             distilled_lora="loras/ltx-2-distilled-lora.safetensors",
             loras={"style": "loras/tiny-style-lora.safetensors", "ic": "loras/tiny-ic-lora.safetensors"},
             stg_blocks=TINY_STG_BLOCKS,
@@ -279,7 +280,7 @@ def default_tiny_model_dir() -> Path:
     """Where the demo and the flows keep the tiny bundle when no model is named."""
     root = os.environ.get("MILIMO_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "milimo")
-    return Path(root) / "models" / "ltx2-tiny-random-v3"
+    return Path(root) / "models" / "ltx2-tiny-random-v4"
 
 
 def ensure_tiny_model(path: str | os.PathLike | None = None, seed: int = 0) -> Path:

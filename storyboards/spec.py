@@ -74,9 +74,11 @@ class ShotSpec:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _negative(value) -> str:
-    """Unset: the official negative prompt; "" written in the storyboard: none."""
-    return DEFAULT_NEGATIVE_PROMPT if value is None else str(value)
+def _negative(value, model_default: str | None) -> str:
+    """Unset: the model's official negative prompt; "" written in the storyboard: none."""
+    if value is not None:
+        return str(value)
+    return DEFAULT_NEGATIVE_PROMPT if model_default is None else model_default
 
 
 def shot_seed(base: int, shot_id: str, policy: str) -> int:
@@ -119,7 +121,7 @@ def resolve_specs(storyboard: Storyboard, model_id: str, config: ValidationConfi
             seed = shot_seed(int(defaults.get("seed", 0)), shot.shot_id, defaults.get("seed_policy", "from_shot_id"))
         specs[shot.shot_id] = ShotSpec(
             shot_id=shot.shot_id, model_id=model_id, prompt=m["prompt"].strip(),
-            negative_prompt=_negative(effective(storyboard, shot, "negative_prompt")), seed=int(seed),
+            negative_prompt=_negative(effective(storyboard, shot, "negative_prompt"), model.get("negative_prompt")), seed=int(seed),
             width=int(setting(shot, "width")), height=int(setting(shot, "height")),
             num_frames=shot.frames, fps=shot.fps, steps=int(setting(shot, "steps")),
             guidance=float(effective(storyboard, shot, "guidance")), loras=tuple(loras), images=tuple(images),

@@ -154,3 +154,76 @@ def wait_for_takes(db_file, predicate, timeout: float = 240, while_alive=None) -
         if predicate(rows):
             return True
     return False
+
+
+# ------------------------------------------------------------------ the oracle: Lightricks' own code, run
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ORACLE_DIR = ROOT / "tests" / "oracle"
+
+
+def reference_python():
+    """The reference environment's interpreter (`make reference`), or None."""
+    from pathlib import Path
+
+    python = Path(os.environ.get("MILIMO_REFERENCE_PYTHON") or ROOT / ".venv-ref" / "bin" / "python")
+    return python if python.is_file() else None
+
+
+def require_reference() -> None:
+    """Skip (saying why) without the reference environment; under CI, fail instead."""
+    if reference_python() is None:
+        reason = ("no reference environment (Lightricks' ltx-core and ltx-pipelines 1.0.0) at .venv-ref; "
+                  "run `make reference`")
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the parity tests: {reason}")
+        pytest.skip(reason)
+
+
+class Oracle:
+    """Lightricks' code in its own interpreter: builds the tiny official checkpoints, runs the official pipelines
+    (tests/oracle/*.py, run as subprocesses; milimo never imports ltx-core)."""
+
+    def __init__(self, python, workdir):
+        self.python, self.workdir = python, workdir
+        self.built: dict = {}
+
+    def _call(self, *args) -> None:
+        import subprocess
+
+        proc = subprocess.run([str(self.python), *map(str, args)], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        if proc.returncode != 0:
+            raise AssertionError(f"the reference environment failed ({args[0]}):\n{proc.stderr[-4000:]}")
+
+    def build(self, version: str, seed: int = 0):
+        """The tiny official files of `version`, built once per session by ltx-core's own configurators."""
+        key = (version, seed)
+        if key not in self.built:
+            out = self.workdir / f"official-{version}-{seed}"
+            self._call(ORACLE_DIR / "build_official.py", "--version", version, "--out", out, "--seed", seed)
+            self.built[key] = out
+        return self.built[key]
+
+    def run(self, runs: list[dict]) -> dict:
+        """Each run's recorded tensors and metadata, by run name."""
+        import json
+        import uuid
+
+        from safetensors import safe_open
+
+        batch = self.workdir / f"runs-{uuid.uuid4().hex[:8]}"
+        batch.mkdir()
+        request = batch / "request.json"
+        request.write_text(json.dumps({"runs": runs}))
+        self._call(ORACLE_DIR / "run_official.py", request, batch / "out")
+        results = {}
+        for item in runs:
+            with safe_open(str(batch / "out" / f"{item['name']}.safetensors"), framework="pt") as f:
+                results[item["name"]] = ({k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {}))
+        return results
+
+
+@pytest.fixture(scope="session")
+def oracle(tmp_path_factory):
+    require_reference()
+    return Oracle(reference_python(), tmp_path_factory.mktemp("oracle"))

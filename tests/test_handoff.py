@@ -26,10 +26,10 @@ def test_handoff_is_the_reencoded_tail_of_what_a_delivered(pipeline, shot_a):
     h = shot_a.handoff
     assert h.m == 1 and h.overlap_frames == 9
     assert tuple(h.video.shape) == (1, 128, 2, 8, 8) and tuple(h.video_half.shape) == (1, 128, 2, 4, 4)
-    assert torch.equal(h.video, pipeline.encode_frames(shot_a.frames[-9:]).cpu())
+    assert torch.equal(h.video, pipeline.codec.encode_pixels(shot_a.frames[-9:]).cpu())
     # Re-encoding differs from slicing A's latent: the tail's first frame is a causal "frame 0".
     assert not torch.allclose(h.video, shot_a.latent[:, :, -2:])
-    assert h.audio.shape[2] == round(9 / 24 * pipeline.audio_latent_rate())
+    assert h.audio.shape[2] == round(9 / 24 * pipeline.codec.audio_latent_rate())
     assert (h.width, h.height, h.fps, h.model_id) == (256, 256, 24.0, pipeline.ledger.model_id)
 
 
@@ -49,7 +49,7 @@ def test_b_starts_from_the_handoff_and_delivers_exactly_its_frames(pipeline, led
 def test_a_b_c_chain_hands_off_from_each_previous_shot(pipeline, ledger, shot_a, request_256):
     b = pipeline(request_256.replace(seed=11, num_frames=24, handoff=shot_a.handoff))
     c = pipeline(request_256.replace(seed=12, num_frames=17, handoff=b.handoff))
-    assert torch.equal(b.handoff.video, pipeline.encode_frames(b.frames[-9:]).cpu())
+    assert torch.equal(b.handoff.video, pipeline.codec.encode_pixels(b.frames[-9:]).cpu())
     assert not torch.equal(b.handoff.video, shot_a.handoff.video)
     assert torch.equal(c.latent[:, :, :2], roundtrip(ledger, b.handoff.video))
     assert c.frames.shape[0] == 17

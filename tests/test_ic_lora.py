@@ -77,9 +77,11 @@ def test_reference_frames_as_arrays_and_bad_input(ledger, request_256, ic_lora, 
 
 
 def test_reference_scales_come_from_the_lora_metadata(ledger, request_256, ic_lora, tmp_path):
-    """Official: `ltx_pipelines/iclora_utils.py` reads reference_downscale_factor and
-    reference_temporal_scale_factor from the IC-LoRA's safetensors metadata; the reference is encoded that much
-    smaller (and sparser) and its positions scaled back up to span the shot."""
+    """Official (ltx-pipelines 1.2.0; the runnable 1.0.0 has no temporal factor): `iclora_utils.py` reads
+    reference_downscale_factor and reference_temporal_scale_factor from the IC-LoRA's safetensors metadata,
+    `temporal_subsample` keeps frames 0, 1, 1+S, 1+2S..., and `VideoConditionByReferenceLatent` scales the
+    positions back up: spatially by the factor, in time by S and shifted by -(S-1)/fps. The downscale alone is
+    also checked against ltx-pipelines run (tests/test_official_parity.py)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -104,10 +106,12 @@ def test_reference_scales_come_from_the_lora_metadata(ledger, request_256, ic_lo
         hook.remove()
     assert r.summary()["recipe"].startswith("ltx2-ic-lora@")
     generated = 4 * 4 * 4
-    # 25 frames, every 2nd: 13 -> 9 (8k+1) = 2 latent frames, at a quarter of stage 1's 4x4 grid.
+    # 25 frames -> 0, 1, 3, 5, ... 23: 13 -> 9 (8k+1) = 2 latent frames, at a quarter of stage 1's 4x4 grid.
     n, coords = next((n, c) for n, c in seen if n > generated)
     assert n == generated + 2 * 2 * 2
     ref, shot = coords[0, :, generated:], coords[0, :, :generated]
     assert ref[1:].amax() == shot[1:].amax()  # scaled back up: the reference spans the whole frame
-    # In time: 9 reference frames that stand for every 2nd frame end at frame 18 of the shot, not at 9.
-    assert abs(float(ref[0].amax()) - 18 / request_256.fps) < 1e-6
+    # In time: the second latent frame spans reference frames [1, 9), that is shot frames [1, 17) once scaled by 2
+    # and shifted back by 1; the first (causal) frame stays at [0, 1).
+    assert abs(float(ref[0].amax()) - 17 / request_256.fps) < 1e-6
+    assert float(ref[0, :4].amin()) == 0.0 and abs(float(ref[0, :4, 1].amax()) - 1 / request_256.fps) < 1e-6

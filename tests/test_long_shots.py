@@ -30,7 +30,7 @@ def test_long_shot_renders_in_segments_with_exact_frames_and_audio(pipeline, req
     first = pipeline(request_256.replace(num_frames=33))
     assert np.array_equal(r.frames[:33], first.frames)
     # The shot's own handoff comes from its last delivered frames.
-    assert torch.equal(r.handoff.video, pipeline.encode_frames(r.frames[-9:]).cpu())
+    assert torch.equal(r.handoff.video, pipeline.codec.encode_pixels(r.frames[-9:]).cpu())
 
 
 def test_segments_use_seed_plus_index(pipeline, request_256):

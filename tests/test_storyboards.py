@@ -24,7 +24,7 @@ def test_five_shot_example_parses_validates_and_chains():
     assert graph.predecessor("lamp-close") == "lighthouse-push" and graph.predecessor("harbour") is None
     assert graph.downstream("lighthouse-push") == ("lighthouse-push", "lamp-close")
     assert graph.independent("lamp-close", "harbour-pan")
-    specs = sb.resolve_specs(board, "milimo/ltx2-tiny-random-v3")
+    specs = sb.resolve_specs(board, "milimo/ltx2-tiny-random-v4")
     assert specs["lamp-close"].num_frames == 30 and specs["harbour-pan"].steps == 6
     assert len(specs["harbour"].loras) == 1 and len(specs["lighthouse-wide"].images) == 1
 

@@ -49,6 +49,20 @@ def test_lora_for_another_model_is_refused(pipeline, request_256, tmp_path):
         pipeline(request_256.replace(loras=(spec,)))
 
 
+def test_lora_keys_outside_this_transformer_are_ignored_and_recorded(pipeline, request_256, tmp_path):
+    """As ltx-core fuses LoRAs: keys for weights the model does not have (another block, the text projection,
+    which the official code builds without LoRAs) are not applied; the keys it has are. The take records which."""
+    keys = [f"diffusion_model.transformer_blocks.0.attn1.to_q.{ab}.weight" for ab in ("lora_A", "lora_B")]
+    extra = [f"diffusion_model.transformer_blocks.99.attn1.to_q.{ab}.weight" for ab in ("lora_A", "lora_B")]
+    text = [f"text_embedding_projection.aggregate_embed.{ab}.weight" for ab in ("lora_A", "lora_B")]
+    spec = _lora(tmp_path / "mixed.safetensors", keys + extra + text)
+    r = pipeline(request_256.replace(loras=(spec,), steps=1), output_type="latent")
+    applied = r.loras["stage1"][0]
+    assert set(applied.ignored) == {k.removeprefix("diffusion_model.") for k in extra} | set(text)
+    plain = pipeline(request_256.replace(steps=1), output_type="latent")
+    assert not torch.equal(plain.stage1_latent, r.stage1_latent)  # block 0 got its LoRA
+
+
 def test_lora_with_wrong_shapes_is_refused(pipeline, request_256, tmp_path):
     path = tmp_path / "big.safetensors"
     save_file({"transformer.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.randn(4, 3072),
