@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup system reference bench clean
+.PHONY: demo test test-fast lint setup system reference bench clean
 
 # The oracle: Lightricks' ltx-core / ltx-pipelines 1.0.0 in their own venv, run by the parity tests as a
 # subprocess. They declare torch~=2.7 and torchaudio: torch is the CPU 2.13.0 build on disk (as in .venv), and
@@ -26,7 +26,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,lint]"
 	touch $(STAMP)
 
 # System tools the tests drive: ffprobe (Debian's ffmpeg) reads back timecode and audio of the takes; Debian's
@@ -62,6 +62,15 @@ demo: $(STAMP)
 
 test: $(STAMP) system reference
 	$(PY) -m pytest -q
+
+# The pure layer (no render, no browser, no oracle): the inner loop, under a minute.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m fast
+
+# ruff (E, F, I, B, UP) and mypy, configured in pyproject.toml; CI runs it before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) bench/engine.py

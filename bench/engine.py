@@ -57,32 +57,74 @@ class DiffusersRecipe:
             self.pipe.scheduler.config, use_dynamic_shifting=False, shift_terminal=None)
 
     def __call__(self, r: ShotRequest, stg_blocks: list[int], max_len: int):
+        assert r.width is not None and r.height is not None, "a request with its size"
         g = r.guidance
         gen = torch.Generator().manual_seed(r.seed)
         self.pipe.scheduler = self.stage1_scheduler
         self.pipe.disable_lora()
-        s1 = self.pipe(prompt=r.prompt, negative_prompt=r.negative_prompt, height=r.height // 2, width=r.width // 2,
-                       num_frames=r.num_frames, frame_rate=r.fps, num_inference_steps=r.steps,
-                       guidance_scale=g.video.cfg, audio_guidance_scale=g.audio.cfg, stg_scale=g.video.stg,
-                       audio_stg_scale=g.audio.stg, spatio_temporal_guidance_blocks=stg_blocks,
-                       modality_scale=g.video.modality, audio_modality_scale=g.audio.modality, guidance_rescale=g.video.rescale,
-                       audio_guidance_rescale=g.audio.rescale, use_cross_timestep=True,
-                       max_sequence_length=max_len, generator=gen, output_type="latent")
-        up = self.upsample(latents=s1.frames, height=r.height // 2, width=r.width // 2, num_frames=r.num_frames,
-                           output_type="latent", latents_normalized=False).frames
+        s1 = self.pipe(
+            prompt=r.prompt,
+            negative_prompt=r.negative_prompt,
+            height=r.height // 2,
+            width=r.width // 2,
+            num_frames=r.num_frames,
+            frame_rate=r.fps,
+            num_inference_steps=r.steps,
+            guidance_scale=g.video.cfg,
+            audio_guidance_scale=g.audio.cfg,
+            stg_scale=g.video.stg,
+            audio_stg_scale=g.audio.stg,
+            spatio_temporal_guidance_blocks=stg_blocks,
+            modality_scale=g.video.modality,
+            audio_modality_scale=g.audio.modality,
+            guidance_rescale=g.video.rescale,
+            audio_guidance_rescale=g.audio.rescale,
+            use_cross_timestep=True,
+            max_sequence_length=max_len,
+            generator=gen,
+            output_type="latent",
+        )
+        up = self.upsample(
+            latents=s1.frames,
+            height=r.height // 2,
+            width=r.width // 2,
+            num_frames=r.num_frames,
+            output_type="latent",
+            latents_normalized=False,
+        ).frames
         self.pipe.enable_lora()
         self.pipe.set_adapters(["distilled"], [1.0])
         self.pipe.scheduler = self.stage2_scheduler
         sig = list(DISTILLED_SIGMAS[:-1])
-        out = self.pipe(prompt=r.prompt, height=r.height, width=r.width, num_frames=r.num_frames, frame_rate=r.fps,
-                        sigmas=sig, num_inference_steps=len(sig), latents=up, audio_latents=s1.audio,
-                        noise_scale=sig[0], guidance_scale=1.0, audio_guidance_scale=1.0, stg_scale=0.0,
-                        audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0,
-                        audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None, use_cross_timestep=True,
-                        max_sequence_length=max_len, generator=gen, output_type="np")
+        out = self.pipe(
+            prompt=r.prompt,
+            height=r.height,
+            width=r.width,
+            num_frames=r.num_frames,
+            frame_rate=r.fps,
+            sigmas=sig,
+            num_inference_steps=len(sig),
+            latents=up,
+            audio_latents=s1.audio,
+            noise_scale=sig[0],
+            guidance_scale=1.0,
+            audio_guidance_scale=1.0,
+            stg_scale=0.0,
+            audio_stg_scale=0.0,
+            modality_scale=1.0,
+            audio_modality_scale=1.0,
+            guidance_rescale=0.0,
+            audio_guidance_rescale=0.0,
+            spatio_temporal_guidance_blocks=None,
+            use_cross_timestep=True,
+            max_sequence_length=max_len,
+            generator=gen,
+            output_type="np",
+        )
         return out.frames, out.audio
 
     def chained(self, a: ShotRequest, b: ShotRequest, stg_blocks: list[int], max_len: int):
+        assert a.width is not None and a.height is not None and b.width is not None and b.height is not None
         """A by the recipe above, then B continuing from A's last 9 delivered frames."""
         from diffusers import LTX2ConditionPipeline
         from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
@@ -97,27 +139,68 @@ class DiffusersRecipe:
         rendered = b.replace(num_frames=b.num_frames + 9).render_frames  # B plus the 9 continued frames
         cond.scheduler = self.stage1_scheduler
         cond.disable_lora()
-        s1 = cond(conditions=[LTX2VideoCondition(frames=tail, index=0, strength=1.0)], prompt=b.prompt,
-                  negative_prompt=b.negative_prompt, height=b.height // 2, width=b.width // 2, num_frames=rendered,
-                  frame_rate=b.fps, num_inference_steps=b.steps, guidance_scale=g.video.cfg, audio_guidance_scale=g.audio.cfg,
-                  stg_scale=g.video.stg, audio_stg_scale=g.audio.stg, spatio_temporal_guidance_blocks=stg_blocks,
-                  modality_scale=g.video.modality, audio_modality_scale=g.audio.modality, guidance_rescale=g.video.rescale,
-                  audio_guidance_rescale=g.audio.rescale, use_cross_timestep=True, max_sequence_length=max_len,
-                  generator=gen, output_type="latent")
-        up = self.upsample(latents=s1.frames, height=b.height // 2, width=b.width // 2, num_frames=rendered,
-                           output_type="latent", latents_normalized=False).frames
+        s1 = cond(
+            conditions=[LTX2VideoCondition(frames=tail, index=0, strength=1.0)],
+            prompt=b.prompt,
+            negative_prompt=b.negative_prompt,
+            height=b.height // 2,
+            width=b.width // 2,
+            num_frames=rendered,
+            frame_rate=b.fps,
+            num_inference_steps=b.steps,
+            guidance_scale=g.video.cfg,
+            audio_guidance_scale=g.audio.cfg,
+            stg_scale=g.video.stg,
+            audio_stg_scale=g.audio.stg,
+            spatio_temporal_guidance_blocks=stg_blocks,
+            modality_scale=g.video.modality,
+            audio_modality_scale=g.audio.modality,
+            guidance_rescale=g.video.rescale,
+            audio_guidance_rescale=g.audio.rescale,
+            use_cross_timestep=True,
+            max_sequence_length=max_len,
+            generator=gen,
+            output_type="latent",
+        )
+        up = self.upsample(
+            latents=s1.frames,
+            height=b.height // 2,
+            width=b.width // 2,
+            num_frames=rendered,
+            output_type="latent",
+            latents_normalized=False,
+        ).frames
         cond.enable_lora()
         cond.set_adapters(["distilled"], [1.0])
         cond.scheduler = self.stage2_scheduler
         sig = list(DISTILLED_SIGMAS[:-1])
-        out = cond(conditions=[LTX2VideoCondition(frames=tail, index=0, strength=1.0)], prompt=b.prompt,
-                   height=b.height, width=b.width, num_frames=rendered, frame_rate=b.fps, sigmas=sig,
-                   num_inference_steps=len(sig), latents=up, audio_latents=s1.audio, noise_scale=sig[0],
-                   guidance_scale=1.0, audio_guidance_scale=1.0, stg_scale=0.0, audio_stg_scale=0.0,
-                   modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0, audio_guidance_rescale=0.0,
-                   spatio_temporal_guidance_blocks=None, use_cross_timestep=True, max_sequence_length=max_len,
-                   generator=gen, output_type="np")
-        return frames_a, out.frames[:, 9:9 + b.num_frames]
+        out = cond(
+            conditions=[LTX2VideoCondition(frames=tail, index=0, strength=1.0)],
+            prompt=b.prompt,
+            height=b.height,
+            width=b.width,
+            num_frames=rendered,
+            frame_rate=b.fps,
+            sigmas=sig,
+            num_inference_steps=len(sig),
+            latents=up,
+            audio_latents=s1.audio,
+            noise_scale=sig[0],
+            guidance_scale=1.0,
+            audio_guidance_scale=1.0,
+            stg_scale=0.0,
+            audio_stg_scale=0.0,
+            modality_scale=1.0,
+            audio_modality_scale=1.0,
+            guidance_rescale=0.0,
+            audio_guidance_rescale=0.0,
+            spatio_temporal_guidance_blocks=None,
+            use_cross_timestep=True,
+            max_sequence_length=max_len,
+            generator=gen,
+            output_type="np",
+        )
+        return frames_a, out.frames[:, 9 : 9 + b.num_frames]
 
 
 def transformer_flops(ledger: ModelLedger, request: ShotRequest) -> dict[str, float]:
@@ -161,8 +244,10 @@ def draft_vs_final(ours: TwoStagePipeline, request: ShotRequest, repeats: int) -
             ours(r)
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"shot: {request.width}x{request.height}, {request.num_frames} frames; final: {request.steps} guided "
-          f"stage-1 steps; draft: distilled, 8 unguided; {repeats} alternating runs")
+    print(
+        f"shot: {request.width}x{request.height}, {request.num_frames} frames; final: {request.steps} guided "
+        f"stage-1 steps; draft: distilled, 8 unguided; {repeats} alternating runs"
+    )
     print(f"final median {med['final']:.3f}s  runs {[round(t, 3) for t in times['final']]}")
     print(f"draft median {med['draft']:.3f}s  runs {[round(t, 3) for t in times['draft']]}")
     print(f"ratio draft/final = {med['draft'] / med['final']:.3f}")
@@ -189,13 +274,21 @@ def main() -> None:
     ledger = ModelLedger.open(model_dir, device=args.device, dtype=args.dtype)
     ours = TwoStagePipeline(ledger, progress=False)
     guidance = Guidance.cfg_only() if args.cfg_only else Guidance()
-    request = ShotRequest(prompt="a lighthouse on a cliff at dusk, waves crashing below", negative_prompt="blurry",
-                          seed=1, width=args.width, height=args.height, num_frames=args.frames, steps=args.steps,
-                          guidance=guidance)
+    request = ShotRequest(
+        prompt="a lighthouse on a cliff at dusk, waves crashing below",
+        negative_prompt="blurry",
+        seed=1,
+        width=args.width,
+        height=args.height,
+        num_frames=args.frames,
+        steps=args.steps,
+        guidance=guidance,
+    )
     stg_blocks = list(guidance.video.stg_blocks or ledger.manifest.stg_blocks)  # diffusers: one list, both streams
     if args.draft:
         draft_vs_final(ours, request, args.repeats)
         return
+    assert ledger.manifest.distilled_lora is not None, "the bundle has its distilled LoRA"
     theirs = DiffusersRecipe(model_dir, args.device, ledger.dtype, model_dir / ledger.manifest.distilled_lora)
     max_len = ledger.manifest.max_sequence_length
 
@@ -233,11 +326,15 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"model: {ledger.model_id} ({model_dir}) device={args.device} dtype={args.dtype} "
-          f"torch={torch.__version__} threads={torch.get_num_threads()}")
-    print(f"shot: {args.width}x{args.height}, {args.frames} frames, stage1 {args.steps} steps "
-          f"({'cfg only' if args.cfg_only else 'cfg+stg+modality'}), stage2 {len(DISTILLED_SIGMAS) - 1} steps; "
-          f"{args.repeats} alternating runs{'; chained A -> B (B continues from A)' if args.chain else ''}")
+    print(
+        f"model: {ledger.model_id} ({model_dir}) device={args.device} dtype={args.dtype} "
+        f"torch={torch.__version__} threads={torch.get_num_threads()}"
+    )
+    print(
+        f"shot: {args.width}x{args.height}, {args.frames} frames, stage1 {args.steps} steps "
+        f"({'cfg only' if args.cfg_only else 'cfg+stg+modality'}), stage2 {len(DISTILLED_SIGMAS) - 1} steps; "
+        f"{args.repeats} alternating runs{'; chained A -> B (B continues from A)' if args.chain else ''}"
+    )
     print(f"ours      median {med['ours']:.3f}s  runs {[round(t, 3) for t in times['ours']]}")
     print(f"diffusers median {med['diffusers']:.3f}s  runs {[round(t, 3) for t in times['diffusers']]}")
     print(f"ratio ours/diffusers = {med['ours'] / med['diffusers']:.3f}  (target <= 0.8)")
@@ -245,8 +342,10 @@ def main() -> None:
         flops = transformer_flops(ledger, request)
         for stage in ("stage1", "stage2"):
             seconds = statistics.median(stage_times[stage])
-            print(f"{stage}: {flops[stage] / 1e12:.2f} TFLOP in {seconds:.3f}s = {flops[stage] / seconds / 1e12:.1f} "
-                  "TFLOP/s (transformer forward, stage wall time)")
+            print(
+                f"{stage}: {flops[stage] / 1e12:.2f} TFLOP in {seconds:.3f}s = {flops[stage] / seconds / 1e12:.1f} "
+                "TFLOP/s (transformer forward, stage wall time)"
+            )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from milimo_engine.tiny import build_tiny_model  # noqa: E402
 from tests.conftest import PG_SKIP_REASON, PG_URL, free_port, pg_schema  # noqa: E402 - the tests' PostgreSQL schemas
 
 
-
 def storyboard(folder: Path, shots: int, steps: int, size: int) -> Path:
     timeline = otio.schema.Timeline(name="farm-bench")
     timeline.metadata["milimo"] = {"schema": 1, "defaults": {"width": size, "height": size, "steps": steps}}

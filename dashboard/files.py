@@ -9,8 +9,6 @@ from pathlib import Path
 from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse, Response
 
-CHUNK = 1 << 20
-
 
 def ranged_file(request: Request, path: Path) -> Response:
     """The whole file, or the byte range the request asks for (206), or 416 for a range past the end."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,11 +24,11 @@ def is_loopback(host: str) -> bool:
 
 
 def resolve_token(host: str, token: str | None, token_file: str | None) -> str | None:
-    """The token a non-loopback dashboard requires (from --token-file, MILIMO_DASHBOARD_TOKEN or [dashboard]
-    token); on loopback none is needed. Refuses to start without one elsewhere."""
+    """The token a non-loopback dashboard requires (from --token-file, else `token`: [dashboard] token, else
+    MILIMO_DASHBOARD_TOKEN, as the settings hold them); on loopback none is needed. Refuses to start without one
+    elsewhere."""
     if token_file:
         token = Path(token_file).read_text().strip()
-    token = token or os.environ.get("MILIMO_DASHBOARD_TOKEN")
     if not is_loopback(host) and not token:
         raise ConfigError(f"the dashboard would listen on {host}, beyond this machine, with no token",
                           "set MILIMO_DASHBOARD_TOKEN (or --token-file FILE), or bind 127.0.0.1")
@@ -37,7 +36,7 @@ def resolve_token(host: str, token: str | None, token_file: str | None) -> str |
 
 
 def token_ok(given: str | None, expected: str) -> bool:
-    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
+    return given is not None and given != "" and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def new_csrf() -> str:

@@ -23,6 +23,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from milimo import settings as milimo_settings
 from storyboards.errors import ConfigError
 
 GPU = "GPU"  # the Dask resource each shot needs one of
@@ -40,7 +41,7 @@ def _worker_view(probe: str, model_dir: str, asset_roots: list[str]) -> dict:
     return {"probe": path.read_text() if path.is_file() else None,
             "model": (Path(model_dir) / "milimo-model.json").is_file(),
             "asset_roots": {root: Path(root).is_dir() for root in asset_roots},
-            "versions": versions(), "name": os.environ.get("MILIMO_WORKER_NAME")}
+            "versions": versions(), "name": milimo_settings.current().worker_name}
 
 
 def connect(address: str, option: str):
@@ -89,17 +90,23 @@ def check_farm(address: str, db_url: str, out_root: Path, model_dir: str, asset_
         for address_, view in seen.items():
             name = view.get("name") or workers.get(address_, {}).get("name") or address_
             if view["probe"] != token:
-                problems.append(f"worker {name} does not see the output root {out_root} (a probe file written there "
-                                "is not there for it). Fix: mount the same output root at the same path on every worker")
+                problems.append(
+                    f"worker {name} does not see the output root {out_root} (a probe file written there "
+                    "is not there for it). Fix: mount the same output root at the same path on every worker"
+                )
             if not view["model"]:
-                problems.append(f"worker {name} has no model at {model_dir}. Fix: make the model folder the same path "
-                                "on every worker")
+                problems.append(
+                    f"worker {name} has no model at {model_dir}. Fix: make the model folder the same path "
+                    "on every worker"
+                )
             for root, ok in view["asset_roots"].items():
                 if not ok:
                     problems.append(f"worker {name} does not see the asset root {root}. Fix: mount it at the same path")
             if view["versions"] != ours:
-                problems.append(f"worker {name} runs {view['versions']}, this client {ours}. Fix: install the same "
-                                "milimo on every worker and restart it")
+                problems.append(
+                    f"worker {name} runs {view['versions']}, this client {ours}. Fix: install the same "
+                    "milimo on every worker and restart it"
+                )
     finally:
         client.close()
     return problems
@@ -122,8 +129,9 @@ class FarmNotReady(ConfigError):
 
 def run_scheduler(host: str, port: int) -> int:
     """Dask's scheduler in the foreground (it dies with this process)."""
-    return subprocess.call([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", host,
-                            "--port", str(port), "--no-dashboard"])
+    return subprocess.call(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", host, "--port", str(port), "--no-dashboard"]
+    )
 
 
 def worker_commands(scheduler: str, gpus: list[int] | None, name: str | None) -> list[tuple[list[str], dict]]:
@@ -133,10 +141,26 @@ def worker_commands(scheduler: str, gpus: list[int] | None, name: str | None) ->
     out = []
     for i, slot in enumerate(slots):
         worker = f"{name or host}/{slot}" if len(slots) > 1 or not name else name
-        env = {"MILIMO_WORKER_NAME": worker,
-               "CUDA_VISIBLE_DEVICES": str(gpus[i]) if gpus else ""}
-        out.append(([sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nthreads", "1",
-                     "--resources", f"{GPU}=1", "--name", worker, "--nanny", "--no-dashboard"], env))
+        env = {"MILIMO_WORKER_NAME": worker, "CUDA_VISIBLE_DEVICES": str(gpus[i]) if gpus else ""}
+        out.append(
+            (
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_worker",
+                    scheduler,
+                    "--nthreads",
+                    "1",
+                    "--resources",
+                    f"{GPU}=1",
+                    "--name",
+                    worker,
+                    "--nanny",
+                    "--no-dashboard",
+                ],
+                env,
+            )
+        )
     return out
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 from storyboards.errors import ConfigError
 

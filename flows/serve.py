@@ -1,26 +1,26 @@
 """`milimo serve`: Prefect deployments for scheduled renders, reruns and a watched folder of cuts.
 
 - `render-<storyboard>`: renders a storyboard on a cron schedule (only what is not done).
-- `rerun`: `rerender(storyboard, from_shot, overrides)`; trigger it from the Prefect UI or a script
-  with `run_deployment("rerender-storyboard/rerun", parameters={...})`.
+- `rerun`: `rerender(request)`; trigger it from the Prefect UI (a form of the request) or a script with
+  `run_deployment("rerender-storyboard/rerun", parameters={"request": RenderRequest(...).model_dump()})`.
 - `watch`: every `interval_s`, renders each new cut dropped into the folder (an editor's cut with its
   shot list beside it: `cut.edl` + `cut.csv`). A cut counts as seen only once it rendered; a cut that
   failed is tried again on the next scan, and a changed cut or shot list is new.
 
 Configured in milimo.toml's `[serve]` (`[[serve.schedule]]`, `[serve.watch]`) and `[paths]`; see
-`flows.config`.
+`milimo.config`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger
 
+from milimo.config import MilimoConfig, ScheduleConfig, WatchConfig
+from milimo.request import RenderRequest
+from milimo.settings import Settings
 from storyboards.fields import slug
-
-from .config import MilimoConfig, ScheduleConfig, WatchConfig
 
 CUT_SUFFIXES = (".otio", ".otioz", ".edl", ".xml")
 
@@ -45,30 +45,30 @@ def with_cli(config: MilimoConfig, *, storyboard: str | None, cron: str | None, 
     return config.model_copy(update={"serve": serve})
 
 
-def _defaults(config: MilimoConfig) -> dict[str, Any]:
-    paths = config.paths
-    out = {"model": str(paths.model) if paths.model else None, "out": str(paths.out) if paths.out else None,
-           "db": paths.db, "asset_roots": [str(r) for r in paths.asset_roots] or None,
-           "qa": config.qa.model_dump()}
-    return {k: v for k, v in out.items() if v is not None}
+def template(settings: Settings) -> RenderRequest:
+    """What every served render shares, from the settings: model, outputs, store, asset roots, QA, and the farm
+    (`[farm] scheduler`: served renders run there, like `milimo render --farm`)."""
+    config = settings.config
+    return RenderRequest(storyboard="", model=settings.model, out=str(settings.out_root), db=settings.db_url,
+                         asset_roots=[str(r) for r in settings.asset_roots] or None, qa=config.qa,
+                         farm=config.farm.scheduler)
 
 
 @flow(name="import-cuts", log_prints=True)
-def import_cuts(folder: str, model: str | None = None, out: str | None = None, db: str | None = None,
-                asset_roots: list[str] | None = None, qa: dict[str, float] | None = None,
-                rate: float | None = None) -> list[str]:
-    """Render every cut in `folder` not rendered before (by the content of the cut and its shot list). A cut
-    is marked seen only after its render succeeded, so a failed one is tried again on the next scan."""
+def import_cuts(folder: str, request: RenderRequest) -> list[str]:
+    """Render every cut in `folder` not rendered before (by the content of the cut and its shot list), each as
+    `request` with that cut. A cut is marked seen only after its render succeeded, so a failed one is tried again
+    on the next scan."""
     import hashlib
 
+    from milimo import context as app_context
     from milimo_engine.hashing import file_sha256
     from storyboards.errors import MilimoError
-    from storyboards.store import Store
 
     from .render import render_storyboard
 
     log = get_run_logger()
-    store = Store.open(db)
+    store = app_context.current().store(request.db)
     seen = {(path, sha) for kind, path, sha in store.files_seen() if kind == "cut"}
     rendered = []
     for path in sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in CUT_SUFFIXES and p.is_file()):
@@ -78,9 +78,10 @@ def import_cuts(folder: str, model: str | None = None, out: str | None = None, d
             f"{file_sha256(path)}:{file_sha256(shot_list)}".encode()).hexdigest()
         if (str(path.resolve()), content) in seen:
             continue
+        cut = request.model_copy(update={"storyboard": str(path), "prompts": prompts,
+                                         "rate": request.rate if path.suffix.lower() == ".edl" else None})
         try:
-            render_storyboard(str(path), model=model, out=out, db=db, prompts=prompts, asset_roots=asset_roots,
-                              qa=qa, rate=rate if path.suffix.lower() == ".edl" else None)
+            render_storyboard(cut)
         except MilimoError as exc:  # cannot render as it is (file, field, store), or a shot failed: next scan again
             log.error("cut %s did not render; it is tried again on the next scan:\n%s", path.name,
                       "\n".join(exc.lines()))
@@ -90,29 +91,30 @@ def import_cuts(folder: str, model: str | None = None, out: str | None = None, d
     return rendered
 
 
-def build_deployments(config: MilimoConfig) -> list:
+def build_deployments(config: MilimoConfig, settings: Settings) -> list:
+    """The cron renders, the rerun and the watch folder, each submitting a `RenderRequest`."""
     from .render import render_storyboard, rerender
 
-    defaults = _defaults(config)
+    base = template(settings)
     deployments = []
     for schedule in config.serve.schedule:
         stem = slug(Path(schedule.storyboard).stem, fallback="storyboard")
-        extra = {"prompts": str(Path(schedule.prompts).resolve())} if schedule.prompts else {}
+        request = base.model_copy(update={"storyboard": str(Path(schedule.storyboard).resolve()),
+                                          "prompts": str(Path(schedule.prompts).resolve()) if schedule.prompts
+                                          else None})
         deployments.append(render_storyboard.to_deployment(
-            name=f"render-{stem}", cron=schedule.cron,
-            parameters={"storyboard": str(Path(schedule.storyboard).resolve()), **extra, **defaults}))
-    deployments.append(rerender.to_deployment(name="rerun", parameters=dict(defaults)))
+            name=f"render-{stem}", cron=schedule.cron, parameters={"request": request.model_dump(mode="json")}))
+    deployments.append(rerender.to_deployment(name="rerun", parameters={"request": base.model_dump(mode="json")}))
     if config.serve.watch:
-        watch = dict(defaults)
-        if config.rates.edl:
-            watch["rate"] = config.rates.edl
+        watch = base.model_copy(update={"rate": config.rates.edl})
         deployments.append(import_cuts.to_deployment(
             name="watch", interval=config.serve.watch.interval_s,
-            parameters={"folder": str(Path(config.serve.watch.folder).resolve()), **watch}))
+            parameters={"folder": str(Path(config.serve.watch.folder).resolve()),
+                        "request": watch.model_dump(mode="json")}))
     return deployments
 
 
-def serve(config: MilimoConfig) -> None:
+def serve(config: MilimoConfig, settings: Settings) -> None:
     from prefect import serve as prefect_serve
 
-    prefect_serve(*build_deployments(config))
+    prefect_serve(*build_deployments(config, settings))

@@ -13,8 +13,8 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 PARTIAL = ".partial."
 _PARTIAL_RE = re.compile(r"^\..*\.partial\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}")

@@ -70,7 +70,12 @@ def load_rgb(source: ImageSource, field: str = "image") -> np.ndarray:
     if isinstance(source, np.ndarray):
         arr = source
         if arr.dtype != np.uint8:
-            if np.issubdtype(arr.dtype, np.floating) and arr.size and 0.0 <= float(arr.min()) and float(arr.max()) <= 1.0:
+            if (
+                np.issubdtype(arr.dtype, np.floating)
+                and arr.size
+                and 0.0 <= float(arr.min())
+                and float(arr.max()) <= 1.0
+            ):
                 arr = (arr * 255.0).round().astype(np.uint8)
             else:
                 raise InvalidConditionError(field, f"array {arr.dtype}", "must be uint8 0..255 or float 0..1")
@@ -112,7 +117,7 @@ class TokenConditioning:
     mask: torch.Tensor
 
     @classmethod
-    def free(cls, initial: torch.Tensor) -> "TokenConditioning":
+    def free(cls, initial: torch.Tensor) -> TokenConditioning:
         """Nothing conditioned yet: every token free (mask 1), starting from `initial`."""
         return cls(initial.clone(), torch.ones(initial.shape[:2], dtype=initial.dtype, device=initial.device))
 
@@ -124,10 +129,12 @@ class TokenConditioning:
         self.clean[:, start:end] = tokens.to(self.clean)
         self.mask[:, start:end] = 1.0 - float(strength)
 
-    def with_appended(self, tokens: torch.Tensor, strength: torch.Tensor) -> "TokenConditioning":
+    def with_appended(self, tokens: torch.Tensor, strength: torch.Tensor) -> TokenConditioning:
         """These tokens appended ([B, n, D], strength [B, n]), their latent the tokens themselves (keyframes)."""
-        return TokenConditioning(torch.cat([self.clean, tokens.to(self.clean)], dim=1),
-                                 torch.cat([self.mask, 1.0 - strength.to(self.mask)], dim=1))
+        return TokenConditioning(
+            torch.cat([self.clean, tokens.to(self.clean)], dim=1),
+            torch.cat([self.mask, 1.0 - strength.to(self.mask)], dim=1),
+        )
 
     @property
     def active(self) -> bool:
@@ -208,8 +215,17 @@ class ConditionBuilder:
     def __init__(self, ledger, codec):
         self.ledger, self.codec = ledger, codec
 
-    def build(self, images, handoff, grid, half: bool, initial_video: torch.Tensor, initial_audio: torch.Tensor,
-              appended: AppendedTokens | None = None, keyframes_only: bool = False) -> StageConditioning:
+    def build(
+        self,
+        images,
+        handoff,
+        grid,
+        half: bool,
+        initial_video: torch.Tensor,
+        initial_audio: torch.Tensor,
+        appended: AppendedTokens | None = None,
+        keyframes_only: bool = False,
+    ) -> StageConditioning:
         from .components.latents import AudioNorm, VideoNorm, pack_audio, pack_video
         from .errors import HandoffMismatchError
 
@@ -229,14 +245,17 @@ class ConditionBuilder:
         if handoff is not None:
             raw = handoff.video_half if half else handoff.video
             if tuple(raw.shape[3:]) != (grid.height, grid.width):
-                raise HandoffMismatchError("latent size", tuple(raw.shape[3:]), (grid.height, grid.width),
-                                           handoff.source)
+                raise HandoffMismatchError(
+                    "latent size", tuple(raw.shape[3:]), (grid.height, grid.width), handoff.source
+                )
             video.place(0, pack_video(norm.normalize(raw.to(led.device, torch.float32))), 1.0)
             mel = self.codec.audio_mel_bins()
             if handoff.audio.shape[-1] != mel:
                 raise HandoffMismatchError("audio mel bins", handoff.audio.shape[-1], mel, handoff.source)
-            tokens = AudioNorm.of(led.audio_decoder()).normalize(pack_audio(handoff.audio.to(led.device, torch.float32)))
-            audio.place(0, tokens[:, :grid.audio_frames], 1.0)
+            tokens = AudioNorm.of(led.audio_decoder()).normalize(
+                pack_audio(handoff.audio.to(led.device, torch.float32))
+            )
+            audio.place(0, tokens[:, : grid.audio_frames], 1.0)
         extra = self.keyframe_tokens(keyframes, grid) if keyframes else None
         if extra is not None:
             video = video.with_appended(extra.tokens, extra.strength)

@@ -6,8 +6,8 @@ owns the step callback, so progress and cancellation work the same in every stag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
 
 import torch
 
@@ -31,10 +31,6 @@ class StepInfo:
 
 
 StepCallback = Callable[[StepInfo], "bool | None"]
-
-
-class Denoiser(Protocol):
-    def __call__(self, video: torch.Tensor, audio: torch.Tensor, sigmas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass
@@ -78,7 +74,7 @@ class GuidanceBatch:
         return len(self.passes)
 
     @classmethod
-    def plan(cls, guider: Guider, guided_text: TextEmbeddings) -> "GuidanceBatch":
+    def plan(cls, guider: Guider, guided_text: TextEmbeddings) -> GuidanceBatch:
         passes = tuple(guidance_passes(guider))
         device = guided_text.video.device
         rows = torch.tensor([0 if p == "uncond" else (1 if guided_text.guided else 0) for p in passes], device=device)
@@ -94,6 +90,114 @@ def stg_perturbation(guider: Guider, stg_rows: torch.Tensor | None, isolation_ro
     """The guider's per-stream STG blocks applied to the rows marked 0 in `stg_rows`."""
     video_blocks, audio_blocks = guider.perturbed_blocks
     return RowPerturbation(frozenset(video_blocks), frozenset(audio_blocks), stg_rows, isolation_rows, every_row)
+
+
+class StepModel:
+    """The transformer as one denoising step sees it: fixed positions, per-token timesteps for conditioned
+    tokens, appended reference tokens riding along, and every guidance pass the guider wants, as x0 estimates.
+    Built once per stage, so nothing is redefined inside the step loop."""
+
+    def __init__(self, transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmbeddings,
+                 grid: LatentGrid, guider: Guider, *, cross_timestep: bool, conditioning: StageConditioning | None,
+                 batched: bool):
+        self.transformer, self.grid, self.guider, self.cross_timestep = transformer, grid, guider, cross_timestep
+        self.cond_video = conditioning.video if conditioning is not None and conditioning.video_active else None
+        self.cond_audio = conditioning.audio if conditioning is not None and conditioning.audio_active else None
+        self.appended = conditioning.appended if conditioning is not None else None
+        keyframes = conditioning.keyframes if conditioning is not None else None
+        self.per_token = self.cond_video is not None or self.cond_audio is not None or self.appended is not None
+        self.device = video.device
+        self.model_dtype = text.video.dtype
+        self.guided_text = text if guider.wants_uncond else text.positive()
+        self.cond_text = text.positive()
+        self.batch = video.shape[0]
+        self.n_video = video.shape[1]  # generated tokens and any keyframe tokens: the video state
+        self.n_audio = audio.shape[1]
+        video_coords = transformer.rope.prepare_video_coords(self.batch, grid.frames, grid.height, grid.width,
+                                                             self.device, fps=grid.fps)
+        if keyframes is not None:
+            video_coords = torch.cat([video_coords, keyframes.coords.to(video_coords).repeat(self.batch, 1, 1, 1)],
+                                     dim=2)
+        self.extra_tokens = None
+        if self.appended is not None:
+            video_coords = torch.cat([video_coords, self.appended.coords.to(video_coords)], dim=2)
+            self.extra_tokens = self.appended.tokens.to(device=self.device, dtype=torch.float32)
+        audio_coords = transformer.audio_rope.prepare_audio_coords(self.batch, grid.audio_frames, self.device)
+        # Positions are the same every step; a batch of guidance passes needs them once per pass.
+        self.coords = {1: (video_coords, audio_coords)}
+        for copies in (2, len(guidance_passes(guider))):
+            self.coords[copies] = tuple(c.repeat((copies,) + (1,) * (c.ndim - 1)) for c in (video_coords, audio_coords))
+        self.batch_plan = GuidanceBatch.plan(guider, self.guided_text) if batched else None
+        # x0 with each token's own sigma (sigma x mask): a partly conditioned token is only partly noisy
+        # (ltx-core's X0Model on per-token timesteps). Free tokens: exactly the global sigma.
+        self.mask_video = self.cond_video.mask if self.cond_video is not None else None
+        self.mask_audio = self.cond_audio.mask if self.cond_audio is not None else None
+
+    def token_timesteps(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, S] timesteps per video token and per audio token."""
+        tv = self.cond_video.timesteps(t) if self.cond_video is not None else t.expand(self.batch, self.n_video)
+        if self.appended is not None:
+            tv = torch.cat([tv, tv.new_zeros(self.batch, self.appended.tokens.shape[1])], dim=1)
+        ta = self.cond_audio.timesteps(t) if self.cond_audio is not None else t.expand(self.batch, self.n_audio)
+        return tv, ta
+
+    def run(self, v: torch.Tensor, a: torch.Tensor, t: torch.Tensor, emb: TextEmbeddings, copies: int, *,
+            context: str, perturbation: RowPerturbation | None = None,
+            isolate_modalities: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """One transformer forward of `copies` passes stacked in the batch; the generated tokens' velocities."""
+        ts = t.expand(v.shape[0] * copies)
+        if self.per_token:
+            tv, ta = (x.repeat(copies, 1) for x in self.token_timesteps(t))
+            v = torch.cat([v, self.extra_tokens], dim=1) if self.extra_tokens is not None else v
+        else:
+            tv = ta = ts
+        vc, ac = self.coords[copies]
+        vin = torch.cat([v] * copies) if copies > 1 else v
+        ain = torch.cat([a] * copies) if copies > 1 else a
+        extra = {"isolate_modalities": True} if isolate_modalities else {}
+        grid = self.grid
+        with self.transformer.cache_context(context), perturbing(self.transformer, perturbation):
+            pv, pa = self.transformer(
+                hidden_states=vin.to(self.model_dtype), audio_hidden_states=ain.to(self.model_dtype),
+                encoder_hidden_states=emb.video, audio_encoder_hidden_states=emb.audio,
+                timestep=tv, audio_timestep=ta, sigma=ts, audio_sigma=ts,
+                encoder_attention_mask=emb.mask, audio_encoder_attention_mask=emb.mask,
+                num_frames=grid.frames, height=grid.height, width=grid.width, fps=grid.fps,
+                audio_num_frames=grid.audio_frames, video_coords=vc, audio_coords=ac,
+                use_cross_timestep=self.cross_timestep, return_dict=False, **extra,
+            )
+        return pv[:, :self.n_video].float(), pa.float()
+
+    def _x0(self, video: torch.Tensor, audio: torch.Tensor, sigma: torch.Tensor,
+            pred: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return (x0_from_velocity(video, pred[0], sigma, self.mask_video),
+                x0_from_velocity(audio, pred[1], sigma, self.mask_audio))
+
+    def predictions(self, video: torch.Tensor, audio: torch.Tensor, sigma: torch.Tensor,
+                    t: torch.Tensor) -> Predictions:
+        """Every pass the guider combines, as x0 estimates: one batched forward, or one forward per kind."""
+        guider, plan = self.guider, self.batch_plan
+        uncond = perturbed = isolated = None
+        if plan is not None and plan.size > 1:
+            pv, pa = self.run(video, audio, t, plan.text, plan.size, context="guided", perturbation=plan.perturbation)
+            x0 = {name: self._x0(video, audio, sigma, pred)
+                  for name, pred in zip(plan.passes, zip(pv.chunk(plan.size), pa.chunk(plan.size), strict=True),
+                                        strict=True)}
+            return Predictions(x0["cond"], x0.get("uncond"), x0.get("perturbed"), x0.get("isolated"))
+        if guider.wants_uncond:
+            pv, pa = self.run(video, audio, t, self.guided_text, 2, context="cond_uncond")
+            (uv, cv), (ua, ca) = pv.chunk(2), pa.chunk(2)
+            cond, uncond = self._x0(video, audio, sigma, (cv, ca)), self._x0(video, audio, sigma, (uv, ua))
+        else:
+            cond = self._x0(video, audio, sigma, self.run(video, audio, t, self.cond_text, 1, context="cond"))
+        if guider.wants_perturbed and plan is None:
+            every = stg_perturbation(guider, torch.zeros(self.batch, device=self.device), every_row=True)
+            perturbed = self._x0(video, audio, sigma, self.run(video, audio, t, self.cond_text, 1,
+                                                                context="uncond_stg", perturbation=every))
+        if guider.wants_isolated and plan is None:
+            isolated = self._x0(video, audio, sigma, self.run(video, audio, t, self.cond_text, 1,
+                                                               context="uncond_modality", isolate_modalities=True))
+        return Predictions(cond, uncond, perturbed, isolated)
 
 
 @torch.no_grad()
@@ -112,106 +216,20 @@ def denoise(transformer, video: torch.Tensor, audio: torch.Tensor, text: TextEmb
     at timestep 0; only the generated tokens come back. Without it (or with nothing active) the
     loop is exactly the unconditioned one.
     """
-    cond_video = conditioning.video if conditioning is not None and conditioning.video_active else None
-    cond_audio = conditioning.audio if conditioning is not None and conditioning.audio_active else None
-    appended = conditioning.appended if conditioning is not None else None
-    keyframes = conditioning.keyframes if conditioning is not None else None
-    per_token = cond_video is not None or cond_audio is not None or appended is not None
-    device = video.device
-    model_dtype = text.video.dtype
-    sigmas = sigmas.to(device=device, dtype=torch.float32)
+    model = StepModel(transformer, video, audio, text, grid, guider, cross_timestep=cross_timestep,
+                      conditioning=conditioning, batched=batched)
+    sigmas = sigmas.to(device=video.device, dtype=torch.float32)
     timesteps = sigmas * 1000.0
-    guided_text = text if guider.wants_uncond else text.positive()
-    cond_text = text.positive()
-    batch = video.shape[0]
-    video_coords = transformer.rope.prepare_video_coords(batch, grid.frames, grid.height, grid.width, device,
-                                                         fps=grid.fps)
-    n_video = video.shape[1]  # generated tokens and any keyframe tokens: the video state
-    if keyframes is not None:
-        video_coords = torch.cat([video_coords, keyframes.coords.to(video_coords).repeat(batch, 1, 1, 1)], dim=2)
-    if appended is not None:
-        video_coords = torch.cat([video_coords, appended.coords.to(video_coords)], dim=2)
-        extra_tokens = appended.tokens.to(device=device, dtype=torch.float32)
-    audio_coords = transformer.audio_rope.prepare_audio_coords(batch, grid.audio_frames, device)
-
-    # Positions are the same every step; a batch of guidance passes needs them once per pass.
-    coords = {1: (video_coords, audio_coords)}
-    for copies in (2, len(guidance_passes(guider))):
-        coords[copies] = tuple(c.repeat((copies,) + (1,) * (c.ndim - 1)) for c in (video_coords, audio_coords))
-    batch_plan = GuidanceBatch.plan(guider, guided_text) if batched else None
-
-    def token_timesteps(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, S] timesteps per video token and per audio token."""
-        tv = cond_video.timesteps(t) if cond_video is not None else t.expand(batch, n_video)
-        if appended is not None:
-            tv = torch.cat([tv, tv.new_zeros(batch, appended.tokens.shape[1])], dim=1)
-        ta = cond_audio.timesteps(t) if cond_audio is not None else t.expand(batch, audio.shape[1])
-        return tv, ta
-
-    def run(v: torch.Tensor, a: torch.Tensor, t: torch.Tensor, emb: TextEmbeddings, copies: int, **extra):
-        ts = t.expand(v.shape[0] * copies)
-        if per_token:
-            tv, ta = (x.repeat(copies, 1) for x in token_timesteps(t))
-            v = torch.cat([v, extra_tokens], dim=1) if appended is not None else v
-        else:
-            tv = ta = ts
-        vc, ac = coords[copies]
-        vin = torch.cat([v] * copies) if copies > 1 else v
-        ain = torch.cat([a] * copies) if copies > 1 else a
-        perturbation = extra.pop("perturbation", None)
-        with transformer.cache_context(extra.pop("context", "cond")), perturbing(transformer, perturbation):
-            pv, pa = transformer(
-                hidden_states=vin.to(model_dtype), audio_hidden_states=ain.to(model_dtype),
-                encoder_hidden_states=emb.video, audio_encoder_hidden_states=emb.audio,
-                timestep=tv, audio_timestep=ta, sigma=ts, audio_sigma=ts,
-                encoder_attention_mask=emb.mask, audio_encoder_attention_mask=emb.mask,
-                num_frames=grid.frames, height=grid.height, width=grid.width, fps=grid.fps,
-                audio_num_frames=grid.audio_frames, video_coords=vc, audio_coords=ac,
-                use_cross_timestep=cross_timestep, return_dict=False, **extra,
-            )
-        return pv[:, :n_video].float(), pa.float()
-
     total = len(sigmas) - 1
     for i in range(total):
-        sigma, sigma_next, t = sigmas[i], sigmas[i + 1], timesteps[i]
-        # x0 with each token's own sigma (sigma x mask): a partly conditioned token is only partly noisy
-        # (ltx-core's X0Model on per-token timesteps). Free tokens: exactly the global sigma.
-        mask_video = cond_video.mask if cond_video is not None else None
-        mask_audio = cond_audio.mask if cond_audio is not None else None
-
-        def to_x0(pred: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            return x0_from_velocity(video, pred[0], sigma, mask_video), x0_from_velocity(audio, pred[1], sigma, mask_audio)
-
-        uncond = perturbed = isolated = None
-        if batch_plan is not None and batch_plan.size > 1:
-            pv, pa = run(video, audio, t, batch_plan.text, batch_plan.size, context="guided",
-                         perturbation=batch_plan.perturbation)
-            x0 = {name: to_x0(pred) for name, pred in zip(batch_plan.passes, zip(pv.chunk(batch_plan.size),
-                                                                                   pa.chunk(batch_plan.size)))}
-            cond, uncond, perturbed, isolated = (x0.get(k) for k in ("cond", "uncond", "perturbed", "isolated"))
-        elif guider.wants_uncond:
-            pv, pa = run(video, audio, t, guided_text, 2, context="cond_uncond")
-            (uv, cv), (ua, ca) = pv.chunk(2), pa.chunk(2)
-            cond, uncond = to_x0((cv, ca)), to_x0((uv, ua))
-        else:
-            cond = to_x0(run(video, audio, t, cond_text, 1, context="cond"))
-        if guider.wants_perturbed and batch_plan is None:
-            perturbed = to_x0(run(video, audio, t, cond_text, 1, context="uncond_stg",
-                                  perturbation=stg_perturbation(guider, torch.zeros(batch, device=device),
-                                                                 every_row=True)))
-        if guider.wants_isolated and batch_plan is None:
-            isolated = to_x0(run(video, audio, t, cond_text, 1, context="uncond_modality", isolate_modalities=True))
-        x0_video, x0_audio = guider.combine(Predictions(cond, uncond, perturbed, isolated))
-        if cond_video is not None:
-            x0_video = cond_video.blend(x0_video)
-        if cond_audio is not None:
-            x0_audio = cond_audio.blend(x0_audio)
-
-        velocity_video = (video - x0_video) / sigma
-        velocity_audio = (audio - x0_audio) / sigma
-        video = video + (sigma_next - sigma) * velocity_video
-        audio = audio + (sigma_next - sigma) * velocity_audio
-
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0_video, x0_audio = guider.combine(model.predictions(video, audio, sigma, timesteps[i]))
+        if model.cond_video is not None:
+            x0_video = model.cond_video.blend(x0_video)
+        if model.cond_audio is not None:
+            x0_audio = model.cond_audio.blend(x0_audio)
+        video = video + (sigma_next - sigma) * ((video - x0_video) / sigma)
+        audio = audio + (sigma_next - sigma) * ((audio - x0_audio) / sigma)
         if callback is not None:
             verdict = callback(StepInfo(stage, i + 1, total, float(sigma_next), video, audio))
             if verdict is False:

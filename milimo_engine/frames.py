@@ -7,7 +7,8 @@ two-stage method renders stage 1 at half size, so full sizes must be multiples o
 
 from __future__ import annotations
 
-from .limits import SIZE_STEP as TWO_STAGE_SIZE_STEP, SPATIAL_RATIO, TEMPORAL_RATIO  # noqa: F401
+from .limits import SIZE_STEP as TWO_STAGE_SIZE_STEP  # noqa: F401 - re-exported
+from .limits import SPATIAL_RATIO, TEMPORAL_RATIO  # noqa: F401 - re-exported
 
 
 def render_length(num_frames: int, temporal_ratio: int = TEMPORAL_RATIO) -> int:

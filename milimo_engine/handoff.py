@@ -80,7 +80,7 @@ class Handoff:
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Handoff":
+    def load(cls, path: str | os.PathLike) -> Handoff:
         p = Path(path)
         if not p.is_file():
             raise HandoffIntegrityError(p, "no such file")

@@ -12,6 +12,7 @@ the ledger's other renders never see it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -20,13 +21,12 @@ import torch
 from .conditioning import load_rgb
 from .denoise import StepCallback
 from .errors import InvalidConditionError
+from .in_context import InContext
 from .ledger import ModelLedger
 from .media import read_frames
-from .pipeline import InContext, TwoStagePipeline
+from .pipeline import TwoStagePipeline
 from .request import LoraSpec, ShotRequest
 from .result import ShotResult
-
-
 
 
 class ICLoraPipeline:
@@ -44,7 +44,7 @@ class ICLoraPipeline:
     @staticmethod
     def in_context(reference_video, ic_lora: LoraSpec | str | os.PathLike) -> InContext:
         """The reference (a file or frames) and the IC-LoRA with the scales its metadata names."""
-        lora = ic_lora if isinstance(ic_lora, LoraSpec) else LoraSpec(ic_lora, 1.0)
+        lora = ic_lora if isinstance(ic_lora, LoraSpec) else LoraSpec(Path(ic_lora), 1.0)
         downscale, temporal = reference_scales(lora.path)
         return InContext(reference_frames(reference_video), lora, downscale=downscale, temporal=temporal)
 
@@ -82,8 +82,8 @@ def reference_frames(source) -> np.ndarray:
         except Exception as exc:  # ffmpeg's message says what is wrong with the file
             raise InvalidConditionError("reference_video", str(source), f"cannot be decoded ({exc})") from exc
     else:  # an array [F, H, W, C] or any sequence of images
-        frames = [load_rgb(f, "reference_video") for f in source]
-        frames = np.stack(frames) if frames else np.empty((0,), np.uint8)
+        pictures = [load_rgb(f, "reference_video") for f in source]
+        frames = np.stack(pictures) if pictures else np.empty((0,), np.uint8)
     if len(frames) == 0:
         raise InvalidConditionError("reference_video", "0 frames", "holds no frames")
     return frames

@@ -14,10 +14,12 @@ import json
 import logging
 import threading
 import time
+import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -26,6 +28,11 @@ from .hashing import file_sha256
 from .lora import LoraWeights, adapter_name, check_lora_fits, read_lora
 from .manifest import REQUIRED_COMPONENTS, ModelManifest
 from .request import LoraSpec
+
+# A ledger keeps several LoRA adapters on one transformer on purpose (each stage's set, switched with
+# `set_adapters`); peft warns about exactly that on every adapter after the first.
+warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning,
+                        module="peft")
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +93,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return dtype
 
 
-def _component_class(folder: Path, fallback: str) -> type:
+def _component_class(folder: Path, fallback: str) -> Any:
     import diffusers
     import transformers
     from diffusers.pipelines import ltx2
@@ -131,7 +138,7 @@ class ModelLedger:
     # ---------------------------------------------------------------- opening
     @classmethod
     def open(cls, model_dir: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-             vram_budget: int | None = None) -> "ModelLedger":
+             vram_budget: int | None = None) -> ModelLedger:
         """Check the folder (manifest, every required component) and return a ledger; loads nothing yet."""
         root = Path(model_dir)
         if not root.is_dir():
@@ -198,10 +205,6 @@ class ModelLedger:
         for f in files:
             h.update(f"{f.name}:{file_sha256(f)}\n".encode())
         return h.hexdigest()
-
-    def has_component(self, component: str) -> bool:
-        rel = self.manifest.components.get(component)
-        return rel is not None and (self.model_dir / rel).exists()
 
     # ---------------------------------------------------------------- reporting
     def loaded(self) -> dict[str, int]:

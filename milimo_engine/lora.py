@@ -87,12 +87,11 @@ def check_lora_fits(lora: LoraWeights, transformer: torch.nn.Module) -> LoraWeig
             unknown.append(target)
             continue
         base = getattr(module, "base_layer", module)
-        if key.endswith((".lora_A.weight", ".lora_down.weight")) and getattr(base, "in_features", None) not in (
-                None, tensor.shape[-1]):
-            mismatched.append(f"{target} (in {tensor.shape[-1]} vs {base.in_features})")
-        if key.endswith((".lora_B.weight", ".lora_up.weight")) and getattr(base, "out_features", None) not in (
-                None, tensor.shape[0]):
-            mismatched.append(f"{target} (out {tensor.shape[0]} vs {base.out_features})")
+        fan_in, fan_out = getattr(base, "in_features", None), getattr(base, "out_features", None)
+        if key.endswith((".lora_A.weight", ".lora_down.weight")) and fan_in not in (None, tensor.shape[-1]):
+            mismatched.append(f"{target} (in {tensor.shape[-1]} vs {fan_in})")
+        if key.endswith((".lora_B.weight", ".lora_up.weight")) and fan_out not in (None, tensor.shape[0]):
+            mismatched.append(f"{target} (out {tensor.shape[0]} vs {fan_out})")
     uniq = sorted(set(unknown))
     if uniq and len(uniq) == len({_target(k) for k in lora.state_dict}):
         raise UnknownLoraKeysError(

@@ -76,7 +76,7 @@ class ModelManifest:
     sources: dict[str, str] = field(default_factory=dict)  # file it was imported from -> sha256
 
     @classmethod
-    def read(cls, model_dir: Path) -> "ModelManifest":
+    def read(cls, model_dir: Path) -> ModelManifest:
         """The folder's manifest; a key or value this engine does not know raises ManifestError naming it."""
         path = Path(model_dir) / MANIFEST_NAME
         if not path.is_file():
@@ -135,8 +135,11 @@ class ModelManifest:
         for name, blocks in (("stg_blocks", self.stg_blocks), ("audio_stg_blocks", self.audio_stg_blocks or ())):
             if any(not 0 <= b < layers for b in blocks):
                 raise InvalidGuidanceError(
-                    f"{Path(model_dir) / MANIFEST_NAME}: {name}", tuple(blocks),
-                    f"this transformer has blocks 0..{layers - 1} ({config}: num_layers={layers})", nearest=tuple(min(max(b, 0), layers - 1) for b in blocks))
+                    f"{Path(model_dir) / MANIFEST_NAME}: {name}",
+                    tuple(blocks),
+                    f"this transformer has blocks 0..{layers - 1} ({config}: num_layers={layers})",
+                    nearest=tuple(min(max(b, 0), layers - 1) for b in blocks),
+                )
 
     def component_path(self, model_dir: Path, component: str) -> Path:
         rel = self.components.get(component)
@@ -150,5 +153,8 @@ def _refuse_unknown(path: Path, given: set[str], known: set[str], prefix: str) -
 
     for key in sorted(given - known):
         close = difflib.get_close_matches(key, sorted(known), n=1)
-        raise ManifestError(path, f"{prefix}{key}: unknown key",
-                            f"did you mean {prefix}{close[0]!r}?" if close else f"use one of {sorted(known)}")
+        raise ManifestError(
+            path,
+            f"{prefix}{key}: unknown key",
+            f"did you mean {prefix}{close[0]!r}?" if close else f"use one of {sorted(known)}",
+        )

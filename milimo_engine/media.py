@@ -130,7 +130,7 @@ def read_frames_at(path: str | os.PathLike, indices: list[int], size: int = 192)
     if not indices:
         return np.zeros((0, size, size, 3), np.uint8)
     ranges, first = [], indices[0]
-    for prev, cur in zip(indices, indices[1:] + [None]):
+    for prev, cur in zip(indices, indices[1:] + [-1], strict=True):  # -1: the end
         if cur != prev + 1:
             ranges.append(f"between(n,{first},{prev})")
             first = cur
@@ -171,6 +171,6 @@ def h264_roundtrip(image: np.ndarray, crf: int) -> np.ndarray:
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
     buffer.seek(0)
-    with av.open(buffer) as container:
-        decoded = next(container.decode(next(s for s in container.streams if s.type == "video")))
+    with av.open(buffer, mode="r") as container:
+        decoded = next(container.decode(video=0))
         return decoded.to_ndarray(format="rgb24")

@@ -11,50 +11,29 @@ the official pipeline's noise.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
 from . import frames as fr
-from .codec import Codec, cover_resize, fit_audio
+from .codec import Codec, fit_audio
 from .components.guiders import Guider, MultiModalGuider, NoGuider
 from .components.latents import AudioNorm, VideoNorm, pack_video, unpack_audio, unpack_video
-from .components.noisers import gaussian_noise
 from .components.schedules import FixedSchedule, TokenShiftedSchedule, schedule_from
-from .conditioning import AppendedTokens, ConditionBuilder, ImageCondition, StageConditioning
+from .conditioning import ConditionBuilder, ImageCondition, StageConditioning
 from .denoise import LatentGrid, StepCallback, denoise
 from .errors import InvalidConditionError, InvalidGuidanceError
 from .handoff import Handoff, make_handoff
+from .in_context import InContext, reference_tokens
 from .ledger import ModelLedger
+from .noise import NoiseDraws, StageLatents, Trace, trace_stage
 from .progress import step_hook
 from .recipe import DISTILLED_SIGMA_VALUES, STAGE1_SHIFT_TOKENS, TEMPORAL_REFINE_SIGMAS, recipe_id
-from .request import MAX_SEED, LoraSpec, ShotRequest
+from .request import MAX_SEED, ShotRequest
 from .result import ShotResult
-from .segments import Segment, plan_segments
+from .segments import join_segments, place_images, plan_segments
 from .text import TextEmbeddings, encode_prompt
-
-Trace = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class StageLatents:
-    """Packed, normalised latents between stages, with their grid."""
-
-    video: torch.Tensor
-    audio: torch.Tensor
-    grid: LatentGrid
-
-
-@dataclass(frozen=True)
-class InContext:
-    """IC-LoRA conditioning: a reference video seen in context by a LoRA trained to follow it."""
-
-    frames: np.ndarray  # uint8 [F, H, W, 3]
-    lora: LoraSpec
-    downscale: int = 1  # the LoRA's reference_downscale_factor (safetensors metadata)
-    temporal: int = 1  # its reference_temporal_scale_factor
 
 
 class TwoStagePipeline:
@@ -90,6 +69,7 @@ class TwoStagePipeline:
         led = self.ledger
         request = self.with_model_defaults(request)
         request.validate(max_frames=led.manifest.max_frames, segment_frames=led.manifest.segment_frames)
+        assert request.width is not None and request.height is not None
         if request.handoff is not None:
             request.handoff.check_fits(model_id=led.model_id, vae_sha256=self.vae_sha256, width=request.width,
                                        height=request.height, fps=request.fps)
@@ -102,7 +82,7 @@ class TwoStagePipeline:
             raise InvalidConditionError(
                 "num_frames", request.num_frames,
                 f"an in-context (IC-LoRA) shot renders in one segment of at most {limit} frames", nearest=limit)
-        images = self.place_images(request, segments)
+        images = place_images(request, segments)
         guider = self.guider_for(request)
         deadline = time.monotonic() + time_limit_s if time_limit_s is not None else None
         callback, close_bar = step_hook(callback_on_step_end, show_bar=self.progress, deadline=deadline)
@@ -119,7 +99,7 @@ class TwoStagePipeline:
                 return result
             parts: list[ShotResult] = []
             handoff = request.handoff
-            for seg, seg_images in zip(segments, images):
+            for seg, seg_images in zip(segments, images, strict=False):
                 last = seg.index == len(segments) - 1
                 part_request = request.replace(
                     num_frames=seg.frames, seed=(request.seed + seg.index) % (MAX_SEED + 1), handoff=handoff,
@@ -147,22 +127,42 @@ class TwoStagePipeline:
                        images: list[tuple[ImageCondition, int]], callback: StepCallback | None,
                        output_type: str, in_context: InContext | None, trace: Trace | None) -> ShotResult:
         """One render within the model's limit: stages 1 and 2, optional temporal, decode, handoff."""
-        led = self.ledger
-        timings: dict[str, float] = {}
         t_total = time.perf_counter()
-        noise = NoiseDraws(torch.Generator("cpu").manual_seed(request.seed), led.device, trace)
-        rendered = request.render_frames
-        latent_f = fr.latent_frames(rendered)
-        audio_frames = self.codec.audio_latent_frames(rendered, request.fps)
+        timings: dict[str, float] = {}
+        noise = NoiseDraws(torch.Generator("cpu").manual_seed(request.seed), self.ledger.device, trace)
+        s1, s2, loras = self._two_stages(request, text, guider, images, callback, in_context, noise, timings, trace)
+        # The two-stage recipe keeps stage 1's audio, guided at audio cfg 7 (ltx-pipelines 1.2.0: "stage 2 refines
+        # video only; discard its audio"); the distilled (draft), keyframe and IC-LoRA recipes decode stage 2's.
+        kept = s1.audio if request.quality == "final" and in_context is None and not self.keyframes_only else s2.audio
+        video_norm = VideoNorm.of(self.ledger.video_decoder())
+        final = video_norm.denormalize(unpack_video(s2.video, s2.grid.frames, s2.grid.height, s2.grid.width))
+        fps, delivered = request.fps, request.num_frames
+        if request.temporal_upsample:
+            t0 = time.perf_counter()
+            final = self.temporal_refine(self.upsample_temporal(final), kept, text, request, images, noise, callback)
+            timings["temporal"] = time.perf_counter() - t0
+            fps, delivered = request.fps * 2, 2 * request.num_frames - 1
+        stage1_raw = video_norm.denormalize(unpack_video(s1.video, s1.grid.frames, s1.grid.height, s1.grid.width))
+        return self._delivered(request, final, kept, stage1_raw, fps, delivered, output_type, loras, in_context,
+                               timings, t_total)
 
+    def _two_stages(self, request: ShotRequest, text: TextEmbeddings, guider: Guider,
+                    images: list[tuple[ImageCondition, int]], callback: StepCallback | None,
+                    in_context: InContext | None, noise: NoiseDraws, timings: dict[str, float],
+                    trace: Trace | None) -> tuple[StageLatents, StageLatents, dict[str, list]]:
+        """Stage 1 at half size (the shot's LoRAs, guided), the spatial x2, stage 2 at full size (distilled)."""
+        led = self.ledger
+        rendered = request.render_frames
+        grid1 = self.stage_grid(request, fr.latent_frames(rendered), self.codec.audio_latent_frames(rendered,
+                                                                                                    request.fps),
+                                half=True)
         t0 = time.perf_counter()
         distilled = led.distilled_lora()
         extra_loras = [in_context.lora] if in_context is not None else []
         if request.quality == "draft" and distilled is not None:
             extra_loras.append(distilled)  # the distilled model renders both stages
         stage1_loras = led.use_loras(list(request.loras) + extra_loras)
-        grid1 = self.stage_grid(request, latent_f, audio_frames, half=True)
-        appended = self.reference_tokens(in_context, request, grid1) if in_context is not None else None
+        appended = reference_tokens(self.codec, in_context, request, grid1) if in_context is not None else None
         cond1 = self.conditions.build(images, request.handoff, grid1, True, self.zero_video(grid1),
                                       self.zero_audio(grid1), appended, self.keyframes_only)
         s1 = self.stage1(request, text, guider, noise, grid1, callback, cond1)
@@ -184,21 +184,16 @@ class TwoStagePipeline:
         s2 = self.stage2(request, text, up.grid, noise, callback, cond2)
         timings["stage2"] = time.perf_counter() - t0
         trace_stage(trace, "stage2", s2)
+        return s1, s2, {"stage1": stage1_loras, "stage2": stage2_loras}
 
-        # The two-stage recipe keeps stage 1's audio, guided at audio cfg 7 (ltx-pipelines 1.2.0: "stage 2 refines
-        # video only; discard its audio"); the distilled (draft), keyframe and IC-LoRA recipes decode stage 2's.
-        kept = s1.audio if request.quality == "final" and in_context is None and not self.keyframes_only else s2.audio
-        video_norm = VideoNorm.of(led.video_decoder())
-        final = video_norm.denormalize(unpack_video(s2.video, s2.grid.frames, s2.grid.height, s2.grid.width))
-        fps, delivered = request.fps, request.num_frames
-        if request.temporal_upsample:
-            t0 = time.perf_counter()
-            final = self.temporal_refine(self.upsample_temporal(final), kept, text, request, images, noise, callback)
-            timings["temporal"] = time.perf_counter() - t0
-            fps, delivered = request.fps * 2, 2 * request.num_frames - 1
-        audio_latent = unpack_audio(AudioNorm.of(led.audio_decoder()).denormalize(kept), self.codec.audio_mel_bins())
-        stage1_raw = video_norm.denormalize(unpack_video(s1.video, s1.grid.frames, s1.grid.height, s1.grid.width))
-
+    def _delivered(self, request: ShotRequest, final: torch.Tensor, kept_audio: torch.Tensor,
+                   stage1_raw: torch.Tensor, fps: float, delivered: int, output_type: str, loras: dict[str, list],
+                   in_context: InContext | None, timings: dict[str, float], t_total: float) -> ShotResult:
+        """What the shot delivers: its frames and audio decoded (not for latents), trimmed to what was asked,
+        and its handoff, made on first use."""
+        led = self.ledger
+        audio_latent = unpack_audio(AudioNorm.of(led.audio_decoder()).denormalize(kept_audio),
+                                    self.codec.audio_mel_bins())
         frames = audio = None
         sample_rate = int(led.vocoder().config.output_sampling_rate)
         skip = request.overlap_frames
@@ -216,39 +211,25 @@ class TwoStagePipeline:
             timings["decode_audio"] = time.perf_counter() - t0
         handoff_m = request.produced_handoff_m
 
-        def handoff_factory(frames=frames) -> Handoff:
+        def handoff_factory(frames: np.ndarray | None = frames) -> Handoff:
             tail = frames if frames is not None else delivered_frames()
             return make_handoff(self.codec, request, tail, audio_latent, fps, handoff_m, led.model_id,
                                 self.vae_sha256)
+
         timings["total"] = time.perf_counter() - t_total
         return ShotResult(
             request=request, frames=frames, audio=audio, sample_rate=sample_rate, fps=fps,
             latent=final.cpu(), audio_latent=audio_latent.cpu(), stage1_latent=stage1_raw.cpu(),
-            rendered_frames=rendered, timings=timings,
-            loras={"stage1": stage1_loras, "stage2": stage2_loras}, model_id=led.model_id,
+            rendered_frames=request.render_frames, timings=timings, loras=loras, model_id=led.model_id,
             overlap_frames=skip, handoff_factory=handoff_factory if handoff_m else None,
             recipe=recipe_id("ic-lora") if in_context is not None else "",
         )
 
     # ---------------------------------------------------------------- conditioning
-    def place_images(self, request: ShotRequest, segments: list[Segment]) -> list[list[tuple[ImageCondition, int]]]:
-        """Each image condition, in the segment that holds its frame, with its rendered frame index there
-        (0: it replaces the first latent frame; anything else: keyframe tokens at that frame's time)."""
-        placed: list[list[tuple[ImageCondition, int]]] = [[] for _ in segments]
-        for i, image in enumerate(request.images):
-            if not isinstance(image.frame, int) or isinstance(image.frame, bool) \
-                    or not 0 <= image.frame < request.num_frames:
-                raise InvalidConditionError(
-                    f"images[{i}].frame", image.frame, f"must be a frame of the shot, 0..{request.num_frames - 1}",
-                    nearest=min(max(int(image.frame) if isinstance(image.frame, (int, float)) else 0, 0),
-                                request.num_frames - 1))
-            seg = next(s for s in segments if s.start <= image.frame < s.start + s.frames)
-            placed[seg.index].append((image, image.frame - seg.start + seg.overlap))
-        return placed
-
     def stage_grid(self, request: ShotRequest, latent_f: int, audio_frames: int, half: bool) -> LatentGrid:
         ratio = self.codec.spatial_ratio
         div = 2 if half else 1
+        assert request.width is not None and request.height is not None, "with_model_defaults first"
         return LatentGrid(latent_f, request.height // div // ratio, request.width // div // ratio, audio_frames,
                           request.fps)
 
@@ -261,70 +242,74 @@ class TwoStagePipeline:
         return torch.zeros(1, grid.audio_frames, vae.config.latent_channels * self.codec.audio_mel_bins(),
                            device=self.ledger.device)
 
-    def reference_tokens(self, in_context: InContext, request: ShotRequest, grid: LatentGrid) -> AppendedTokens:
-        """The reference video as clean tokens at the generated video's positions, at stage-1 size divided by the
-        LoRA's `reference_downscale_factor` (`VideoConditionByReferenceLatent`), its positions scaled back up so it
-        spans the shot. A `reference_temporal_scale_factor` S keeps frames 0, 1, 1+S, 1+2S... (the first latent
-        frame is one pixel frame), its time shifted by -(S-1)/fps so the kept frames line up with the shot's."""
-        led = self.ledger
-        d, t = in_context.downscale, in_context.temporal
-        if grid.height % d or grid.width % d:
-            raise InvalidConditionError(
-                "ic_lora", d, f"the IC-LoRA's reference_downscale_factor {d} does not divide the stage-1 latent "
-                f"grid {grid.width}x{grid.height}; use a size whose half is a multiple of {32 * d}")
-        source = in_context.frames[:request.render_frames]
-        frames = source if t == 1 else np.concatenate([source[:1], source[1::t]])
-        frames = frames[:fr.largest_valid_length(len(frames))]
-        ratio = self.codec.spatial_ratio
-        width, height = grid.width * ratio // d, grid.height * ratio // d
-        raw = self.codec.encode_pixels(np.stack([cover_resize(f, width, height) for f in frames]))
-        tokens = pack_video(VideoNorm.of(led.video_decoder()).normalize(raw))
-        coords = led.transformer().rope.prepare_video_coords(1, raw.shape[2], raw.shape[3], raw.shape[4], led.device,
-                                                             fps=request.fps)
-        if t != 1:
-            coords[:, 0] = (coords[:, 0] * t - (t - 1) / request.fps).clamp(min=0)
-        coords[:, 0] = coords[:, 0] + request.overlap_frames / request.fps  # a handoff shifts the shot's time
-        coords[:, 1:] = coords[:, 1:] * d
-        return AppendedTokens(tokens, coords)
-
     # ---------------------------------------------------------------- pieces
     def guider_for(self, request: ShotRequest) -> Guider:
         if request.quality == "draft":
             return NoGuider()  # the distilled recipe is unguided
         manifest = self.ledger.manifest
-        defaults = {"video": manifest.stg_blocks,
-                    "audio": manifest.audio_stg_blocks if manifest.audio_stg_blocks is not None else manifest.stg_blocks}
+        audio_blocks = manifest.audio_stg_blocks if manifest.audio_stg_blocks is not None else manifest.stg_blocks
+        defaults = {"video": manifest.stg_blocks, "audio": audio_blocks}
         num_layers = self.ledger.transformer().config.num_layers
         blocks = {}
-        for name, stream in zip(("video", "audio"), request.guidance.streams):
+        for name, stream in zip(("video", "audio"), request.guidance.streams, strict=False):
             blocks[name] = tuple(stream.stg_blocks if stream.stg_blocks is not None else defaults[name])
             bad = [b for b in blocks[name] if not 0 <= b < num_layers]
             if bad and stream.wants_perturbed:
-                raise InvalidGuidanceError(f"guidance.{name}.stg_blocks", blocks[name],
-                                           f"this transformer has blocks 0..{num_layers - 1}",
-                                           nearest=tuple(min(max(b, 0), num_layers - 1) for b in blocks[name]))
+                raise InvalidGuidanceError(
+                    f"guidance.{name}.stg_blocks",
+                    blocks[name],
+                    f"this transformer has blocks 0..{num_layers - 1}",
+                    nearest=tuple(min(max(b, 0), num_layers - 1) for b in blocks[name]),
+                )
         return MultiModalGuider(request.guidance, blocks["video"], blocks["audio"])
 
     def encode(self, request: ShotRequest, guided: bool) -> TextEmbeddings:
         led = self.ledger
         max_len = request.max_sequence_length or led.manifest.max_sequence_length
-        return encode_prompt(led.tokenizer(), led.text_encoder(), led.connectors(), request.prompt,
-                             request.negative_prompt, max_sequence_length=max_len, device=led.device, guided=guided)
+        return encode_prompt(
+            led.tokenizer(),
+            led.text_encoder(),
+            led.connectors(),
+            request.prompt,
+            request.negative_prompt,
+            max_sequence_length=max_len,
+            device=led.device,
+            guided=guided,
+        )
 
-    def stage1(self, request: ShotRequest, text: TextEmbeddings, guider: Guider, noise: "NoiseDraws",
-               grid: LatentGrid, callback: StepCallback | None, conditioning: StageConditioning) -> StageLatents:
+    def stage1(
+        self,
+        request: ShotRequest,
+        text: TextEmbeddings,
+        guider: Guider,
+        noise: NoiseDraws,
+        grid: LatentGrid,
+        callback: StepCallback | None,
+        conditioning: StageConditioning,
+    ) -> StageLatents:
         generated = grid.frames * grid.height * grid.width
         video, audio = noise.state("stage1", conditioning, 1.0)
         sigmas = self.stage1_sigmas(request)
-        video, audio = denoise(self.ledger.transformer(), video, audio, text, sigmas, grid, guider, stage="stage1",
-                               cross_timestep=self.ledger.manifest.cross_timestep, callback=callback,
-                               conditioning=conditioning)
+        video, audio = denoise(
+            self.ledger.transformer(),
+            video,
+            audio,
+            text,
+            sigmas,
+            grid,
+            guider,
+            stage="stage1",
+            cross_timestep=self.ledger.manifest.cross_timestep,
+            callback=callback,
+            conditioning=conditioning,
+        )
         return StageLatents(video[:, :generated], audio, grid)  # keyframe tokens end here
 
     def stage1_sigmas(self, request: ShotRequest) -> torch.Tensor:
         """Draft: the distilled schedule. Final: `steps` on the token-shifted schedule, shifted for 4096 tokens
         whatever the real count, as `TI2VidTwoStagesPipeline` does."""
         default = FixedSchedule(DISTILLED_SIGMA_VALUES) if request.quality == "draft" else self.stage1_schedule
+        assert request.steps is not None, "with_model_defaults first"
         return schedule_from(request.stage1_sigmas, default).sigmas(request.steps, STAGE1_SHIFT_TOKENS)
 
     def upsample_spatial(self, s1: StageLatents) -> StageLatents:
@@ -337,20 +322,44 @@ class TwoStagePipeline:
         grid = LatentGrid(raw.shape[2], raw.shape[3], raw.shape[4], g.audio_frames, g.fps)
         return StageLatents(pack_video(norm.normalize(raw)), s1.audio, grid)
 
-    def stage2(self, request: ShotRequest, text: TextEmbeddings, grid: LatentGrid, noise: "NoiseDraws",
-               callback: StepCallback | None, conditioning: StageConditioning) -> StageLatents:
+    def stage2(
+        self,
+        request: ShotRequest,
+        text: TextEmbeddings,
+        grid: LatentGrid,
+        noise: NoiseDraws,
+        callback: StepCallback | None,
+        conditioning: StageConditioning,
+    ) -> StageLatents:
         """Re-noised to the first distilled sigma from the upsampled video and stage 1's audio, then refined."""
         sigmas = schedule_from(request.distilled_sigmas, self.distilled_schedule).sigmas()
         generated = grid.frames * grid.height * grid.width
         video, audio = noise.state("stage2", conditioning, float(sigmas[0]))
-        video, audio = denoise(self.ledger.transformer(), video, audio, text.positive(), sigmas, grid, NoGuider(),
-                               stage="stage2", cross_timestep=self.ledger.manifest.cross_timestep, callback=callback,
-                               conditioning=conditioning)
+        video, audio = denoise(
+            self.ledger.transformer(),
+            video,
+            audio,
+            text.positive(),
+            sigmas,
+            grid,
+            NoGuider(),
+            stage="stage2",
+            cross_timestep=self.ledger.manifest.cross_timestep,
+            callback=callback,
+            conditioning=conditioning,
+        )
         return StageLatents(video[:, :generated], audio, grid)  # keyframe tokens end here
 
-    def temporal_refine(self, raw: torch.Tensor, audio: torch.Tensor, text: TextEmbeddings, request: ShotRequest,
-                        images: list[tuple[ImageCondition, int]], noise: "NoiseDraws",
-                        callback: StepCallback | None) -> torch.Tensor:
+    def temporal_refine(
+        self,
+        raw: torch.Tensor,
+        audio: torch.Tensor,
+        text: TextEmbeddings,
+        request: ShotRequest,
+        images: list[tuple[ImageCondition, int]],
+        noise: NoiseDraws,
+        callback: StepCallback | None,
+    ) -> torch.Tensor:
         """After temporal x2 the in-between frames are blurry guesses: re-noise to the distilled schedule's fifth
         sigma and refine on `DISTILLED_SIGMA_VALUES[4:]` with the distilled model, unguided, the audio held, and
         the shot's image conditions applied again at their doubled frames, so a pinned frame stays pinned."""
@@ -360,12 +369,23 @@ class TwoStagePipeline:
         sigmas = FixedSchedule(TEMPORAL_REFINE_SIGMAS).sigmas()
         doubled = [(image, 2 * frame) for image, frame in images]
         conditioning = self.conditions.build(doubled, None, grid, False, pack_video(norm.normalize(raw)), audio)
+        assert conditioning.audio is not None
         conditioning.audio.mask.zero_()  # the audio is held as it is
         generated = grid.frames * grid.height * grid.width
         video, audio = noise.state("temporal", conditioning, float(sigmas[0]))
-        video, _ = denoise(led.transformer(), video, audio, text.positive(), sigmas, grid, NoGuider(),
-                           stage="temporal_refine", cross_timestep=led.manifest.cross_timestep, callback=callback,
-                           conditioning=conditioning)
+        video, _ = denoise(
+            led.transformer(),
+            video,
+            audio,
+            text.positive(),
+            sigmas,
+            grid,
+            NoGuider(),
+            stage="temporal_refine",
+            cross_timestep=led.manifest.cross_timestep,
+            callback=callback,
+            conditioning=conditioning,
+        )
         return norm.denormalize(unpack_video(video[:, :generated], grid.frames, grid.height, grid.width))
 
     def upsample_temporal(self, raw: torch.Tensor) -> torch.Tensor:
@@ -380,55 +400,3 @@ class KeyframeInterpolationPipeline(TwoStagePipeline):
     decoded is stage 2's."""
 
     keyframes_only = True
-
-
-class NoiseDraws:
-    """The shot's noise, drawn in the official order: per stage the whole video state (generated, keyframe and
-    reference tokens, packed), then the audio; recorded into `trace` as drawn."""
-
-    def __init__(self, generator: torch.Generator, device: torch.device, trace: Trace | None):
-        self.generator, self.device, self.trace = generator, device, trace
-        self.count = 0
-
-    def draw(self, shape: tuple[int, ...]) -> torch.Tensor:
-        noise = gaussian_noise(shape, self.generator, self.device)
-        if self.trace is not None:
-            self.trace[f"noise.{self.count}"] = noise
-        self.count += 1
-        return noise
-
-    def state(self, stage: str, conditioning: StageConditioning, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The stage's noised starting state (`GaussianNoiser` at `sigma`): video then audio."""
-        video, audio = conditioning.video, conditioning.audio
-        assert video is not None and audio is not None
-        reference = conditioning.appended.tokens.shape[1] if conditioning.appended is not None else 0
-        video_noise = self.draw((1, video.clean.shape[1] + reference, video.clean.shape[2]))
-        audio_noise = self.draw(tuple(audio.clean.shape))
-        return video.start(video_noise[:, :video.clean.shape[1]], sigma), audio.start(audio_noise, sigma)
-
-
-def trace_stage(trace: Trace | None, name: str, s: StageLatents) -> None:
-    if trace is not None:
-        trace[f"{name}.video"] = unpack_video(s.video, s.grid.frames, s.grid.height, s.grid.width)
-        trace[f"{name}.audio"] = s.audio
-
-
-def join_segments(request: ShotRequest, parts: list[ShotResult], text_seconds: float, output_type: str) -> ShotResult:
-    """One result for a segmented shot: frames and audio end to end; latents and handoff of the last segment."""
-    last = parts[-1]
-    timings: dict[str, float] = {"text": text_seconds}
-    for part in parts:
-        for key, value in part.timings.items():
-            timings[key] = timings.get(key, 0.0) + value
-    frames = audio = None
-    if output_type != "latent":
-        frames = np.concatenate([p.frames for p in parts])
-        audio = fit_audio(np.concatenate([p.audio for p in parts], axis=-1),
-                          round(request.num_frames / request.fps * last.sample_rate))
-    return ShotResult(
-        request=request, frames=frames, audio=audio, sample_rate=last.sample_rate, fps=last.fps,
-        latent=last.latent, audio_latent=last.audio_latent, stage1_latent=last.stage1_latent,
-        rendered_frames=sum(p.rendered_frames for p in parts), timings=timings, loras=last.loras,
-        model_id=last.model_id, overlap_frames=parts[0].overlap_frames, segments=len(parts),
-        segment_starts=tuple(sum(p.request.num_frames for p in parts[:i]) for i in range(1, len(parts))),
-        handoff_factory=(lambda: last.handoff) if last.request.produced_handoff_m else None)

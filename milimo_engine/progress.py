@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from .denoise import StepCallback, StepInfo
 from .errors import RenderCancelled
@@ -19,7 +20,7 @@ def step_hook(user: StepCallback | None, *, show_bar: bool | None, deadline: flo
     """
     if show_bar is None:
         show_bar = sys.stderr.isatty()
-    bars: dict[str, object] = {}
+    bars: dict[str, Any] = {}
 
     def callback(info: StepInfo) -> bool | None:
         if show_bar:

@@ -63,12 +63,12 @@ class Guidance:
     audio: ModalityGuidance = field(default_factory=lambda: ModalityGuidance(cfg=7.0))
 
     @classmethod
-    def cfg_only(cls, cfg: float = 3.0, audio_cfg: float | None = None) -> "Guidance":
+    def cfg_only(cls, cfg: float = 3.0, audio_cfg: float | None = None) -> Guidance:
         """Plain classifier-free guidance: two rows per step."""
         plain = ModalityGuidance(cfg=cfg, stg=0.0, modality=1.0, rescale=0.0)
         return cls(video=plain, audio=replace(plain, cfg=cfg if audio_cfg is None else audio_cfg))
 
-    def with_cfg(self, cfg: float) -> "Guidance":
+    def with_cfg(self, cfg: float) -> Guidance:
         """The same guidance with the video stream's classifier-free scale set (a storyboard's `guidance`)."""
         return replace(self, video=replace(self.video, cfg=cfg))
 
@@ -108,8 +108,8 @@ class ShotRequest:
     distilled_sigmas: tuple[float, ...] | None = None
     stage1_sigmas: tuple[float, ...] | None = None
     max_sequence_length: int | None = None  # None: the model's (its manifest; 1024 tokens for LTX-2)
-    images: tuple["ImageCondition", ...] = ()
-    handoff: "Handoff | None" = None
+    images: tuple[ImageCondition, ...] = ()
+    handoff: Handoff | None = None
     handoff_m: int = 1
     segment_frames: int | None = None
     quality: str = "final"  # "draft": the distilled recipe (8 unguided stage-1 steps), for iterating fast
@@ -137,7 +137,7 @@ class ShotRequest:
     def render_frames(self) -> int:
         return fr.render_length(self.num_frames + self.overlap_frames)
 
-    def replace(self, **changes: Any) -> "ShotRequest":
+    def replace(self, **changes: Any) -> ShotRequest:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return ShotRequest(**values)
@@ -147,6 +147,12 @@ class ShotRequest:
 
         `num_frames` has no upper bound: above the segment limit the shot renders in segments.
         """
+        self._check_size()
+        self._check_length(max_frames, segment_frames)
+        self._check_images()
+        self._check_values()
+
+    def _check_size(self) -> None:
         step = fr.TWO_STAGE_SIZE_STEP
         for name in ("width", "height"):
             value = getattr(self, name)
@@ -155,42 +161,68 @@ class ShotRequest:
                                        nearest=MAX_SIDE)
             if not isinstance(value, int) or value <= 0 or value % step:
                 raise InvalidSizeError(
-                    name, value,
+                    name,
+                    value,
                     f"must be a positive multiple of {step} (stage 1 renders at half size, "
                     f"and the VAE compresses by {fr.SPATIAL_RATIO})",
-                    nearest=fr.nearest_multiple(int(value) if isinstance(value, (int, float)) and value > 0 else step, step),
+                    nearest=fr.nearest_multiple(
+                        int(value) if isinstance(value, (int, float)) and value > 0 else step, step
+                    ),
                 )
+
+    def _check_length(self, max_frames: int, segment_frames: int) -> None:
         if not isinstance(self.num_frames, int) or self.num_frames < 1:
             raise InvalidFrameCountError("num_frames", self.num_frames, "must be at least 1", nearest=1)
         segment = self.segment_frames if self.segment_frames is not None else segment_frames
         overlap = 1 + fr.TEMPORAL_RATIO * max(self.handoff_m, 1)
         smallest = fr.render_length(3 * overlap)
-        if (not isinstance(segment, int) or segment > max_frames or fr.render_length(segment) != segment
-                or segment < smallest):
+        if (
+            not isinstance(segment, int)
+            or segment > max_frames
+            or fr.render_length(segment) != segment
+            or segment < smallest
+        ):
             raise InvalidFrameCountError(
-                "segment_frames", segment,
+                "segment_frames",
+                segment,
                 f"must be 8k+1, at least {smallest} (a segment delivers at least twice its {overlap}-frame "
                 f"handoff) and at most the model's limit of {max_frames}",
-                nearest=min(max(fr.render_length(int(segment)) if isinstance(segment, int) and segment > 0 else 0,
-                                smallest), fr.largest_valid_length(max_frames)))
+                nearest=min(
+                    max(fr.render_length(int(segment)) if isinstance(segment, int) and segment > 0 else 0, smallest),
+                    fr.largest_valid_length(max_frames),
+                ),
+            )
         if not isinstance(self.handoff_m, int) or self.handoff_m < 0:
             raise InvalidRequestError("handoff_m", self.handoff_m, "must be 0 (no handoff) or more", nearest=1)
         if self.handoff is not None and self.temporal_upsample:
             raise InvalidRequestError(
-                "temporal_upsample", True,
+                "temporal_upsample",
+                True,
                 "a shot that takes a handoff is conditioned at its own frame rate, so it cannot be temporally "
-                "upsampled; render the chain at the final fps instead", nearest=False)
+                "upsampled; render the chain at the final fps instead",
+                nearest=False,
+            )
+
+    def _check_images(self) -> None:
         for i, image in enumerate(self.images):
             if not 0.0 <= float(image.strength) <= 1.0:
-                raise InvalidConditionError(f"images[{i}].strength", image.strength, "must be in 0..1",
-                                            nearest=min(max(float(image.strength), 0.0), 1.0))
+                raise InvalidConditionError(
+                    f"images[{i}].strength",
+                    image.strength,
+                    "must be in 0..1",
+                    nearest=min(max(float(image.strength), 0.0), 1.0),
+                )
             if image.crf is not None and not 0 <= int(image.crf) <= 51:
                 raise InvalidConditionError(f"images[{i}].crf", image.crf, "must be 0 (off) to 51", nearest=33)
+
+    def _check_values(self) -> None:
         if not (0 <= self.seed <= MAX_SEED):
-            raise InvalidRequestError("seed", self.seed, f"must be in 0..{MAX_SEED}", nearest=max(0, min(self.seed, MAX_SEED)))
+            raise InvalidRequestError(
+                "seed", self.seed, f"must be in 0..{MAX_SEED}", nearest=max(0, min(self.seed, MAX_SEED))
+            )
         if self.fps <= 0:
             raise InvalidRequestError("fps", self.fps, "must be positive", nearest=24.0)
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise InvalidRequestError("steps", self.steps, "must be at least 1", nearest=1)
         if self.quality not in QUALITIES:
             raise InvalidRequestError("quality", self.quality, f"must be one of {list(QUALITIES)}", nearest="final")
@@ -198,5 +230,5 @@ class ShotRequest:
             raise InvalidRequestError("prompt", self.prompt, "must not be empty")
         for name in ("distilled_sigmas", "stage1_sigmas"):
             sigmas = getattr(self, name)
-            if sigmas is not None and (len(sigmas) < 2 or any(b > a for a, b in zip(sigmas, sigmas[1:]))):
+            if sigmas is not None and (len(sigmas) < 2 or any(b > a for a, b in zip(sigmas, sigmas[1:], strict=False))):
                 raise InvalidRequestError(name, sigmas, "must hold at least two non-increasing sigmas ending at 0")

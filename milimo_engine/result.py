@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ class ShotResult:
     segments: int = 1
     segment_starts: tuple[int, ...] = ()  # delivered frame where each segment after the first begins (seam QA)
     recipe: str = ""  # which recipe rendered it ("" = the request's own)
-    handoff_factory: Callable[[], Handoff] | None = field(default=None, repr=False, compare=False)
+    handoff_factory: Callable[[], Handoff | None] | None = field(default=None, repr=False, compare=False)
     _handoff: Handoff | None = field(default=None, init=False, repr=False, compare=False)
 
     @property

@@ -20,7 +20,7 @@ class TextEmbeddings:
     mask: torch.Tensor  # [B, T]
     guided: bool  # batch is [negative, positive] when True
 
-    def positive(self) -> "TextEmbeddings":
+    def positive(self) -> TextEmbeddings:
         if not self.guided:
             return self
         return TextEmbeddings(self.video.chunk(2)[1], self.audio.chunk(2)[1], self.mask.chunk(2)[1], False)

@@ -66,69 +66,128 @@ PROFILES = {
 
 
 def _tiny_components(seed: int, vocab_size: int, special_ids: dict[str, int], profile: str = "tiny") -> dict:
-    from diffusers import (
-        AutoencoderKLLTX2Audio,
-        AutoencoderKLLTX2Video,
-        FlowMatchEulerDiscreteScheduler,
-        LTX2VideoTransformer3DModel,
-    )
-    from diffusers.pipelines.ltx2 import LTX2LatentUpsamplerModel, LTX2TextConnectors
-    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
-
+    """Every component at random, each from its own seed (the order is the bundle's identity: keep it)."""
     dims = PROFILES[profile]
-    text_hidden, text_layers = dims["text_hidden"], dims["text_layers"]
     gen = torch.Generator().manual_seed(seed)
 
     def seeded(offset: int) -> None:
         torch.manual_seed(seed * 1000 + offset)
 
     seeded(1)
+    text_encoder = _text_encoder(dims, vocab_size, special_ids)
+    seeded(2)
+    connectors = _connectors(dims)
+    seeded(3)
+    transformer = _transformer(dims)
+    seeded(4)
+    vae = _video_vae(gen)
+    seeded(5)
+    audio_vae = _audio_vae(gen)
+    seeded(6)
+    vocoder = _vocoder()
+    seeded(7)
+    spatial = _upsampler(spatial=True)
+    seeded(8)
+    temporal = _upsampler(spatial=False)
+    return dict(text_encoder=text_encoder, connectors=connectors, transformer=transformer, vae=vae,
+                audio_vae=audio_vae, vocoder=vocoder, scheduler=_scheduler(), spatial_upsampler=spatial,
+                temporal_upsampler=temporal)
+
+
+def _text_encoder(dims: dict[str, int], vocab_size: int, special_ids: dict[str, int]):
+    """Gemma 3 at the profile's width and depth, with its special tokens."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    text_hidden, text_layers = dims["text_hidden"], dims["text_layers"]
     text_config = Gemma3Config(
         text_config=dict(
-            vocab_size=vocab_size, hidden_size=text_hidden, intermediate_size=2 * text_hidden,
-            num_hidden_layers=text_layers, num_attention_heads=2, num_key_value_heads=1, head_dim=text_hidden // 2, max_position_embeddings=2048,
-            sliding_window=256, pad_token_id=special_ids["<pad>"], bos_token_id=special_ids["<bos>"],
+            vocab_size=vocab_size,
+            hidden_size=text_hidden,
+            intermediate_size=2 * text_hidden,
+            num_hidden_layers=text_layers,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=text_hidden // 2,
+            max_position_embeddings=2048,
+            sliding_window=256,
+            pad_token_id=special_ids["<pad>"],
+            bos_token_id=special_ids["<bos>"],
             eos_token_id=special_ids["<eos>"],
         ),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=28, patch_size=14),
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        ),
         mm_tokens_per_image=4,
         boi_token_index=special_ids["<start_of_image>"],
         eoi_token_index=special_ids["<end_of_image>"],
         image_token_index=special_ids["<image_soft_token>"],
     )
-    text_encoder = Gemma3ForConditionalGeneration(text_config).eval()
+    return Gemma3ForConditionalGeneration(text_config).eval()
 
-    seeded(2)
+
+def _connectors(dims: dict[str, int]):
+    """The text connectors from Gemma's hidden states to each stream."""
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+
+    text_hidden, text_layers = dims["text_hidden"], dims["text_layers"]
     connectors = LTX2TextConnectors(
-        caption_channels=text_hidden, text_proj_in_factor=text_layers + 1,
+        caption_channels=text_hidden,
+        text_proj_in_factor=text_layers + 1,
         video_connector_num_attention_heads=dims["connector_heads"],
-        video_connector_attention_head_dim=dims["connector_dim"], video_connector_num_layers=1,
+        video_connector_attention_head_dim=dims["connector_dim"],
+        video_connector_num_layers=1,
         video_connector_num_learnable_registers=8,
         audio_connector_num_attention_heads=dims["connector_heads"],
-        audio_connector_attention_head_dim=dims["connector_dim"], audio_connector_num_layers=1,
+        audio_connector_attention_head_dim=dims["connector_dim"],
+        audio_connector_num_layers=1,
         audio_connector_num_learnable_registers=8,
-        connector_rope_base_seq_len=1024, rope_theta=10000.0, rope_double_precision=False,
-        causal_temporal_positioning=False, rope_type="split",
+        connector_rope_base_seq_len=1024,
+        rope_theta=10000.0,
+        rope_double_precision=False,
+        causal_temporal_positioning=False,
+        rope_type="split",
     )
+    return connectors
 
-    seeded(3)
+
+def _transformer(dims: dict[str, int]):
+    """The audio-visual transformer."""
+    from diffusers import LTX2VideoTransformer3DModel
+
+    text_hidden = dims["text_hidden"]
     transformer = LTX2VideoTransformer3DModel(
-        in_channels=128, out_channels=128, patch_size=1, patch_size_t=1,
-        num_attention_heads=dims["heads"], attention_head_dim=dims["head_dim"],
+        in_channels=128,
+        out_channels=128,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=dims["heads"],
+        attention_head_dim=dims["head_dim"],
         cross_attention_dim=dims["heads"] * dims["head_dim"],
-        audio_in_channels=32, audio_out_channels=32, audio_num_attention_heads=dims["audio_heads"],
+        audio_in_channels=32,
+        audio_out_channels=32,
+        audio_num_attention_heads=dims["audio_heads"],
         audio_attention_head_dim=dims["audio_head_dim"],
-        audio_cross_attention_dim=dims["audio_heads"] * dims["audio_head_dim"], num_layers=dims["layers"],
+        audio_cross_attention_dim=dims["audio_heads"] * dims["audio_head_dim"],
+        num_layers=dims["layers"],
         caption_channels=text_hidden,
-        rope_double_precision=False, rope_type="split",
+        rope_double_precision=False,
+        rope_type="split",
         # diffusers perturbs (STG) only with this set; ours perturbs either way (components/perturbations.py).
         # Set, so that diffusers' pipeline runs the same STG in the parity test and the benchmark.
         perturbed_attn=True,
     )
+    return transformer
 
-    seeded(4)
+
+def _video_vae(gen: torch.Generator):
+    """The video VAE, with non-trivial latent statistics."""
+    from diffusers import AutoencoderKLLTX2Video
+
     vae = AutoencoderKLLTX2Video(
         latent_channels=128,
         block_out_channels=(8, 8, 16, 16),
@@ -148,54 +207,106 @@ def _tiny_components(seed: int, vocab_size: int, special_ids: dict[str, int], pr
     # Non-trivial latent statistics, so that a wrong (de)normalisation shows in tests.
     vae.latents_mean.copy_(torch.randn(128, generator=gen) * 0.1)
     vae.latents_std.copy_(1.0 + torch.rand(128, generator=gen) * 0.5)
+    return vae
 
-    seeded(5)
+
+def _audio_vae(gen: torch.Generator):
+    """The audio VAE, with non-trivial latent statistics."""
+    from diffusers import AutoencoderKLLTX2Audio
+
     # base_channels sizes the latent statistics: latent_channels (8) x latent mel bins (16 / 4).
     audio_vae = AutoencoderKLLTX2Audio(
-        base_channels=32, output_channels=2, ch_mult=(1, 1, 1), num_res_blocks=1, attn_resolutions=None,
-        in_channels=2, resolution=256, latent_channels=8, norm_type="pixel", causality_axis="height",
-        dropout=0.0, mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160, is_causal=True,
+        base_channels=32,
+        output_channels=2,
+        ch_mult=(1, 1, 1),
+        num_res_blocks=1,
+        attn_resolutions=None,
+        in_channels=2,
+        resolution=256,
+        latent_channels=8,
+        norm_type="pixel",
+        causality_axis="height",
+        dropout=0.0,
+        mid_block_add_attention=False,
+        sample_rate=16000,
+        mel_hop_length=160,
+        is_causal=True,
         mel_bins=16,
     )
     audio_vae.latents_mean.copy_(torch.randn(audio_vae.latents_mean.shape, generator=gen) * 0.1)
     audio_vae.latents_std.copy_(1.0 + torch.rand(audio_vae.latents_std.shape, generator=gen) * 0.5)
+    return audio_vae
 
-    seeded(6)
+
+def _vocoder():
+    """The vocoder, at 16 kHz."""
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
     # 100 mel frames/s x (5*4*4*2 = 160) = 16 kHz: audio stays in sync with video to the sample.
     vocoder = LTX2Vocoder(
-        in_channels=2 * 16, hidden_channels=32, out_channels=2,
-        upsample_kernel_sizes=[10, 8, 8, 4], upsample_factors=[5, 4, 4, 2],
-        resnet_kernel_sizes=[3], resnet_dilations=[[1, 3]], output_sampling_rate=16000,
+        in_channels=2 * 16,
+        hidden_channels=32,
+        out_channels=2,
+        upsample_kernel_sizes=[10, 8, 8, 4],
+        upsample_factors=[5, 4, 4, 2],
+        resnet_kernel_sizes=[3],
+        resnet_dilations=[[1, 3]],
+        output_sampling_rate=16000,
     )
+    return vocoder
 
-    seeded(7)
-    spatial = LTX2LatentUpsamplerModel(in_channels=128, mid_channels=32, num_blocks_per_stage=1, dims=3,
-                                       spatial_upsample=True, temporal_upsample=False, use_rational_resampler=False)
-    seeded(8)
-    temporal = LTX2LatentUpsamplerModel(in_channels=128, mid_channels=32, num_blocks_per_stage=1, dims=3,
-                                        spatial_upsample=False, temporal_upsample=True)
+
+def _upsampler(spatial: bool):
+    """The spatial (x2 size) or temporal (x2 frames) latent upsampler."""
+    from diffusers.pipelines.ltx2 import LTX2LatentUpsamplerModel
+
+    return LTX2LatentUpsamplerModel(in_channels=128, mid_channels=32, num_blocks_per_stage=1, dims=3,
+                                    spatial_upsample=spatial, temporal_upsample=not spatial,
+                                    **({"use_rational_resampler": False} if spatial else {}))
+
+
+def _scheduler():
+    """diffusers' scheduler with LTX-2's shift (the bundle ships one; the engine computes its own)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
     s = ScheduleDefaults()
     scheduler = FlowMatchEulerDiscreteScheduler(
-        use_dynamic_shifting=True, base_shift=s.base_shift, max_shift=s.max_shift,
-        base_image_seq_len=s.base_seq_len, max_image_seq_len=s.max_seq_len, shift_terminal=s.shift_terminal,
+        use_dynamic_shifting=True,
+        base_shift=s.base_shift,
+        max_shift=s.max_shift,
+        base_image_seq_len=s.base_seq_len,
+        max_image_seq_len=s.max_seq_len,
+        shift_terminal=s.shift_terminal,
         time_shift_type="exponential",
     )
-    return dict(text_encoder=text_encoder, connectors=connectors, transformer=transformer, vae=vae,
-                audio_vae=audio_vae, vocoder=vocoder, scheduler=scheduler,
-                spatial_upsampler=spatial, temporal_upsampler=temporal)
+    return scheduler
 
 
 def _lora_targets(transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Linear]]:
-    wanted = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k",
-              "attn2.to_v", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2")
-    return [(name, module) for name, module in transformer.named_modules()
-            if isinstance(module, torch.nn.Linear) and name.startswith("transformer_blocks.")
-            and name.split(".", 2)[2] in wanted]
+    wanted = (
+        "attn1.to_q",
+        "attn1.to_k",
+        "attn1.to_v",
+        "attn1.to_out.0",
+        "attn2.to_q",
+        "attn2.to_k",
+        "attn2.to_v",
+        "attn2.to_out.0",
+        "ff.net.0.proj",
+        "ff.net.2",
+    )
+    return [
+        (name, module)
+        for name, module in transformer.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and name.startswith("transformer_blocks.")
+        and name.split(".", 2)[2] in wanted
+    ]
 
 
-def random_lora_state_dict(transformer: torch.nn.Module, *, rank: int, seed: int, scale: float,
-                           key_format: str) -> dict[str, torch.Tensor]:
+def random_lora_state_dict(
+    transformer: torch.nn.Module, *, rank: int, seed: int, scale: float, key_format: str
+) -> dict[str, torch.Tensor]:
     """A random LoRA over the transformer's attention and feed-forward projections.
 
     `key_format="ltx"` writes the official LTX-2 keys (`diffusion_model.` prefix, as the
@@ -212,8 +323,29 @@ def random_lora_state_dict(transformer: torch.nn.Module, *, rank: int, seed: int
     return state
 
 
-def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool = False,
-                     profile: str = "tiny") -> Path:
+def _write_loras(transformer: torch.nn.Module, loras: Path, seed: int) -> None:
+    """The distilled LoRA (official keys), a style LoRA and an in-context LoRA (diffusers' keys), all random."""
+    loras.mkdir()
+    save_file(
+        random_lora_state_dict(transformer, rank=4, seed=seed + 101, scale=0.3, key_format="ltx"),
+        loras / "ltx-2-distilled-lora.safetensors",
+        metadata={"format": "pt"},
+    )  # one key: bytes stay deterministic
+    save_file(
+        random_lora_state_dict(transformer, rank=2, seed=seed + 202, scale=0.3, key_format="diffusers"),
+        loras / "tiny-style-lora.safetensors",
+        metadata={"format": "pt"},
+    )
+    # An in-context LoRA for ICLoraPipeline (random, like everything here; real ones are trained
+    # with reference tokens appended, which is all the pipeline relies on).
+    save_file(
+        random_lora_state_dict(transformer, rank=2, seed=seed + 303, scale=0.3, key_format="diffusers"),
+        loras / "tiny-ic-lora.safetensors",
+        metadata={"format": "pt"},
+    )
+
+
+def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool = False, profile: str = "tiny") -> Path:
     """Write the tiny random LTX-2 bundle to `path` (atomically) and return the path.
 
     The same `seed` gives the same weights, file for file, on any machine with the same
@@ -236,26 +368,20 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
         with torch.no_grad():
             parts = _tiny_components(seed, len(tokenizer), special_ids, profile)
         pipe = LTX2Pipeline(
-            scheduler=parts["scheduler"], vae=parts["vae"], audio_vae=parts["audio_vae"],
-            text_encoder=parts["text_encoder"], tokenizer=tokenizer, connectors=parts["connectors"],
-            transformer=parts["transformer"], vocoder=parts["vocoder"],
+            scheduler=parts["scheduler"],
+            vae=parts["vae"],
+            audio_vae=parts["audio_vae"],
+            text_encoder=parts["text_encoder"],
+            tokenizer=tokenizer,
+            connectors=parts["connectors"],
+            transformer=parts["transformer"],
+            vocoder=parts["vocoder"],
         )
         pipe.save_pretrained(staging, safe_serialization=True)
         parts["spatial_upsampler"].save_pretrained(staging / "latent_upsampler", safe_serialization=True)
         parts["temporal_upsampler"].save_pretrained(staging / "temporal_upsampler", safe_serialization=True)
 
-        loras = staging / "loras"
-        loras.mkdir()
-        save_file(random_lora_state_dict(parts["transformer"], rank=4, seed=seed + 101, scale=0.3, key_format="ltx"),
-                  loras / "ltx-2-distilled-lora.safetensors", metadata={"format": "pt"})  # one key: bytes stay deterministic
-        save_file(random_lora_state_dict(parts["transformer"], rank=2, seed=seed + 202, scale=0.3,
-                                         key_format="diffusers"),
-                  loras / "tiny-style-lora.safetensors", metadata={"format": "pt"})
-        # An in-context LoRA for ICLoraPipeline (random, like everything here; real ones are trained
-        # with reference tokens appended, which is all the pipeline relies on).
-        save_file(random_lora_state_dict(parts["transformer"], rank=2, seed=seed + 303, scale=0.3,
-                                         key_format="diffusers"),
-                  loras / "tiny-ic-lora.safetensors", metadata={"format": "pt"})
+        _write_loras(parts["transformer"], staging / "loras", seed)
         ModelManifest(
             model_id=TINY_MODEL_ID if profile == "tiny" else f"milimo/ltx2-{profile}-random-v4",
             distilled_lora="loras/ltx-2-distilled-lora.safetensors",
@@ -267,7 +393,8 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
         ).write(staging)
         (staging / "README.txt").write_text(
             f"{TINY_MODEL_ID}: a tiny LTX-2 bundle with RANDOM weights (seed {seed}), built by milimo.\n"
-            "It renders noise. It exists so the pipeline can be tested without real weights.\n")
+            "It renders noise. It exists so the pipeline can be tested without real weights.\n"
+        )
         (staging / "tiny-build.json").write_text(json.dumps({"seed": seed, "profile": profile}) + "\n")
         os.replace(staging, target)
     except BaseException:
@@ -276,11 +403,14 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
     return target
 
 
+TINY_DIR_NAME = "ltx2-tiny-random-v4"
+
+
 def default_tiny_model_dir() -> Path:
-    """Where the demo and the flows keep the tiny bundle when no model is named."""
-    root = os.environ.get("MILIMO_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "milimo")
-    return Path(root) / "models" / "ltx2-tiny-random-v4"
+    """Where a library user's `ensure_tiny_model()` keeps the bundle (milimo's commands pass their own cache,
+    `milimo.settings.Settings.models_dir`)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(root) / "milimo" / "models" / TINY_DIR_NAME
 
 
 def ensure_tiny_model(path: str | os.PathLike | None = None, seed: int = 0) -> Path:

@@ -4,8 +4,16 @@ Independent of torch: a storyboard can be checked on any machine before a GPU is
 """
 
 from .errors import (
-    ConfigError, Interrupted, MilimoError, OverrideError, Problem, ShotsFailed, StoreError, StoryboardFileError,
-    StoryboardInvalid, UnknownShot,
+    ConfigError,
+    Interrupted,
+    MilimoError,
+    OverrideError,
+    Problem,
+    ShotsFailed,
+    StoreError,
+    StoryboardFileError,
+    StoryboardInvalid,
+    UnknownShot,
 )
 from .graph import Chain, ShotGraph
 from .load import Shot, Storyboard, load

@@ -16,13 +16,23 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from typing import Any, Protocol
 
 import opentimelineio as otio
 
-from .fields import slug
 from .load import Storyboard, write_timeline
+from .paths import OutputLayout
 from .schema import NAMESPACE
-from .store import Store
+
+
+class TakeSource(Protocol):
+    """What conform reads of a storyboard's takes (the store gives it; conform never opens one)."""
+
+    def status(self, storyboard: str) -> list[Any]: ...
+
+    def takes(self, storyboard: str, shot_id: str) -> list[Any]: ...
+
+    def current_take(self, storyboard: str, shot_id: str) -> Any | None: ...
 
 EXPORT_FORMATS = {"otio": ("otio_json", ".otio"), "otioz": ("otioz", ".otioz"), "fcp_xml": ("fcp_xml", ".xml"),
                   "cmx_3600": ("cmx_3600", ".edl")}
@@ -35,24 +45,26 @@ def _url(mp4: str, relative_to: Path | None) -> str:
     return Path(os.path.relpath(path, relative_to.resolve())).as_posix()
 
 
-def conformed_timeline(board: Storyboard, store: Store, relative_to: Path | None = None) -> otio.schema.Timeline:
+def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path | None = None,
+                       rows: list[Any] | None = None) -> otio.schema.Timeline:
     """A copy of the storyboard's timeline with every take as a media reference and an audio track.
-    `relative_to`: a folder the references are relative to; None for absolute file URLs."""
+    `relative_to`: a folder the references are relative to; None for absolute file URLs. `rows`: the status the
+    caller read already."""
     timeline = copy.deepcopy(board.timeline)
-    status = {r.shot_id: r.status for r in store.status(board.name)}
+    status = {r.shot_id: r.status for r in (rows if rows is not None else store.status(board.name))}
     clips = board.clips(timeline)
     audio_refs: dict[int, tuple[dict, str]] = {}
-    for shot, clip in zip(board.shots, clips):
+    for shot, clip in zip(board.shots, clips, strict=False):
         takes = store.takes(board.name, shot.shot_id)
         current = store.current_take(board.name, shot.shot_id)
         references: dict[str, otio.schema.ExternalReference] = {}
         source = clip.source_range or clip.available_range()
         for take in takes:
-            mp4 = take.outputs.get("mp4")
+            mp4 = take.outputs.mp4
             if not mp4:
                 continue
-            frames = int(take.outputs.get("frames", shot.frames))
-            rate = float(take.outputs.get("fps", shot.fps))
+            frames = int(take.outputs.frames or shot.frames)
+            rate = float(take.outputs.fps or shot.fps)
             ref = otio.schema.ExternalReference(
                 target_url=_url(mp4, relative_to),
                 available_range=otio.opentime.TimeRange(source.start_time.rescaled_to(rate),
@@ -88,15 +100,14 @@ def conformed_timeline(board: Storyboard, store: Store, relative_to: Path | None
     return timeline
 
 
-def conform(board: Storyboard, store: Store, out_dir: str | Path) -> Path:
-    """Write `<name>.rendered.otio` into `out_dir` (atomically, references relative to it) and return its path."""
-    folder = Path(out_dir)
-    timeline = conformed_timeline(board, store, relative_to=folder)
-    target = folder / f"{slug(board.source_path.stem, 'storyboard')}.rendered.otio"
+def conform(board: Storyboard, store: TakeSource, layout: OutputLayout, rows: list[Any] | None = None) -> Path:
+    """Write `<source>.rendered.otio` beside the takes (atomically, references relative to it); its path."""
+    target = layout.rendered_timeline(board.name, board.source_path.stem)
+    timeline = conformed_timeline(board, store, relative_to=target.parent, rows=rows)
     return write_timeline(timeline, target)
 
 
-def export(board: Storyboard, store: Store, fmt: str, target: str | Path) -> Path:
+def export(board: Storyboard, store: TakeSource, fmt: str, target: str | Path) -> Path:
     """The current takes as an editor's file: `fmt` one of EXPORT_FORMATS (written atomically)."""
     adapter, _ = EXPORT_FORMATS[fmt]
     target = Path(target)

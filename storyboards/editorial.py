@@ -8,7 +8,8 @@ them instead of trusting one vendor's shape.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import opentimelineio as otio
 

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from milimo_engine.limits import MAX_GUIDANCE, MAX_HANDOFF_M, MAX_SEED, MAX_SIDE, MAX_STEPS, SIZE_STEP
-
 from milimo_engine.recipe import QUALITIES
 
 from .schema import HANDOFF_MODES, SEED_POLICIES

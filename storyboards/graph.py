@@ -24,7 +24,7 @@ class ShotGraph:
     chains: tuple[Chain, ...]
 
     @classmethod
-    def of(cls, storyboard: Storyboard) -> "ShotGraph":
+    def of(cls, storyboard: Storyboard) -> ShotGraph:
         chains: list[list[str]] = []
         for shot in storyboard.shots:
             if chains and shot.metadata.get("handoff") == "previous" and not shot.follows_gap:

@@ -19,7 +19,7 @@ class OutputLayout:
     root: Path
 
     @classmethod
-    def at(cls, root: str | Path | None) -> "OutputLayout":
+    def at(cls, root: str | Path | None) -> OutputLayout:
         return cls(Path(root or "renders").expanduser().resolve())
 
     def inside(self, path: Path) -> Path:
@@ -34,6 +34,35 @@ class OutputLayout:
 
     def take_dir(self, storyboard: str, shot_id: str, number: int) -> Path:
         return self.inside(self.storyboard_dir(storyboard) / _part(shot_id) / f"take-{number:03d}")
+
+    def _named(self, storyboard: str, name: str) -> Path:
+        return self.inside(self.storyboard_dir(storyboard) / name)
+
+    def imported_storyboard(self, storyboard: str) -> Path:
+        """`<storyboard>.storyboard.otio`: an editor's cut with its shot list, as the storyboard it became."""
+        return self._named(storyboard, f"{slug(storyboard, 'storyboard')}.storyboard.otio")
+
+    def rendered_timeline(self, storyboard: str, source_stem: str) -> Path:
+        """`<source>.rendered.otio`: the cut with every take as a named media reference (beside the takes)."""
+        return self._named(storyboard, f"{slug(source_stem, 'storyboard')}.rendered.otio")
+
+    def conformed(self, storyboard: str, suffix: str) -> Path:
+        """`<storyboard>.conformed<suffix>`: `milimo conform`'s default target."""
+        return self._named(storyboard, f"{slug(storyboard, 'storyboard')}.conformed{suffix}")
+
+    def preview(self, storyboard: str) -> Path:
+        return self._named(storyboard, "preview.mp4")
+
+    def contact_sheet(self, storyboard: str) -> Path:
+        return self._named(storyboard, "contact_sheet.png")
+
+    def slate(self, storyboard: str, shot_id: str) -> Path:
+        """The card the preview shows for a shot with no good take."""
+        return self.inside(self.storyboard_dir(storyboard) / ".slates" / f"{_part(shot_id)}.mp4")
+
+    def job_log(self, storyboard: str, number: int) -> Path:
+        """The log of the `number`th render the dashboard started for `storyboard` in this process."""
+        return self.inside(self.root / ".dashboard-logs" / f"{slug(storyboard, 'storyboard')}-{number}.log")
 
     def take_file(self, storyboard: str, shot_id: str, number: int, suffix: str) -> Path:
         """`<storyboard>_<shot>_t<NNN><suffix>` in the take's folder: unique across the storyboard, so an

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 from milimo_engine.limits import DEFAULT_MAX_FRAMES
 
@@ -21,7 +22,7 @@ HANDOFF_MODES = ("previous", "none")
 SEED_POLICIES = ("from_shot_id", "fixed")
 
 # width, height, steps None: the model's own (its manifest); negative_prompt None: the official one.
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "width": None, "height": None, "steps": None, "guidance": 3.0, "negative_prompt": None, "quality": "final",
     "loras": [], "seed": 0, "seed_policy": "from_shot_id", "handoff_overlap": 1, "temporal_upsample": False,
     "model": None,

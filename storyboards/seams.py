@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, PositiveFloat
 
-SEAM_KINDS = ("handoff", "segment", "hard")
 FRAMES_EACH_SIDE = 8
 AUDIO_SECONDS_EACH_SIDE = 0.25
 

@@ -51,11 +51,11 @@ def _format_entries(entries: list[dict], key: str, sep: str) -> str:
     return " | ".join(out)
 
 
-def cut_rows(board: "Storyboard") -> list[dict[str, str]]:
+def cut_rows(board: Storyboard) -> list[dict[str, str]]:
     """One row per shot of `board`: the cut's facts, and what milimo already knows (a storyboard's metadata,
     or a prompt the editor left in an EDL comment, a marker or a clip comment)."""
     rows = []
-    for shot, clip in zip(board.shots, board.clips()):
+    for shot, clip in zip(board.shots, board.clips(), strict=False):
         m = shot.metadata
         images = " | ".join(f"{e.get('path', '')}@{e.get('frame', 0)}"
                             + (f":{e['strength']:g}" if isinstance(e.get("strength"), (int, float)) else "")
@@ -188,7 +188,7 @@ def read_shotlist(path: str | Path) -> ShotList:
     return ShotList(p, tuple(rows), tuple(problems))
 
 
-def apply_shotlist(board: "Storyboard", sheet: ShotList, size: tuple[int, int] | None = None) -> otio.schema.Timeline:
+def apply_shotlist(board: Storyboard, sheet: ShotList, size: tuple[int, int] | None = None) -> otio.schema.Timeline:
     """A copy of the cut's timeline with every shot's `metadata["milimo"]` filled from its row. Clips, names,
     ranges, markers and transitions stay as the editor cut them. Raises ShotListInvalid listing every
     problem: cells, unmatched rows, shots without a row."""
@@ -221,7 +221,7 @@ def apply_shotlist(board: "Storyboard", sheet: ShotList, size: tuple[int, int] |
     if problems:
         raise ShotListInvalid(source, sorted(problems, key=lambda pr: (pr.row is None, pr.row or 0)))
     timeline = copy.deepcopy(board.timeline)
-    for shot, clip in zip(board.shots, board.clips(timeline)):
+    for shot, clip in zip(board.shots, board.clips(timeline), strict=False):
         meta = plain(clip.metadata.get(NAMESPACE, {})) or {}
         meta = meta if isinstance(meta, dict) else {}
         meta.update({"shot_id": shot.shot_id, **matched[shot.shot_id].settings})

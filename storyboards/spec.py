@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from milimo_engine.hashing import file_sha256
 from milimo_engine.manifest import ModelManifest
@@ -18,6 +19,9 @@ from milimo_engine.recipe import DEFAULT_NEGATIVE_PROMPT, recipe_id
 
 from .load import Storyboard
 from .validate import ValidationConfig, effective, validate
+
+if TYPE_CHECKING:
+    from milimo_engine import Handoff, ShotRequest
 
 
 @dataclass(frozen=True)
@@ -68,17 +72,41 @@ class ShotSpec:
                 d[key] = file_sha256(Path(d[key]))
         return d
 
+    def request(self, handoff: Handoff | None = None) -> ShotRequest:
+        """The engine's request for this shot, starting from `handoff` (the previous shot's tail) if given."""
+        from milimo_engine import Guidance, ImageCondition, LoraSpec, ShotRequest
+
+        return ShotRequest(
+            prompt=self.prompt, negative_prompt=self.negative_prompt, seed=self.seed, width=self.width,
+            height=self.height, num_frames=self.num_frames, fps=self.fps, steps=self.steps,
+            guidance=Guidance().with_cfg(self.guidance),
+            loras=tuple(LoraSpec(Path(lo.path), lo.weight) for lo in self.loras),
+            images=tuple(ImageCondition(im.path, im.frame, im.strength) for im in self.images),
+            handoff=handoff, handoff_m=self.handoff_overlap, temporal_upsample=self.temporal_upsample,
+            quality=self.quality)
+
+    @classmethod
+    def from_data(cls, data: dict) -> ShotSpec:
+        """A spec as the store recorded it (`spec_json`): the same fields, the same hash."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["loras"] = tuple(LoraRef(**lo) for lo in data.get("loras", ()))
+        values["images"] = tuple(ImageRef(**im) for im in data.get("images", ()))
+        spec = cls(**values)
+        if data.get("spec_hash") and spec.spec_hash != data["spec_hash"]:
+            raise ValueError(f"shot {spec.shot_id}: the recorded spec does not hash to its own hash")
+        return spec
+
     @cached_property
     def spec_hash(self) -> str:
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _negative(value, model_default: str | None) -> str:
+def _negative(value: object, model_default: object) -> str:
     """Unset: the model's official negative prompt; "" written in the storyboard: none."""
     if value is not None:
         return str(value)
-    return DEFAULT_NEGATIVE_PROMPT if model_default is None else model_default
+    return DEFAULT_NEGATIVE_PROMPT if model_default is None else str(model_default)
 
 
 def shot_seed(base: int, shot_id: str, policy: str) -> int:
@@ -88,12 +116,14 @@ def shot_seed(base: int, shot_id: str, policy: str) -> int:
     return (base + int(hashlib.sha256(shot_id.encode()).hexdigest()[:12], 16)) % (2**31)
 
 
-def resolve_specs(storyboard: Storyboard, model_id: str, config: ValidationConfig = ValidationConfig(),
-                  model_defaults: dict[str, int] | None = None) -> dict[str, ShotSpec]:
-    """Validate, then resolve every shot; raises StoryboardInvalid with all problems. Size and steps that
-    neither the shot nor the timeline sets come from `model_defaults` (the model manifest's
-    `shot_defaults()`; without one, a real LTX-2 model's)."""
-    validate(storyboard, config).raise_if_invalid(str(storyboard.source_path))
+def resolve_specs(storyboard: Storyboard, model_id: str, config: ValidationConfig | None = None,
+                  model_defaults: dict[str, int | str] | None = None, validated: bool = False) -> dict[str, ShotSpec]:
+    """Validate (unless the caller just did: `validated`), then resolve every shot; raises StoryboardInvalid with all
+    problems. Size, steps and negative prompt that neither the shot nor the timeline sets come from
+    `model_defaults` (the model manifest's `shot_defaults()`; without one, a real LTX-2 model's)."""
+    config = config or ValidationConfig()
+    if not validated:
+        validate(storyboard, config).raise_if_invalid(str(storyboard.source_path))
     roots = config.roots_for(storyboard)
     defaults = storyboard.timeline_metadata.get("defaults") or {}
     model = model_defaults or ModelManifest(model_id=model_id).shot_defaults()
@@ -107,27 +137,37 @@ def resolve_specs(storyboard: Storyboard, model_id: str, config: ValidationConfi
         m = shot.metadata
         loras = []
         for entry in list(defaults.get("loras") or []) + list(m.get("loras") or []):
-            path, _ = roots.resolve(str(entry["path"]))
+            path = roots.path(str(entry["path"]))
             loras.append(LoraRef(str(path), file_sha256(path), float(entry.get("weight", 1.0))))
         images = []
         for entry in m.get("images") or []:
-            path, _ = roots.resolve(str(entry["path"]))
+            path = roots.path(str(entry["path"]))
             images.append(ImageRef(str(path), file_sha256(path), int(entry.get("frame", 0)),
                                    float(entry.get("strength", 1.0))))
-        ref = roots.resolve(str(m["reference_video"]))[0] if m.get("reference_video") else None
-        ic = roots.resolve(str(m["ic_lora"]))[0] if m.get("ic_lora") else None
+        ref = roots.path(str(m["reference_video"])) if m.get("reference_video") else None
+        ic = roots.path(str(m["ic_lora"])) if m.get("ic_lora") else None
         seed = m.get("seed")
         if seed is None:
             seed = shot_seed(int(defaults.get("seed", 0)), shot.shot_id, defaults.get("seed_policy", "from_shot_id"))
         specs[shot.shot_id] = ShotSpec(
-            shot_id=shot.shot_id, model_id=model_id, prompt=m["prompt"].strip(),
-            negative_prompt=_negative(effective(storyboard, shot, "negative_prompt"), model.get("negative_prompt")), seed=int(seed),
-            width=int(setting(shot, "width")), height=int(setting(shot, "height")),
-            num_frames=shot.frames, fps=shot.fps, steps=int(setting(shot, "steps")),
-            guidance=float(effective(storyboard, shot, "guidance")), loras=tuple(loras), images=tuple(images),
-            handoff=m.get("handoff", "none"), handoff_overlap=int(effective(storyboard, shot, "handoff_overlap")),
+            shot_id=shot.shot_id,
+            model_id=model_id,
+            prompt=m["prompt"].strip(),
+            negative_prompt=_negative(effective(storyboard, shot, "negative_prompt"), model.get("negative_prompt")),
+            seed=int(seed),
+            width=int(setting(shot, "width")),
+            height=int(setting(shot, "height")),
+            num_frames=shot.frames,
+            fps=shot.fps,
+            steps=int(setting(shot, "steps")),
+            guidance=float(effective(storyboard, shot, "guidance")),
+            loras=tuple(loras),
+            images=tuple(images),
+            handoff=m.get("handoff", "none"),
+            handoff_overlap=int(effective(storyboard, shot, "handoff_overlap")),
             temporal_upsample=bool(effective(storyboard, shot, "temporal_upsample")),
-            reference_video=str(ref) if ref else None, ic_lora=str(ic) if ic else None,
+            reference_video=str(ref) if ref else None,
+            ic_lora=str(ic) if ic else None,
             quality=str(effective(storyboard, shot, "quality")),
             recipe=recipe_id("ic-lora" if ic else effective(storyboard, shot, "quality")),
         )

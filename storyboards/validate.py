@@ -18,8 +18,16 @@ from .errors import Problem, StoryboardInvalid
 from .fields import check, unsafe_id
 from .load import Shot, Storyboard
 from .schema import (
-    CLIP_KEYS, DEFAULT_KEYS, DEFAULT_MAX_SHOT_FRAMES, DEFAULTS, IMAGE_KEYS, LORA_KEYS, OVERRIDE_KEYS, SCHEMA_VERSION,
-    TIMELINE_KEYS, suggest,
+    CLIP_KEYS,
+    DEFAULT_KEYS,
+    DEFAULT_MAX_SHOT_FRAMES,
+    DEFAULTS,
+    IMAGE_KEYS,
+    LORA_KEYS,
+    OVERRIDE_KEYS,
+    SCHEMA_VERSION,
+    TIMELINE_KEYS,
+    suggest,
 )
 
 __all__ = ["AssetRoots", "Problem", "Report", "StoryboardInvalid", "ValidationConfig", "effective", "validate"]
@@ -30,6 +38,13 @@ OVERRIDE_FIX = "clear it with `milimo overrides STORYBOARD --clear {shot}`, or s
 @dataclass(frozen=True)
 class AssetRoots:
     roots: tuple[Path, ...]
+
+    def path(self, value: str) -> Path:
+        """The resolved path of a value validation accepted."""
+        path, why = self.resolve(value)
+        if path is None:
+            raise ValueError(f"{value!r}: {why}")
+        return path
 
     def resolve(self, value: str) -> tuple[Path | None, str | None]:
         """(resolved path, None) or (None, why not)."""
@@ -135,6 +150,7 @@ def _check_paths(entries: Any, keys: set[str], roots: AssetRoots, clip: str, ind
             out.append(Problem(clip, index, f"{f}.path", f"{entry['path']!r} {why}",
                                "put the file under an asset root and give its path relative to it"))
         else:
+            assert path is not None
             bad = image_problem(path) if is_image else safetensors_problem(path)
             if bad:
                 kind = "a PNG, JPEG or WebP image" if is_image else "a LoRA saved as .safetensors"
@@ -164,7 +180,7 @@ def _timeline(storyboard: Storyboard, config: ValidationConfig, roots: AssetRoot
         out.append(Problem("timeline", None, "schema", f"version {version!r} is newer than this milimo understands "
                            f"({SCHEMA_VERSION})", "upgrade milimo, or write the storyboard in schema 1"))
     if "storyboard_id" in tmeta and unsafe_id(tmeta["storyboard_id"]):
-        out.append(Problem("timeline", None, "storyboard_id", unsafe_id(tmeta["storyboard_id"]),
+        out.append(Problem("timeline", None, "storyboard_id", str(unsafe_id(tmeta["storyboard_id"])),
                            "use letters, digits, '-', '_' and '.', e.g. 'lighthouse-v2'"))
     out += _typed(tmeta, {"max_shot_frames"}, "timeline", None, "")
     defaults = tmeta.get("defaults") or {}
@@ -192,7 +208,7 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
         overrides = {}
     out += _unknown_keys(overrides, OVERRIDE_KEYS, c, i, "overrides.")
     if not shot.shot_id_derived and unsafe_id(shot.shot_id):
-        out.append(Problem(c, i, "shot_id", unsafe_id(shot.shot_id),
+        out.append(Problem(c, i, "shot_id", str(unsafe_id(shot.shot_id)),
                            "use letters, digits, '-', '_' and '.', e.g. 'sh010'"))
     if shot.shot_id in seen:
         out.append(Problem(c, i, "shot_id", f"{shot.shot_id!r} is also the id of shot {seen[shot.shot_id].index + 1} "
@@ -229,7 +245,7 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
             path, why = roots.resolve(str(m[key]))
             if why:
                 out.append(Problem(c, i, key, f"{m[key]!r} {why}", "put the file under an asset root"))
-            elif key == "ic_lora" and safetensors_problem(path):
+            elif key == "ic_lora" and path is not None and safetensors_problem(path):
                 out.append(Problem(c, i, key, f"{m[key]!r} {safetensors_problem(path)}",
                                    "give an IC-LoRA saved as .safetensors"))
     if bool(m.get("reference_video")) != bool(m.get("ic_lora")):

@@ -10,10 +10,11 @@ import contextlib
 import os
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
+from milimo import settings as milimo_settings
 from milimo_engine.atomic import pid_alive
 from storyboards.errors import Interrupted
 from storyboards.fields import slug
@@ -22,8 +23,7 @@ _lock = threading.Lock()
 _interrupt = threading.Event()
 _interrupt_signal: list[int] = []
 _ledgers: dict[tuple[str, str, str], object] = {}
-_stores: dict[str, object] = {}
-_pools: dict[tuple[str, ...], "DevicePool"] = {}
+_pools: dict[tuple[str, ...], DevicePool] = {}
 
 
 def visible_devices() -> list[str]:
@@ -36,14 +36,14 @@ def visible_devices() -> list[str]:
 
 
 def worker_name(device: str | None = None) -> str:
-    """The worker a take names: `milimo worker` sets MILIMO_WORKER_NAME (`host/gpuN`); else host/device."""
-    return os.environ.get("MILIMO_WORKER_NAME") or f"{socket.gethostname()}/{(device or 'cpu').replace(':', '')}"
+    """The worker a take names: `milimo worker` names each of its workers (`host/gpuN`); else host/device."""
+    return milimo_settings.current().worker_name or f"{socket.gethostname()}/{(device or 'cpu').replace(':', '')}"
 
 
 def device_lock_key(device: str) -> str:
     """The physical device behind `device`, for the per-device lock. With CUDA_VISIBLE_DEVICES set per worker,
     every worker sees cuda:0: the key is the GPU's UUID (else the index before remapping). A CPU slot is per
-    worker (MILIMO_WORKER_NAME), so two CPU workers on one host render side by side; one plain host has one."""
+    worker (its name), so two CPU workers on one host render side by side; one plain host has one."""
     if device.startswith("cuda"):
         index = int(device.partition(":")[2] or 0)
         try:
@@ -56,7 +56,7 @@ def device_lock_key(device: str) -> str:
             pass
         visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
         return f"gpu-{visible[index] if index < len(visible) else index}"
-    slot = os.environ.get("MILIMO_WORKER_NAME")
+    slot = milimo_settings.current().worker_name
     return f"{device}-{slot}" if slot else device
 
 
@@ -75,6 +75,13 @@ def request_interrupt(signum: int) -> None:
 def interrupted() -> int | None:
     """The signal that interrupted this process, or None."""
     return _interrupt_signal[0] if _interrupt.is_set() and _interrupt_signal else None
+
+
+def stop_if_interrupted() -> None:
+    """Raise `Interrupted` once this process was interrupted: where a shot checks before its next piece of work."""
+    signum = interrupted()
+    if signum:
+        raise Interrupted(signum)
 
 
 def clear_interrupt() -> None:
@@ -104,7 +111,7 @@ class LeaseKeeper:
             except Exception:  # a dropped connection: try again next beat; expiry is the safety net
                 continue
 
-    def __enter__(self) -> "LeaseKeeper":
+    def __enter__(self) -> LeaseKeeper:
         self._thread.start()
         return self
 
@@ -147,8 +154,7 @@ class DevicePool:
         locks = [(device, folder / f"{slug(device_lock_key(device), 'device')}.lock") for device in self.devices]
         first = True
         while True:
-            if interrupted():
-                raise Interrupted(interrupted())
+            stop_if_interrupted()
             for device, lock in locks:
                 fh = open(lock, "a+")
                 try:
@@ -169,9 +175,7 @@ class DevicePool:
 
 
 def lock_dir() -> Path:
-    root = os.environ.get("MILIMO_LOCK_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "milimo", "locks")
-    path = Path(root)
+    path = milimo_settings.current().locks
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -199,12 +203,3 @@ def ledger_for(model_dir: str, device: str, dtype: str = "auto"):
 def warm_models() -> list[str]:
     """The model folders this process keeps loaded (`milimo farm status` asks each worker)."""
     return sorted({key[0] for key in _ledgers})
-
-
-def store_for(url: str):
-    from storyboards.store import Store
-
-    with _lock:
-        if url not in _stores:
-            _stores[url] = Store.open(url)
-        return _stores[url]

@@ -1,11 +1,64 @@
+"""What every test shares: an environment isolated from the user's (store, outputs, config, caches, locks), the
+tiny model, one Prefect server, PostgreSQL when it answers, the oracle, and the helpers that copy the example and
+run `milimo` as a user does."""
+
 import contextlib
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MILIMO_RETRY_BACKOFF_S", "0.2")  # retries back off quickly in tests
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "storyboards" / "examples"
+
+# ------------------------------------------------------------------ isolation from the user's milimo
+# Every test, and every `milimo` it starts, sees a default store, output root, config, cache and lock folder of the
+# session's own: a test that forgets --db or --out never reads or writes the user's renders/milimo.db (which
+# `make demo` fills), ./milimo.toml or ~/.cache/milimo. `pytest_sessionfinish` checks that nothing under the
+# repository's renders/ changed.
+# Once per session, however the module is imported (as `conftest` and as `tests.conftest`).
+ISOLATED = Path(os.environ.get("MILIMO_TEST_SESSION_DIR") or tempfile.mkdtemp(prefix="milimo-tests-"))
+os.environ["MILIMO_TEST_SESSION_DIR"] = str(ISOLATED)
+(ISOLATED / "milimo.toml").write_text("# the test session's empty milimo.toml\n")
+for _variable in [v for v in os.environ if v.startswith("MILIMO_") and v not in (
+        "MILIMO_TEST_POSTGRES_URL", "MILIMO_REFERENCE_PYTHON", "MILIMO_PARITY_REPORT", "MILIMO_WRITE_SCREENSHOTS",
+        "MILIMO_TEST_SESSION_DIR")]:
+    del os.environ[_variable]
+os.environ.update({
+    "MILIMO_DB_URL": f"sqlite:///{ISOLATED / 'default' / 'milimo.db'}",
+    "MILIMO_OUT": str(ISOLATED / "default" / "renders"),
+    "MILIMO_CONFIG": str(ISOLATED / "milimo.toml"),
+    "MILIMO_CACHE_DIR": str(ISOLATED / "cache"),
+    "MILIMO_LOCK_DIR": str(ISOLATED / "locks"),
+    "MILIMO_RETRY_BACKOFF_S": "0.2",  # retries back off quickly in tests
+})
+
+
+def _user_files() -> dict[str, tuple[int, int]]:
+    found = {}
+    for base in (ROOT / "renders", ROOT / "milimo.toml"):
+        paths = base.rglob("*") if base.is_dir() else [base] if base.exists() else []
+        found.update({str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in paths if p.is_file()})
+    return found
+
+
+USER_FILES = _user_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    changed = sorted(set(USER_FILES.items()) ^ set(_user_files().items()))
+    if changed:
+        print(f"\nisolation check FAILED: tests changed the user's files: {sorted({p for p, _ in changed})}")
+        session.exitstatus = 1
+    shutil.rmtree(ISOLATED, ignore_errors=True)
+
 
 import pytest  # noqa: E402
 
@@ -61,7 +114,10 @@ def _postgres_url() -> tuple[str | None, str]:
         engine.dispose()
         return url, ""
     except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
-        return None, f"no PostgreSQL server answers at {url} ({type(exc).__name__}); start one or set MILIMO_TEST_POSTGRES_URL"
+        return (
+            None,
+            f"no PostgreSQL server answers at {url} ({type(exc).__name__}); start one or set MILIMO_TEST_POSTGRES_URL",
+        )
 
 
 PG_URL, PG_SKIP_REASON = _postgres_url()
@@ -129,9 +185,13 @@ def write_foreign_lora(path) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
-    save_file({"diffusion_model.transformer_blocks.999.attn1.to_q.lora_A.weight": np.zeros((4, 8), np.float32),
-               "diffusion_model.transformer_blocks.999.attn1.to_q.lora_B.weight": np.zeros((8, 4), np.float32)},
-              str(path))
+    save_file(
+        {
+            "diffusion_model.transformer_blocks.999.attn1.to_q.lora_A.weight": np.zeros((4, 8), np.float32),
+            "diffusion_model.transformer_blocks.999.attn1.to_q.lora_B.weight": np.zeros((8, 4), np.float32),
+        },
+        str(path),
+    )
 
 
 def wait_for_takes(db_file, predicate, timeout: float = 240, while_alive=None) -> bool:
@@ -147,8 +207,11 @@ def wait_for_takes(db_file, predicate, timeout: float = 240, while_alive=None) -
         if not Path(db_file).exists():
             continue
         try:
-            rows = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=1).execute(
-                "select status, progress from takes").fetchall()
+            rows = (
+                sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=1)
+                .execute("select status, progress from takes")
+                .fetchall()
+            )
         except sqlite3.Error:
             continue
         if predicate(rows):
@@ -157,7 +220,6 @@ def wait_for_takes(db_file, predicate, timeout: float = 240, while_alive=None) -
 
 
 # ------------------------------------------------------------------ the oracle: Lightricks' own code, run
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 ORACLE_DIR = ROOT / "tests" / "oracle"
 
 
@@ -172,8 +234,9 @@ def reference_python():
 def require_reference() -> None:
     """Skip (saying why) without the reference environment; under CI, fail instead."""
     if reference_python() is None:
-        reason = ("no reference environment (Lightricks' ltx-core and ltx-pipelines 1.0.0) at .venv-ref; "
-                  "run `make reference`")
+        reason = (
+            "no reference environment (Lightricks' ltx-core and ltx-pipelines 1.0.0) at .venv-ref; run `make reference`"
+        )
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the parity tests: {reason}")
         pytest.skip(reason)
@@ -190,8 +253,13 @@ class Oracle:
     def _call(self, *args) -> None:
         import subprocess
 
-        proc = subprocess.run([str(self.python), *map(str, args)], capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        proc = subprocess.run(
+            [str(self.python), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        )
         if proc.returncode != 0:
             raise AssertionError(f"the reference environment failed ({args[0]}):\n{proc.stderr[-4000:]}")
 
@@ -227,3 +295,44 @@ class Oracle:
 def oracle(tmp_path_factory):
     require_reference()
     return Oracle(reference_python(), tmp_path_factory.mktemp("oracle"))
+
+
+# ------------------------------------------------------------------ the helpers every test module uses
+def copy_example(folder: Path, steps: int | None = None, edit=None, name: str = "lighthouse.otio") -> Path:
+    """The 5-shot example with its assets in a folder of its own (its own asset root), optionally with fewer
+    steps (quick to render) or edited (`edit(timeline)`)."""
+    import opentimelineio as otio
+
+    if not folder.exists():
+        shutil.copytree(EXAMPLES, folder)
+    path = folder / name
+    timeline = otio.adapters.read_from_file(str(EXAMPLES / "lighthouse.otio"))
+    if steps is not None:
+        timeline.metadata["milimo"] = {
+            **dict(timeline.metadata["milimo"]),
+            "defaults": {**dict(timeline.metadata["milimo"]["defaults"]), "steps": steps},
+        }
+    if edit is not None:
+        edit(timeline)
+    otio.adapters.write_to_file(timeline, str(path))
+    return path
+
+
+def milimo(*args, env=None, environ=None, timeout=300, cwd=ROOT, **popen) -> subprocess.CompletedProcess:
+    """`milimo ARGS` as a user runs it: this session's isolated environment (or `environ`), plus `env`."""
+    environment = {**(os.environ if environ is None else environ), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *map(str, args)],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
+
+
+def milimo_process(*args, env=None, environ=None, cwd=ROOT, **popen) -> subprocess.Popen:
+    """`milimo ARGS` started in the background (a test waits for it, signals or kills it)."""
+    environment = {**(os.environ if environ is None else environ), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", *map(str, args)], cwd=cwd, env=environment, **popen)

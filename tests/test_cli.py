@@ -2,24 +2,17 @@
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from conftest import milimo
 
 from milimo_engine.media import probe
 
-MILIMO = [sys.executable, "-m", "flows.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(args, **env):
-    return subprocess.run(MILIMO + args, capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, **env})
-
-
 def test_model_tiny_writes_a_loadable_bundle_deterministically(tmp_path, tiny_model_dir):
-    proc = _run(["model", "tiny", str(tmp_path / "m")])
+    proc = milimo("model", "tiny", str(tmp_path / "m"))
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "m" / "milimo-model.json").read_text())
     assert manifest["random_weights"] is True
@@ -28,12 +21,12 @@ def test_model_tiny_writes_a_loadable_bundle_deterministically(tmp_path, tiny_mo
         a = hashlib.sha256((tmp_path / "m" / part).read_bytes()).hexdigest()
         b = hashlib.sha256((tiny_model_dir / part).read_bytes()).hexdigest()
         assert a == b, part  # same seed, same weights
-    assert _run(["model", "tiny", str(tmp_path / "m")]).returncode == 2  # exists: refuse, don't clobber
+    assert milimo("model", "tiny", str(tmp_path / "m")).returncode == 2  # exists: refuse, don't clobber
 
 
 def test_demo_renders_and_says_it_is_noise(tmp_path, tiny_model_dir):
-    proc = _run(["demo", "--out", str(tmp_path / "out"), "--steps", "3", "--frames", "17"],
-                MILIMO_CACHE_DIR=str(tmp_path / "cache"))
+    proc = milimo("demo", "--out", tmp_path / "out", "--steps", "3", "--frames", "17",
+                  env={"MILIMO_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     assert "RANDOM weights" in proc.stderr
     info = probe(tmp_path / "out" / "demo.mp4")
@@ -43,6 +36,6 @@ def test_demo_renders_and_says_it_is_noise(tmp_path, tiny_model_dir):
 
 
 def test_invalid_input_exits_2_without_traceback(tmp_path, tiny_model_dir):
-    proc = _run(["demo", "--model", str(tiny_model_dir), "--width", "250", "--out", str(tmp_path)])
+    proc = milimo("demo", "--model", str(tiny_model_dir), "--width", "250", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "width=250" in proc.stderr and "256" in proc.stderr and "Traceback" not in proc.stderr

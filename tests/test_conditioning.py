@@ -8,9 +8,8 @@ import torch
 from PIL import Image
 
 from milimo_engine import ImageCondition, InvalidConditionError
-from milimo_engine.components.latents import VideoNorm
-from milimo_engine.components.latents import pack_video
 from milimo_engine.codec import cover_resize
+from milimo_engine.components.latents import VideoNorm
 from milimo_engine.conditioning import load_rgb
 from milimo_engine.denoise import x0_from_velocity
 from milimo_engine.media import h264_roundtrip

@@ -4,7 +4,10 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.test_trust import milimo
+import pytest
+from conftest import milimo
+
+pytestmark = pytest.mark.fast  # the pure layer: `make test-fast`
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "storyboards" / "examples"
 
@@ -51,21 +54,21 @@ def test_a_config_with_an_unknown_key_is_refused_naming_it(tmp_path):
 def test_the_farms_prefect_server_from_milimo_toml(tmp_path, monkeypatch):
     """`[farm] prefect_api_url` is the Prefect server a render on the farm and its workers report to; an exported
     PREFECT_API_URL wins, and a command that is not on the farm is left alone."""
-    from flows.cli import _apply_config, build_parser
+    from flows.cli import apply_config, build_parser
 
     config = tmp_path / "milimo.toml"
     config.write_text('[farm]\nscheduler = "tcp://head:8786"\nprefect_api_url = "http://head:4200/api"\n')
-    monkeypatch.setattr(os, "environ", dict(os.environ))  # _apply_config writes os.environ: a copy, put back after
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # apply_config writes os.environ: a copy, put back after
     os.environ.pop("PREFECT_API_URL", None)
-    _apply_config(build_parser().parse_args(["status", "x.otio", "--config", str(config)]))
+    apply_config(build_parser().parse_args(["status", "x.otio", "--config", str(config)]))
     assert "PREFECT_API_URL" not in os.environ
     for argv in (["render", "x.otio", "--config", str(config)], ["worker", "--scheduler", "tcp://head:8786",
                                                                    "--config", str(config)]):
         os.environ.pop("PREFECT_API_URL", None)
         args = build_parser().parse_args(argv)
-        _apply_config(args)
+        apply_config(args)
         assert os.environ["PREFECT_API_URL"] == "http://head:4200/api"
     assert args.command == "worker"
     os.environ["PREFECT_API_URL"] = "http://mine:4200/api"
-    _apply_config(build_parser().parse_args(["render", "x.otio", "--config", str(config)]))
+    apply_config(build_parser().parse_args(["render", "x.otio", "--config", str(config)]))
     assert os.environ["PREFECT_API_URL"] == "http://mine:4200/api"

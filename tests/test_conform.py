@@ -3,10 +3,14 @@
 from pathlib import Path
 
 import opentimelineio as otio
+import pytest
 
 import storyboards as sb
 from storyboards.conform import conform
+from storyboards.paths import OutputLayout
 from storyboards.store import Store
+
+pytestmark = pytest.mark.fast  # the pure layer: `make test-fast`
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "storyboards" / "examples"
 
@@ -22,7 +26,7 @@ def test_conform_round_trip(tmp_path):
                                              "frames": shot.frames, "fps": shot.fps})
     first_harbour = store.takes(board.name, "harbour")[0]
 
-    path = conform(board, store, tmp_path / "out")
+    path = conform(board, store, OutputLayout.at(tmp_path / "out"))
     assert path.name == "lighthouse.rendered.otio"
     back = otio.adapters.read_from_file(str(path))
     clips = [c for c in back.tracks[0] if isinstance(c, otio.schema.Clip)]
@@ -35,5 +39,5 @@ def test_conform_round_trip(tmp_path):
     assert harbour.metadata["milimo"]["render"]["takes"][0] == first_harbour.id
     assert harbour.metadata["milimo"]["prompt"]  # the storyboard's own metadata stays
     assert clips[0].media_reference.available_range.duration.value == 25
-    otio.adapters.write_to_file(back, str(tmp_path / "out" / "cut.xml"), adapter_name="fcp_xml")
-    assert (tmp_path / "out" / "cut.xml").stat().st_size > 0
+    otio.adapters.write_to_file(back, str(path.parent / "cut.xml"), adapter_name="fcp_xml")
+    assert (path.parent / "cut.xml").stat().st_size > 0

@@ -4,19 +4,26 @@
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import copy_example, free_port, milimo, milimo_process
 from fastapi.testclient import TestClient
 
 from storyboards.store import Store
-from tests.conftest import free_port
-from tests.test_flows import copy_example
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+
+
+def screenshot(page, name: str, tmp_path: Path) -> Path:
+    """The page as a picture: into docs/ when MILIMO_WRITE_SCREENSHOTS=1 (refreshing the README's pictures),
+    else beside the test, so a plain test run never changes the repository."""
+    target = (DOCS if os.environ.get("MILIMO_WRITE_SCREENSHOTS") == "1" else tmp_path) / name
+    page.screenshot(path=str(target), full_page=True)
+    assert target.stat().st_size > 10_000
+    return target
 CHROMIUM = "/usr/bin/chromium"
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -25,13 +32,11 @@ XSS = "<img src=x onerror=alert(1)>"
 def rendered(tmp_path_factory, tiny_model_dir, prefect_api):
     """The example storyboard rendered through the CLI: what a director finds in the store."""
     folder = tmp_path_factory.mktemp("dash")
-    board = copy_example(folder, steps=4)
+    board = copy_example(folder / "board", steps=4)
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "DO_NOT_TRACK": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     db, out = f"sqlite:///{folder / 'milimo.db'}", folder / "renders"
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "render", str(board), "--model", str(tiny_model_dir),
-                           "--db", db, "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=400)
+    proc = milimo("render", board, "--model", tiny_model_dir, "--db", db, "--out", out, environ=env, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"board": board, "db": db, "out": out, "env": env, "model": str(tiny_model_dir)}
 
@@ -91,8 +96,7 @@ def test_a_token_is_required_off_loopback(rendered, tmp_path):
     assert guarded.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert guarded.get("/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     env = {k: v for k, v in rendered["env"].items() if k != "MILIMO_DASHBOARD_TOKEN"}
-    refused = subprocess.run([sys.executable, "-m", "flows.cli", "dashboard", "--host", "0.0.0.0", "--db",
-                              rendered["db"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    refused = milimo("dashboard", "--host", "0.0.0.0", "--db", rendered["db"], environ=env, timeout=60)
     assert refused.returncode == 2 and "no token" in refused.stderr and "Traceback" not in refused.stderr
 
 
@@ -114,10 +118,9 @@ def browser():
 @pytest.fixture
 def dashboard_url(rendered):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "dashboard", "--port", str(port), "--db",
-                             rendered["db"], "--out", str(rendered["out"]), "--model", rendered["model"]],
-                            cwd=ROOT, env=rendered["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = milimo_process("dashboard", "--port", port, "--db", rendered["db"], "--out", rendered["out"], "--model",
+                          rendered["model"], environ=rendered["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -130,7 +133,7 @@ def dashboard_url(rendered):
     proc.wait(timeout=20)
 
 
-def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_url, rendered):
+def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_url, rendered, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -139,7 +142,7 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
     cards = page.locator(".card")
     assert cards.count() == 5
     page.wait_for_function("[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
-    page.screenshot(path=str(DOCS / "dashboard-storyboard.png"), full_page=True)
+    screenshot(page, "dashboard-storyboard.png", tmp_path)
 
     # An invalid value: the message next to the field, nothing stored.
     page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close")
@@ -161,7 +164,7 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
     # Compare the two takes side by side, with the spec diff, then pin the older one.
     page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close?a=1&b=2")
     assert page.locator(".compare video").count() == 2 and "seed" in page.locator("table.diff").inner_text()
-    page.screenshot(path=str(DOCS / "dashboard-shot.png"), full_page=True)
+    screenshot(page, "dashboard-shot.png", tmp_path)
     page.click("text=Pin take 1")
     page.wait_for_url("**/s/lighthouse?message=*")
     card = page.locator('.card[data-shot="lamp-close"]')
@@ -175,10 +178,9 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
 
 def test_cancel_stops_a_running_render_at_its_next_step(rendered):
     """Last in this file: it leaves lighthouse-wide with a cancelled take and a stored steps override."""
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "rerender", str(rendered["board"]), "--from-shot",
-                             "lighthouse-wide", "--set", "steps=400", "--model", rendered["model"], "--db",
-                             rendered["db"], "--out", str(rendered["out"])], cwd=ROOT, env=rendered["env"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = milimo_process("rerender", rendered["board"], "--from-shot", "lighthouse-wide", "--set", "steps=400",
+                          "--model", rendered["model"], "--db", rendered["db"], "--out", rendered["out"],
+                          environ=rendered["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     store = Store.open(rendered["db"])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

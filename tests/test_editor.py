@@ -10,9 +10,9 @@ from pathlib import Path
 
 import opentimelineio as otio
 import pytest
+from conftest import milimo
 
 import storyboards
-from tests.test_trust import milimo
 
 EDL_25 = """TITLE: HARBOUR CUT 25
 FCM: NON-DROP FRAME

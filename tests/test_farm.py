@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import PG_URL, free_port, pg_schema, require_postgres
-from tests.test_flows import copy_example
+from conftest import PG_URL, copy_example, free_port, milimo, milimo_process, pg_schema, require_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,9 +27,9 @@ class Farm:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=self.env,
-                                stdout=open(self.logs / f"{name}.log", "w"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        with open(self.logs / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            proc = milimo_process(*args, environ=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -96,17 +94,15 @@ def _takes(url: str) -> list[tuple[str, int, str, str | None, str | None]]:
 
 
 def _render(farm: Farm, board: Path, model: Path, db: str, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "render", str(board), "--farm", farm.address,
-                             "--model", str(model), "--db", db, "--out", str(out), *extra], cwd=ROOT, env=farm.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return milimo_process("render", board, "--farm", farm.address, "--model", model, "--db", db, "--out", out, *extra,
+                          environ=farm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_two_chains_render_on_two_workers_and_a_killed_worker_loses_no_shot(tmp_path, tiny_model_dir, farm, pg_url):
-    board = copy_example(tmp_path, steps=12)
+    board = copy_example(tmp_path / "board", steps=12)
     out = tmp_path / "renders"
-    refused = subprocess.run([sys.executable, "-m", "flows.cli", "render", str(board), "--farm", farm.address,
-                              "--db", f"sqlite:///{tmp_path / 'x.db'}"], cwd=ROOT, env=farm.env, capture_output=True,
-                             text=True)
+    refused = milimo("render", board, "--farm", farm.address, "--db", f"sqlite:///{tmp_path / 'x.db'}",
+                     environ=farm.env)
     assert refused.returncode == 2 and "not PostgreSQL" in refused.stderr and not (tmp_path / "x.db").exists()
 
     render = _render(farm, board, tiny_model_dir, pg_url, out)
@@ -115,13 +111,12 @@ def test_two_chains_render_on_two_workers_and_a_killed_worker_loses_no_shot(tmp_
     takes = _takes(pg_url)
     assert len(takes) == 5 and {t[2] for t in takes} == {"succeeded"}
     assert {t[3] for t in takes} == {"w1", "w2"}  # the two chains ran on two workers
-    status = subprocess.run([sys.executable, "-m", "flows.cli", "farm", "status", "--scheduler", farm.address],
-                            cwd=ROOT, env=farm.env, capture_output=True, text=True)
+    status = milimo("farm", "status", "--scheduler", farm.address, environ=farm.env)
     assert status.returncode == 0 and status.stdout.count("(warm)") == 2 and "0 shot(s) queued" in status.stdout, \
         status.stdout + status.stderr
 
     # Again, slower, and kill -9 the worker of the first shot that is mid-render.
-    board = copy_example(tmp_path / "again", steps=40)
+    board = copy_example(tmp_path / "again" / "board", steps=40)
     with pg_schema() as url:
         render = _render(farm, board, tiny_model_dir, url, tmp_path / "renders2")
         victim = None
@@ -214,16 +209,18 @@ def test_losing_a_whole_host_mid_render_loses_no_shot(tmp_path, tiny_model_dir, 
     farm.env.update({"PREFECT_API_URL": f"http://{ip}:{prefect_port}/api", "PREFECT_HOME": str(tmp_path / "prefect"),
                      "PREFECT_SERVER_API_HOST": ip})
     try:
-        prefect = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", ip, "--port",
-                                    str(prefect_port)], env=farm.env, stdout=open(farm.logs / "prefect.log", "w"),
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        with open(farm.logs / "prefect.log", "w") as log:
+            prefect = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", ip, "--port",
+                                        str(prefect_port)], env=farm.env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
         farm.procs["prefect"] = prefect
         farm.start("scheduler", "farm", "scheduler", "--host", ip, "--port", str(farm.port))
         for host, ns in two_hosts["namespaces"].items():
             command = f"hostname {host} && exec {sys.executable} -m flows.cli worker --scheduler {farm.address} --cpu"
-            farm.procs[host] = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--uts", "sh", "-c", command],
-                                                cwd=ROOT, env=farm.env, stdout=open(farm.logs / f"{host}.log", "w"),
-                                                stderr=subprocess.STDOUT, start_new_session=True)
+            with open(farm.logs / f"{host}.log", "w") as log:
+                farm.procs[host] = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--uts", "sh", "-c",
+                                                     command], cwd=ROOT, env=farm.env, stdout=log,
+                                                    stderr=subprocess.STDOUT, start_new_session=True)
         import urllib.request
 
         deadline = time.monotonic() + 90
@@ -237,7 +234,7 @@ def test_losing_a_whole_host_mid_render_loses_no_shot(tmp_path, tiny_model_dir, 
                 continue
         assert ready, [p.read_text()[-1500:] for p in farm.logs.iterdir()]
 
-        board = copy_example(tmp_path, steps=40)
+        board = copy_example(tmp_path / "board", steps=40)
         with _socket_schema_url() as url:
             render = _render(farm, board, tiny_model_dir, url, tmp_path / "renders")
             victim = None

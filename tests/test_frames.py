@@ -2,6 +2,9 @@ import pytest
 
 from milimo_engine import frames as fr
 
+pytestmark = pytest.mark.fast  # the pure layer: `make test-fast`
+
+
 
 @pytest.mark.parametrize("asked,rendered", [(1, 1), (2, 9), (9, 9), (10, 17), (25, 25), (30, 33), (121, 121),
                                             (122, 129)])

@@ -11,6 +11,9 @@ import torch
 from milimo_engine import Guidance
 from milimo_engine.request import ModalityGuidance
 
+pytestmark = pytest.mark.fast  # the pure layer: `make test-fast`
+
+
 
 @pytest.mark.parametrize("guidance", [Guidance(), Guidance.cfg_only(3.0, 7.0),
                                       Guidance(video=ModalityGuidance(cfg=1.0, stg_blocks=(1,)),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from milimo_engine import (Handoff, HandoffIntegrityError, HandoffMismatchError, InvalidRequestError)
+from milimo_engine import Handoff, HandoffIntegrityError, HandoffMismatchError, InvalidRequestError
 from milimo_engine.components.latents import VideoNorm
 
 

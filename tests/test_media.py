@@ -1,6 +1,9 @@
 import numpy as np
+import pytest
 
 from milimo_engine.media import probe, rational_fps, read_frames, write_mp4
+
+pytestmark = pytest.mark.fast  # the pure layer: `make test-fast`
 
 
 def test_render_to_mp4_has_frames_fps_and_audio(pipeline, request_256, tmp_path):

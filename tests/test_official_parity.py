@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import milimo
 
 from milimo_engine import ImageCondition, LoraSpec, ModelLedger, ShotRequest, TwoStagePipeline
 from milimo_engine.components.latents import AudioNorm, unpack_audio
@@ -45,7 +46,9 @@ def guider(cfg: float) -> dict:
             "stg_blocks": [1]}
 
 
-OUR_GUIDANCE = Guidance(video=ModalityGuidance(cfg=3.0, stg_blocks=(1,)), audio=ModalityGuidance(cfg=7.0, stg_blocks=(1,)))
+OUR_GUIDANCE = Guidance(
+    video=ModalityGuidance(cfg=3.0, stg_blocks=(1,)), audio=ModalityGuidance(cfg=7.0, stg_blocks=(1,))
+)
 
 
 @dataclass
@@ -75,25 +78,51 @@ def _write_assets(folder: Path) -> dict:
 
 
 def _runs(version: str, official: Path, assets: dict) -> list[dict]:
-    base = {"model": str(official), "version": version, "prompt": PROMPT, "negative_prompt": NEGATIVE, "seed": SEED,
-            "height": SIZE, "width": SIZE, "num_frames": FRAMES, "frame_rate": FPS, "steps": STEPS,
-            "video_guider": guider(3.0), "audio_guider": guider(7.0)}
+    base = {
+        "model": str(official),
+        "version": version,
+        "prompt": PROMPT,
+        "negative_prompt": NEGATIVE,
+        "seed": SEED,
+        "height": SIZE,
+        "width": SIZE,
+        "num_frames": FRAMES,
+        "frame_rate": FPS,
+        "steps": STEPS,
+        "video_guider": guider(3.0),
+        "audio_guider": guider(7.0),
+    }
     images = [[str(assets["first"]), 0, 1.0, 0], [str(assets["last"]), 16, 0.5, 0]]
     ic_lora = str(official / f"{STEM[version]}-ic-lora-pose.safetensors")
     return [
         {"name": "t2v", "pipeline": "two_stages", **base},
         {"name": "t2v_fp32_lora", "pipeline": "two_stages", "lora_delta_fp32": True, **base},
         {"name": "i2v", "pipeline": "two_stages", "images": images, **base},
-        {"name": "keyframes", "pipeline": "keyframes", **base,
-         "images": [[str(assets["first"]), 0, 1.0, 0], [str(assets["last"]), 24, 1.0, 0]]},
+        {
+            "name": "keyframes",
+            "pipeline": "keyframes",
+            **base,
+            "images": [[str(assets["first"]), 0, 1.0, 0], [str(assets["last"]), 24, 1.0, 0]],
+        },
         {"name": "distilled", "pipeline": "distilled", **base, "images": [[str(assets["first"]), 0, 1.0, 0]]},
-        {"name": "ic_lora", "pipeline": "ic_lora", **base, "loras": [[ic_lora, 1.0]],
-         "reference_video": str(assets["reference"])},
+        {
+            "name": "ic_lora",
+            "pipeline": "ic_lora",
+            **base,
+            "loras": [[ic_lora, 1.0]],
+            "reference_video": str(assets["reference"]),
+        },
         {"name": "schedule40", "component": "schedule", "steps": 40},
         {"name": "schedule30", "component": "schedule", "steps": 30},
         {"name": "constants", "component": "constants"},
-        {"name": "image_crf33", "component": "image", "path": str(assets["first"]), "height": 128, "width": 128,
-         "crf": 33},
+        {
+            "name": "image_crf33",
+            "component": "image",
+            "path": str(assets["first"]),
+            "height": 128,
+            "width": 128,
+            "crf": 33,
+        },
     ]
 
 
@@ -114,18 +143,29 @@ def case(request, oracle, tmp_path_factory) -> Case:
 def compare(case: Case, run: str, stage: str, ours: torch.Tensor, official: torch.Tensor, rel: float) -> float:
     """max |ours - official| relative to max |official|; fails past `rel`, naming the first element past it."""
     ours, official = ours.detach().float().cpu(), official.detach().float().cpu()
-    assert tuple(ours.shape) == tuple(official.shape), f"{run} {stage}: shape {tuple(ours.shape)} vs official " \
-                                                       f"{tuple(official.shape)}"
+    assert tuple(ours.shape) == tuple(official.shape), (
+        f"{run} {stage}: shape {tuple(ours.shape)} vs official {tuple(official.shape)}"
+    )
     scale = float(official.abs().max()) or 1.0
     diff = (ours - official).abs()
     measured = float(diff.max()) / scale
-    REPORT.append({"version": case.version, "run": run, "stage": stage, "max_abs": float(diff.max()),
-                   "relative": measured, "tolerance": rel})
+    REPORT.append(
+        {
+            "version": case.version,
+            "run": run,
+            "stage": stage,
+            "max_abs": float(diff.max()),
+            "relative": measured,
+            "tolerance": rel,
+        }
+    )
     if measured > rel:
         index = tuple(int(i) for i in np.unravel_index(int(torch.argmax((diff > rel * scale).float())), diff.shape))
-        raise AssertionError(f"LTX-{case.version} {run}: {stage} first differs past {rel:g} (relative) at {index}: "
-                             f"ours {float(ours[index]):.6g}, official {float(official[index]):.6g}; "
-                             f"max relative difference {measured:.3g}")
+        raise AssertionError(
+            f"LTX-{case.version} {run}: {stage} first differs past {rel:g} (relative) at {index}: "
+            f"ours {float(ours[index]):.6g}, official {float(official[index]):.6g}; "
+            f"max relative difference {measured:.3g}"
+        )
     return measured
 
 
@@ -140,8 +180,17 @@ def ours(case: Case, request: ShotRequest, pipeline_class=TwoStagePipeline, **kw
 
 
 def request_for(case: Case, **changes) -> ShotRequest:
-    return ShotRequest(prompt=PROMPT, negative_prompt=NEGATIVE, seed=SEED, width=SIZE, height=SIZE,
-                       num_frames=FRAMES, fps=FPS, steps=STEPS, guidance=OUR_GUIDANCE).replace(**changes)
+    return ShotRequest(
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        seed=SEED,
+        width=SIZE,
+        height=SIZE,
+        num_frames=FRAMES,
+        fps=FPS,
+        steps=STEPS,
+        guidance=OUR_GUIDANCE,
+    ).replace(**changes)
 
 
 def audio_tokens(recorded: torch.Tensor) -> torch.Tensor:
@@ -154,8 +203,16 @@ def check_stages(case: Case, run: str, trace: dict, *, lora_stage_rel: float, st
     counts = json.loads(case.results[run][1]["counts"])
     for i in range(counts["noise"]):
         assert torch.equal(trace[f"noise.{i}"].cpu(), ref[f"noise.{i}"]), f"{run}: noise draw {i} differs"
-        REPORT.append({"version": case.version, "run": run, "stage": f"noise {i}", "max_abs": 0.0, "relative": 0.0,
-                       "tolerance": 0.0})
+        REPORT.append(
+            {
+                "version": case.version,
+                "run": run,
+                "stage": f"noise {i}",
+                "max_abs": 0.0,
+                "relative": 0.0,
+                "tolerance": 0.0,
+            }
+        )
     compare(case, run, "stage-1 video", trace["stage1.video"], ref["stage.video.0"], stage1_rel)
     compare(case, run, "stage-1 audio", trace["stage1.audio"], audio_tokens(ref["stage.audio.0"]), stage1_rel)
     compare(case, run, "upsampled", trace["upsampled"], ref["upsampled.0"], stage1_rel)
@@ -167,8 +224,16 @@ def check_frames(case: Case, run: str, frames: np.ndarray) -> None:
     """uint8 frames: at most 2 levels apart (both truncate nearly equal floats), and rarely at all."""
     ref = official(case, run)["frames.0"].numpy().astype(int)
     diff = np.abs(frames.astype(int) - ref)
-    REPORT.append({"version": case.version, "run": run, "stage": "frames (uint8 levels)", "max_abs": float(diff.max()),
-                   "relative": float(diff.mean()), "tolerance": 2})
+    REPORT.append(
+        {
+            "version": case.version,
+            "run": run,
+            "stage": "frames (uint8 levels)",
+            "max_abs": float(diff.max()),
+            "relative": float(diff.mean()),
+            "tolerance": 2,
+        }
+    )
     assert frames.shape == ref.shape and diff.max() <= 2 and diff.mean() < 0.1, (run, diff.max(), diff.mean())
 
 
@@ -181,7 +246,7 @@ def check_audio(case: Case, run: str, pipe, rel: float = 1e-4) -> None:
     wave = torch.from_numpy(pipe.codec.decode_audio(latent))
     ref = official(case, run)["audio.0"]
     assert case.results[run][1]["sample_rate"] == str(led.vocoder().config.output_sampling_rate)
-    compare(case, run, "audio decode", wave[..., :ref.shape[-1]], ref, rel)
+    compare(case, run, "audio decode", wave[..., : ref.shape[-1]], ref, rel)
 
 
 def check_audio_end_to_end(case: Case, run: str, audio: np.ndarray) -> None:
@@ -191,7 +256,7 @@ def check_audio_end_to_end(case: Case, run: str, audio: np.ndarray) -> None:
     if case.version != "2.0":
         return
     ref = official(case, run)["audio.0"]
-    compare(case, run, "delivered audio", torch.from_numpy(audio)[..., :ref.shape[-1]], ref, 2e-3)
+    compare(case, run, "delivered audio", torch.from_numpy(audio)[..., : ref.shape[-1]], ref, 2e-3)
 
 
 # ------------------------------------------------------------------ components
@@ -201,7 +266,8 @@ def test_the_official_files_import_and_describe_themselves(case):
 
     info = model_info(case.folder)
     assert info["version"] == case.version and info["model_id"].startswith(
-        "Lightricks/LTX-2.3@" if case.version == "2.3" else "Lightricks/LTX-2@")
+        "Lightricks/LTX-2.3@" if case.version == "2.3" else "Lightricks/LTX-2@"
+    )
     params = json.loads(case.results["constants"][1]["params"])[case.version]
     defaults = info["defaults"]
     assert defaults["stage1_steps"] == params["steps"]
@@ -260,7 +326,8 @@ def test_text_embeddings_match(case):
 
 
 def test_two_stage_pipeline_matches_stage_by_stage(case):
-    """`TI2VidTwoStagesPipeline`: guided stage 1 (CFG, STG, modality isolation, rescale), upsample, distilled stage 2."""
+    """`TI2VidTwoStagesPipeline`: guided stage 1 (CFG, STG, modality isolation, rescale), upsample, distilled
+    stage 2."""
     pipe, result, trace = ours(case, request_for(case))
     check_stages(case, "t2v", trace, lora_stage_rel=2e-3)
     check_frames(case, "t2v", result.frames)
@@ -276,8 +343,10 @@ def test_the_lora_delta_precision_is_the_whole_stage2_difference(case):
 def test_image_and_keyframe_conditions_match(case):
     """`combined_image_conditionings`: the frame-0 image replaces the first latent (strength 1), the frame-16 image
     is appended as keyframe tokens (strength 0.5: a mask of 0.5, starting from the image, spanning 8 frames)."""
-    images = (ImageCondition(case.assets["first"], frame=0, strength=1.0, crf=0),
-              ImageCondition(case.assets["last"], frame=16, strength=0.5, crf=0))
+    images = (
+        ImageCondition(case.assets["first"], frame=0, strength=1.0, crf=0),
+        ImageCondition(case.assets["last"], frame=16, strength=0.5, crf=0),
+    )
     _, result, trace = ours(case, request_for(case, images=images))
     check_stages(case, "i2v", trace, lora_stage_rel=2e-3)
     check_frames(case, "i2v", result.frames)
@@ -285,15 +354,21 @@ def test_image_and_keyframe_conditions_match(case):
 
 def test_keyframe_interpolation_pipeline_matches(case):
     """`KeyframeInterpolationPipeline`: first and last frame both appended as keyframes, stage 2's audio decoded."""
-    images = (ImageCondition(case.assets["first"], frame=0, strength=1.0, crf=0),
-              ImageCondition(case.assets["last"], frame=24, strength=1.0, crf=0))
+    images = (
+        ImageCondition(case.assets["first"], frame=0, strength=1.0, crf=0),
+        ImageCondition(case.assets["last"], frame=24, strength=1.0, crf=0),
+    )
     pipe, result, trace = ours(case, request_for(case, images=images), KeyframeInterpolationPipeline)
     check_stages(case, "keyframes", trace, lora_stage_rel=2e-3)
     check_frames(case, "keyframes", result.frames)
     check_audio(case, "keyframes", pipe)
     check_audio_end_to_end(case, "keyframes", result.audio)
-    torch.testing.assert_close(result.audio_latent, unpack_audio(
-        AudioNorm.of(case.ledger.audio_decoder()).denormalize(trace["stage2.audio"]), pipe.codec.audio_mel_bins()).cpu())
+    torch.testing.assert_close(
+        result.audio_latent,
+        unpack_audio(
+            AudioNorm.of(case.ledger.audio_decoder()).denormalize(trace["stage2.audio"]), pipe.codec.audio_mel_bins()
+        ).cpu(),
+    )
 
 
 def test_distilled_pipeline_matches(case):
@@ -336,8 +411,6 @@ def test_a_storyboard_renders_from_the_official_files_through_the_cli(oracle, pr
     """A user with Lightricks' downloads and no manifest: `--model` names the folder of files as downloaded; it is
     imported once into the cache and the storyboard renders from it, offline, through `milimo render`."""
     import shutil
-    import subprocess
-    import sys
 
     import opentimelineio as otio
 
@@ -355,11 +428,15 @@ def test_a_storyboard_renders_from_the_official_files_through_the_cli(oracle, pr
         timeline.tracks[0].remove(clip)
     otio.adapters.write_to_file(timeline, str(board))
     db = f"sqlite:///{tmp_path / 'milimo.db'}"
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "MILIMO_CACHE_DIR": str(tmp_path / "cache"),
-           "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "render", str(board), "--model", str(official_files),
-                           "--db", db, "--out", str(tmp_path / "renders")], env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "MILIMO_CACHE_DIR": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    proc = milimo(
+        "render", board, "--model", official_files, "--db", db, "--out", tmp_path / "renders", environ=env, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "NOTE: no --model" not in proc.stderr
     imported = list((tmp_path / "cache" / "models").glob("imported-*"))
@@ -367,5 +444,5 @@ def test_a_storyboard_renders_from_the_official_files_through_the_cli(oracle, pr
     store = Store.open(db)
     rows = store.status("lighthouse")
     assert [r.status for r in rows] == ["succeeded", "succeeded"]
-    assert all(Path(r.outputs["mp4"]).is_file() for r in rows)
-    assert store.current_take("lighthouse", rows[0].shot_id).outputs["model_id"].startswith("Lightricks/LTX-2.3@")
+    assert all(Path(r.outputs.mp4).is_file() for r in rows)
+    assert store.current_take("lighthouse", rows[0].shot_id).outputs.model_id.startswith("Lightricks/LTX-2.3@")

@@ -4,12 +4,16 @@ Each test names the official file it follows; what can be run is compared in tes
 
 import numpy as np
 import torch
+from conftest import milimo
 
 from milimo_engine import ShotRequest
 from milimo_engine.components.latents import AudioNorm, unpack_audio
 from milimo_engine.components.schedules import TokenShiftedSchedule
 from milimo_engine.recipe import (
-    DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMA_VALUES, RECIPE_VERSION, STAGE_2_DISTILLED_SIGMA_VALUES,
+    DEFAULT_NEGATIVE_PROMPT,
+    DISTILLED_SIGMA_VALUES,
+    RECIPE_VERSION,
+    STAGE_2_DISTILLED_SIGMA_VALUES,
 )
 
 
@@ -57,14 +61,20 @@ def test_draft_is_the_distilled_recipe(pipeline, ledger, request_256):
     """Official: `ltx_pipelines/distilled.py` (DistilledPipeline): stage 1 on DISTILLED_SIGMA_VALUES, unguided,
     then stage 2 on STAGE_2_DISTILLED_SIGMA_VALUES."""
     draft = request_256.replace(quality="draft", steps=40)
-    assert draft.recipe == f"ltx2-distilled@{RECIPE_VERSION}" and request_256.recipe == f"ltx2-two-stage@{RECIPE_VERSION}"
+    assert (
+        draft.recipe == f"ltx2-distilled@{RECIPE_VERSION}" and request_256.recipe == f"ltx2-two-stage@{RECIPE_VERSION}"
+    )
     assert torch.equal(pipeline.stage1_sigmas(draft), torch.tensor(DISTILLED_SIGMA_VALUES, dtype=torch.float32))
     batches, steps = [], []
     hook = ledger.transformer().register_forward_pre_hook(
-        lambda mod, args, kwargs: batches.append(kwargs["hidden_states"].shape[0]), with_kwargs=True)
+        lambda mod, args, kwargs: batches.append(kwargs["hidden_states"].shape[0]), with_kwargs=True
+    )
     try:
-        r = pipeline(draft, output_type="latent", callback_on_step_end=lambda info: steps.append(
-            (info.stage, info.step, round(info.sigma, 6))))
+        r = pipeline(
+            draft,
+            output_type="latent",
+            callback_on_step_end=lambda info: steps.append((info.stage, info.step, round(info.sigma, 6))),
+        )
     finally:
         hook.remove()
     stage1 = [s for s in steps if s[0] == "stage1"]
@@ -97,8 +107,6 @@ def test_draft_and_final_takes_coexist_through_the_cli(tmp_path, tiny_model_dir,
     import json
     import os
     import shutil
-    import subprocess
-    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
@@ -107,25 +115,24 @@ def test_draft_and_final_takes_coexist_through_the_cli(tmp_path, tiny_model_dir,
     common = ["--model", str(tiny_model_dir), "--db", f"sqlite:///{tmp_path / 'm.db'}", "--out", str(tmp_path / "o")]
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "DO_NOT_TRACK": "1"}
 
-    def milimo(*args):
-        proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=root, env=env, capture_output=True,
-                              text=True, timeout=600)
+    def ok(*args):
+        proc = milimo(*args, environ=env, cwd=root, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
     def rows():
-        return {r["shot_id"]: r for r in json.loads(milimo("status", str(board), "--db", common[3], "--json"))}
+        return {r["shot_id"]: r for r in json.loads(ok("status", str(board), "--db", common[3], "--json"))}
 
-    assert "rendered 5 shot(s)" in milimo("render", str(board), "--draft", *common)
+    assert "rendered 5 shot(s)" in ok("render", str(board), "--draft", *common)
     drafts = rows()
     assert {r["quality"] for r in drafts.values()} == {"draft"}
-    assert "rendered 5 shot(s)" in milimo("render", str(board), *common)  # finals: other specs, other takes
+    assert "rendered 5 shot(s)" in ok("render", str(board), *common)  # finals: other specs, other takes
     finals = rows()
     assert {r["quality"] for r in finals.values()} == {"final"}
     assert all(finals[s]["take_number"] == 2 and drafts[s]["spec_hash"] != finals[s]["spec_hash"] for s in finals)
-    assert "rendered 0 shot(s)" in milimo("render", str(board), "--draft", *common)  # the drafts are still there
+    assert "rendered 0 shot(s)" in ok("render", str(board), "--draft", *common)  # the drafts are still there
     assert {r["take_number"] for r in rows().values()} == {1}
-    table = milimo("status", str(board), "--db", common[3])
+    table = ok("status", str(board), "--db", common[3])
     assert "draft" in table
 
 
@@ -136,15 +143,18 @@ def test_temporal_upsampling_is_followed_by_the_distilled_refine_round(pipeline,
 
     steps, sizes = [], []
     hook = ledger.transformer().register_forward_pre_hook(
-        lambda mod, args, kwargs: sizes.append((kwargs["hidden_states"].shape, kwargs["fps"])), with_kwargs=True)
+        lambda mod, args, kwargs: sizes.append((kwargs["hidden_states"].shape, kwargs["fps"])), with_kwargs=True
+    )
     try:
-        r = pipeline(request_256.replace(temporal_upsample=True, steps=3),
-                     callback_on_step_end=lambda info: steps.append((info.stage, round(info.sigma, 6))))
+        r = pipeline(
+            request_256.replace(temporal_upsample=True, steps=3),
+            callback_on_step_end=lambda info: steps.append((info.stage, round(info.sigma, 6))),
+        )
     finally:
         hook.remove()
     refine = [s for stage, s in steps if stage == "temporal_refine"]
     assert refine == [round(v, 6) for v in TEMPORAL_REFINE_SIGMAS[1:]]
-    refine_calls = sizes[-len(refine):]
+    refine_calls = sizes[-len(refine) :]
     assert all(shape[0] == 1 and shape[1] == 7 * 8 * 8 and fps == 48.0 for shape, fps in refine_calls)  # 2F-1 frames
     assert r.frames.shape[0] == 2 * 25 - 1 and r.fps == 48.0
 
@@ -174,18 +184,24 @@ def test_size_and_steps_default_to_the_models_manifest(pipeline, tmp_path):
     assert (resolved.width, resolved.height, resolved.steps) == (768, 512, 40)  # the tiny bundle stays small
     explicit = ShotRequest(prompt="x", width=256, height=256, steps=4, negative_prompt="blurry")
     assert pipeline.with_model_defaults(explicit) is explicit
-    (tmp_path / "milimo-model.json").write_text(json.dumps({"model_id": "Lightricks/LTX-2.3",
-                                                            "schedule": {"stage1_steps": 30}}))
+    (tmp_path / "milimo-model.json").write_text(
+        json.dumps({"model_id": "Lightricks/LTX-2.3", "schedule": {"stage1_steps": 30}})
+    )
     real = ModelManifest.read(tmp_path)
-    assert real.shot_defaults() == {"width": 1536, "height": 1024, "steps": 30,
-                                    "negative_prompt": DEFAULT_NEGATIVE_PROMPT}
+    assert real.shot_defaults() == {
+        "width": 1536,
+        "height": 1024,
+        "steps": 30,
+        "negative_prompt": DEFAULT_NEGATIVE_PROMPT,
+    }
 
     import opentimelineio as otio
 
     example = Path(__file__).resolve().parents[1] / "storyboards" / "examples" / "lighthouse.otio"
     timeline = otio.adapters.read_from_file(str(example))
-    defaults = {k: v for k, v in dict(timeline.metadata["milimo"]["defaults"]).items()
-                if k not in ("width", "height", "steps")}
+    defaults = {
+        k: v for k, v in dict(timeline.metadata["milimo"]["defaults"]).items() if k not in ("width", "height", "steps")
+    }
     timeline.metadata["milimo"] = {**dict(timeline.metadata["milimo"]), "defaults": defaults}
     board_dir = tmp_path / "b"
     import shutil
@@ -204,10 +220,7 @@ def test_a_manifests_stg_blocks_must_exist_in_its_transformer(tmp_path, tiny_mod
     `MultiModalGuiderParams.stg_blocks`) are checked against the transformer's `num_layers` when the model folder
     is opened: a render exits 2 naming the file, the field and blocks that exist, and stores nothing."""
     import json
-    import os
     import shutil
-    import subprocess
-    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
@@ -216,10 +229,19 @@ def test_a_manifests_stg_blocks_must_exist_in_its_transformer(tmp_path, tiny_mod
     manifest = json.loads((model / "milimo-model.json").read_text())
     manifest["audio_stg_blocks"] = [29]
     (model / "milimo-model.json").write_text(json.dumps(manifest))
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "render", "storyboards/examples/lighthouse.otio",
-                           "--model", str(model), "--db", f"sqlite:///{tmp_path / 'm.db'}", "--out", str(tmp_path / "o")],
-                          cwd=root, env={**os.environ, "PREFECT_API_URL": prefect_api, "DO_NOT_TRACK": "1"},
-                          capture_output=True, text=True, timeout=600)
+    proc = milimo(
+        "render",
+        "storyboards/examples/lighthouse.otio",
+        "--model",
+        model,
+        "--db",
+        f"sqlite:///{tmp_path / 'm.db'}",
+        "--out",
+        tmp_path / "o",
+        env={"PREFECT_API_URL": prefect_api},
+        cwd=root,
+        timeout=600,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "milimo-model.json: audio_stg_blocks=[29]" in proc.stderr and "blocks 0..1" in proc.stderr
     assert "Fix: write blocks that exist there, e.g. [1]" in proc.stderr and "Traceback" not in proc.stderr

@@ -7,6 +7,9 @@ from PIL import Image
 
 from storyboards.seams import SeamThresholds, seam_metrics
 
+pytestmark = pytest.mark.fast  # the pure layer: `make test-fast`
+
+
 SR = 48_000
 T = SeamThresholds()
 

@@ -14,6 +14,9 @@ import storyboards as sb
 from storyboards.planner import plan
 from storyboards.store import Store, artifact_record
 
+pytestmark = pytest.mark.fast  # the pure layer: `make test-fast`
+
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "storyboards" / "examples"
 
 
@@ -129,8 +132,8 @@ def test_plan_skip_stale_failed_and_damaged(store_url, board_and_specs, tmp_path
     assert _plan(store, board) == []
 
     # A deleted or damaged artifact: the shot is not done; status and verify say so.
-    Path(store.current_take(board.name, "harbour-pan").outputs["mp4"]).unlink()
-    mp4 = Path(store.current_take(board.name, "harbour").outputs["mp4"])
+    Path(store.current_take(board.name, "harbour-pan").outputs.mp4).unlink()
+    mp4 = Path(store.current_take(board.name, "harbour").outputs.mp4)
     mp4.write_bytes(b"truncated")
     reasons = {p.shot_id: p.reason for p in _plan(store, board)}
     assert reasons["harbour"].startswith("mp4 damaged") and reasons["harbour-pan"] == "upstream re-renders"
@@ -138,7 +141,7 @@ def test_plan_skip_stale_failed_and_damaged(store_url, board_and_specs, tmp_path
     assert status["harbour-pan"].problem == "mp4 missing" and status["harbour"].problem.startswith("mp4 damaged")
     assert {(c.shot_id, c.kind) for c in store.verify(board.name)} == {("harbour", "mp4"), ("harbour-pan", "mp4")}
     # Same size, same mtime, other bytes: only a full check (verify) sees it.
-    wide = Path(store.current_take(board.name, "lighthouse-wide").outputs["mp4"])
+    wide = Path(store.current_take(board.name, "lighthouse-wide").outputs.mp4)
     st = wide.stat()
     wide.write_bytes(bytes(b ^ 1 for b in wide.read_bytes()))
     os.utime(wide, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -9,6 +9,9 @@ import pytest
 import storyboards as sb
 from storyboards.validate import ValidationConfig
 
+pytestmark = pytest.mark.fast  # the pure layer: `make test-fast`
+
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "storyboards" / "examples"
 RT, TR = otio.opentime.RationalTime, otio.opentime.TimeRange
 

@@ -8,40 +8,19 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import opentimelineio as otio
 import pytest
+from conftest import copy_example, milimo, milimo_process, wait_for_takes
 
 from milimo_engine.media import probe
 from storyboards.store import Store
 
-from conftest import wait_for_takes
-
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "storyboards" / "examples"
 FAST_STEPS = 4
-
-
-def example(folder: Path, steps: int = FAST_STEPS, edit=None, name: str = "lighthouse.otio") -> Path:
-    """The 5-shot example, its assets beside it, made quick to render."""
-    if not folder.exists():
-        shutil.copytree(EXAMPLES, folder)
-    timeline = otio.adapters.read_from_file(str(EXAMPLES / "lighthouse.otio"))
-    timeline.metadata["milimo"] = {**dict(timeline.metadata["milimo"]),
-                                   "defaults": {**dict(timeline.metadata["milimo"]["defaults"]), "steps": steps}}
-    if edit is not None:
-        edit(timeline)
-    otio.adapters.write_to_file(timeline, str(folder / name))
-    return folder / name
-
-
-def milimo(*args, env=None, timeout=300, **popen):
-    environment = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], cwd=ROOT, env=environment,
-                          capture_output=True, text=True, timeout=timeout, **popen)
 
 
 def clean_error(proc, code=2):
@@ -110,7 +89,7 @@ def test_a_bad_file_exits_2_naming_the_fix(tmp_path, name):
 def test_empty_storyboard_and_edl_rate(tmp_path):
     def remove_all(tl):
         del tl.tracks[0][:]
-    empty = example(tmp_path / "b", edit=remove_all)
+    empty = copy_example(tmp_path / "b", edit=remove_all, steps=FAST_STEPS)
     proc = milimo("validate", empty)
     clean_error(proc)
     assert "shots: the shots track 'shots' has no clips" in proc.stderr
@@ -138,14 +117,19 @@ def test_every_field_problem_is_one_line(tmp_path):
                                        "loras": [{"path": "assets/first_frame.png"}]}
         clips[4].metadata["milimo"] = {**dict(clips[4].metadata["milimo"]),
                                        "images": [{"path": "assets/loras/tiny-style-lora.safetensors", "frame": 0}]}
-    board = example(tmp_path / "b", edit=hostile)
+    board = copy_example(tmp_path / "b", edit=hostile, steps=FAST_STEPS)
     proc = milimo("validate", board)
     clean_error(proc)
     lines = [line for line in proc.stderr.splitlines() if "Fix:" in line]
-    for expected in ("defaults.seed: 1.7", "defaults.width: 65536", "defaults.guidance: 'strong'",
-                     "shot 1 'Lighthouse wide': shot_id: '../../../escaped' is not a safe name",
-                     "shot 2 'Lighthouse push in': overrides.steps: -5", "loras[0].path: 'assets/first_frame.png' is not "
-                     "a safetensors file", "is not a readable image"):
+    for expected in (
+        "defaults.seed: 1.7",
+        "defaults.width: 65536",
+        "defaults.guidance: 'strong'",
+        "shot 1 'Lighthouse wide': shot_id: '../../../escaped' is not a safe name",
+        "shot 2 'Lighthouse push in': overrides.steps: -5",
+        "loras[0].path: 'assets/first_frame.png' is not a safetensors file",
+        "is not a readable image",
+    ):
         assert sum(expected in line for line in lines) == 1, (expected, proc.stderr)
     assert all(line.startswith(f"milimo: {board}: ") for line in lines)
 
@@ -158,26 +142,33 @@ def test_hostile_names_never_write_outside_the_output_root(tmp_path, tiny_model_
         clip = tl.tracks[0][0]
         clip.name = "/"
         clip.metadata["milimo"] = {k: v for k, v in dict(clip.metadata["milimo"]).items() if k != "shot_id"}
-    board = example(tmp_path / "b", edit=hostile)
+
+    board = copy_example(tmp_path / "b", edit=hostile, steps=FAST_STEPS)
     out = tmp_path / "deep" / "out"
-    proc = milimo("render", board, "--model", tiny_model_dir, "--db", f"sqlite:///{tmp_path / 'm.db'}", "--out", out,
-                  env=env)
+    proc = milimo(
+        "render", board, "--model", tiny_model_dir, "--db", f"sqlite:///{tmp_path / 'm.db'}", "--out", out, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".mp4", ".png", ".otio")
-               and "b" not in p.relative_to(tmp_path).parts[:1]]
+    written = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p.suffix in (".mp4", ".png", ".otio") and "b" not in p.relative_to(tmp_path).parts[:1]
+    ]
     assert written and all(p.resolve().is_relative_to(out.resolve()) for p in written), written
     assert (out / "escaped-board" / "shot" / "take-001" / "escaped-board_shot_t001.mp4").is_file()
 
 
 # ------------------------------------------------------------------ 7. --set goes through validation first
 def test_set_is_validated_before_it_is_stored_and_null_removes_it(tmp_path, tiny_model_dir, env):
-    board = example(tmp_path / "b")
+    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
     db_url = f"sqlite:///{tmp_path / 'm.db'}"
     common = ["--model", tiny_model_dir, "--db", db_url, "--out", tmp_path / "out"]
     assert milimo("render", board, *common, env=env).returncode == 0
-    for value, message in (("-5", "overrides.steps: -5 should be greater than or equal to 1"),
-                           ("abc", "overrides.steps: 'abc' should be a valid integer"),
-                           ("4.5", "overrides.steps: 4.5 should be a valid integer")):
+    for value, message in (
+        ("-5", "overrides.steps: -5 should be greater than or equal to 1"),
+        ("abc", "overrides.steps: 'abc' should be a valid integer"),
+        ("4.5", "overrides.steps: 4.5 should be a valid integer"),
+    ):
         proc = milimo("rerender", board, "--from-shot", "harbour", "--set", f"steps={value}", *common, env=env)
         clean_error(proc)
         assert message in proc.stderr, proc.stderr
@@ -203,17 +194,18 @@ def test_set_is_validated_before_it_is_stored_and_null_removes_it(tmp_path, tiny
 
 # ------------------------------------------------------------------ 1. reverting the file
 def test_reverting_the_storyboard_file_brings_its_takes_back(tmp_path, tiny_model_dir, env, db):
-    original = example(tmp_path / "b")
+    original = copy_example(tmp_path / "b", steps=FAST_STEPS)
     common = ["--model", tiny_model_dir, "--db", db, "--out", tmp_path / "out"]
     assert milimo("render", original, *common, env=env).returncode == 0
 
     def edit(tl):
         clip = list(tl.tracks[0].find_clips())[2]
         clip.metadata["milimo"] = {**dict(clip.metadata["milimo"]), "prompt": "an edited lamp"}
-    example(tmp_path / "b", edit=edit)
+
+    copy_example(tmp_path / "b", edit=edit, steps=FAST_STEPS)
     edited = milimo("render", original, *common, env=env)
     assert edited.returncode == 0 and "rendered 1 shot(s) ['lamp-close']" in edited.stdout, edited.stdout
-    example(tmp_path / "b")  # back to the first revision
+    copy_example(tmp_path / "b", steps=FAST_STEPS)  # back to the first revision
     reverted = milimo("render", original, *common, env=env)
     assert reverted.returncode == 0 and "rendered 0 shot(s)" in reverted.stdout, reverted.stdout
     rows = {r["shot_id"]: r for r in json.loads(milimo("status", original, "--db", db, "--json").stdout)}
@@ -223,12 +215,15 @@ def test_reverting_the_storyboard_file_brings_its_takes_back(tmp_path, tiny_mode
 
 # ------------------------------------------------------------------ 3. concurrent renders
 def test_three_concurrent_renders_render_each_shot_once(tmp_path, tiny_model_dir, env, db):
-    board = example(tmp_path / "b")
+    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
     common = ["--model", tiny_model_dir, "--db", db, "--out", tmp_path / "out"]
     environment = {**os.environ, "DO_NOT_TRACK": "1", **env}
-    procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "render", str(board), *map(str, common)], cwd=ROOT,
-                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    procs = [
+        milimo_process(
+            "render", board, *common, environ=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-2000:] for o in outputs]
     takes = takes_of(db)
@@ -237,13 +232,13 @@ def test_three_concurrent_renders_render_each_shot_once(tmp_path, tiny_model_dir
 
 # ------------------------------------------------------------------ 5, 6. damaged and missing files
 def test_missing_or_damaged_files_are_seen_and_repaired(tmp_path, tiny_model_dir, env, db):
-    board = example(tmp_path / "b")
+    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
     common = ["--model", tiny_model_dir, "--db", db, "--out", tmp_path / "out"]
     assert milimo("render", board, *common, env=env).returncode == 0
     assert milimo("verify", board, "--db", db).returncode == 0
     store = Store.open(db)
-    Path(store.current_take("lighthouse", "harbour-pan").outputs["mp4"]).unlink()
-    mp4 = Path(store.current_take("lighthouse", "lamp-close").outputs["mp4"])
+    Path(store.current_take("lighthouse", "harbour-pan").outputs.mp4).unlink()
+    mp4 = Path(store.current_take("lighthouse", "lamp-close").outputs.mp4)
     mp4.write_bytes(mp4.read_bytes()[:1000])
     handoff = Path(store.current_take("lighthouse", "lighthouse-wide").handoff_out_path)
     old_handoff_sha = store.current_take("lighthouse", "lighthouse-wide").handoff_out_sha256
@@ -262,7 +257,7 @@ def test_missing_or_damaged_files_are_seen_and_repaired(tmp_path, tiny_model_dir
     assert store.current_take("lighthouse", "lighthouse-wide").handoff_out_sha256 == old_handoff_sha
     assert milimo("verify", board, "--db", db).returncode == 0
     preview = tmp_path / "out" / "lighthouse" / "preview.mp4"
-    assert probe(preview).frames == sum(r.outputs["frames"] for r in store.status("lighthouse"))
+    assert probe(preview).frames == sum(r.outputs.frames for r in store.status("lighthouse"))
 
 
 def test_preview_never_skips_a_shot(tmp_path, tiny_model_dir, env):
@@ -271,12 +266,15 @@ def test_preview_never_skips_a_shot(tmp_path, tiny_model_dir, env):
 
     def fail_one(tl):
         clip = list(tl.tracks[0].find_clips())[3]
-        clip.metadata["milimo"] = {**dict(clip.metadata["milimo"]),
-                                   "loras": [{"path": "assets/loras/foreign.safetensors"}]}  # a LoRA for another model
+        clip.metadata["milimo"] = {
+            **dict(clip.metadata["milimo"]),
+            "loras": [{"path": "assets/loras/foreign.safetensors"}],
+        }  # a LoRA for another model
+
     (tmp_path / "b").mkdir()
     shutil.copytree(EXAMPLES / "assets", tmp_path / "b" / "assets")
     write_foreign_lora(tmp_path / "b" / "assets" / "loras" / "foreign.safetensors")
-    board = example(tmp_path / "b", edit=fail_one)
+    board = copy_example(tmp_path / "b", edit=fail_one, steps=FAST_STEPS)
     db_url = f"sqlite:///{tmp_path / 'm.db'}"
     proc = milimo("render", board, "--model", tiny_model_dir, "--db", db_url, "--out", tmp_path / "out", env=env)
     assert proc.returncode == 1 and "render failed: lighthouse: shot harbour" in proc.stderr, proc.stderr[-2000:]
@@ -317,14 +315,25 @@ def _rendering(rows) -> bool:
 def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_model_dir, sig):
     """Ctrl-C is SIGINT to the whole process group. No PREFECT_API_URL: milimo's own temporary server must
     survive it long enough to record the ending, then stop with everything else."""
-    board = example(tmp_path / "b", steps=40)
+    board = copy_example(tmp_path / "b", steps=40)
     db_file = tmp_path / "m.db"
     environment = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     environment.update(DO_NOT_TRACK="1", PREFECT_HOME=str(tmp_path / "prefect"))
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "render", str(board), "--model", str(tiny_model_dir),
-                             "--db", f"sqlite:///{db_file}", "--out", str(tmp_path / "out")], cwd=ROOT,
-                            env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = milimo_process(
+        "render",
+        board,
+        "--model",
+        tiny_model_dir,
+        "--db",
+        f"sqlite:///{db_file}",
+        "--out",
+        tmp_path / "out",
+        environ=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert wait_for_takes(db_file, _rendering), "never saw a shot rendering"
     status = milimo("status", board, "--db", f"sqlite:///{db_file}")  # what a user sees while it renders
     assert "running: take 1 on " in status.stdout, status.stdout  # with its host, and its step once it has one
@@ -346,22 +355,43 @@ def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_model_dir, sig):
     assert not [c for c in children if _alive(c)], "a child process outlived milimo"
     assert not list((tmp_path / "out").rglob("*.partial.*")), "temporary files were left"
 
-    resumed = milimo("render", board, "--model", tiny_model_dir, "--db", f"sqlite:///{db_file}", "--out",
-                     tmp_path / "out", env={"PREFECT_HOME": str(tmp_path / "prefect")}, timeout=600)
+    resumed = milimo(
+        "render",
+        board,
+        "--model",
+        tiny_model_dir,
+        "--db",
+        f"sqlite:///{db_file}",
+        "--out",
+        tmp_path / "out",
+        env={"PREFECT_HOME": str(tmp_path / "prefect")},
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = takes_of(f"sqlite:///{db_file}")
     assert all(ss.count("succeeded") == 1 for ss in final.values()), final
 
 
 def test_kill_9_leaves_no_process_and_the_next_render_cleans_up(tmp_path, tiny_model_dir):
-    board = example(tmp_path / "b", steps=40)
+    board = copy_example(tmp_path / "b", steps=40)
     db_file = tmp_path / "m.db"
     out = tmp_path / "out"
     environment = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     environment.update(DO_NOT_TRACK="1", PREFECT_HOME=str(tmp_path / "prefect"))
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "render", str(board), "--model", str(tiny_model_dir),
-                             "--db", f"sqlite:///{db_file}", "--out", str(out)], cwd=ROOT, env=environment,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = milimo_process(
+        "render",
+        board,
+        "--model",
+        tiny_model_dir,
+        "--db",
+        f"sqlite:///{db_file}",
+        "--out",
+        out,
+        environ=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     assert wait_for_takes(db_file, _rendering), "never saw a shot rendering"
     children = _descendants(proc.pid)
     assert children, "milimo started no temporary Prefect server"
@@ -377,8 +407,18 @@ def test_kill_9_leaves_no_process_and_the_next_render_cleans_up(tmp_path, tiny_m
     while any(_alive(c) for c in children) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [c for c in children if _alive(c)], "a process milimo started outlived it by 30 s"
-    resumed = milimo("render", board, "--model", tiny_model_dir, "--db", f"sqlite:///{db_file}", "--out", out,
-                     env={"PREFECT_HOME": str(tmp_path / "prefect")}, timeout=600)
+    resumed = milimo(
+        "render",
+        board,
+        "--model",
+        tiny_model_dir,
+        "--db",
+        f"sqlite:///{db_file}",
+        "--out",
+        out,
+        env={"PREFECT_HOME": str(tmp_path / "prefect")},
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not leftover.exists()
     final = takes_of(f"sqlite:///{db_file}")
@@ -387,7 +427,7 @@ def test_kill_9_leaves_no_process_and_the_next_render_cleans_up(tmp_path, tiny_m
 
 # ------------------------------------------------------------------ 10. the store
 def test_store_problems_exit_2_in_one_line(tmp_path):
-    board = example(tmp_path / "b")
+    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
     newer = tmp_path / "newer.db"
     Store.open(f"sqlite:///{newer}")
     with sqlite3.connect(newer) as conn:

@@ -6,7 +6,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from milimo_engine.request import ModalityGuidance
 from milimo_engine import (
     Guidance,
     InvalidFrameCountError,
@@ -19,6 +18,10 @@ from milimo_engine import (
     UnknownLoraKeysError,
     UnsupportedDtypeError,
 )
+from milimo_engine.request import ModalityGuidance
+
+pytestmark = pytest.mark.fast  # the pure layer: `make test-fast`
+
 
 
 @pytest.mark.parametrize("field,value,nearest", [("width", 250, 256), ("height", 300, 320), ("width", 20, 64)])
@@ -91,7 +94,9 @@ def test_missing_component_folder(tiny_model_dir, tmp_path):
 
 
 def test_dtype_the_device_cannot_run(tiny_model_dir):
-    with pytest.raises(UnsupportedDtypeError, match=r"dtype='float16': cannot run on cpu.*Nearest valid value: 'float32'"):
+    with pytest.raises(
+        UnsupportedDtypeError, match=r"dtype='float16': cannot run on cpu.*Nearest valid value: 'float32'"
+    ):
         ModelLedger.open(tiny_model_dir, dtype="float16")
     with pytest.raises(UnsupportedDtypeError, match="dtype='int8'"):
         ModelLedger.open(tiny_model_dir, dtype="int8")

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-NORMALISATION = "ltx2-per-channel-v1"
-
 
 def pack_video(latents: torch.Tensor, patch: int = 1, patch_t: int = 1) -> torch.Tensor:
     """[B, C, F, H, W] -> [B, F*H*W, C*pt*p*p] tokens."""
@@ -43,7 +41,7 @@ class VideoNorm:
     scaling: float = 1.0
 
     @classmethod
-    def of(cls, vae) -> "VideoNorm":
+    def of(cls, vae) -> VideoNorm:
         return cls(vae.latents_mean.detach().float().cpu(), vae.latents_std.detach().float().cpu(),
                    float(vae.config.scaling_factor))
 
@@ -68,7 +66,7 @@ class AudioNorm:
     std: torch.Tensor
 
     @classmethod
-    def of(cls, audio_vae) -> "AudioNorm":
+    def of(cls, audio_vae) -> AudioNorm:
         return cls(audio_vae.latents_mean.detach().float().cpu(), audio_vae.latents_std.detach().float().cpu())
 
     def normalize(self, tokens: torch.Tensor) -> torch.Tensor:

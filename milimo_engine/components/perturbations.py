@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -41,7 +42,7 @@ class RowPerturbation:
         return self.stg_rows if self.stg_rows is not None and block in blocks else None
 
 
-def self_attentions(transformer) -> list[tuple[str, int, torch.nn.Module]]:
+def self_attentions(transformer) -> list[tuple[str, int, Any]]:
     """(stream, block index, module) for every video and audio self-attention."""
     found = []
     for index, block in enumerate(getattr(transformer, "transformer_blocks", [])):

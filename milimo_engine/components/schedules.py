@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
 
 
 class SigmaSchedule(Protocol):
-    def sigmas(self, steps: int, num_tokens: int) -> torch.Tensor:
-        """Descending sigmas for `steps` denoising steps, ending with 0 (length steps + 1)."""
+    def sigmas(self, steps: int | None = None, num_tokens: int | None = None) -> torch.Tensor:
+        """Descending sigmas for `steps` denoising steps, ending with 0 (length steps + 1). A fixed schedule
+        ignores both; a shifted one needs them."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,9 @@ class TokenShiftedSchedule:
         m = (self.max_shift - self.base_shift) / (self.max_seq_len - self.base_seq_len)
         return num_tokens * m + (self.base_shift - m * self.base_seq_len)
 
-    def sigmas(self, steps: int, num_tokens: int) -> torch.Tensor:
+    def sigmas(self, steps: int | None = None, num_tokens: int | None = None) -> torch.Tensor:
+        if steps is None or num_tokens is None:
+            raise TypeError("a token-shifted schedule needs the step count and the token count")
         ramp = np.linspace(1.0, 1.0 / steps, steps).astype(np.float32)
         mu = self.mu(num_tokens)
         shifted = math.exp(mu) / (math.exp(mu) + (1 / ramp - 1) ** 1.0)

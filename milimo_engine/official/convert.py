@@ -11,9 +11,10 @@ is an error naming it) and proven by parity with ltx-core on the same weights (`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -233,14 +234,18 @@ def _vocoder_config(cfg: dict, prefix: str = "", final_activation: bool = True) 
     amp = cfg.get("resblock", "1") == "AMP1"
     final = ("tanh" if cfg.get("use_tanh_at_final", True) else "clamp") if final_activation else None
     return {
-        f"{prefix}in_channels": 128, f"{prefix}hidden_channels": cfg.get("upsample_initial_channel", 1024),
-        f"{prefix}out_channels": 2, f"{prefix}upsample_kernel_sizes": cfg.get("upsample_kernel_sizes", [16, 15, 8, 4, 4]),
+        f"{prefix}in_channels": 128,
+        f"{prefix}hidden_channels": cfg.get("upsample_initial_channel", 1024),
+        f"{prefix}out_channels": 2,
+        f"{prefix}upsample_kernel_sizes": cfg.get("upsample_kernel_sizes", [16, 15, 8, 4, 4]),
         f"{prefix}upsample_factors": cfg.get("upsample_rates", [6, 5, 2, 2, 2]),
         f"{prefix}resnet_kernel_sizes": cfg.get("resblock_kernel_sizes", [3, 7, 11]),
         f"{prefix}resnet_dilations": cfg.get("resblock_dilation_sizes", [[1, 3, 5]] * 3),
         f"{prefix}act_fn": cfg.get("activation", "snake") if amp else "leaky_relu",
-        f"{prefix}leaky_relu_negative_slope": 0.1, f"{prefix}antialias": amp,
-        f"{prefix}final_act_fn": final, f"{prefix}final_bias": bool(cfg.get("use_bias_at_final", True)),
+        f"{prefix}leaky_relu_negative_slope": 0.1,
+        f"{prefix}antialias": amp,
+        f"{prefix}final_act_fn": final,
+        f"{prefix}final_bias": bool(cfg.get("use_bias_at_final", True)),
     }
 
 
@@ -248,16 +253,21 @@ def vocoder_component(config: dict, state: State, source: Any) -> Component:
     cfg = _section(config, "vocoder", source)
     own = _take(state, "vocoder.")
     if not own:
-        raise ModelImportError(source, "holds no vocoder weights (no `vocoder.` keys)",
-                               "give the LTX-2 model checkpoint as downloaded")
+        raise ModelImportError(
+            source, "holds no vocoder weights (no `vocoder.` keys)", "give the LTX-2 model checkpoint as downloaded"
+        )
     if "bwe" not in cfg:
         diffusers_config = _vocoder_config(cfg) | {"output_sampling_rate": cfg.get("output_sampling_rate", 24000)}
         return Component("vocoder", "LTX2Vocoder", diffusers_config, _rename(own, _VOCODER_RENAMES))
     voc, bwe = cfg.get("vocoder", {}), cfg["bwe"]
     diffusers_config = {
-        **_vocoder_config(voc), **_vocoder_config(bwe, "bwe_", final_activation=False),
-        "filter_length": bwe["n_fft"], "hop_length": bwe["hop_length"], "window_length": bwe["n_fft"],
-        "num_mel_channels": bwe["num_mels"], "input_sampling_rate": bwe["input_sampling_rate"],
+        **_vocoder_config(voc),
+        **_vocoder_config(bwe, "bwe_", final_activation=False),
+        "filter_length": bwe["n_fft"],
+        "hop_length": bwe["hop_length"],
+        "window_length": bwe["n_fft"],
+        "num_mel_channels": bwe["num_mels"],
+        "input_sampling_rate": bwe["input_sampling_rate"],
         "output_sampling_rate": bwe["output_sampling_rate"],
     }
     converted = {}
@@ -271,15 +281,16 @@ def vocoder_component(config: dict, state: State, source: Any) -> Component:
 
 
 # ------------------------------------------------------------------ text connectors (and the 2.3 projection)
-def connectors_component(config: dict, state: State, gemma_hidden: int, gemma_layers: int,
-                         source: Any) -> Component:
+def connectors_component(config: dict, state: State, gemma_hidden: int, gemma_layers: int, source: Any) -> Component:
     t = _section(config, "transformer", source)
     v2 = is_22b(config)
     video_heads = t.get("connector_num_attention_heads", 30)
     video_dim = t.get("connector_attention_head_dim", 128)
     diffusers_config = {
-        "caption_channels": gemma_hidden, "text_proj_in_factor": gemma_layers + 1,
-        "video_connector_num_attention_heads": video_heads, "video_connector_attention_head_dim": video_dim,
+        "caption_channels": gemma_hidden,
+        "text_proj_in_factor": gemma_layers + 1,
+        "video_connector_num_attention_heads": video_heads,
+        "video_connector_attention_head_dim": video_dim,
         "video_connector_num_layers": t.get("connector_num_layers", 2),
         "video_connector_num_learnable_registers": 128,
         "video_gated_attn": bool(t.get("connector_apply_gated_attention", False)),
@@ -289,8 +300,10 @@ def connectors_component(config: dict, state: State, gemma_hidden: int, gemma_la
         "audio_connector_num_learnable_registers": 128,
         "audio_gated_attn": bool(t.get("connector_apply_gated_attention", False)),
         "connector_rope_base_seq_len": t.get("connector_positional_embedding_max_pos", [1])[0],
-        "rope_theta": 10000.0, "rope_double_precision": t.get("frequencies_precision", False) == "float64",
-        "causal_temporal_positioning": False, "rope_type": t.get("rope_type", "interleaved"),
+        "rope_theta": 10000.0,
+        "rope_double_precision": t.get("frequencies_precision", False) == "float64",
+        "causal_temporal_positioning": False,
+        "rope_type": t.get("rope_type", "interleaved"),
         "per_modality_projections": v2,
         "video_hidden_dim": t.get("num_attention_heads", 32) * t.get("attention_head_dim", 128),
         "audio_hidden_dim": t.get("audio_num_attention_heads", 32) * t.get("audio_attention_head_dim", 64),
@@ -299,14 +312,29 @@ def connectors_component(config: dict, state: State, gemma_hidden: int, gemma_la
     converted: State = {}
     projection = _take(state, "text_embedding_projection.")
     if not projection:
-        raise ModelImportError(source, "holds no text projection (no `text_embedding_projection.` keys)",
-                               "give the LTX-2 model checkpoint as downloaded")
+        raise ModelImportError(
+            source,
+            "holds no text projection (no `text_embedding_projection.` keys)",
+            "give the LTX-2 model checkpoint as downloaded",
+        )
     for key, value in projection.items():
-        converted[_rename({key: value}, [("video_aggregate_embed.", "video_text_proj_in."),
-                                         ("audio_aggregate_embed.", "audio_text_proj_in."),
-                                         ("aggregate_embed.", "text_proj_in.")]).popitem()[0]] = value
-    pairs = [("video_embeddings_connector.", "video_connector."), ("audio_embeddings_connector.", "audio_connector."),
-             ("transformer_1d_blocks.", "transformer_blocks."), (".q_norm.", ".norm_q."), (".k_norm.", ".norm_k.")]
+        converted[
+            _rename(
+                {key: value},
+                [
+                    ("video_aggregate_embed.", "video_text_proj_in."),
+                    ("audio_aggregate_embed.", "audio_text_proj_in."),
+                    ("aggregate_embed.", "text_proj_in."),
+                ],
+            ).popitem()[0]
+        ] = value
+    pairs = [
+        ("video_embeddings_connector.", "video_connector."),
+        ("audio_embeddings_connector.", "audio_connector."),
+        ("transformer_1d_blocks.", "transformer_blocks."),
+        (".q_norm.", ".norm_q."),
+        (".k_norm.", ".norm_k."),
+    ]
     connectors = {k: v for k, v in _take(state, TRANSFORMER_PREFIX).items() if k.startswith(CONNECTOR_PREFIXES)}
     converted.update(_rename(connectors, pairs))
     return Component("connectors", "LTX2TextConnectors", diffusers_config, converted)
@@ -315,8 +343,10 @@ def connectors_component(config: dict, state: State, gemma_hidden: int, gemma_la
 # ------------------------------------------------------------------ latent upsamplers
 def upsampler_component(folder: str, config: dict, state: State, source: Any) -> Component:
     diffusers_config = {
-        "in_channels": config.get("in_channels", 128), "mid_channels": config.get("mid_channels", 512),
-        "num_blocks_per_stage": config.get("num_blocks_per_stage", 4), "dims": config.get("dims", 3),
+        "in_channels": config.get("in_channels", 128),
+        "mid_channels": config.get("mid_channels", 512),
+        "num_blocks_per_stage": config.get("num_blocks_per_stage", 4),
+        "dims": config.get("dims", 3),
         "spatial_upsample": bool(config.get("spatial_upsample", True)),
         "temporal_upsample": bool(config.get("temporal_upsample", False)),
         "rational_spatial_scale": float(config.get("spatial_scale", 2.0)),
@@ -334,8 +364,9 @@ def check_loads(component: Component, build: Callable[[dict], torch.nn.Module], 
     expected = module.state_dict()
     missing = sorted(set(expected) - set(component.state))
     extra = sorted(set(component.state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(component.state)
-                   if tuple(expected[k].shape) != tuple(component.state[k].shape))
+    wrong = sorted(
+        k for k in set(expected) & set(component.state) if tuple(expected[k].shape) != tuple(component.state[k].shape)
+    )
     del module
     if missing or extra or wrong:
         parts = []
@@ -345,5 +376,8 @@ def check_loads(component: Component, build: Callable[[dict], torch.nn.Module], 
             parts.append(f"{len(extra)} unexpected, e.g. {extra[:3]}")
         if wrong:
             parts.append(f"{len(wrong)} of another shape, e.g. {wrong[:3]}")
-        raise ModelImportError(source, f"its {component.folder} does not match diffusers' {component.class_name}: "
-                               + "; ".join(parts), "this checkpoint is of a layout milimo does not convert yet")
+        raise ModelImportError(
+            source,
+            f"its {component.folder} does not match diffusers' {component.class_name}: " + "; ".join(parts),
+            "this checkpoint is of a layout milimo does not convert yet",
+        )

@@ -8,13 +8,15 @@ made; the manifest records each source file's sha256.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ModelImportError
 from ..hashing import file_sha256
@@ -90,7 +92,7 @@ def write_component(component: convert.Component, target: Path) -> None:
     weight_map = {}
     handles: dict[Path, Any] = {}
     try:
-        for name, shard in zip(names, shards):
+        for name, shard in zip(names, shards, strict=False):
             tensors = {}
             for key, ref in shard:
                 if ref.file not in handles:
@@ -170,17 +172,50 @@ def import_model(paths: list[Path], out: Path, *, force: bool = False, model_id:
         raise ModelImportError(out, "exists", "give another -o, or --force to replace it")
     found = classify([Path(p) for p in paths])
     if found.diffusers is not None and found.checkpoint is None:
-        return _import_diffusers(found, out, force=force, model_id=model_id, say=say)
+        from .diffusers_folder import import_diffusers
+
+        return import_diffusers(found, out, model_id=model_id, say=say)
     _require(found, paths)
-    assert found.checkpoint is not None and found.gemma is not None
+    assert found.checkpoint is not None and found.gemma is not None and found.distilled_lora is not None
     checkpoint = found.checkpoint
+    defaults = _version_of(checkpoint)
+    components = _checkpoint_components(found, checkpoint)
+    say(f"hashing {checkpoint.path.name}")
+    sources = {h.path.name: file_sha256(h.path) for h in
+               [checkpoint, found.spatial_upsampler, found.temporal_upsampler, found.distilled_lora, *found.loras]
+               if h is not None}
+    chosen_id = model_id or f"{defaults.model_id}@{sources[checkpoint.path.name][:12]}"
+    report = ImportReport(out, defaults.version, chosen_id, ignored=[(str(p), why) for p, why in found.ignored])
+    with staged(out) as staging:
+        for component in components:
+            say(f"writing {component.folder}")
+            write_component(component, staging / component.folder)
+            report.components[component.folder] = component.class_name
+        say("linking the Gemma text encoder")
+        _write_gemma(found.gemma, staging)
+        report.components["text_encoder"] = "Gemma3ForConditionalGeneration"
+        for header in [found.distilled_lora, *found.loras]:
+            _link_or_copy(header.path, staging / "loras" / header.path.name)
+            report.loras.append(header.path.name)
+        layers = int(checkpoint.config["transformer"].get("num_layers", 48))
+        blocks = _stg_blocks(defaults.stg_blocks, layers, report.notes)
+        _official_manifest(report.model_id, defaults, found, blocks, sources).write(staging)
+        (staging / "README.txt").write_text(
+            f"LTX-{defaults.version} imported by `milimo model import` from {', '.join(sorted(sources))}.\n"
+            "Its defaults are the official ones for that version; `milimo model info` prints them.\n"
+        )
+    return report
+
+
+def _checkpoint_components(found: Sources, checkpoint: SafetensorsHeader) -> list[convert.Component]:
+    """The checkpoint's components and the upscalers, converted lazily and checked to load before anything is
+    written (fp8 and files without Lightricks' `config` metadata are refused)."""
     _refuse_fp8(checkpoint)
     config = checkpoint.config
     if not config:
         raise ModelImportError(checkpoint.path, "has no `config` metadata", "import the checkpoint as Lightricks "
                                "publishes it; a file re-saved without its metadata cannot be read")
-    defaults = _version_of(checkpoint)
-    notes: list[str] = []
+    assert found.gemma is not None
     state = _refs(checkpoint)
     gemma_hidden, gemma_layers = _gemma_shape(found.gemma)
     components = [
@@ -190,65 +225,52 @@ def import_model(paths: list[Path], out: Path, *, force: bool = False, model_id:
         convert.vocoder_component(config, state, checkpoint.path),
         convert.connectors_component(config, state, gemma_hidden, gemma_layers, checkpoint.path),
     ]
-    for header, folder in ((found.spatial_upsampler, "latent_upsampler"), (found.temporal_upsampler,
-                                                                           "temporal_upsampler")):
+    for header, folder in ((found.spatial_upsampler, "latent_upsampler"),
+                           (found.temporal_upsampler, "temporal_upsampler")):
         if header is not None:
             _refuse_fp8(header)
             components.append(convert.upsampler_component(folder, header.config, _refs(header), header.path))
     for component in components:
         convert.check_loads(component, _diffusers_class(component.class_name), checkpoint.path)
-    layers = int(config["transformer"].get("num_layers", 48))
+    return components
 
-    say(f"hashing {checkpoint.path.name}")
-    sources = {h.path.name: file_sha256(h.path) for h in
-               [checkpoint, found.spatial_upsampler, found.temporal_upsampler, found.distilled_lora, *found.loras]
-               if h is not None}
-    report = ImportReport(out, defaults.version, model_id or f"{defaults.model_id}@{sources[checkpoint.path.name][:12]}",
-                          ignored=[(str(p), why) for p, why in found.ignored], notes=notes)
+
+FOLDERS = {"transformer": "transformer", "vae": "vae", "audio_vae": "audio_vae", "vocoder": "vocoder",
+           "connectors": "connectors", "text_encoder": "text_encoder", "tokenizer": "tokenizer",
+           "scheduler": "scheduler", "spatial_upsampler": "latent_upsampler",
+           "temporal_upsampler": "temporal_upsampler"}
+
+
+def _official_manifest(model_id: str, defaults: VersionDefaults, found: Sources, blocks: tuple[int, ...],
+                       sources: dict[str, str]) -> ModelManifest:
+    """The version's official defaults, as `milimo-model.json` records them."""
+    assert found.distilled_lora is not None
+    distilled = f"loras/{found.distilled_lora.path.name}"
+    loras = {h.path.stem: f"loras/{h.path.name}" for h in found.loras if f"loras/{h.path.name}" != distilled}
+    return ModelManifest(
+        model_id=model_id, components=dict(FOLDERS), distilled_lora=distilled, loras=loras,
+        schedule=ScheduleDefaults(stage1_steps=defaults.stage1_steps, distilled_sigmas=defaults.distilled_sigmas),
+        stg_blocks=blocks, audio_stg_blocks=blocks, max_frames=defaults.max_frames,
+        segment_frames=defaults.segment_frames, image_crf=defaults.image_crf,
+        max_sequence_length=defaults.max_sequence_length, cross_timestep=defaults.cross_timestep,
+        default_size=defaults.default_size, version=defaults.version, negative_prompt=defaults.negative_prompt,
+        distilled_lora_strength=defaults.distilled_lora_strength, sources=sources)
+
+
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A folder beside `out` to write into; on success it replaces `out` in one rename, else it is removed, so an
+    import that fails or is interrupted leaves `out` as it was."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing.", dir=out.parent))
     try:
-        for component in components:
-            say(f"writing {component.folder}")
-            write_component(component, staging / component.folder)
-            report.components[component.folder] = component.class_name
-        say("linking the Gemma text encoder")
-        _write_gemma(found.gemma, staging)
-        report.components["text_encoder"] = "Gemma3ForConditionalGeneration"
-        lora_names = {}
-        for header in [found.distilled_lora, *found.loras]:
-            if header is None:
-                continue
-            _link_or_copy(header.path, staging / "loras" / header.path.name)
-            lora_names[header.path.stem] = f"loras/{header.path.name}"
-            report.loras.append(header.path.name)
-        assert found.distilled_lora is not None
-        blocks = _stg_blocks(defaults.stg_blocks, layers, notes)
-        manifest = ModelManifest(
-            model_id=report.model_id,
-            components={"transformer": "transformer", "vae": "vae", "audio_vae": "audio_vae", "vocoder": "vocoder",
-                        "connectors": "connectors", "text_encoder": "text_encoder", "tokenizer": "tokenizer",
-                        "scheduler": "scheduler", "spatial_upsampler": "latent_upsampler",
-                        "temporal_upsampler": "temporal_upsampler"},
-            distilled_lora=f"loras/{found.distilled_lora.path.name}",
-            loras={k: v for k, v in lora_names.items() if v != f"loras/{found.distilled_lora.path.name}"},
-            schedule=ScheduleDefaults(stage1_steps=defaults.stage1_steps, distilled_sigmas=defaults.distilled_sigmas),
-            stg_blocks=blocks, audio_stg_blocks=blocks, max_frames=defaults.max_frames,
-            segment_frames=defaults.segment_frames, image_crf=defaults.image_crf,
-            max_sequence_length=defaults.max_sequence_length, cross_timestep=defaults.cross_timestep,
-            default_size=defaults.default_size, version=defaults.version, negative_prompt=defaults.negative_prompt,
-            distilled_lora_strength=defaults.distilled_lora_strength, sources=sources)
-        manifest.write(staging)
-        (staging / "README.txt").write_text(
-            f"LTX-{defaults.version} imported by `milimo model import` from {', '.join(sorted(sources))}.\n"
-            "Its defaults are the official ones for that version; `milimo model info` prints them.\n")
+        yield staging
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return report
 
 
 def _require(found: Sources, paths: list[Path]) -> None:
@@ -264,8 +286,9 @@ def _require(found: Sources, paths: list[Path]) -> None:
     if missing:
         what = "; ".join(f"{name} (e.g. {example})" for name, example in missing)
         where = found.checkpoint.path if found.checkpoint is not None else ", ".join(str(p) for p in paths)
-        raise ModelImportError(where, f"missing {what}",
-                               "download it from Lightricks' model page and add it to the sources")
+        raise ModelImportError(
+            where, f"missing {what}", "download it from Lightricks' model page and add it to the sources"
+        )
 
 
 def _write_gemma(gemma: Path, staging: Path) -> None:
@@ -276,109 +299,17 @@ def _write_gemma(gemma: Path, staging: Path) -> None:
             _link_or_copy(path, staging / "tokenizer" / path.name)
         if path.suffix == ".safetensors" or path.name.endswith(".safetensors.index.json") or path.name in GEMMA_WEIGHTS:
             _link_or_copy(path, staging / "text_encoder" / path.name)
-    if not (staging / "tokenizer" / "tokenizer.json").is_file() and not (staging / "tokenizer" / "tokenizer.model").is_file():
-        raise ModelImportError(gemma, "holds no tokenizer (tokenizer.json or tokenizer.model)",
-                               "give the Gemma folder as downloaded, tokenizer included")
+    if (
+        not (staging / "tokenizer" / "tokenizer.json").is_file()
+        and not (staging / "tokenizer" / "tokenizer.model").is_file()
+    ):
+        raise ModelImportError(
+            gemma,
+            "holds no tokenizer (tokenizer.json or tokenizer.model)",
+            "give the Gemma folder as downloaded, tokenizer included",
+        )
     if not any((staging / "text_encoder").glob("*.safetensors")):
         raise ModelImportError(gemma, "holds no .safetensors weights", "give the Gemma folder as downloaded")
-
-
-def _import_diffusers(found: Sources, out: Path, *, force: bool, model_id: str | None,
-                      say: Callable[[str], None]) -> ImportReport:
-    """A diffusers-layout folder (`Lightricks/LTX-2` as diffusers publishes it): its components are linked as they
-    are; the manifest is written from the version its transformer's config implies."""
-    source = found.diffusers
-    assert source is not None
-    transformer = json.loads((source / "transformer" / "config.json").read_text())
-    version = "2.3" if transformer.get("cross_attn_mod") else "2.0"
-    defaults = defaults_for(version)
-    if found.spatial_upsampler is None and not (source / "latent_upsampler").is_dir():
-        raise ModelImportError(source, "has no latent_upsampler/ and no spatial upscaler was given",
-                               "add the spatial x2 upscaler file to the sources")
-    if found.distilled_lora is None:
-        raise ModelImportError(source, "no distilled LoRA was given", "add the distilled LoRA file to the sources")
-    notes: list[str] = []
-    sha = file_sha256(found.distilled_lora.path)
-    report = ImportReport(out, defaults.version, model_id or f"{defaults.model_id}@diffusers-{sha[:12]}", notes=notes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing.", dir=out.parent))
-    try:
-        for child in sorted(source.iterdir()):
-            if child.is_dir():
-                say(f"linking {child.name}")
-                for path in child.rglob("*"):
-                    if path.is_file():
-                        _link_or_copy(path, staging / child.name / path.relative_to(child))
-                report.components[child.name] = "diffusers"
-        if found.spatial_upsampler is not None:
-            write_component(convert.upsampler_component("latent_upsampler", found.spatial_upsampler.config,
-                                                        _refs(found.spatial_upsampler), found.spatial_upsampler.path),
-                            staging / "latent_upsampler")
-        for header in [found.distilled_lora, *found.loras]:
-            _link_or_copy(header.path, staging / "loras" / header.path.name)
-            report.loras.append(header.path.name)
-        layers = int(transformer.get("num_layers", 48))
-        blocks = _stg_blocks(defaults.stg_blocks, layers, notes)
-        ModelManifest(model_id=report.model_id, distilled_lora=f"loras/{found.distilled_lora.path.name}",
-                      loras={h.path.stem: f"loras/{h.path.name}" for h in found.loras},
-                      schedule=ScheduleDefaults(stage1_steps=defaults.stage1_steps), stg_blocks=blocks,
-                      audio_stg_blocks=blocks, image_crf=defaults.image_crf, cross_timestep=defaults.cross_timestep,
-                      version=defaults.version, negative_prompt=defaults.negative_prompt,
-                      distilled_lora_strength=defaults.distilled_lora_strength,
-                      sources={found.distilled_lora.path.name: sha}).write(staging)
-        if out.exists() and force:
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return report
-
-
-def model_info(folder: Path) -> dict[str, Any]:
-    """What a model folder is: version, model id, components (class, dtype, bytes), defaults, size on disk."""
-    folder = Path(folder)
-    manifest = ModelManifest.read(folder)
-    components = {}
-    total = 0
-    for name, rel in sorted(manifest.components.items()):
-        path = folder / rel
-        if not path.exists():
-            continue
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-        size = sum(p.stat().st_size for p in files)
-        total += size
-        cls, dtypes = "-", set()
-        config = path / "config.json" if path.is_dir() else None
-        if config is not None and config.is_file():
-            raw = json.loads(config.read_text())
-            cls = raw.get("_class_name") or (raw.get("architectures") or ["-"])[0]
-        for weights in [p for p in files if p.suffix == ".safetensors"][:4]:
-            from .sources import _dtypes
-
-            dtypes |= _dtypes(weights)
-        components[name] = {"class": cls, "dtype": ",".join(sorted(dtypes)) or "-", "bytes": size}
-    loras = {}
-    for rel in ([manifest.distilled_lora] if manifest.distilled_lora else []) + list(manifest.loras.values()):
-        path = folder / rel
-        if path.is_file():
-            loras[rel] = path.stat().st_size
-            total += path.stat().st_size
-    return {"folder": str(folder), "model_id": manifest.model_id, "version": manifest.version,
-            "random_weights": manifest.random_weights, "components": components, "loras": loras, "bytes": total,
-            "defaults": {"stage1_steps": manifest.schedule.stage1_steps, "stg_blocks": list(manifest.stg_blocks),
-                         "audio_stg_blocks": list(manifest.audio_stg_blocks or manifest.stg_blocks),
-                         "image_crf": manifest.image_crf, "cross_timestep": manifest.cross_timestep,
-                         "default_size": list(manifest.default_size), "max_frames": manifest.max_frames,
-                         "segment_frames": manifest.segment_frames,
-                         "max_sequence_length": manifest.max_sequence_length,
-                         "distilled_lora": manifest.distilled_lora,
-                         "distilled_lora_strength": manifest.distilled_lora_strength,
-                         "distilled_sigmas": list(manifest.schedule.distilled_sigmas),
-                         "negative_prompt": manifest.default_negative_prompt},
-            "sources": manifest.sources}
-
-
 
 
 def imported_folder(source: Path, cache_root: Path, on_step: Callable[[str], None] | None = None) -> Path:
@@ -388,10 +319,14 @@ def imported_folder(source: Path, cache_root: Path, on_step: Callable[[str], Non
 
     source = Path(source)
     folder = source.parent if source.is_file() else source
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and (p.suffix == ".safetensors" or p.name.endswith(
-        ".json") or p.name.startswith("tokenizer")))
-    key = hashlib.sha256("".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}\n"
-                                 for p in files).encode()).hexdigest()[:16]
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and (p.suffix == ".safetensors" or p.name.endswith(".json") or p.name.startswith("tokenizer"))
+    )
+    key = hashlib.sha256(
+        "".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}\n" for p in files).encode()
+    ).hexdigest()[:16]
     target = Path(cache_root) / f"imported-{folder.name}-{key}"
     if (target / "milimo-model.json").is_file():
         return target

@@ -7,7 +7,6 @@ row. None of these is retried; the same database answers the same way until some
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, make_url
@@ -20,8 +19,12 @@ _MIGRATION_LOCK = 0x6D696C696D6F  # "milimo": the advisory lock that serialises 
 DB_FIX = "point --db (or MILIMO_DB_URL) at a store this milimo can use"
 
 
+DEFAULT_URL = "sqlite:///renders/milimo.db"
+
+
 def default_url() -> str:
-    return os.environ.get("MILIMO_DB_URL") or "sqlite:///renders/milimo.db"
+    """The embedded default; a milimo process gets its URL from its settings (`milimo.settings`)."""
+    return DEFAULT_URL
 
 
 def shown(url: str) -> str:

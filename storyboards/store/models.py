@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
@@ -11,14 +11,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
-class TakeStatus(str, enum.Enum):
+class TakeStatus(str, enum.Enum):  # noqa: UP042 - StrEnum would change str(member), which messages print
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
@@ -35,8 +35,8 @@ class StoryboardRow(Base):
     source_path: Mapped[str | None] = mapped_column(Text)
     current_revision: Mapped[int | None] = mapped_column(Integer)  # the revision the file on disk last matched
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revisions: Mapped[list["RevisionRow"]] = relationship(back_populates="storyboard", order_by="RevisionRow.number")
-    shots: Mapped[list["ShotRow"]] = relationship(back_populates="storyboard", order_by="ShotRow.position")
+    revisions: Mapped[list[RevisionRow]] = relationship(back_populates="storyboard", order_by="RevisionRow.number")
+    shots: Mapped[list[ShotRow]] = relationship(back_populates="storyboard", order_by="ShotRow.position")
 
 
 class RevisionRow(Base):
@@ -114,7 +114,7 @@ class TakeRow(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    artifacts: Mapped[list["ArtifactRow"]] = relationship(back_populates="take", cascade="all, delete-orphan")
+    artifacts: Mapped[list[ArtifactRow]] = relationship(back_populates="take", cascade="all, delete-orphan")
 
 
 class ArtifactRow(Base):

@@ -210,9 +210,12 @@ def build_checkpoint(version: str, seed: int) -> tuple[dict[str, torch.Tensor], 
         if key.startswith("feature_extractor."):
             state["text_embedding_projection." + key.removeprefix("feature_extractor.")] = value.clone()
         elif key.startswith("video_connector."):
-            state["model.diffusion_model.video_embeddings_connector." + key.removeprefix("video_connector.")] = value.clone()
+            name = "model.diffusion_model.video_embeddings_connector." + key.removeprefix("video_connector.")
+            state[name] = value.clone()
         elif key.startswith("audio_connector."):
-            state["model.diffusion_model.audio_embeddings_connector." + key.removeprefix("audio_connector.")] = value.clone()
+            state["model.diffusion_model.audio_embeddings_connector." + key.removeprefix("audio_connector.")] = (
+                value.clone()
+            )
     # Encoder and decoder share the per-channel statistics, as the official file stores them once.
     add("vae.encoder.", VideoEncoderConfigurator.from_config(config))
     decoder = _materialise(VideoDecoderConfigurator.from_config(config))
@@ -237,22 +240,54 @@ def build_checkpoint(version: str, seed: int) -> tuple[dict[str, torch.Tensor], 
 
 def _gemma_config() -> dict:
     return {
-        "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
-        "boi_token_index": 4, "eoi_token_index": 5, "image_token_index": 6, "eos_token_id": [1],
-        "mm_tokens_per_image": 4, "initializer_range": 0.02, "torch_dtype": "bfloat16",
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        "boi_token_index": 4,
+        "eoi_token_index": 5,
+        "image_token_index": 6,
+        "eos_token_id": [1],
+        "mm_tokens_per_image": 4,
+        "initializer_range": 0.02,
+        "torch_dtype": "bfloat16",
         "text_config": {
-            "model_type": "gemma3_text", "hidden_size": GEMMA_HIDDEN, "intermediate_size": 2 * GEMMA_HIDDEN,
-            "num_hidden_layers": GEMMA_LAYERS, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
-            "query_pre_attn_scalar": 16, "max_position_embeddings": 2048, "sliding_window": 256,
-            "sliding_window_pattern": 2, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
-            "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "rms_norm_eps": 1e-6,
-            "hidden_activation": "gelu_pytorch_tanh", "attention_bias": False, "attention_dropout": 0.0,
-            "final_logit_softcapping": None, "attn_logit_softcapping": None, "vocab_size": 0,
-            "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2},
-        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 16, "intermediate_size": 32,
-                          "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14,
-                          "num_channels": 3, "layer_norm_eps": 1e-6, "hidden_act": "gelu_pytorch_tanh",
-                          "vision_use_head": False},
+            "model_type": "gemma3_text",
+            "hidden_size": GEMMA_HIDDEN,
+            "intermediate_size": 2 * GEMMA_HIDDEN,
+            "num_hidden_layers": GEMMA_LAYERS,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "query_pre_attn_scalar": 16,
+            "max_position_embeddings": 2048,
+            "sliding_window": 256,
+            "sliding_window_pattern": 2,
+            "rope_theta": 1000000.0,
+            "rope_local_base_freq": 10000.0,
+            "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+            "rms_norm_eps": 1e-6,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "final_logit_softcapping": None,
+            "attn_logit_softcapping": None,
+            "vocab_size": 0,
+            "pad_token_id": 0,
+            "eos_token_id": 1,
+            "bos_token_id": 2,
+        },
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 28,
+            "patch_size": 14,
+            "num_channels": 3,
+            "layer_norm_eps": 1e-6,
+            "hidden_act": "gelu_pytorch_tanh",
+            "vision_use_head": False,
+        },
     }
 
 
@@ -267,16 +302,27 @@ class _text_config_patched:
         from ltx_core.text_encoders.gemma import config as cfg
 
         self.saved = cfg.GEMMA3_CONFIG_FOR_LTX
-        text = cfg.Gemma3TextConfig(**{k: v for k, v in self.gemma["text_config"].items()
-                                       if k in cfg.Gemma3TextConfig.__dataclass_fields__ and k != "rope_scaling"})
+        text = cfg.Gemma3TextConfig(
+            **{
+                k: v
+                for k, v in self.gemma["text_config"].items()
+                if k in cfg.Gemma3TextConfig.__dataclass_fields__ and k != "rope_scaling"
+            }
+        )
         text.rope_scaling = cfg.Gemma3RopeScaling(**self.gemma["text_config"]["rope_scaling"])
-        vision = cfg.Gemma3VisionConfig(**{k: v for k, v in self.gemma["vision_config"].items()
-                                           if k in cfg.Gemma3VisionConfig.__dataclass_fields__})
+        vision = cfg.Gemma3VisionConfig(
+            **{k: v for k, v in self.gemma["vision_config"].items() if k in cfg.Gemma3VisionConfig.__dataclass_fields__}
+        )
         data = cfg.Gemma3ConfigData(
-            text_config=text, vision_config=vision, boi_token_index=self.gemma["boi_token_index"],
-            eoi_token_index=self.gemma["eoi_token_index"], image_token_index=self.gemma["image_token_index"],
-            eos_token_id=self.gemma["eos_token_id"], mm_tokens_per_image=self.gemma["mm_tokens_per_image"],
-            torch_dtype="float32")
+            text_config=text,
+            vision_config=vision,
+            boi_token_index=self.gemma["boi_token_index"],
+            eoi_token_index=self.gemma["eoi_token_index"],
+            image_token_index=self.gemma["image_token_index"],
+            eos_token_id=self.gemma["eos_token_id"],
+            mm_tokens_per_image=self.gemma["mm_tokens_per_image"],
+            torch_dtype="float32",
+        )
         patched = [cfg]
         import ltx_core.text_encoders.gemma.encoders.encoder_configurator as enc
 
@@ -302,16 +348,41 @@ def build_gemma(folder: Path, seed: int) -> None:
     staging = folder.parent / f".{folder.name}-spm"
     staging.mkdir()
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(staging / "spm"), vocab_size=320, model_type="bpe",
-        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
-        unk_piece="<unk>", user_defined_symbols=["<start_of_image>", "<end_of_image>", "<image_soft_token>"],
-        character_coverage=1.0, byte_fallback=True, num_threads=1, minloglevel=2, shuffle_input_sentence=False)
+        input=str(corpus),
+        model_prefix=str(staging / "spm"),
+        vocab_size=320,
+        model_type="bpe",
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        unk_piece="<unk>",
+        user_defined_symbols=["<start_of_image>", "<end_of_image>", "<image_soft_token>"],
+        character_coverage=1.0,
+        byte_fallback=True,
+        num_threads=1,
+        minloglevel=2,
+        shuffle_input_sentence=False,
+    )
     corpus.unlink()
     # Gemma's tokenizer as its folder ships: the SentencePiece model and the fast tokenizer converted from it.
-    fast = GemmaTokenizerFast(vocab_file=str(staging / "spm.model"), pad_token="<pad>", eos_token="<eos>",
-                              bos_token="<bos>", unk_token="<unk>", add_bos_token=True, add_eos_token=False,
-                              extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
-                                                    "image_token": "<image_soft_token>"})
+    fast = GemmaTokenizerFast(
+        vocab_file=str(staging / "spm.model"),
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+        add_bos_token=True,
+        add_eos_token=False,
+        extra_special_tokens={
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
+        },
+    )
     fast.save_pretrained(folder)
     shutil.copyfile(staging / "spm.model", folder / "tokenizer.model")
     shutil.rmtree(staging)
@@ -321,11 +392,26 @@ def build_gemma(folder: Path, seed: int) -> None:
     model = Gemma3ForConditionalGeneration(Gemma3Config(**config)).eval()
     _randomise(model, torch.Generator().manual_seed(seed + 11))
     model.to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "do_convert_rgb": None, "do_normalize": True, "do_pan_and_scan": None, "do_rescale": True,
-        "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "Gemma3ImageProcessor",
-        "image_seq_length": 4, "image_std": [0.5, 0.5, 0.5], "processor_class": "Gemma3Processor",
-        "resample": 2, "rescale_factor": 0.00392156862745098, "size": {"height": 28, "width": 28}}, indent=2))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "do_convert_rgb": None,
+                "do_normalize": True,
+                "do_pan_and_scan": None,
+                "do_rescale": True,
+                "do_resize": True,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_processor_type": "Gemma3ImageProcessor",
+                "image_seq_length": 4,
+                "image_std": [0.5, 0.5, 0.5],
+                "processor_class": "Gemma3Processor",
+                "resample": 2,
+                "rescale_factor": 0.00392156862745098,
+                "size": {"height": 28, "width": 28},
+            },
+            indent=2,
+        )
+    )
 
 
 def lora_state(transformer_keys: list[str], rank: int, seed: int, scale: float) -> dict[str, torch.Tensor]:
@@ -340,8 +426,20 @@ def lora_state(transformer_keys: list[str], rank: int, seed: int, scale: float) 
     return state
 
 
-_LORA_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k",
-                 "attn2.to_v", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2", "audio_attn1.to_q", "audio_attn1.to_v")
+_LORA_TARGETS = (
+    "attn1.to_q",
+    "attn1.to_k",
+    "attn1.to_v",
+    "attn1.to_out.0",
+    "attn2.to_q",
+    "attn2.to_k",
+    "attn2.to_v",
+    "attn2.to_out.0",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "audio_attn1.to_q",
+    "audio_attn1.to_v",
+)
 
 
 def build(version: str, out: Path, seed: int = 0) -> Path:
@@ -360,20 +458,36 @@ def build(version: str, out: Path, seed: int = 0) -> Path:
             cfg = upsampler_config(spatial)
             upsampler = LatentUpsamplerConfigurator.from_config(cfg)
             _randomise(upsampler, torch.Generator().manual_seed(seed + 100 + offset))
-            save_file(bf16(upsampler.state_dict()),
-                      staging / f"{spec['stem']}-{name}.safetensors", metadata={"config": json.dumps(cfg)})
+            save_file(
+                bf16(upsampler.state_dict()),
+                staging / f"{spec['stem']}-{name}.safetensors",
+                metadata={"config": json.dumps(cfg)},
+            )
 
-        targets = [(key, tuple(value.shape)) for key, value in sorted(state.items())
-                   if key.startswith("model.diffusion_model.transformer_blocks.") and key.endswith(".weight")
-                   and value.ndim == 2 and any(f".{t}.weight" in key for t in _LORA_TARGETS)]
-        save_file(bf16(lora_state(targets, 4, seed + 201, 0.2)), staging / f"{spec['stem']}-distilled-lora-384.safetensors")
+        targets = [
+            (key, tuple(value.shape))
+            for key, value in sorted(state.items())
+            if key.startswith("model.diffusion_model.transformer_blocks.")
+            and key.endswith(".weight")
+            and value.ndim == 2
+            and any(f".{t}.weight" in key for t in _LORA_TARGETS)
+        ]
+        save_file(
+            bf16(lora_state(targets, 4, seed + 201, 0.2)), staging / f"{spec['stem']}-distilled-lora-384.safetensors"
+        )
         save_file(bf16(lora_state(targets, 2, seed + 202, 0.2)), staging / f"{spec['stem']}-style-lora.safetensors")
-        save_file(bf16(lora_state([t for t in targets if ".attn1." in t[0] or ".attn2." in t[0]], 2, seed + 203, 0.2)),
-                  staging / f"{spec['stem']}-ic-lora-pose.safetensors",
-                  metadata={"reference_downscale_factor": "2"})
+        save_file(
+            bf16(lora_state([t for t in targets if ".attn1." in t[0] or ".attn2." in t[0]], 2, seed + 203, 0.2)),
+            staging / f"{spec['stem']}-ic-lora-pose.safetensors",
+            metadata={"reference_downscale_factor": "2"},
+        )
         build_gemma(staging / "gemma", seed)
-        (staging / "BUILD.json").write_text(json.dumps({"version": version, "seed": seed, "builder": "ltx-core",
-                                                        "ltx_core": _version("ltx-core")}, indent=2) + "\n")
+        (staging / "BUILD.json").write_text(
+            json.dumps(
+                {"version": version, "seed": seed, "builder": "ltx-core", "ltx_core": _version("ltx-core")}, indent=2
+            )
+            + "\n"
+        )
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)

@@ -187,8 +187,14 @@ def build_pipeline(request: dict):
     elif kind == "keyframes":
         from ltx_pipelines import keyframe_interpolation as module
 
-        pipe = module.KeyframeInterpolationPipeline(checkpoint, [lora(distilled, request.get("distilled_strength", 1.0))],
-                                                    upsampler, gemma, loras, device=device)
+        pipe = module.KeyframeInterpolationPipeline(
+            checkpoint,
+            [lora(distilled, request.get("distilled_strength", 1.0))],
+            upsampler,
+            gemma,
+            loras,
+            device=device,
+        )
     elif kind == "distilled":
         from ltx_pipelines import distilled as module
 
@@ -230,29 +236,42 @@ def run(request: dict, out: Path) -> None:
         install(module)
         params = LTX_2_3_PARAMS if request.get("version") == "2.3" else LTX_2_PARAMS
         images = [ImageConditioningInput(p, int(f), float(s), int(c)) for p, f, s, c in request.get("images", [])]
-        common = dict(prompt=request["prompt"], seed=int(request["seed"]), height=int(request["height"]),
-                      width=int(request["width"]), num_frames=int(request["num_frames"]),
-                      frame_rate=float(request["frame_rate"]), images=images)
+        common = dict(
+            prompt=request["prompt"],
+            seed=int(request["seed"]),
+            height=int(request["height"]),
+            width=int(request["width"]),
+            num_frames=int(request["num_frames"]),
+            frame_rate=float(request["frame_rate"]),
+            images=images,
+        )
         kind = request["pipeline"]
         with torch.inference_mode():
             if kind in ("two_stages", "keyframes"):
-                video, audio = pipe(negative_prompt=request["negative_prompt"],
-                                    num_inference_steps=int(request["steps"]),
-                                    video_guider_params=guider(request.get("video_guider"), params.video_guider_params),
-                                    audio_guider_params=guider(request.get("audio_guider"), params.audio_guider_params),
-                                    **common)
+                video, audio = pipe(
+                    negative_prompt=request["negative_prompt"],
+                    num_inference_steps=int(request["steps"]),
+                    video_guider_params=guider(request.get("video_guider"), params.video_guider_params),
+                    audio_guider_params=guider(request.get("audio_guider"), params.audio_guider_params),
+                    **common,
+                )
             elif kind == "distilled":
                 video, audio = pipe(**common)
             else:
-                video, audio = pipe(video_conditioning=[(request["reference_video"],
-                                                         float(request.get("reference_strength", 1.0)))], **common)
+                video, audio = pipe(
+                    video_conditioning=[(request["reference_video"], float(request.get("reference_strength", 1.0)))],
+                    **common,
+                )
             frames = torch.cat([chunk for chunk in video], dim=0)
         recorder.add("frames", frames)
         recorder.add("audio", audio.waveform)
     from safetensors.torch import save_file
 
-    save_file(recorder.tensors, str(out), metadata={"sample_rate": str(audio.sampling_rate),
-                                                    "counts": json.dumps(recorder.counts)})
+    save_file(
+        recorder.tensors,
+        str(out),
+        metadata={"sample_rate": str(audio.sampling_rate), "counts": json.dumps(recorder.counts)},
+    )
 
 
 class _lora_deltas:
@@ -271,8 +290,12 @@ class _lora_deltas:
         original = self.saved
 
         def prepare(loras, key, dtype, device):
-            upcast = [LoraStateDictWithStrength(StateDict({k: v.float() for k, v in sd.sd.items()}, sd.device,
-                                                          sd.size, sd.dtype), coef) for sd, coef in loras]
+            upcast = [
+                LoraStateDictWithStrength(
+                    StateDict({k: v.float() for k, v in sd.sd.items()}, sd.device, sd.size, sd.dtype), coef
+                )
+                for sd, coef in loras
+            ]
             return original(upcast, key, dtype, device)
 
         fuse_loras._prepare_deltas = prepare
@@ -294,23 +317,38 @@ def component(request: dict, out: Path) -> None:
     elif kind == "image":
         from ltx_pipelines.utils.media_io import load_image_conditioning
 
-        tensors = {"image": load_image_conditioning(request["path"], int(request["height"]), int(request["width"]),
-                                                    F32, torch.device("cpu"), crf=int(request["crf"]))}
+        tensors = {
+            "image": load_image_conditioning(
+                request["path"],
+                int(request["height"]),
+                int(request["width"]),
+                F32,
+                torch.device("cpu"),
+                crf=int(request["crf"]),
+            )
+        }
     elif kind == "constants":
         from ltx_pipelines.utils import constants
 
-        metadata = {"negative_prompt": constants.DEFAULT_NEGATIVE_PROMPT,
-                    "params": json.dumps({name: {"steps": p.num_inference_steps,
-                                                 "stg_blocks": list(p.video_guider_params.stg_blocks),
-                                                 "audio_stg_blocks": list(p.audio_guider_params.stg_blocks),
-                                                 "stage_2_size": [p.stage_2_width, p.stage_2_height],
-                                                 "num_frames": p.num_frames}
-                                          for name, p in (("2.0", constants.LTX_2_PARAMS),
-                                                          ("2.3", constants.LTX_2_3_PARAMS))}),
-                    "image_crf": str(constants.DEFAULT_IMAGE_CRF),
-                    "lora_strength": str(constants.DEFAULT_LORA_STRENGTH),
-                    "distilled_sigmas": json.dumps(constants.DISTILLED_SIGMA_VALUES),
-                    "stage_2_sigmas": json.dumps(constants.STAGE_2_DISTILLED_SIGMA_VALUES)}
+        metadata = {
+            "negative_prompt": constants.DEFAULT_NEGATIVE_PROMPT,
+            "params": json.dumps(
+                {
+                    name: {
+                        "steps": p.num_inference_steps,
+                        "stg_blocks": list(p.video_guider_params.stg_blocks),
+                        "audio_stg_blocks": list(p.audio_guider_params.stg_blocks),
+                        "stage_2_size": [p.stage_2_width, p.stage_2_height],
+                        "num_frames": p.num_frames,
+                    }
+                    for name, p in (("2.0", constants.LTX_2_PARAMS), ("2.3", constants.LTX_2_3_PARAMS))
+                }
+            ),
+            "image_crf": str(constants.DEFAULT_IMAGE_CRF),
+            "lora_strength": str(constants.DEFAULT_LORA_STRENGTH),
+            "distilled_sigmas": json.dumps(constants.DISTILLED_SIGMA_VALUES),
+            "stage_2_sigmas": json.dumps(constants.STAGE_2_DISTILLED_SIGMA_VALUES),
+        }
     else:
         raise SystemExit(f"unknown component {kind!r}")
     save_file(tensors, str(out), metadata=metadata)

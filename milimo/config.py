@@ -1,6 +1,7 @@
 """`milimo.toml`: one configuration for every command, validated by pydantic.
 
 Found at `--config FILE`, else `$MILIMO_CONFIG`, else `./milimo.toml`; none is fine (built-in defaults).
+`milimo.settings` puts the command line and the environment on top.
 Unknown keys are refused with the key named (a typo must not silently fall back to a default).
 Relative paths are relative to the file. Command-line options win over the file. The commented sample
 is `infra/milimo.toml`.
@@ -8,7 +9,6 @@ is `infra/milimo.toml`.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 
@@ -75,38 +75,49 @@ class MilimoConfig(_Section):
     source: Path | None = Field(default=None, exclude=True)  # the file it came from
 
     @classmethod
-    def find(cls, explicit: str | None = None) -> "MilimoConfig":
-        path = explicit or os.environ.get("MILIMO_CONFIG") or (CONFIG_NAME if Path(CONFIG_NAME).is_file() else None)
+    def find(cls, explicit: str | None = None) -> MilimoConfig:
+        """`explicit` (the settings pass --config or $MILIMO_CONFIG), else ./milimo.toml, else the defaults."""
+        path = explicit or (CONFIG_NAME if Path(CONFIG_NAME).is_file() else None)
         return cls.read(path) if path else cls()
 
     @classmethod
-    def read(cls, path: str | Path) -> "MilimoConfig":
+    def read(cls, path: str | Path) -> MilimoConfig:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: no such configuration file", "give --config the path of a milimo.toml")
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{p}: not valid TOML ({exc})", "fix the line it names (infra/milimo.toml is a sample)")
+            raise ConfigError(f"{p}: not valid TOML ({exc})",
+                              "fix the line it names (infra/milimo.toml is a sample)") from None
         try:
             config = cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigInvalid(p, exc) from None
         return config.relative_to(p.parent.resolve()).model_copy(update={"source": p})
 
-    def relative_to(self, folder: Path) -> "MilimoConfig":
+    def relative_to(self, folder: Path) -> MilimoConfig:
         def at(path: Path | None) -> Path | None:
             return None if path is None else (path.expanduser() if path.expanduser().is_absolute()
                                               else folder / path)
 
         paths = self.paths.model_copy(update={"asset_roots": tuple(at(r) for r in self.paths.asset_roots),
                                               "out": at(self.paths.out), "model": at(self.paths.model)})
-        watch = self.serve.watch.model_copy(update={"folder": at(self.serve.watch.folder)}) if self.serve.watch else None
-        schedule = tuple(s.model_copy(update={"storyboard": str(at(Path(s.storyboard))),
-                                              "prompts": str(at(Path(s.prompts))) if s.prompts else None})
-                         for s in self.serve.schedule)
-        return self.model_copy(update={"paths": paths,
-                                       "serve": self.serve.model_copy(update={"watch": watch, "schedule": schedule})})
+        watch = (
+            self.serve.watch.model_copy(update={"folder": at(self.serve.watch.folder)}) if self.serve.watch else None
+        )
+        schedule = tuple(
+            s.model_copy(
+                update={
+                    "storyboard": str(at(Path(s.storyboard))),
+                    "prompts": str(at(Path(s.prompts))) if s.prompts else None,
+                }
+            )
+            for s in self.serve.schedule
+        )
+        return self.model_copy(
+            update={"paths": paths, "serve": self.serve.model_copy(update={"watch": watch, "schedule": schedule})}
+        )
 
 
 class ConfigInvalid(MilimoError):
@@ -120,8 +131,13 @@ class ConfigInvalid(MilimoError):
             if error["type"] == "extra_forbidden":
                 section = _model_at(error["loc"][:-1])
                 guess = suggest(str(error["loc"][-1]), set(section.model_fields)) if section else None
-                fix = f"did you mean {guess!r}?" if guess else \
-                    f"use one of {sorted(section.model_fields)}" if section else "remove it"
+                fix = (
+                    f"did you mean {guess!r}?"
+                    if guess
+                    else f"use one of {sorted(section.model_fields)}"
+                    if section
+                    else "remove it"
+                )
                 self.problems.append(f"{path}: {key}: unknown key. Fix: {fix}")
             else:
                 self.problems.append(f"{path}: {key}: {error['msg']}. Fix: see infra/milimo.toml for the form")

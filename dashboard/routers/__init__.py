@@ -1,0 +1,1 @@
+"""The dashboard's routes by concern: storyboards, shots, files, actions."""

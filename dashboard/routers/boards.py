@@ -1,0 +1,78 @@
+"""The storyboards: the index, one storyboard's cards, and their live state (polled by the page)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from storyboards.store import ShotStatus
+
+from ..state import DashboardState, board_state
+
+router = APIRouter()
+
+
+def card_state(row: ShotStatus, leased: set[str]) -> dict[str, Any]:
+    """What a shot card says: queued / waiting for a GPU / rendering (stage, step k of n) / done / failed /
+    cancelled / stale / missing."""
+    if row.running:
+        total = row.running.get("total") or 0
+        detail = f"{row.running.get('stage')} step {row.running.get('step')} of {total}" if total else "starting"
+        return {"state": "rendering", "label": f"rendering ({detail})", "worker": row.running.get("host")}
+    if row.shot_id in leased:
+        return {"state": "waiting", "label": "waiting for a GPU"}
+    if row.problem:
+        return {"state": "missing", "label": f"missing: {row.problem}"}
+    label = {"succeeded": "done", "not rendered": "queued"}.get(row.status, row.status)
+    return {"state": label, "label": label + (" (pinned)" if row.pinned else "")}
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request, state: DashboardState = Depends(board_state)) -> HTMLResponse:  # noqa: B008
+    boards = []
+    for name, revision, _ in state.store.storyboards():
+        rows = state.store.status(name)
+        if not rows:
+            continue
+        seams = state.seams_of(name)
+        finished = [r.finished_at for r in rows if r.finished_at]
+        boards.append({"name": name, "revision": revision, "total": len(rows),
+                       "done": sum(r.status == "succeeded" for r in rows),
+                       "failed": sum(r.status in ("failed", "cancelled") for r in rows),
+                       "missing": sum(bool(r.problem) for r in rows),
+                       "flagged": sum(s["flagged"] for s in seams.values()),
+                       "last": max(finished).strftime("%Y-%m-%d %H:%M") if finished else "-"})
+    return state.page(request, "index.html", {"boards": boards})
+
+
+def board_context(state: DashboardState, name: str) -> dict[str, Any]:
+    _, revision, source = state.known(name)
+    rows = state.store.status(name)
+    leased = state.store.leased(name)
+    seams = state.seams_of(name)
+    specs = state.store.specs_by_hash(r.spec_hash for r in rows if r.spec_hash)
+    cards = []
+    for r in rows:
+        spec = specs.get(r.spec_hash or "", {})
+        cards.append({"row": r, "state": card_state(r, leased), "seam": seams.get(r.shot_id),
+                      "seconds": (r.outputs.frames or spec.get("num_frames") or 0) / (spec.get("fps") or 24),
+                      "seed": spec.get("seed"), "continues": r.predecessor})
+    return {"name": name, "revision": revision, "source": source, "cards": cards,
+            "has_preview": state.layout.preview(name).is_file(),
+            "has_sheet": state.layout.contact_sheet(name).is_file()}
+
+
+@router.get("/s/{name}", response_class=HTMLResponse)
+def storyboard(request: Request, name: str, message: str | None = None,
+               state: DashboardState = Depends(board_state)) -> HTMLResponse:  # noqa: B008
+    return state.page(request, "storyboard.html", {**board_context(state, name), "message": message})
+
+
+@router.get("/api/s/{name}/state")
+def live_state(name: str, state: DashboardState = Depends(board_state)) -> JSONResponse:  # noqa: B008
+    state.known(name)
+    leased = state.store.leased(name)
+    return JSONResponse({r.shot_id: {**card_state(r, leased), "take": r.take_number}
+                         for r in state.store.status(name)})

@@ -1,0 +1,92 @@
+"""What every page and action of one dashboard shares: its settings, the process's store and output layout
+(through `milimo.context`), the render jobs it started, its templates. Handed to the routers as a FastAPI
+dependency (`board_state`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from milimo.context import Context
+from storyboards.paths import OutputLayout
+from storyboards.seams import SeamThresholds, seam_verdict
+from storyboards.store import Store
+
+from .jobs import Jobs
+from .security import CSRF_COOKIE, new_csrf
+
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    db_url: str
+    out_root: Path
+    model: str | None = None
+    read_only: bool = False
+    token: str | None = None
+    qa: SeamThresholds = field(default_factory=SeamThresholds)
+
+
+class DashboardState:
+    def __init__(self, settings: DashboardSettings, context: Context):
+        self.settings = settings
+        self.store: Store = context.store(settings.db_url)
+        self.layout: OutputLayout = context.layout(settings.out_root)
+        self.jobs = Jobs(settings.db_url, self.layout, settings.model)
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
+
+    def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+        csrf = request.cookies.get(CSRF_COOKIE) or new_csrf()
+        response = self.templates.TemplateResponse(
+            request, name, {**context, "csrf": csrf, "read_only": self.settings.read_only}, status_code=status)
+        response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
+        return response
+
+    async def form_of(self, request: Request) -> dict[str, str]:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        if not form.get("csrf") or form.get("csrf") != request.cookies.get(CSRF_COOKIE):
+            raise HTTPException(403, "the form's CSRF token does not match; reload the page")
+        return form
+
+    def known(self, name: str) -> tuple[str, int | None, str | None]:
+        """(name, revision, source) of a storyboard in the store; 404 otherwise."""
+        for row in self.store.storyboards():
+            if row[0] == name:
+                return row
+        raise HTTPException(404, f"no storyboard {name!r}")
+
+    def source_of(self, name: str, source: str | None) -> str:
+        """The file a render reads: a cut imported with its shot list renders from the storyboard it became."""
+        imported = self.layout.imported_storyboard(name)
+        if imported.is_file():
+            return str(imported)
+        if not source:
+            raise HTTPException(409, f"storyboard {name!r} has no source file on record")
+        return source
+
+    def seams_of(self, name: str) -> dict[str, dict[str, Any]]:
+        """The cut after each shot, scored on this dashboard's thresholds."""
+        out = {}
+        for seam in self.store.seams(name):
+            if seam.kind == "segment":
+                continue
+            score, flagged = seam_verdict(seam, self.settings.qa)
+            out[seam.left_shot_id] = {"score": round(score, 2), "flagged": flagged, "kind": seam.kind}
+        return out
+
+
+def board_state(request: Request) -> DashboardState:
+    """The FastAPI dependency: this app's shared state."""
+    return request.app.state.dashboard
+
+
+def quoted(text: object) -> str:
+    from urllib.parse import quote
+
+    return quote(str(text), safe="")

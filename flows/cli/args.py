@@ -1,0 +1,109 @@
+"""The options commands share, and what they become: the process's `Settings` and a `RenderRequest`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from milimo import settings as settings_module
+from milimo.context import Context
+from milimo.request import RenderRequest
+from milimo.settings import Settings
+
+
+def add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="milimo.toml (default: $MILIMO_CONFIG, else ./milimo.toml)")
+
+
+def add_cut_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", type=positive_float, metavar="FPS",
+                   help="frame rate of an EDL's timecodes (EDLs carry none; default: [rates] edl, else 24)")
+    add_config(p)
+
+
+def add_storyboard(p: argparse.ArgumentParser) -> None:
+    p.add_argument("storyboard", help=".otio, .otioz, FCP XML or EDL")
+    add_cut_options(p)
+    p.add_argument("--prompts", metavar="CSV", help="the shot list that makes an editor's cut a storyboard")
+    p.add_argument("--size", type=size, metavar="WxH", help="with --prompts: the shots' size, e.g. 768x512")
+    p.add_argument("--asset-root", action="append", metavar="DIR",
+                   help="where storyboard paths may point (repeat; default: [paths] asset_roots, else its folder)")
+    p.add_argument("--db", help="store URL (default: [paths] db, MILIMO_DB_URL or sqlite:///renders/milimo.db)")
+
+
+def add_render_options(p: argparse.ArgumentParser) -> None:
+    add_storyboard(p)
+    p.add_argument("--model", help="model folder, or Lightricks' files (default: the embedded tiny random bundle)")
+    p.add_argument("--out", help="output root (default: ./renders)")
+    p.add_argument("--device", action="append",
+                   help="device for the GPU pool (repeat; default: every visible GPU, or cpu)")
+    p.add_argument("--time-limit", type=positive_float, help="per-shot limit in seconds, checked between steps")
+    p.add_argument("--farm", metavar="tcp://HOST:8786",
+                   help="render on a Dask farm (default: [farm] scheduler in milimo.toml, else this host)")
+    p.add_argument("--draft", action="store_true",
+                   help="this run renders every shot on the fast draft recipe (its own takes, beside the finals)")
+
+
+def gpu_list(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of GPU indices, e.g. 0,1")
+    return [int(p) for p in parts]
+
+
+def size(text: str) -> tuple[int, int]:
+    from storyboards.fields import check
+
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 768x512")
+    for key, value in (("width", int(width)), ("height", int(height))):
+        wrong = check(key, value)
+        if wrong:
+            raise argparse.ArgumentTypeError(f"{key} {wrong[0]}; {wrong[1]}")
+    return int(width), int(height)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not above 0")
+    return value
+
+
+def apply_config(args: argparse.Namespace) -> Context:
+    """Settings, read once: milimo.toml under the command line (an option given wins, the file fills what is
+    left), the environment under both; installed as this process's, and its context returned."""
+    settings = Settings.load(getattr(args, "config", None), db_url=getattr(args, "db", None),
+                             out_root=getattr(args, "out", None), model=getattr(args, "model", None),
+                             asset_roots=tuple(Path(r) for r in args.asset_root) if getattr(args, "asset_root", None)
+                             else None)
+    settings_module.install(settings)
+    config = settings.config
+    args.config_loaded, args.qa = config, config.qa
+    if hasattr(args, "farm") and not args.farm and config.farm.scheduler:
+        args.farm = config.farm.scheduler
+    # The farm's Prefect server, for a render on the farm and for its workers (PREFECT_API_URL, when set, wins).
+    if config.farm.prefect_api_url and not os.environ.get("PREFECT_API_URL") and (
+            getattr(args, "farm", None) or args.command == "worker"):
+        os.environ["PREFECT_API_URL"] = config.farm.prefect_api_url
+    cut = getattr(args, "storyboard", None) or getattr(args, "cut", None)
+    if hasattr(args, "rate") and not args.rate and config.rates.edl and str(cut or "").lower().endswith(".edl"):
+        args.rate = config.rates.edl
+    return Context(settings)
+
+
+def render_request(args: argparse.Namespace, context: Context, **fields: Any) -> RenderRequest:
+    """The request the render flags ask for (the settings fill model, out, store and asset roots)."""
+    settings = context.settings
+    return RenderRequest(
+        storyboard=args.storyboard, prompts=args.prompts, size=args.size, rate=args.rate,
+        draft=getattr(args, "draft", False), model=settings.model, out=str(settings.out_root), db=settings.db_url,
+        devices=getattr(args, "device", None) or None, time_limit_s=getattr(args, "time_limit", None),
+        asset_roots=[str(r) for r in settings.asset_roots] or None, qa=args.qa,
+        farm=getattr(args, "farm", None), **fields)

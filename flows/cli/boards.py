@@ -1,0 +1,113 @@
+"""Commands over a storyboard file: `validate`, `prompts` (a cut's shot list to fill), `import` (a cut and its
+shot list -> a storyboard) and `conform` (the current takes as a timeline an editor opens)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import storyboards
+from milimo.context import Context
+from milimo.prepare import check, load_board
+from milimo.request import RenderRequest
+from storyboards.errors import ConfigError
+
+from .args import add_cut_options, add_storyboard
+from .reads import open_store
+
+
+def _checked(args: argparse.Namespace, context: Context) -> storyboards.Storyboard:
+    """The storyboard loaded, its stored overrides applied and validated: what a render of it would see."""
+    request = RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size, rate=args.rate,
+                            db=context.settings.db_url,
+                            asset_roots=[str(r) for r in context.settings.asset_roots] or None)
+    return check(request, context, need_model=False).board
+
+
+def validate(args: argparse.Namespace, context: Context) -> int:
+    board = _checked(args, context)
+    graph = storyboards.ShotGraph.of(board)
+    print(f"{args.storyboard}: ok, {len(board.shots)} shot(s) in {len(graph.chains)} chain(s) at {board.fps:g} fps")
+    for chain in graph.chains:
+        print(f"  chain {chain.index}: {' -> '.join(chain.shot_ids)}")
+    overridden = [s.shot_id for s in board.shots if s.overridden]
+    if overridden:
+        print(f"  overrides from the store on: {', '.join(overridden)} (`milimo overrides` lists them)")
+    return 0
+
+
+def prompts(args: argparse.Namespace, context: Context) -> int:
+    from storyboards.shotlist import cut_rows, write_shotlist
+
+    board = storyboards.load(args.cut, rate=args.rate)
+    target = Path(args.output) if args.output else Path(args.cut).with_suffix(".csv")
+    if target.exists() and not args.force:
+        raise ConfigError(f"{target} exists (a filled shot list is never overwritten)",
+                          "give another -o, or --force to replace it")
+    rows = cut_rows(board)
+    write_shotlist(rows, target)
+    filled = sum(1 for r in rows if r["prompt"])
+    print(f"{target}: {len(rows)} shot(s) of {board.name!r} at {board.fps:g} fps, {filled} with a prompt from the "
+          f"cut; fill the prompt column, then `milimo import {args.cut} --prompts {target}"
+          + (f" --rate {args.rate:g}" if args.rate else "") + " -o STORYBOARD.otio`")
+    return 0
+
+
+def import_cut(args: argparse.Namespace, context: Context) -> int:
+    from storyboards.load import write_timeline
+
+    if not args.prompts:
+        raise ConfigError("import needs the shot list", f"write one with `milimo prompts {args.storyboard}`, fill "
+                          "its prompt column and give it with --prompts")
+    board = _checked(args, context)
+    target = Path(args.output)
+    write_timeline(board.timeline, target)
+    graph = storyboards.ShotGraph.of(board)
+    print(f"{target}: storyboard {board.name!r}, {len(board.shots)} shot(s) in {len(graph.chains)} chain(s) at "
+          f"{board.fps:g} fps; render it with `milimo render {target}`")
+    return 0
+
+
+def conform(args: argparse.Namespace, context: Context) -> int:
+    from storyboards.conform import EXPORT_FORMATS, export
+
+    board = load_board(RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size,
+                                     rate=args.rate))
+    store = open_store(args, context)
+    rows = store.status(board.name)
+    if not rows:
+        raise ConfigError(f"{args.storyboard}: storyboard {board.name!r} has no shots in the store "
+                          f"{store.engine.url!r}",
+                          f"render it first (`milimo render {args.storyboard}`), or give the --db it rendered into")
+    suffix = EXPORT_FORMATS[args.format][1]
+    target = Path(args.output) if args.output else context.layout().conformed(board.name, suffix)
+    path = export(board, store, args.format, target)
+    missing = [r.shot_id for r in rows if not r.outputs.mp4]
+    print(f"{path}: {len(board.shots) - len(missing)} of {len(board.shots)} shot(s) relinked to their current take"
+          + (f"; no take yet: {', '.join(missing)}" if missing else ""))
+    return 0
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prompts", help="write the shot list (CSV) to fill beside an editor's cut")
+    p.add_argument("cut", help="the cut: EDL, FCP 7 XML, .otio or .otioz")
+    add_cut_options(p)
+    p.add_argument("-o", "--output", metavar="CSV", help="where to write it (default: beside the cut, .csv)")
+    p.add_argument("--force", action="store_true", help="replace an existing CSV")
+    p.set_defaults(func=prompts)
+
+    p = sub.add_parser("import", help="an editor's cut + its filled shot list -> a milimo storyboard (.otio)")
+    add_storyboard(p)
+    p.add_argument("-o", "--output", required=True, metavar="STORYBOARD.otio")
+    p.set_defaults(func=import_cut)
+
+    p = sub.add_parser("validate", help="check a storyboard (and its stored overrides) and list every problem")
+    add_storyboard(p)
+    p.set_defaults(func=validate)
+
+    p = sub.add_parser("conform", help="the current takes as a timeline an editor opens (relinked)")
+    add_storyboard(p)
+    p.add_argument("--format", required=True, choices=["otio", "otioz", "fcp_xml", "cmx_3600"])
+    p.add_argument("-o", "--output", metavar="FILE", help="default: <out>/<storyboard>/<storyboard>.conformed.<ext>")
+    p.add_argument("--out", help="output root (default: [paths] out, else ./renders)")
+    p.set_defaults(func=conform)

@@ -1,0 +1,167 @@
+"""Commands that read the store: `status`, `takes`, `verify`, `overrides` and `qa` (which measures the seams
+not measured yet). None imports Prefect; none creates a database."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from milimo.context import Context
+from milimo.prepare import load_board
+from milimo.qa import measure_seams
+from milimo.reports import board_status, status_notes
+from milimo.request import RenderRequest
+from storyboards.errors import ConfigError
+from storyboards.store import ShotStatus, Store, TakeView
+
+from .args import add_storyboard
+from .tables import print_table
+
+
+def board_name(args: argparse.Namespace) -> str:
+    """The storyboard's name: a cut or sheet that does not load stops here, before any database is opened."""
+    return load_board(RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size,
+                                    rate=args.rate)).name
+
+
+def open_store(args: argparse.Namespace, context: Context) -> Store:
+    """The store a reading command looks at; a SQLite file that is not there is an error, never created."""
+    store = context.existing_store()
+    if store is None:
+        raise ConfigError(f"no store at {context.settings.db_url} (nothing has rendered into it)",
+                          f"render first (`milimo render {getattr(args, 'storyboard', 'STORYBOARD')}`), or give the "
+                          "--db it rendered into")
+    return store
+
+
+def _json(record: ShotStatus | TakeView) -> dict[str, object]:
+    """A record as `--json` prints it: its fields, its outputs as the take recorded them."""
+    return {**dataclasses.asdict(record), "outputs": record.outputs.as_dict()}
+
+
+def status(args: argparse.Namespace, context: Context) -> int:
+    name = board_name(args)
+    rows, seams = board_status(open_store(args, context), name, args.qa)
+    if args.json:
+        print(json.dumps([{**_json(r), "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                           "seams": seams.get(r.shot_id, [])} for r in rows], indent=2, default=str))
+        return 0
+    table = []
+    for r in rows:
+        prompt = (r.prompt or "-").replace("\n", " ")
+        table.append((r.shot_id, r.chain_index, r.take_number or "-", r.status, r.quality or "-",
+                      (r.spec_hash or "-")[:12], f"{r.seconds:.2f}" if r.seconds is not None else "-",
+                      r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-",
+                      prompt[:40] + ("…" if len(prompt) > 40 else ""),
+                      "; ".join(status_notes(r, seams.get(r.shot_id, [])))))
+    print_table(("shot", "chain", "take", "status", "quality", "spec", "seconds", "finished", "prompt", "notes"),
+                table)
+    return 0
+
+
+def takes(args: argparse.Namespace, context: Context) -> int:
+    name = board_name(args)
+    store = open_store(args, context)
+    found = store.takes(name, args.shot_id)
+    current = store.current_take(name, args.shot_id)
+    if args.json:
+        print(json.dumps([_json(t) for t in found], indent=2, default=str))
+        return 0
+    print_table(("take", "id", "status", "current", "spec", "handoff in", "handoff out", "mp4 / error"), [
+        (t.number, t.id, t.status, "*" if current and current.id == t.id else "", t.spec_hash[:12],
+         (t.handoff_in_sha256 or "-")[:12], (t.handoff_out_sha256 or "-")[:12],
+         t.outputs.mp4 or (t.error or "").strip().rsplit("\n", 1)[-1][:80]) for t in found])
+    return 0
+
+
+def verify(args: argparse.Namespace, context: Context) -> int:
+    name = board_name(args)
+    store = open_store(args, context)
+    rows = store.status(name)
+    bad = store.verify(name)
+    missing = [r for r in rows if r.take_id is None or r.status in ("failed", "cancelled", "stale", "not rendered")]
+    for found in bad:
+        print(f"{args.storyboard}: shot {found.shot_id} take {found.take_number}: {found.kind} {found.problem} "
+              f"({found.path}). Fix: run `milimo render {args.storyboard}` to render it again")
+    for r in missing:
+        print(f"{args.storyboard}: shot {r.shot_id}: {r.status}. Fix: run `milimo render {args.storyboard}`")
+    if bad or missing:
+        print(f"{args.storyboard}: {len(bad)} damaged or missing file(s), {len(missing)} shot(s) without a good take")
+        return 1
+    print(f"{args.storyboard}: ok, {len(rows)} shot(s), every artifact matches its recorded size and sha256")
+    return 0
+
+
+def overrides(args: argparse.Namespace, context: Context) -> int:
+    name = board_name(args)
+    store = open_store(args, context)
+    if args.all or args.clear:
+        cleared = store.clear_overrides(name, None if args.all else args.clear)
+        print(f"{name}: cleared the overrides of {len(cleared)} shot(s) {cleared}; the file's values apply again")
+        return 0
+    stored = store.overrides(name)
+    if not stored:
+        print(f"{name}: no overrides; every shot renders as the file says")
+        return 0
+    print_table(("shot", "key", "value"), [(shot_id, key, json.dumps(value)) for shot_id, values in
+                                           sorted(stored.items()) for key, value in sorted(values.items())])
+    return 0
+
+
+METRICS = ("pixel_ratio", "histogram", "luma_jump", "audio_jump", "spectral_flux")
+
+
+def qa(args: argparse.Namespace, context: Context) -> int:
+    from storyboards.seams import seam_verdict
+
+    name = board_name(args)
+    seams = measure_seams(open_store(args, context), name, args.qa)
+    rows = []
+    for seam in seams:
+        score, flagged = seam_verdict(seam, args.qa)
+        rows.append({"seam": seam.label, "kind": seam.kind, "left": seam.left_shot_id, "right": seam.right_shot_id,
+                     "frame": seam.frame, "score": score, "flagged": flagged, **seam.metrics})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"{name}: no seams to measure yet (render the storyboard first)")
+        return 0
+    print_table(("seam", "kind", "pixel", "hist", "luma", "audio", "flux", "score", ""), [
+        (r["seam"], r["kind"], *(f"{r[k]:.2f}" if r.get(k) is not None else "-" for k in METRICS),
+         f"{r['score']:.2f}", "FLAGGED" if r["flagged"] else ("hard cut" if r["kind"] == "hard" else "ok"))
+        for r in rows])
+    count = sum(1 for r in rows if r["flagged"])
+    print(f"{name}: {len(rows)} seam(s), {count} flagged (thresholds: "
+          + ", ".join(f"{k} {v:g}" for k, v in args.qa.model_dump().items()) + ")")
+    return 0
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("qa", help="seam QA: every handoff cut and segment boundary measured; flagged above [qa]")
+    add_storyboard(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=qa)
+
+    p = sub.add_parser("status", help="each shot with its current take, a running take, overrides, problems")
+    add_storyboard(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=status)
+
+    p = sub.add_parser("takes", help="every take of one shot")
+    add_storyboard(p)
+    p.add_argument("shot_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=takes)
+
+    p = sub.add_parser("verify", help="hash every artifact of the current takes again; exit 1 if any is off")
+    add_storyboard(p)
+    p.set_defaults(func=verify)
+
+    p = sub.add_parser("overrides", help="list the stored overrides, or clear them")
+    add_storyboard(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--clear", nargs="+", metavar="SHOT", help="clear these shots' overrides")
+    group.add_argument("--all", action="store_true", help="clear every override of the storyboard")
+    p.set_defaults(func=overrides)

@@ -1,0 +1,127 @@
+"""Long-running commands: `dashboard`, `serve` (Prefect deployments), and the farm's `worker` and `farm`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from milimo.context import Context
+
+from .args import add_config, gpu_list
+from .tables import print_table
+
+
+def dashboard(args: argparse.Namespace, context: Context) -> int:
+    import uvicorn
+
+    from dashboard import DashboardSettings, create_app
+    from dashboard.security import resolve_token
+
+    settings = context.settings
+    section = settings.config.dashboard
+    host, port = args.host or section.host, args.port or section.port
+    token = resolve_token(host, section.token or settings.dashboard_token, args.token_file)
+    app = create_app(DashboardSettings(db_url=settings.db_url, out_root=settings.out_root, model=settings.model,
+                                       read_only=args.read_only, token=token, qa=args.qa), context)
+    print(f"milimo dashboard on http://{host}:{port}/" + (" (read-only)" if args.read_only else "")
+          + (" (token required)" if token else ""), flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
+
+
+def serve(args: argparse.Namespace, context: Context) -> int:
+    from flows.serve import serve as serve_deployments
+    from flows.serve import with_cli
+
+    config = with_cli(context.settings.config, storyboard=args.storyboard, cron=args.cron, watch=args.watch,
+                      interval_s=args.interval)
+    serve_deployments(config, context.settings)
+    return 0
+
+
+def worker(args: argparse.Namespace, context: Context) -> int:
+    from flows.farm import run_workers
+
+    gpus = None if args.cpu else args.gpus or _all_gpus()
+    return run_workers(args.scheduler, gpus, args.name)
+
+
+def _all_gpus() -> list[int] | None:
+    import torch
+
+    return list(range(torch.cuda.device_count())) or None
+
+
+def farm(args: argparse.Namespace, context: Context) -> int:
+    from flows.farm import connect, run_scheduler
+    from tasks.worker import warm_models
+
+    if args.farm_command == "scheduler":
+        return run_scheduler(args.host, args.port)
+    client = connect(args.scheduler, "--scheduler")
+    try:
+        workers = client.scheduler_info()["workers"]
+        processing = client.processing()
+        warm = client.run(warm_models)
+        queued = client.run_on_scheduler(_queued_on_scheduler)
+    finally:
+        client.close()
+    rows = []
+    for address, info in sorted(workers.items(), key=lambda kv: str(kv[1].get("name", ""))):
+        models = warm.get(address) or []
+        rows.append((info.get("name"), address, info.get("resources", {}).get("GPU", "-"),
+                     ", ".join(Path(m).name for m in models) + " (warm)" if models else "cold",
+                     ", ".join(str(k) for k in processing.get(address, [])) or "-"))
+    print_table(("worker", "address", "GPU", "model", "rendering"), rows)
+    print(f"{len(workers)} worker(s); {len(queued)} shot(s) queued" + (f": {', '.join(queued)}" if queued else ""))
+    return 0
+
+
+def _queued_on_scheduler(dask_scheduler: object = None) -> list[str]:
+    """Runs on the scheduler: tasks waiting for a worker (queued, or no worker with a free GPU)."""
+    waiting = list(getattr(dask_scheduler, "queued", ())) + list(getattr(dask_scheduler, "unrunnable", ()))
+    return [str(getattr(ts, "key", ts)) for ts in waiting]
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="the web dashboard: watch, compare and pin takes, rerun, cancel")
+    p.add_argument("--host", help="address to bind (default [dashboard] host, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default [dashboard] port, else 8765)")
+    p.add_argument("--read-only", action="store_true", help="hide and refuse every action")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="the token every request must carry (else MILIMO_DASHBOARD_TOKEN); needed off loopback")
+    p.add_argument("--db")
+    p.add_argument("--out", help="the output root the renders write to (default [paths] out, else ./renders)")
+    p.add_argument("--model", help="model for renders started from the dashboard")
+    add_config(p)
+    p.set_defaults(func=dashboard)
+
+    p = sub.add_parser("worker", help="farm: one Dask worker per GPU (or one CPU worker) for a scheduler")
+    p.add_argument("--scheduler", required=True, metavar="tcp://HOST:8786")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--gpus", metavar="0,1", type=gpu_list, help="the GPUs to serve (default: every visible GPU)")
+    which.add_argument("--cpu", action="store_true", help="one CPU worker (tests, a machine without GPU)")
+    p.add_argument("--name", help="worker name (default: host/gpuN, host/cpu)")
+    add_config(p)
+    p.set_defaults(func=worker)
+
+    p = sub.add_parser("farm", help="farm: the Dask scheduler, and what the workers are doing")
+    farm_sub = p.add_subparsers(dest="farm_command", required=True)
+    scheduler = farm_sub.add_parser("scheduler", help="run Dask's scheduler (loopback unless --host)")
+    scheduler.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    scheduler.add_argument("--port", type=int, default=8786)
+    scheduler.set_defaults(func=farm)
+    status = farm_sub.add_parser("status", help="workers, their GPU and what each is rendering")
+    status.add_argument("--scheduler", required=True, metavar="tcp://HOST:8786")
+    status.set_defaults(func=farm)
+
+    p = sub.add_parser("serve", help="serve Prefect deployments: scheduled renders, reruns, a watched folder")
+    add_config(p)
+    p.add_argument("--storyboard", help="storyboard to render on --cron")
+    p.add_argument("--cron", help='cron schedule for --storyboard, e.g. "0 2 * * *"')
+    p.add_argument("--watch", help="folder where dropped cuts are imported and rendered")
+    p.add_argument("--interval", type=float, help="seconds between scans of --watch (default 30)")
+    p.add_argument("--model")
+    p.add_argument("--out")
+    p.add_argument("--db")
+    p.set_defaults(func=serve)

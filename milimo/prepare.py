@@ -1,0 +1,209 @@
+"""One prepare per render: load -> overrides -> validate -> identity -> specs -> import revision -> plan.
+
+`check` does everything that can refuse the request before anything is written (exit 2, nothing stored): the
+storyboard loads (a cut with its shot list too), the shots it names exist, the model folder is usable, the stored
+and new overrides apply and the result validates, and the store's storyboard of that name is this file. `plan`
+then writes: the revision, the overrides, takes left by dead processes, and works out which shots render, each
+with the upstream it continues from. Both run once per process for a render: the CLI checks before it starts
+Prefect, and the flow in the same process takes that check (`checked`) instead of doing it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import storyboards
+from milimo_engine.atomic import sweep_partials
+from storyboards.errors import ConfigError
+from storyboards.graph import ShotGraph
+from storyboards.load import write_timeline
+from storyboards.overrides import apply_overrides, merge
+from storyboards.paths import OutputLayout
+from storyboards.planner import PlannedShot
+from storyboards.planner import plan as plan_shots
+from storyboards.spec import ShotSpec
+from storyboards.store import Store
+from storyboards.validate import ValidationConfig
+
+if TYPE_CHECKING:
+    from milimo_engine.manifest import ModelManifest
+
+from .context import Context
+from .request import RenderRequest
+
+__all__ = ["CheckedBoard", "PlannedShot", "RenderPlan", "check", "checked", "load_board", "plan", "prepare", "remember"]
+
+
+@dataclass
+class CheckedBoard:
+    """A storyboard that can render as asked: overrides applied, validated, its model and store known."""
+
+    request: RenderRequest
+    board: storyboards.Storyboard
+    model_dir: str
+    manifest: ModelManifest | None  # None: checked without the model (validate, import)
+    store: Store | None  # None: no store yet (a SQLite file not created); `plan` creates it
+    db_url: str
+    config: ValidationConfig
+
+
+@dataclass
+class RenderPlan:
+    board: storyboards.Storyboard
+    graph: ShotGraph
+    model_dir: str
+    model_id: str
+    db_url: str
+    layout: OutputLayout
+    shots: list[PlannedShot]
+    skipped: list[str]  # done already: same spec, same upstream handoff, artifacts as recorded
+    store: Store
+    specs: dict[str, ShotSpec] = field(default_factory=dict)
+    abandoned: list[int] = field(default_factory=list)  # take ids a dead process left running
+    revision: int = 0  # the storyboard revision this render imported
+
+    @property
+    def out_dir(self) -> Path:
+        """This storyboard's folder under the output root."""
+        return self.layout.storyboard_dir(self.board.name)
+
+
+def load_board(request: RenderRequest) -> storyboards.Storyboard:
+    """The storyboard the request names: a storyboard file, or an editor's cut with its shot list."""
+    return storyboards.load(request.storyboard, rate=request.rate, prompts=request.prompts, size=request.size)
+
+
+def resolve_model_dir(model: str | None, board: storyboards.Storyboard | None = None) -> tuple[str, bool]:
+    """(folder, named): --model, else the storyboard's `defaults.model`, else the embedded tiny bundle."""
+    if model:
+        return str(Path(model).expanduser()), True
+    chosen = (board.timeline_metadata.get("defaults") or {}).get("model") if board is not None else None
+    if chosen and board is not None:
+        path = Path(chosen).expanduser()
+        return str(path if path.is_absolute() else Path(board.source_path).parent / path), True
+    return "", False
+
+
+def ensure_model(model: str, named: bool, models_dir: Path) -> str:
+    """A model folder that exists: the tiny bundle built on first use when none was named; official files named
+    directly (a checkpoint, or a folder of downloads) imported once into the cache (`milimo model import`)."""
+    from milimo_engine.tiny import TINY_DIR_NAME, ensure_tiny_model
+
+    if not named:
+        return str(ensure_tiny_model(models_dir / TINY_DIR_NAME))
+    path = Path(model)
+    if (path.suffix == ".safetensors" and path.is_file()) or (
+            path.is_dir() and not (path / "milimo-model.json").is_file() and any(path.glob("*.safetensors"))):
+        from milimo_engine.official.importer import imported_folder
+
+        return str(imported_folder(path, models_dir))
+    if not (path / "milimo-model.json").is_file():
+        raise ConfigError(f"model folder {model} has no milimo-model.json",
+                          "point --model at a model folder (`milimo model import` makes one from Lightricks' "
+                          "files; `milimo model tiny DIR` writes the demo bundle), or leave --model out")
+    return model
+
+
+def _model(request: RenderRequest, board: storyboards.Storyboard, context: Context):
+    from milimo_engine.errors import InvalidGuidanceError
+    from milimo_engine.manifest import ModelManifest
+
+    model, named = resolve_model_dir(request.model or context.settings.model, board)
+    model_dir = ensure_model(model, named, context.settings.models_dir)
+    manifest = ModelManifest.read(Path(model_dir))
+    try:
+        manifest.check_stg_blocks(Path(model_dir))
+    except InvalidGuidanceError as exc:
+        raise ConfigError(f"{exc.field}={list(exc.value)}: {exc.reason}",
+                          f"write blocks that exist there, e.g. {list(exc.nearest)}") from None
+    return model_dir, manifest
+
+
+def check(request: RenderRequest, context: Context, *, need_model: bool = True) -> CheckedBoard:
+    """Everything that can refuse the request, before anything is written; see the module docstring."""
+    board = load_board(request)
+    for shot_id in request.shot_ids():
+        board.shot(shot_id)  # UnknownShot naming the known shots
+    model_dir, manifest = _model(request, board, context) if need_model else ("", None)
+    db_url = request.db or context.settings.db_url
+    store = context.existing_store(db_url)
+    stored = {}
+    if store is not None:
+        store.check_identity(board)
+        stored = store.overrides(board.name)
+    board = apply_overrides(board, merge(stored, request.overrides))
+    if request.draft:  # this run only, never stored: every shot on the draft recipe (its own spec, its own takes)
+        board = apply_overrides(board, {shot.shot_id: {"quality": "draft"} for shot in board.shots})
+    roots = request.asset_roots or [str(r) for r in context.settings.asset_roots]
+    config = ValidationConfig(asset_roots=tuple(Path(r) for r in roots))
+    storyboards.validate(board, config).raise_if_invalid(request.storyboard)
+    return CheckedBoard(request, board, model_dir, manifest, store, db_url, config)
+
+
+_checks: dict[str, CheckedBoard] = {}
+_checks_lock = threading.Lock()
+
+
+def _key(request: RenderRequest) -> str:
+    files = [p for p in (request.storyboard, request.prompts) if p]
+    stamp = "".join(f"{p}:{Path(p).stat().st_mtime_ns}:{Path(p).stat().st_size};" for p in files if Path(p).exists())
+    return hashlib.sha256((request.model_dump_json() + stamp).encode()).hexdigest()
+
+
+def remember(result: CheckedBoard) -> CheckedBoard:
+    """Keep this check for the flow this process runs next on the same request (`checked` takes it)."""
+    with _checks_lock:
+        _checks[_key(result.request)] = result
+    return result
+
+
+def checked(request: RenderRequest, context: Context) -> CheckedBoard:
+    """This process's check of `request` (the CLI made it before starting the flow), or a new one (a deployment, a
+    worker): the same request on unchanged files is checked once per process."""
+    with _checks_lock:
+        found = _checks.pop(_key(request), None)
+    return found if found is not None else check(request, context)
+
+
+def plan(checked_board: CheckedBoard, context: Context,
+         is_dead: Callable[[str | None], bool] | None = None) -> RenderPlan:
+    """Write what the render needs recorded and work out what renders; see the module docstring."""
+    request, board, manifest = checked_board.request, checked_board.board, checked_board.manifest
+    assert manifest is not None, "a render is checked with its model"
+    store = checked_board.store or context.store(checked_board.db_url)
+    model_id = manifest.model_id
+    specs = storyboards.resolve_specs(board, model_id, checked_board.config, manifest.shot_defaults(),
+                                      validated=True)
+    layout = context.layout(request.out)
+    folder = layout.storyboard_dir(board.name)  # refuses a name that would leave the output root
+    revision = store.import_revision(board, specs)
+    if board.prompts_path is not None:  # the cut + shot list, as the storyboard it became: open it, render it again
+        write_timeline(board.timeline, layout.imported_storyboard(board.name))
+    for shot_id, values in (request.overrides or {}).items():
+        store.set_overrides(board.name, shot_id, values)
+    abandoned = []
+    if is_dead is not None:
+        for take in store.running_takes(board.name):
+            if is_dead(take.host):
+                store.fail_take(take.id, f"abandoned: the process that ran it ({take.host}) died")
+                abandoned.append(take.id)
+        # A take on another host: its worker's heartbeat says whether it lives (a pid cannot be seen from here).
+        abandoned += store.abandon_stale(board.name, context.settings.heartbeat_timeout_s)
+        sweep_partials(folder)
+    if request.from_shot:
+        store.rerender_from(board.name, request.from_shot)
+    graph = ShotGraph.of(board)
+    shots, skipped = plan_shots(graph, store.shot_states(board.name), request.only)
+    return RenderPlan(board, graph, checked_board.model_dir, model_id, checked_board.db_url, layout, shots, skipped,
+                      store, specs, abandoned, revision)
+
+
+def prepare(request: RenderRequest, context: Context,
+            is_dead: Callable[[str | None], bool] | None = None) -> RenderPlan:
+    """`checked` then `plan`: what the render flow does first."""
+    return plan(checked(request, context), context, is_dead)

@@ -1,0 +1,45 @@
+"""`RenderRequest`: what a render is asked to do, whoever asks.
+
+The CLI builds it from its flags, the dashboard from its form, `milimo serve` from milimo.toml, a script by hand;
+the render flow takes it as its one parameter (Prefect shows it as a form and validates it). A rerender is a render
+from a shot with that shot's overrides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+
+from storyboards.seams import SeamThresholds
+
+
+class RenderRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    storyboard: str = Field(description="the storyboard: .otio, .otioz, FCP XML or EDL (with `prompts`)")
+    prompts: str | None = Field(None, description="the shot list (CSV) that makes an editor's cut a storyboard")
+    size: tuple[int, int] | None = Field(None, description="with `prompts`: the shots' width and height")
+    rate: PositiveFloat | None = Field(None, description="the frame rate of an EDL's timecodes")
+    only: list[str] | None = Field(None, description="only these shots (and what they need upstream)")
+    from_shot: str | None = Field(None, description="render this shot again and the rest of its chain")
+    overrides: dict[str, dict[str, Any]] | None = Field(None, description="per shot, settings to store and use")
+    draft: bool = Field(False, description="this run renders every shot on the draft recipe")
+    model: str | None = Field(None, description="model folder, or the official files (default: the tiny bundle)")
+    out: str | None = Field(None, description="output root (default: the settings')")
+    db: str | None = Field(None, description="store URL (default: the settings')")
+    devices: list[str] | None = Field(None, description="devices of this host's GPU pool (default: every GPU)")
+    time_limit_s: PositiveFloat | None = Field(None, description="per-shot limit, checked between steps")
+    asset_roots: list[str] | None = Field(None, description="where storyboard paths may point")
+    qa: SeamThresholds = Field(default_factory=SeamThresholds, description="seam QA thresholds")
+    farm: str | None = Field(None, description="a Dask scheduler to render on (tcp://host:8786)")
+
+    @classmethod
+    def rerender(cls, storyboard: str, from_shot: str, overrides: dict[str, Any] | None = None,
+                 **fields: Any) -> RenderRequest:
+        return cls(storyboard=storyboard, from_shot=from_shot,
+                   overrides={from_shot: dict(overrides)} if overrides else None, **fields)
+
+    def shot_ids(self) -> list[str]:
+        """Every shot id the request names (each must exist in the storyboard)."""
+        return list(self.only or []) + ([self.from_shot] if self.from_shot else []) + list(self.overrides or {})

@@ -1,0 +1,150 @@
+"""Reading the store: each shot's state for the planner, its status for people, its takes, the artifacts
+checked against their record, and a take's lineage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select, text
+
+from ..planner import ShotState
+from .base import StoreBase
+from .models import ShotRow, SpecRow, StoryboardRow, TakeRow, TakeStatus
+from .records import ArtifactCheck, ShotStatus, TakeOutputs, TakeView, artifact_problems, aware, take_problem, view
+
+
+class ReadsMixin(StoreBase):
+    def shot_states(self, storyboard: str) -> dict[str, ShotState]:
+        """What the planner needs of every active shot, its current take's artifacts checked (quickly)."""
+        with self.session() as s:
+            shots = self._shots(s, storyboard)
+            takes = {t.id: t for t in s.scalars(select(TakeRow).where(
+                TakeRow.id.in_([r.current_take_id for r in shots if r.current_take_id])))}
+            states = {}
+            for row in shots:
+                take = takes.get(row.current_take_id) if row.current_take_id else None
+                if take is None:
+                    states[row.shot_id] = ShotState(row.shot_id, row.spec_hash, None)
+                    continue
+                problem = take_problem(take)
+                handoff_ok = bool(take.handoff_out_path and take.handoff_out_sha256) and not (
+                    problem and problem[0] == "handoff") and Path(take.handoff_out_path or "").is_file()
+                states[row.shot_id] = ShotState(
+                    row.shot_id, row.spec_hash, take.status.value, take.spec_hash, take.handoff_in_sha256,
+                    take.handoff_out_sha256, handoff_ok, problem[1] if problem else None,
+                    pinned=row.pinned_take_id == take.id)
+            return states
+
+    def done_take(self, storyboard: str, shot_id: str, upstream_handoff_sha256: str | None) -> TakeView | None:
+        """The shot's current take when it needs no new one: succeeded under the shot's spec, from this
+        upstream handoff, with every artifact as recorded. What a render that waited for another
+        render of the same shot, or whose upstream re-rendered, checks before rendering."""
+        with self.session() as s:
+            shot = self._shot(s, storyboard, shot_id)
+            take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
+            pinned = take is not None and shot.pinned_take_id == take.id
+            if (take is None or take.status != TakeStatus.succeeded or (take.spec_hash != shot.spec_hash and not pinned)
+                    or take.handoff_in_sha256 != upstream_handoff_sha256 or take_problem(take)):
+                return None
+            return view(take, shot_id)
+
+    def take(self, take_id: int) -> TakeView:
+        with self.session() as s:
+            take = s.get(TakeRow, take_id)
+            if take is None:
+                raise LookupError(f"no take {take_id}")
+            shot = s.get(ShotRow, take.shot_pk)
+            assert shot is not None
+            return view(take, shot.shot_id, artifacts=True)
+
+    def running_takes(self, storyboard: str) -> list[TakeView]:
+        with self.session() as s:
+            shots = {r.id: r.shot_id for r in self._shots(s, storyboard)}
+            return [view(t, shots[t.shot_pk]) for t in s.scalars(
+                select(TakeRow).where(TakeRow.shot_pk.in_(list(shots)), TakeRow.status == TakeStatus.running))]
+
+    def status(self, storyboard: str) -> list[ShotStatus]:
+        """Every active shot with its current take (artifacts checked) and any take rendering now."""
+        with self.session() as s:
+            rows = s.execute(select(ShotRow, TakeRow).join(StoryboardRow)
+                             .outerjoin(TakeRow, TakeRow.id == ShotRow.current_take_id)
+                             .where(StoryboardRow.name == storyboard, ShotRow.active.is_(True))
+                             .order_by(ShotRow.position)).all()
+            running = {t.shot_pk: t for t in s.scalars(select(TakeRow).where(
+                TakeRow.shot_pk.in_([shot.id for shot, _ in rows]), TakeRow.status == TakeStatus.running)
+                .order_by(TakeRow.number))}
+            specs = {spec.spec_hash: spec.data for spec in s.scalars(select(SpecRow).where(
+                SpecRow.spec_hash.in_([shot.spec_hash for shot, _ in rows if shot.spec_hash])))}
+            out = []
+            for shot, take in rows:
+                seconds = None
+                if take is not None and take.finished_at and take.started_at:
+                    seconds = (take.finished_at - take.started_at).total_seconds()
+                found = take_problem(take) if take is not None else None
+                problem = found[1] if found else None
+                live = running.get(shot.id)
+                out.append(ShotStatus(
+                    shot.shot_id, shot.name, shot.position, shot.chain_index, shot.spec_hash,
+                    take.id if take else None, take.number if take else None,
+                    problem or (take.status.value if take else "not rendered"),
+                    seconds, aware(take.finished_at) if take else None,
+                    TakeOutputs.of(take.outputs if take else None), dict(shot.overrides or {}),
+                    specs.get(shot.spec_hash or "", {}).get("prompt"), problem,
+                    {"take": live.number, "host": live.host, **(live.progress or {})} if live else None,
+                    take is None or take.spec_hash == shot.spec_hash,
+                    specs.get(shot.spec_hash or "", {}).get("quality"),
+                    take is not None and shot.pinned_take_id == take.id, shot.predecessor_shot_id))
+            return out
+
+    def pinned_at(self, storyboard: str, shot_id: str) -> datetime | None:
+        with self.session() as s:
+            return aware(self._shot(s, storyboard, shot_id).pinned_at)
+
+    def verify(self, storyboard: str) -> list[ArtifactCheck]:
+        """Every artifact of every current take, hashed again; what does not match its record."""
+        with self.session() as s:
+            bad = []
+            for shot in self._shots(s, storyboard):
+                take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
+                if take is None:
+                    continue
+                bad += [ArtifactCheck(shot.shot_id, take.number, a.kind, a.uri, problem)
+                        for a, problem in artifact_problems(take, full=True)]
+            return bad
+
+    def takes(self, storyboard: str, shot_id: str) -> list[TakeView]:
+        with self.session() as s:
+            shot = self._shot(s, storyboard, shot_id)
+            return [view(t, shot_id) for t in s.scalars(select(TakeRow).where(TakeRow.shot_pk == shot.id)
+                                                          .order_by(TakeRow.number))]
+
+    def latest_statuses(self, storyboard: str) -> dict[str, str]:
+        """Each shot's newest take's status (one read): what the contact sheet says beside a kept take."""
+        with self.session() as s:
+            shots = {r.id: r.shot_id for r in self._shots(s, storyboard)}
+            out: dict[str, str] = {}
+            for shot_pk, status in s.execute(select(TakeRow.shot_pk, TakeRow.status)
+                                             .where(TakeRow.shot_pk.in_(list(shots))).order_by(TakeRow.number)):
+                out[shots[shot_pk]] = status.value
+            return out
+
+    def current_take(self, storyboard: str, shot_id: str) -> TakeView | None:
+        with self.session() as s:
+            shot = self._shot(s, storyboard, shot_id)
+            take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
+            return view(take, shot_id, artifacts=True) if take else None
+
+    def lineage(self, take_id: int) -> list[tuple[int, str, int]]:
+        """(take id, shot id, take number) from `take_id` back to the chain head, via a recursive CTE."""
+        sql = text("""
+            WITH RECURSIVE lineage(id, shot_pk, number, parent, depth) AS (
+                SELECT id, shot_pk, number, handoff_in_take_id, 0 FROM takes WHERE id = :take_id
+                UNION ALL
+                SELECT t.id, t.shot_pk, t.number, t.handoff_in_take_id, l.depth + 1
+                FROM takes t JOIN lineage l ON t.id = l.parent
+            )
+            SELECT l.id, s.shot_id, l.number FROM lineage l JOIN shots s ON s.id = l.shot_pk ORDER BY l.depth
+        """)
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2]) for r in conn.execute(sql, {"take_id": take_id})]

@@ -1,0 +1,198 @@
+"""The store's read models: what a take, a shot's status, a seam and an artifact check look like to its callers,
+typed (frozen dataclasses); and the few helpers every part of the store shares to build them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from .artifacts import artifact_problem
+from .models import ArtifactRow, TakeRow, TakeStatus, utcnow
+
+
+@dataclass(frozen=True)
+class TakeOutputs:
+    """What a finished take delivered, as recorded (the JSON `outputs` of its row, typed). Older takes may lack
+    fields (None); fields this milimo does not know are kept in `extra`."""
+
+    mp4: str | None = None
+    thumbnail: str | None = None
+    frames: int | None = None
+    fps: float | None = None
+    rendered_frames: int | None = None
+    audio_samples: int | None = None
+    sample_rate: int | None = None
+    device: str | None = None
+    loras: dict[str, Any] | None = None
+    model_id: str | None = None
+    recipe: str | None = None
+    segments: int | None = None
+    segment_starts: tuple[int, ...] = ()
+    timecode: str | None = None
+    reel: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, data: dict[str, Any] | None) -> TakeOutputs:
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: data.pop(k) for k in list(data) if k in known}
+        if values.get("segment_starts") is not None:
+            values["segment_starts"] = tuple(int(s) for s in values["segment_starts"])
+        else:
+            values.pop("segment_starts", None)
+        return cls(**values, extra=data)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out["segment_starts"] = list(self.segment_starts)
+        return {k: v for k, v in out.items() if v is not None} | self.extra
+
+
+@dataclass(frozen=True)
+class TakeView:
+    id: int
+    shot_id: str
+    number: int
+    status: str
+    spec_hash: str
+    handoff_in_take_id: int | None
+    handoff_in_sha256: str | None
+    handoff_out_path: str | None
+    handoff_out_sha256: str | None
+    outputs: TakeOutputs
+    timings: dict[str, Any]
+    error: str | None
+    host: str | None
+    flow_run_id: str | None
+    task_run_id: str | None
+    created_at: datetime | None
+    finished_at: datetime | None
+    progress: dict[str, Any] | None = None
+    artifacts: tuple[dict[str, Any], ...] = ()
+    worker: str | None = None
+    heartbeat_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SeamView:
+    """Seam QA of one join: between two shots' takes, or at a segment start inside one take."""
+
+    kind: str  # handoff, segment, hard
+    left_shot_id: str
+    right_shot_id: str
+    left_take: int  # take numbers, as people name them
+    right_take: int
+    frame: int  # the segment's first frame inside the take; 0 for cuts
+    metrics: dict[str, Any]
+    score: float
+    flagged: bool
+
+    @property
+    def label(self) -> str:
+        if self.kind == "segment":
+            return f"{self.left_shot_id} t{self.left_take} @ frame {self.frame}"
+        return f"{self.left_shot_id} t{self.left_take} | {self.right_shot_id} t{self.right_take}"
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """One artifact of a shot's current take that is not what was recorded (`milimo verify`, status)."""
+
+    shot_id: str
+    take_number: int
+    kind: str
+    path: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class ShotStatus:
+    """One row of `milimo status`: a shot and its current take."""
+
+    shot_id: str
+    name: str
+    position: int
+    chain_index: int
+    spec_hash: str | None
+    take_id: int | None
+    take_number: int | None
+    status: str  # the current take's status, or "not rendered"
+    seconds: float | None
+    finished_at: datetime | None
+    outputs: TakeOutputs
+    overrides: dict[str, Any]
+    prompt: str | None = None
+    problem: str | None = None  # an artifact of the current take is missing or damaged
+    running: dict[str, Any] | None = None  # a take rendering now: take, host, stage, step, total
+    spec_is_current: bool = True  # False: the current take was rendered under another spec
+    quality: str | None = None  # "final" or "draft", of the shot's spec now
+    pinned: bool = False  # the current take was pinned by a person
+    predecessor: str | None = None  # the shot it continues from (handoff), if any
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything the store writes is UTC."""
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+
+
+def artifact_dict(a: ArtifactRow) -> dict[str, Any]:
+    return {"kind": a.kind, "uri": a.uri, "sha256": a.sha256, "frames": a.frames, "fps": a.fps, "bytes": a.bytes,
+            "mtime_ns": a.mtime_ns}
+
+
+def view(take: TakeRow, shot_id: str, artifacts: bool = False) -> TakeView:
+    return TakeView(
+        take.id,
+        shot_id,
+        take.number,
+        take.status.value,
+        take.spec_hash,
+        take.handoff_in_take_id,
+        take.handoff_in_sha256,
+        take.handoff_out_path,
+        take.handoff_out_sha256,
+        TakeOutputs.of(take.outputs),
+        dict(take.timings or {}),
+        take.error,
+        take.host,
+        take.flow_run_id,
+        take.task_run_id,
+        aware(take.created_at),
+        aware(take.finished_at),
+        dict(take.progress) if take.progress else None,
+        tuple(artifact_dict(a) for a in take.artifacts) if artifacts else (),
+        take.worker,
+        aware(take.heartbeat_at),
+    )
+
+
+def end_take(take: TakeRow, error: str, status: TakeStatus = TakeStatus.failed) -> None:
+    """A take that stops without finishing: failed or cancelled, why, and when; no progress any more."""
+    take.status, take.error, take.finished_at, take.progress = status, error, utcnow(), None
+
+
+def artifact_problems(take: TakeRow, full: bool = False) -> Iterator[tuple[ArtifactRow, str]]:
+    """(artifact, problem) for each artifact of `take` that is not what was recorded, checked one by one."""
+    for a in take.artifacts:
+        problem = artifact_problem(a.uri, a.sha256, a.bytes, a.mtime_ns, full=full)
+        if problem:
+            yield a, problem
+
+
+def take_problem(take: TakeRow) -> tuple[str, str] | None:
+    """(kind, "kind problem") of the first artifact of a succeeded `take` that is not what was recorded
+    (the quick check: size and mtime, the hash only when the mtime moved)."""
+    if take.status != TakeStatus.succeeded:
+        return None
+    found = next(artifact_problems(take), None)
+    return (found[0].kind, f"{found[0].kind} {found[1]}") if found else None
+
+
+def spec_json(spec) -> dict[str, Any]:
+    """A resolved spec as the store keeps it: its fields and its hash."""
+    from dataclasses import asdict
+
+    return asdict(spec) | {"spec_hash": spec.spec_hash}

@@ -1,0 +1,108 @@
+"""A take's life: started (numbered, under the shot's spec), its progress, finished (current), failed or
+cancelled (the earlier good take stays current), pinned by a person, or marked stale for a re-render."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ..errors import UnknownShot
+from .base import StoreBase
+from .models import ArtifactRow, ShotRow, TakeRow, TakeStatus, utcnow
+from .records import end_take
+
+
+class TakesMixin(StoreBase):
+    def start_take(self, storyboard: str, shot_id: str, *, handoff_in_take_id: int | None = None,
+                   handoff_in_path: str | None = None, handoff_in_sha256: str | None = None,
+                   flow_run_id: str | None = None, task_run_id: str | None = None, host: str | None = None,
+                   worker: str | None = None) -> int:
+        def work(s: Session) -> int:
+            shot = self._shot(s, storyboard, shot_id, lock=True)
+            if shot.spec_hash is None:
+                raise ValueError(f"shot {shot_id!r} has no spec yet; give it a prompt and import again")
+            take = TakeRow(shot_pk=shot.id, number=self._next_number(s, TakeRow.number, TakeRow.shot_pk == shot.id),
+                           status=TakeStatus.running, spec_hash=shot.spec_hash,
+                           handoff_in_take_id=handoff_in_take_id, handoff_in_path=handoff_in_path,
+                           handoff_in_sha256=handoff_in_sha256, host=host or socket.gethostname(),
+                           flow_run_id=flow_run_id, task_run_id=task_run_id, started_at=utcnow(), outputs={},
+                           timings={}, progress={"stage": "starting", "step": 0, "total": 0},
+                           worker=worker or host or socket.gethostname(), heartbeat_at=utcnow())
+            s.add(take)
+            s.flush()
+            return take.id
+
+        return self._retrying(work, attempts=5)
+
+    def set_progress(self, take_id: int, progress: dict[str, Any]) -> None:
+        with self.session.begin() as s:
+            s.execute(update(TakeRow).where(TakeRow.id == take_id, TakeRow.status == TakeStatus.running)
+                      .values(progress=progress))
+
+    def finish_take(self, take_id: int, *, handoff_out_path: str | None = None,
+                    handoff_out_sha256: str | None = None, outputs: dict[str, Any] | None = None,
+                    timings: dict[str, Any] | None = None, artifacts: Iterable[dict[str, Any]] = ()) -> None:
+        """Mark a running take succeeded and make it its shot's current take."""
+        with self.session.begin() as s:
+            take = s.get(TakeRow, take_id, with_for_update=self.is_postgres)
+            if take is None or take.status != TakeStatus.running:
+                raise ValueError(f"take {take_id} is not running (status {take.status.value if take else 'missing'})")
+            take.status = TakeStatus.succeeded
+            take.handoff_out_path, take.handoff_out_sha256 = handoff_out_path, handoff_out_sha256
+            take.outputs, take.timings = dict(outputs or {}), dict(timings or {})
+            take.finished_at, take.progress = utcnow(), None
+            for a in artifacts:
+                take.artifacts.append(ArtifactRow(**a))
+            s.execute(update(ShotRow).where(ShotRow.id == take.shot_pk).values(current_take_id=take.id,
+                                                                               pinned_take_id=None, pinned_at=None))
+
+    def pin_take(self, storyboard: str, shot_id: str, number: int) -> list[str]:
+        """Make take `number` the shot's current take and record the pin (when, which). The shots after it in its
+        chain continued from another take: their current takes become stale. Returns those shot ids."""
+        with self.session.begin() as s:
+            shot = self._shot(s, storyboard, shot_id, lock=True)
+            take = s.scalar(select(TakeRow).where(TakeRow.shot_pk == shot.id, TakeRow.number == number))
+            if take is None:
+                raise UnknownShot(storyboard, f"{shot_id} take {number}", [])
+            if take.status not in (TakeStatus.succeeded, TakeStatus.stale) or not (take.outputs or {}).get("mp4"):
+                raise ValueError(
+                    f"take {number} of {shot_id} is {take.status.value}; only a finished take can be pinned"
+                )
+            take.status = TakeStatus.succeeded
+            shot.current_take_id, shot.pinned_take_id, shot.pinned_at = take.id, take.id, utcnow()
+            later = [
+                r
+                for r in self._shots(s, storyboard)
+                if r.chain_index == shot.chain_index and r.position > shot.position
+            ]
+            for r in later:
+                if r.current_take_id:
+                    s.execute(update(TakeRow).where(TakeRow.id == r.current_take_id).values(status=TakeStatus.stale))
+            return [r.shot_id for r in later]
+
+    def fail_take(self, take_id: int, error: str, status: TakeStatus = TakeStatus.failed) -> None:
+        """A failed (or cancelled) take never replaces the shot's current (earlier, good) take."""
+        with self.session.begin() as s:
+            take = s.get(TakeRow, take_id, with_for_update=self.is_postgres)
+            if take is None:
+                raise LookupError(f"no take {take_id}")
+            end_take(take, error, status)
+
+    def rerender_from(self, storyboard: str, shot_id: str) -> list[str]:
+        """Mark `shot_id` and the rest of its chain stale; nothing else changes. Returns those shot ids."""
+        with self.session.begin() as s:
+            start = self._shot(s, storyboard, shot_id, lock=True)
+            rows = [
+                r
+                for r in self._shots(s, storyboard)
+                if r.chain_index == start.chain_index and r.position >= start.position
+            ]
+            for r in rows:
+                if r.current_take_id:
+                    s.execute(update(TakeRow).where(TakeRow.id == r.current_take_id).values(status=TakeStatus.stale))
+                r.pinned_take_id, r.pinned_at = None, None  # a rerender replaces a pin
+            return [r.shot_id for r in rows]
