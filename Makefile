@@ -60,8 +60,10 @@ demo: $(STAMP)
 	$(VENV)/bin/milimo render storyboards/examples/lighthouse.otio
 	$(VENV)/bin/milimo status storyboards/examples/lighthouse.otio
 
+# Two workers (this machine's two cores): a test's renders run beside another test's start-up, I/O and waits.
+# A module whose tests share one render stays on one worker (`xdist_group`).
 test: $(STAMP) system reference
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 # The pure layer (no render, no browser, no oracle): the inner loop, under a minute.
 test-fast: $(STAMP)

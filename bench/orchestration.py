@@ -32,7 +32,7 @@ import storyboards  # noqa: E402
 from milimo_engine import TwoStagePipeline, build_tiny_model  # noqa: E402
 from milimo_engine.manifest import ModelManifest  # noqa: E402
 from tasks.render import write_thumbnail  # noqa: E402
-from tasks.worker import ledger_for  # noqa: E402
+from tasks.worker import ledger_for, on_device_thread  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "storyboards" / "examples"
 
@@ -117,6 +117,17 @@ def profile_one_render(board_path: Path, model_dir: Path, work: Path) -> tuple[T
     for name in ("rendered_timeline", "preview", "contact_sheet"):
         timers.wrap(outputs_module, name, f"outputs: {name}")
     timers.wrap(output_tasks, "measure_seams", "outputs: seam QA")
+    import prefect.artifacts as artifacts
+
+    import tasks.progress as progress_module
+
+    timers.wrap(progress_module.TaskRunState, "_set", "prefect: task run state (waiting for device)")
+    timers.wrap(progress_module.StepReporter, "__init__", "prefect: progress artifact created")
+    timers.wrap(artifacts, "update_progress_artifact", "prefect: progress artifact updated")
+    timers.wrap(flow_module, "_name_flow_run", "prefect: flow run renamed")
+    timers.wrap(flow_module, "create_table_artifact", "prefect: summary artifacts")
+    timers.wrap(flow_module, "create_markdown_artifact", "prefect: summary artifacts")
+    timers.wrap(render_module, "_on_a_device", "task: from the lease to the end of the take")
     for name in sorted(n for n in dir(Store) if not n.startswith("_") and callable(getattr(Store, n))
                        and n not in ("open", "session")):
         timers.wrap(Store, name, f"store: {name}")
@@ -166,7 +177,9 @@ def main() -> None:
         otio.adapters.write_to_file(timeline, str(board_path))
     shots = len(storyboards.load(board_path).shots)
 
-    plain_loop(board_path, model_dir, work / "warm")  # weights loaded once for both sides
+    # Weights loaded once for both sides; both run their torch work on the CPU device's one thread, as the render
+    # task does (`tasks.worker.on_device_thread`), so neither pays for the other's idle CPU thread team.
+    on_device_thread("cpu", lambda: plain_loop(board_path, model_dir, work / "warm"))
 
     from prefect.testing.utilities import prefect_test_harness
 
@@ -184,7 +197,7 @@ def main() -> None:
         plain, flow, outputs = [], [], []
         for i in range(args.repeats):
             t0 = time.perf_counter()
-            plain_loop(board_path, model_dir, work / f"plain-{i}")
+            on_device_thread("cpu", functools.partial(plain_loop, board_path, model_dir, work / f"plain-{i}"))
             plain.append(time.perf_counter() - t0)
 
             db = f"sqlite:///{work / f'flow-{i}.db'}"

@@ -14,7 +14,7 @@ import contextlib
 import uuid
 from typing import Any
 
-from prefect import flow, get_run_logger, tags
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.states import Cancelled, Failed, State
@@ -150,7 +150,9 @@ def _submit(plan: RenderPlan, request: RenderRequest) -> dict[str, PrefectFuture
         job = ShotJob(storyboard=name, shot_id=shot.shot_id, model_dir=plan.model_dir, out_root=str(plan.layout.root),
                       db_url=plan.db_url, needs_handoff=shot.needs_handoff, devices=devices,
                       time_limit_s=request.time_limit_s, timecode=cut.source_timecode, reel=cut.reel, clip=cut.name)
-        with tags(f"storyboard:{name}"), _one_gpu(request.farm):
+        # No tags on the shot tasks: Prefect asks its server for tag concurrency slots before every tagged task
+        # run (1-2 s a shot, measured by bench/orchestration.py); the flow run carries the storyboard's tag.
+        with _one_gpu(request.farm):
             futures[shot.shot_id] = task.submit(job, upstream=upstream)
     return futures
 

@@ -4,6 +4,8 @@ is busy."""
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
 import uuid
 from typing import Any
@@ -30,26 +32,82 @@ def progress_fraction(stage: str, step: int, total: int, stages: tuple[str, ...]
     return min(1.0, done / sum(weights))
 
 
+class ProgressWriter:
+    """Writes a take's progress (the store's row, Prefect's progress artifact) from a thread of its own, the
+    newest value only: the denoising loop never waits on a database or an HTTP call. `close` writes the last
+    value and stops."""
+
+    def __init__(self, store: Any, take_id: int, artifact_key: str, description: str, log: Any):
+        self.store, self.take_id, self.log = store, take_id, log
+        self.key, self.description = artifact_key, description
+        self.artifact: Any = None
+        self.pending: dict[str, Any] | None = None
+        self.done = False
+        self.wake = threading.Condition()
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                       name=f"progress-{take_id}", daemon=True)
+        self.thread.start()
+
+    def put(self, progress: dict[str, Any]) -> None:
+        with self.wake:
+            self.pending = progress
+            self.wake.notify()
+
+    def close(self) -> None:
+        with self.wake:
+            self.done = True
+            self.wake.notify()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        self._create_artifact()
+        while True:
+            with self.wake:
+                while self.pending is None and not self.done:
+                    self.wake.wait()
+                progress, self.pending = self.pending, None
+                done = self.done
+            if progress is not None:
+                self._write(progress)
+            if done:
+                return
+
+    def _create_artifact(self) -> None:
+        try:
+            from prefect.artifacts import create_progress_artifact
+
+            self.artifact = create_progress_artifact(0.0, key=self.key, description=self.description)
+        except Exception as exc:  # noqa: BLE001 - progress is a convenience; a render never fails for it
+            self.log.debug("no progress artifact: %s", exc)
+
+    def _write(self, progress: dict[str, Any]) -> None:
+        try:
+            self.store.set_progress(self.take_id, progress)
+        except Exception as exc:  # noqa: BLE001 - a dropped write is replaced by the next step's
+            self.log.debug("progress not stored: %s", exc)
+        if self.artifact is not None:
+            try:
+                from prefect.artifacts import update_progress_artifact
+
+                update_progress_artifact(self.artifact, round(100 * progress["fraction"], 1))
+            except Exception:  # noqa: BLE001
+                self.artifact = None
+
+
 class StepReporter:
     """The engine's step callback for one take. Returns False (stop at this step) once the process is
     interrupted or the shot's lease was taken over. Progress never goes backwards, across stages or the segments
-    of a long take."""
+    of a long take; it is written by a `ProgressWriter` (call `close` when the take ends)."""
 
     def __init__(self, shot_id: str, store: Any, take_id: int, lease: LeaseKeeper | None, storyboard: str,
                  stages: tuple[str, ...], every_s: float = 1.0):
-        self.shot_id, self.store, self.take_id, self.lease, self.every_s = shot_id, store, take_id, lease, every_s
+        self.shot_id, self.lease, self.every_s = shot_id, lease, every_s
         self.stages = stages
         self.last = 0.0
         self.shown = 0.0
         self.log = get_run_logger()
-        self.artifact: Any = None
-        try:
-            from prefect.artifacts import create_progress_artifact
-
-            key = slug(f"progress-{storyboard}-{shot_id}")
-            self.artifact = create_progress_artifact(0.0, key=key, description=f"shot {shot_id}: denoising")
-        except Exception as exc:  # noqa: BLE001 - progress is a convenience; a render never fails for it
-            self.log.debug("no progress artifact: %s", exc)
+        self.writer = ProgressWriter(store, take_id, slug(f"progress-{storyboard}-{shot_id}"),
+                                     f"shot {shot_id}: denoising", self.log)
 
     def __call__(self, info: StepInfo) -> bool:
         if interrupted() or (self.lease is not None and self.lease.lost):
@@ -60,19 +118,12 @@ class StepReporter:
         self.last = now
         self.shown = max(self.shown, progress_fraction(info.stage, info.step, info.total, self.stages))
         self.log.info("shot %s: %s step %d/%d", self.shot_id, info.stage, info.step, info.total)
-        try:
-            self.store.set_progress(self.take_id, {"stage": info.stage, "step": info.step, "total": info.total,
-                                                   "fraction": round(self.shown, 3)})
-        except Exception as exc:  # noqa: BLE001 - a dropped write is retried by the next step
-            self.log.debug("progress not stored: %s", exc)
-        if self.artifact is not None:
-            try:
-                from prefect.artifacts import update_progress_artifact
-
-                update_progress_artifact(self.artifact, round(100 * self.shown, 1))
-            except Exception:  # noqa: BLE001
-                self.artifact = None
+        self.writer.put({"stage": info.stage, "step": info.step, "total": info.total,
+                         "fraction": round(self.shown, 3)})
         return True
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class TaskRunState:

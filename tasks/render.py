@@ -38,6 +38,7 @@ from .worker import (
     holder_is_dead,
     interrupted,
     ledger_for,
+    on_device_thread,
     stop_if_interrupted,
     worker_name,
 )
@@ -231,9 +232,16 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store: Store, take: Take
     spec = store.take_spec(take.id)
     handoff = _handoff_in(upstream)
     reporter = StepReporter(job.shot_id, store, take.id, lease, job.storyboard, stages_of(spec))
-    ledger, result = _run_engine(job, spec, handoff, device, reporter)
-    log.info("shot %s take %d rendered on %s (%s)", job.shot_id, take.number, device, ledger.model_id)
-    written = _write_outputs(job, take, result)
+
+    def on_the_device() -> tuple[Any, Written]:
+        ledger, result = _run_engine(job, spec, handoff, device, reporter)
+        log.info("shot %s take %d rendered on %s (%s)", job.shot_id, take.number, device, ledger.model_id)
+        return result, _write_outputs(job, take, result)  # the handoff is encoded here, on the device too
+
+    try:
+        result, written = on_device_thread(device, on_the_device)
+    finally:
+        reporter.close()
     stop_if_interrupted()
     seconds = time.perf_counter() - t0
     summary = result.summary()

@@ -7,12 +7,15 @@ thread-safe, so the second shot on a device finds its weights already loaded.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from milimo import settings as milimo_settings
 from milimo_engine.atomic import pid_alive
@@ -24,6 +27,8 @@ _interrupt = threading.Event()
 _interrupt_signal: list[int] = []
 _ledgers: dict[tuple[str, str, str], object] = {}
 _pools: dict[tuple[str, ...], DevicePool] = {}
+_device_threads: dict[str, ThreadPoolExecutor] = {}
+T = TypeVar("T")
 
 
 def visible_devices() -> list[str]:
@@ -198,6 +203,18 @@ def ledger_for(model_dir: str, device: str, dtype: str = "auto"):
         if key not in _ledgers:
             _ledgers[key] = ModelLedger.open(model_dir, device=device, dtype=resolved)
         return _ledgers[key]
+
+
+def on_device_thread(device: str, work: Callable[[], T]) -> T:
+    """Run `work` on the device's own thread and wait for it. Every shot's torch work on a device happens on one
+    long-lived thread: torch keeps one CPU thread team per calling thread, and the idle team of the previous
+    shot's thread spins against the next one's (a shot ran ~1.6x slower on CPU, bench/orchestration.py). The
+    caller's context (Prefect's run context, settings) goes along."""
+    with _lock:
+        executor = _device_threads.get(device)
+        if executor is None:
+            executor = _device_threads[device] = ThreadPoolExecutor(1, thread_name_prefix=f"milimo-{slug(device)}")
+    return executor.submit(contextvars.copy_context().run, work).result()
 
 
 def warm_models() -> list[str]:

@@ -23,9 +23,12 @@ EXAMPLES = ROOT / "storyboards" / "examples"
 # session's own: a test that forgets --db or --out never reads or writes the user's renders/milimo.db (which
 # `make demo` fills), ./milimo.toml or ~/.cache/milimo. `pytest_sessionfinish` checks that nothing under the
 # repository's renders/ changed.
-# Once per session, however the module is imported (as `conftest` and as `tests.conftest`).
-ISOLATED = Path(os.environ.get("MILIMO_TEST_SESSION_DIR") or tempfile.mkdtemp(prefix="milimo-tests-"))
-os.environ["MILIMO_TEST_SESSION_DIR"] = str(ISOLATED)
+# Once per session, however the module is imported (as `conftest` and as `tests.conftest`); under pytest-xdist the
+# controller makes the folder and each worker works in its own part of it (store, outputs, cache, device locks).
+SESSION = Path(os.environ.get("MILIMO_TEST_SESSION_DIR") or tempfile.mkdtemp(prefix="milimo-tests-"))
+os.environ["MILIMO_TEST_SESSION_DIR"] = str(SESSION)
+ISOLATED = SESSION / os.environ.get("PYTEST_XDIST_WORKER", "main")
+ISOLATED.mkdir(parents=True, exist_ok=True)
 (ISOLATED / "milimo.toml").write_text("# the test session's empty milimo.toml\n")
 for _variable in [v for v in os.environ if v.startswith("MILIMO_") and v not in (
         "MILIMO_TEST_POSTGRES_URL", "MILIMO_REFERENCE_PYTHON", "MILIMO_PARITY_REPORT", "MILIMO_WRITE_SCREENSHOTS",
@@ -53,11 +56,13 @@ USER_FILES = _user_files()
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller checks, once every worker is done
     changed = sorted(set(USER_FILES.items()) ^ set(_user_files().items()))
     if changed:
         print(f"\nisolation check FAILED: tests changed the user's files: {sorted({p for p, _ in changed})}")
         session.exitstatus = 1
-    shutil.rmtree(ISOLATED, ignore_errors=True)
+    shutil.rmtree(SESSION, ignore_errors=True)
 
 
 import pytest  # noqa: E402

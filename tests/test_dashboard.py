@@ -13,6 +13,9 @@ from fastapi.testclient import TestClient
 
 from storyboards.store import Store
 
+# One worker runs this module's tests, in order (they share a module-scoped render).
+pytestmark = pytest.mark.xdist_group("dashboard")
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 

@@ -6,8 +6,8 @@ import torch
 
 from milimo_engine import ICLoraPipeline, InvalidConditionError, LoraSpec
 from milimo_engine.ic_lora import reference_frames
+from milimo_engine.in_context import InContext, reference_tokens
 from milimo_engine.media import write_mp4
-from milimo_engine.pipeline import InContext
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def test_reference_tokens_are_in_every_stage1_input_and_not_in_the_output(ledger
     assert len(stage2) == 3  # the distilled schedule's steps, without the reference
     assert len(stage1) == 8  # official: the distilled sigmas, unguided, one pass per step
     grid = ic.two_stage.stage_grid(request_256, 4, 10, half=True)
-    expected = ic.two_stage.reference_tokens(InContext(reference_frames(reference), ic_lora), request_256, grid).tokens
+    expected = reference_tokens(ic.two_stage.codec, InContext(reference_frames(reference), ic_lora), request_256,
+                                grid).tokens
     for h in stage1:
         assert torch.equal(h[:1, generated_s1:].float(), expected.float())
     assert tuple(r.latent.shape) == (1, 128, 4, 8, 8) and tuple(r.stage1_latent.shape) == (1, 128, 4, 4, 4)

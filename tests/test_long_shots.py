@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from milimo_engine import ImageCondition, InvalidConditionError, InvalidFrameCountError
-from milimo_engine.segments import Segment, plan_segments
+from milimo_engine.segments import Segment, place_images, plan_segments
 
 
 def test_plan_fills_segments_and_tops_up_a_short_remainder():
@@ -54,7 +54,7 @@ def test_image_condition_lands_in_its_segment(pipeline, request_256):
     from milimo_engine.segments import plan_segments
 
     segments = plan_segments(50, 33, 0, 9)
-    assert pipeline.place_images(request, segments)[1] == [(at40, 16), (at36, 12)]
+    assert place_images(request, segments)[1] == [(at40, 16), (at36, 12)]
     r = pipeline(request)
     assert r.frames.shape[0] == 50
     with pytest.raises(InvalidConditionError, match=r"images\[0\].frame=50: must be a frame of the shot, 0..49"):

@@ -35,6 +35,9 @@ from milimo_engine.ic_lora import ICLoraPipeline
 from milimo_engine.pipeline import KeyframeInterpolationPipeline
 from milimo_engine.request import Guidance, ModalityGuidance
 
+# One worker runs this module's tests, in order (they share a module-scoped render).
+pytestmark = pytest.mark.xdist_group("oracle")
+
 REPORT: list[dict] = []
 PROMPT, NEGATIVE, SEED = "a lighthouse on a cliff at dusk, waves below", "blurry, low quality", 7
 SIZE, FRAMES, FPS, STEPS = 256, 25, 24.0, 4
@@ -126,11 +129,21 @@ def _runs(version: str, official: Path, assets: dict) -> list[dict]:
     ]
 
 
+_CASES: dict[str, Case] = {}
+
+
 @pytest.fixture(scope="module", params=["2.0", "2.3"], ids=["ltx-2.0", "ltx-2.3"])
 def case(request, oracle, tmp_path_factory) -> Case:
+    """Once per version per session: pytest (and xdist's scheduling) may set a parametrised module fixture up more
+    than once when the tests of its two versions interleave."""
+    if request.param not in _CASES:
+        _CASES[request.param] = _build_case(request.param, oracle, tmp_path_factory)
+    return _CASES[request.param]
+
+
+def _build_case(version: str, oracle, tmp_path_factory) -> Case:
     from flows.cli import main
 
-    version = request.param
     official = oracle.build(version)
     work = tmp_path_factory.mktemp(f"parity-{version}")
     folder = work / "model"

@@ -312,7 +312,7 @@ def _rendering(rows) -> bool:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_model_dir, sig):
+def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_model_dir, sig, prefect_api):
     """Ctrl-C is SIGINT to the whole process group. No PREFECT_API_URL: milimo's own temporary server must
     survive it long enough to record the ending, then stop with everything else."""
     board = copy_example(tmp_path / "b", steps=40)
@@ -364,7 +364,7 @@ def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_model_dir, sig):
         f"sqlite:///{db_file}",
         "--out",
         tmp_path / "out",
-        env={"PREFECT_HOME": str(tmp_path / "prefect")},
+        env={"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": prefect_api},  # the resume: any server
         timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -372,7 +372,7 @@ def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_model_dir, sig):
     assert all(ss.count("succeeded") == 1 for ss in final.values()), final
 
 
-def test_kill_9_leaves_no_process_and_the_next_render_cleans_up(tmp_path, tiny_model_dir):
+def test_kill_9_leaves_no_process_and_the_next_render_cleans_up(tmp_path, tiny_model_dir, prefect_api):
     board = copy_example(tmp_path / "b", steps=40)
     db_file = tmp_path / "m.db"
     out = tmp_path / "out"
@@ -416,7 +416,7 @@ def test_kill_9_leaves_no_process_and_the_next_render_cleans_up(tmp_path, tiny_m
         f"sqlite:///{db_file}",
         "--out",
         out,
-        env={"PREFECT_HOME": str(tmp_path / "prefect")},
+        env={"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": prefect_api},  # the resume: any server
         timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
