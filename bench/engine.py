@@ -57,75 +57,11 @@ class DiffusersRecipe:
             self.pipe.scheduler.config, use_dynamic_shifting=False, shift_terminal=None)
 
     def __call__(self, r: ShotRequest, stg_blocks: list[int], max_len: int):
-        assert r.width is not None and r.height is not None, "a request with its size"
-        g = r.guidance
-        gen = torch.Generator().manual_seed(r.seed)
-        self.pipe.scheduler = self.stage1_scheduler
-        self.pipe.disable_lora()
-        s1 = self.pipe(
-            prompt=r.prompt,
-            negative_prompt=r.negative_prompt,
-            height=r.height // 2,
-            width=r.width // 2,
-            num_frames=r.num_frames,
-            frame_rate=r.fps,
-            num_inference_steps=r.steps,
-            guidance_scale=g.video.cfg,
-            audio_guidance_scale=g.audio.cfg,
-            stg_scale=g.video.stg,
-            audio_stg_scale=g.audio.stg,
-            spatio_temporal_guidance_blocks=stg_blocks,
-            modality_scale=g.video.modality,
-            audio_modality_scale=g.audio.modality,
-            guidance_rescale=g.video.rescale,
-            audio_guidance_rescale=g.audio.rescale,
-            use_cross_timestep=True,
-            max_sequence_length=max_len,
-            generator=gen,
-            output_type="latent",
-        )
-        up = self.upsample(
-            latents=s1.frames,
-            height=r.height // 2,
-            width=r.width // 2,
-            num_frames=r.num_frames,
-            output_type="latent",
-            latents_normalized=False,
-        ).frames
-        self.pipe.enable_lora()
-        self.pipe.set_adapters(["distilled"], [1.0])
-        self.pipe.scheduler = self.stage2_scheduler
-        sig = list(DISTILLED_SIGMAS[:-1])
-        out = self.pipe(
-            prompt=r.prompt,
-            height=r.height,
-            width=r.width,
-            num_frames=r.num_frames,
-            frame_rate=r.fps,
-            sigmas=sig,
-            num_inference_steps=len(sig),
-            latents=up,
-            audio_latents=s1.audio,
-            noise_scale=sig[0],
-            guidance_scale=1.0,
-            audio_guidance_scale=1.0,
-            stg_scale=0.0,
-            audio_stg_scale=0.0,
-            modality_scale=1.0,
-            audio_modality_scale=1.0,
-            guidance_rescale=0.0,
-            audio_guidance_rescale=0.0,
-            spatio_temporal_guidance_blocks=None,
-            use_cross_timestep=True,
-            max_sequence_length=max_len,
-            generator=gen,
-            output_type="np",
-        )
-        return out.frames, out.audio
+        return self._two_stages(self.pipe, r, r.num_frames, stg_blocks, max_len)
 
     def chained(self, a: ShotRequest, b: ShotRequest, stg_blocks: list[int], max_len: int):
-        assert a.width is not None and a.height is not None and b.width is not None and b.height is not None
-        """A by the recipe above, then B continuing from A's last 9 delivered frames."""
+        """A by the recipe above, then B continuing from A's last 9 delivered frames (a video condition at frame 0
+        in both stages, through LTX2ConditionPipeline), B's first 9 frames dropped."""
         from diffusers import LTX2ConditionPipeline
         from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
         from PIL import Image
@@ -134,73 +70,39 @@ class DiffusersRecipe:
         tail = [Image.fromarray((f * 255).round().astype("uint8")) for f in frames_a[0][-9:]]
         cond = LTX2ConditionPipeline.from_pipe(self.pipe)
         cond.set_progress_bar_config(disable=True)
-        g = b.guidance
-        gen = torch.Generator().manual_seed(b.seed)
         rendered = b.replace(num_frames=b.num_frames + 9).render_frames  # B plus the 9 continued frames
-        cond.scheduler = self.stage1_scheduler
-        cond.disable_lora()
-        s1 = cond(
-            conditions=[LTX2VideoCondition(frames=tail, index=0, strength=1.0)],
-            prompt=b.prompt,
-            negative_prompt=b.negative_prompt,
-            height=b.height // 2,
-            width=b.width // 2,
-            num_frames=rendered,
-            frame_rate=b.fps,
-            num_inference_steps=b.steps,
-            guidance_scale=g.video.cfg,
-            audio_guidance_scale=g.audio.cfg,
-            stg_scale=g.video.stg,
-            audio_stg_scale=g.audio.stg,
-            spatio_temporal_guidance_blocks=stg_blocks,
-            modality_scale=g.video.modality,
-            audio_modality_scale=g.audio.modality,
-            guidance_rescale=g.video.rescale,
-            audio_guidance_rescale=g.audio.rescale,
-            use_cross_timestep=True,
-            max_sequence_length=max_len,
-            generator=gen,
-            output_type="latent",
-        )
-        up = self.upsample(
-            latents=s1.frames,
-            height=b.height // 2,
-            width=b.width // 2,
-            num_frames=rendered,
-            output_type="latent",
-            latents_normalized=False,
-        ).frames
-        cond.enable_lora()
-        cond.set_adapters(["distilled"], [1.0])
-        cond.scheduler = self.stage2_scheduler
+        condition = {"conditions": [LTX2VideoCondition(frames=tail, index=0, strength=1.0)]}
+        frames_b, _ = self._two_stages(cond, b, rendered, stg_blocks, max_len, condition)
+        return frames_a, frames_b[:, 9 : 9 + b.num_frames]
+
+    def _two_stages(self, pipe, r: ShotRequest, frames: int, stg_blocks: list[int], max_len: int,
+                    extra: dict | None = None):
+        """Stage 1 at half size (guided, latent out), the latent upsampler, stage 2 with the distilled LoRA."""
+        assert r.width is not None and r.height is not None, "a request with its size"
+        g, extra = r.guidance, extra or {}
+        gen = torch.Generator().manual_seed(r.seed)
+        common = dict(prompt=r.prompt, num_frames=frames, frame_rate=r.fps, use_cross_timestep=True,
+                      max_sequence_length=max_len, generator=gen, **extra)
+        pipe.scheduler = self.stage1_scheduler
+        pipe.disable_lora()
+        s1 = pipe(
+            negative_prompt=r.negative_prompt, height=r.height // 2, width=r.width // 2, num_inference_steps=r.steps,
+            guidance_scale=g.video.cfg, audio_guidance_scale=g.audio.cfg, stg_scale=g.video.stg,
+            audio_stg_scale=g.audio.stg, spatio_temporal_guidance_blocks=stg_blocks, modality_scale=g.video.modality,
+            audio_modality_scale=g.audio.modality, guidance_rescale=g.video.rescale,
+            audio_guidance_rescale=g.audio.rescale, output_type="latent", **common)
+        up = self.upsample(latents=s1.frames, height=r.height // 2, width=r.width // 2, num_frames=frames,
+                           output_type="latent", latents_normalized=False).frames
+        pipe.enable_lora()
+        pipe.set_adapters(["distilled"], [1.0])
+        pipe.scheduler = self.stage2_scheduler
         sig = list(DISTILLED_SIGMAS[:-1])
-        out = cond(
-            conditions=[LTX2VideoCondition(frames=tail, index=0, strength=1.0)],
-            prompt=b.prompt,
-            height=b.height,
-            width=b.width,
-            num_frames=rendered,
-            frame_rate=b.fps,
-            sigmas=sig,
-            num_inference_steps=len(sig),
-            latents=up,
-            audio_latents=s1.audio,
-            noise_scale=sig[0],
-            guidance_scale=1.0,
-            audio_guidance_scale=1.0,
-            stg_scale=0.0,
-            audio_stg_scale=0.0,
-            modality_scale=1.0,
-            audio_modality_scale=1.0,
-            guidance_rescale=0.0,
-            audio_guidance_rescale=0.0,
-            spatio_temporal_guidance_blocks=None,
-            use_cross_timestep=True,
-            max_sequence_length=max_len,
-            generator=gen,
-            output_type="np",
-        )
-        return frames_a, out.frames[:, 9 : 9 + b.num_frames]
+        out = pipe(
+            height=r.height, width=r.width, sigmas=sig, num_inference_steps=len(sig), latents=up,
+            audio_latents=s1.audio, noise_scale=sig[0], guidance_scale=1.0, audio_guidance_scale=1.0, stg_scale=0.0,
+            audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0,
+            audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None, output_type="np", **common)
+        return out.frames, out.audio
 
 
 def transformer_flops(ledger: ModelLedger, request: ShotRequest) -> dict[str, float]:
@@ -253,7 +155,26 @@ def draft_vs_final(ours: TwoStagePipeline, request: ShotRequest, repeats: int) -
     print(f"ratio draft/final = {med['draft'] / med['final']:.3f}")
 
 
-def main() -> None:
+def alternate(run_ours, run_theirs, repeats: int, device: str):
+    """Wall times of both sides, alternating (and our stage times), after both are warm."""
+    times: dict[str, list[float]] = {"ours": [], "diffusers": []}
+    stage_times: dict[str, list[float]] = {"stage1": [], "stage2": []}
+    for _ in range(repeats):
+        for name in ("ours", "diffusers"):
+            sync(device)
+            t0 = time.perf_counter()
+            if name == "ours":
+                result = run_ours()
+                for k in stage_times:
+                    stage_times[k].append(result.timings[k])
+            else:
+                run_theirs()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times, stage_times
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="model folder; default: a random bundle built now")
     ap.add_argument("--profile", default="tiny", choices=["tiny", "bench"], help="random bundle size")
@@ -267,23 +188,19 @@ def main() -> None:
     ap.add_argument("--cfg-only", action="store_true", help="plain CFG instead of the full guidance recipe")
     ap.add_argument("--chain", action="store_true", help="time shot A then shot B continuing from A (a handoff)")
     ap.add_argument("--draft", action="store_true", help="time our draft recipe against our final one")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
     torch.set_grad_enabled(False)
     model_dir = args.model or build_tiny_model(Path(tempfile.mkdtemp()) / "bundle", profile=args.profile)
     ledger = ModelLedger.open(model_dir, device=args.device, dtype=args.dtype)
     ours = TwoStagePipeline(ledger, progress=False)
     guidance = Guidance.cfg_only() if args.cfg_only else Guidance()
-    request = ShotRequest(
-        prompt="a lighthouse on a cliff at dusk, waves crashing below",
-        negative_prompt="blurry",
-        seed=1,
-        width=args.width,
-        height=args.height,
-        num_frames=args.frames,
-        steps=args.steps,
-        guidance=guidance,
-    )
+    request = ShotRequest(prompt="a lighthouse on a cliff at dusk, waves crashing below", negative_prompt="blurry",
+                          seed=1, width=args.width, height=args.height, num_frames=args.frames, steps=args.steps,
+                          guidance=guidance)
     stg_blocks = list(guidance.video.stg_blocks or ledger.manifest.stg_blocks)  # diffusers: one list, both streams
     if args.draft:
         draft_vs_final(ours, request, args.repeats)
@@ -310,21 +227,11 @@ def main() -> None:
 
     run_ours()  # warm both (weights loaded, kernels chosen) before timing
     run_theirs()
-    times: dict[str, list[float]] = {"ours": [], "diffusers": []}
-    stage_times: dict[str, list[float]] = {"stage1": [], "stage2": []}
-    for _ in range(args.repeats):
-        for name in ("ours", "diffusers"):
-            sync(args.device)
-            t0 = time.perf_counter()
-            if name == "ours":
-                result = run_ours()
-                for k in stage_times:
-                    stage_times[k].append(result.timings[k])
-            else:
-                run_theirs()
-            sync(args.device)
-            times[name].append(time.perf_counter() - t0)
+    times, stage_times = alternate(run_ours, run_theirs, args.repeats, args.device)
+    report(args, ledger, model_dir, request, times, stage_times)
 
+
+def report(args, ledger: ModelLedger, model_dir: Path, request: ShotRequest, times, stage_times) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     print(
         f"model: {ledger.model_id} ({model_dir}) device={args.device} dtype={args.dtype} "

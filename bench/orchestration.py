@@ -150,31 +150,85 @@ def print_breakdown(timers: Timers, total: float, shots: int) -> None:
         print(f"  {name:<44} {seconds:7.3f}s  {timers.calls[name]:4d} calls  {seconds / shots * 1000:7.1f} ms/shot")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steps", type=int, help="override the storyboard's stage-1 steps")
-    ap.add_argument(
-        "--no-breakdown",
-        dest="breakdown",
-        action="store_false",
-        help="skip the profiled render that says where the orchestration time goes",
-    )
-    args = ap.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="milimo-bench-"))
-    model_dir = build_tiny_model(work / "model")
+def example_board(work: Path, steps: int | None) -> Path:
+    """The 5-shot example in a folder of its own, with `steps` stage-1 steps when given."""
     board_dir = work / "board"
     shutil.copytree(EXAMPLE, board_dir)
     board_path = board_dir / "lighthouse.otio"
-    if args.steps:
+    if steps:
         import opentimelineio as otio
 
         timeline = otio.adapters.read_from_file(str(board_path))
         defaults = dict(timeline.metadata["milimo"]["defaults"])
-        defaults["steps"] = args.steps
+        defaults["steps"] = steps
         timeline.metadata["milimo"]["defaults"] = defaults
         otio.adapters.write_to_file(timeline, str(board_path))
+    return board_path
+
+
+def outputs_seconds(board_path: Path, db: str, work: Path, i: int) -> float:
+    """What the flow makes after the shots, which the plain loop does not (conform, preview, contact sheet, seam
+    QA), made again one after another from the flow's store and timed."""
+    from milimo.outputs import SheetCell, concat_mp4, draw_contact_sheet
+    from milimo.qa import measure_seams
+    from storyboards.conform import conform
+    from storyboards.paths import OutputLayout
+    from storyboards.store import Store
+
+    store = Store.open(db)
+    rows = store.status("lighthouse")
+    t0 = time.perf_counter()
+    layout = OutputLayout.at(work / f"outputs-{i}")
+    conform(storyboards.load(board_path), store, layout)
+    concat_mp4([Path(str(r.outputs.mp4)) for r in rows], layout.preview("lighthouse"))
+    draw_contact_sheet(
+        [SheetCell(r.shot_id, r.take_number, r.status, None, r.outputs.thumbnail) for r in rows],
+        layout.contact_sheet("lighthouse"),
+    )
+    seconds = time.perf_counter() - t0
+    # Seam QA, measured again on a copy of the store with its seams removed.
+    copy = work / f"qa-{i}.db"
+    shutil.copy(db.removeprefix("sqlite:///"), copy)
+    qa_store = Store.open(f"sqlite:///{copy}")
+    with qa_store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM seams")
+    t0 = time.perf_counter()
+    measure_seams(qa_store, "lighthouse")
+    return seconds + time.perf_counter() - t0
+
+
+def alternating_runs(board_path: Path, model_dir: Path, work: Path, repeats: int, shots: int):
+    """(plain, flow, outputs) seconds of each run, plain loop and flow alternating."""
+    from flows.render import render_storyboard
+    from milimo.request import RenderRequest
+
+    plain, flow, outputs = [], [], []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        on_device_thread("cpu", functools.partial(plain_loop, board_path, model_dir, work / f"plain-{i}"))
+        plain.append(time.perf_counter() - t0)
+
+        db = f"sqlite:///{work / f'flow-{i}.db'}"
+        t0 = time.perf_counter()
+        request = RenderRequest(storyboard=str(board_path), model=str(model_dir), out=str(work / f"flow-{i}"), db=db)
+        result = render_storyboard(request)
+        flow.append(time.perf_counter() - t0)
+        assert isinstance(result, dict) and len(result["rendered"]) == shots
+        outputs.append(outputs_seconds(board_path, db, work, i))
+    return plain, flow, outputs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, help="override the storyboard's stage-1 steps")
+    ap.add_argument("--no-breakdown", dest="breakdown", action="store_false",
+                    help="skip the profiled render that says where the orchestration time goes")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="milimo-bench-"))
+    model_dir = build_tiny_model(work / "model")
+    board_path = example_board(work, args.steps)
     shots = len(storyboards.load(board_path).shots)
 
     # Weights loaded once for both sides; both run their torch work on the CPU device's one thread, as the render
@@ -186,50 +240,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with prefect_test_harness(server_startup_timeout=120):
         server_s = time.perf_counter() - t0
-        from flows.render import render_storyboard
-        from milimo.outputs import SheetCell, concat_mp4, draw_contact_sheet
-        from milimo.qa import measure_seams
-        from milimo.request import RenderRequest
-        from storyboards.conform import conform
-        from storyboards.paths import OutputLayout
-        from storyboards.store import Store
-
-        plain, flow, outputs = [], [], []
-        for i in range(args.repeats):
-            t0 = time.perf_counter()
-            on_device_thread("cpu", functools.partial(plain_loop, board_path, model_dir, work / f"plain-{i}"))
-            plain.append(time.perf_counter() - t0)
-
-            db = f"sqlite:///{work / f'flow-{i}.db'}"
-            t0 = time.perf_counter()
-            request = RenderRequest(
-                storyboard=str(board_path), model=str(model_dir), out=str(work / f"flow-{i}"), db=db
-            )
-            result = render_storyboard(request)
-            flow.append(time.perf_counter() - t0)
-            assert isinstance(result, dict) and len(result["rendered"]) == shots
-
-            # What the flow makes after the shots, which the plain loop does not: timed on its own.
-            store = Store.open(db)
-            rows = store.status("lighthouse")
-            t0 = time.perf_counter()
-            layout = OutputLayout.at(work / f"outputs-{i}")
-            conform(storyboards.load(board_path), store, layout)
-            concat_mp4([Path(str(r.outputs.mp4)) for r in rows], layout.preview("lighthouse"))
-            draw_contact_sheet(
-                [SheetCell(r.shot_id, r.take_number, r.status, None, r.outputs.thumbnail) for r in rows],
-                layout.contact_sheet("lighthouse"),
-            )
-            outputs.append(time.perf_counter() - t0)
-            # Seam QA, measured again on a copy of the store with its seams removed.
-            shutil.copy(work / f"flow-{i}.db", work / f"qa-{i}.db")
-            qa_store = Store.open(f"sqlite:///{work / f'qa-{i}.db'}")
-            with qa_store.engine.begin() as conn:
-                conn.exec_driver_sql("DELETE FROM seams")
-            t0 = time.perf_counter()
-            measure_seams(qa_store, "lighthouse")
-            outputs[-1] += time.perf_counter() - t0
-
+        plain, flow, outputs = alternating_runs(board_path, model_dir, work, args.repeats, shots)
         breakdown = profile_one_render(board_path, model_dir, work) if args.breakdown else None
 
     p, f, o = statistics.median(plain), statistics.median(flow), statistics.median(outputs)

@@ -33,9 +33,9 @@ def preview(store: Store, layout: OutputLayout, name: str, rows: list[ShotStatus
     good = {r.shot_id for r in rows if r.status == "succeeded" and r.outputs.mp4}
     if not good:
         return None
-    from milimo_engine.media import probe
+    from milimo_engine.media import stream_facts
 
-    first = probe(next(str(r.outputs.mp4) for r in rows if r.shot_id in good))
+    first = stream_facts(next(str(r.outputs.mp4) for r in rows if r.shot_id in good))
     clips = []
     for r in rows:
         if r.shot_id in good:
@@ -72,9 +72,9 @@ def slate_mp4(text: str, frames: int, fps: float, width: int, height: int, sampl
 
 def concat_mp4(clips: list[Path], target: Path) -> Path:
     """Concatenate mp4s (video and, when every clip has it, audio) into `target`, atomically."""
-    from milimo_engine.media import ffmpeg_exe, probe
+    from milimo_engine.media import ffmpeg_exe, stream_facts
 
-    infos = [probe(c) for c in clips]
+    infos = [stream_facts(c) for c in clips]
     width, height = infos[0].width, infos[0].height
     with_audio = all(i.has_audio for i in infos)
     args = [ffmpeg_exe(), "-v", "error", "-y"]

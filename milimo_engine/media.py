@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -84,13 +84,37 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np
 
 
 @dataclass(frozen=True)
-class MediaInfo:
-    frames: int
+class StreamFacts:
+    """What a file's header says: enough to join it to others, without decoding it."""
+
     fps: Fraction
     width: int
     height: int
     has_audio: bool
     audio_sample_rate: int | None
+
+
+@dataclass(frozen=True)
+class MediaInfo(StreamFacts):
+    frames: int = 0
+
+
+def _facts(path: str | os.PathLike, report: str) -> StreamFacts:
+    if "Stream #" not in report:
+        raise RuntimeError(f"ffmpeg could not read {path}: {report[-1000:]}")
+    video = re.search(r"Video: .*?(\d{2,5})x(\d{2,5}).*?, ([\d.]+(?:k)?) (?:fps|tbr)", report)
+    fps_match = re.search(r"([\d.]+) fps", report)
+    audio = re.search(r"Audio: \w+.*?(\d+) Hz", report)
+    fps = rational_fps(float(fps_match.group(1))) if fps_match else Fraction(0)
+    return StreamFacts(fps, int(video.group(1)) if video else 0, int(video.group(2)) if video else 0,
+                       audio is not None, int(audio.group(1)) if audio else None)
+
+
+def stream_facts(path: str | os.PathLike) -> StreamFacts:
+    """The header's stream facts (size, rate, audio) in one short read: a preview of thousands of takes does not
+    decode each of them to learn its size."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    return _facts(path, proc.stderr)  # without an output ffmpeg always exits 1; the report is what counts
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:
@@ -99,14 +123,8 @@ def probe(path: str | os.PathLike) -> MediaInfo:
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg could not read {path}: {proc.stderr[-1000:]}")
-    err = proc.stderr
-    frames = int(re.findall(r"frame=\s*(\d+)", err)[-1])
-    video = re.search(r"Video: .*?(\d{2,5})x(\d{2,5}).*?, ([\d.]+(?:k)?) (?:fps|tbr)", err)
-    fps_match = re.search(r"([\d.]+) fps", err)
-    audio = re.search(r"Audio: \w+.*?(\d+) Hz", err)
-    fps = rational_fps(float(fps_match.group(1))) if fps_match else Fraction(0)
-    return MediaInfo(frames, fps, int(video.group(1)) if video else 0, int(video.group(2)) if video else 0,
-                     audio is not None, int(audio.group(1)) if audio else None)
+    frames = int(re.findall(r"frame=\s*(\d+)", proc.stderr)[-1])
+    return MediaInfo(**asdict(_facts(path, proc.stderr)), frames=frames)
 
 
 def _decode(path: str | os.PathLike, args: list[str], what: str = "") -> bytes:

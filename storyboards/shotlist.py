@@ -127,6 +127,21 @@ def read_shotlist(path: str | Path) -> ShotList:
     """Parse a filled shot list. A file that is not a shot list (unreadable, no header, unknown columns) raises
     ShotListInvalid at once; problems in cells are kept to be reported with every other problem."""
     p = Path(path)
+    text = _read_text(p)
+    reader = csv.reader(io.StringIO(text), delimiter=_delimiter(text.splitlines()[0]))
+    header = [h.strip().lower() for h in next(reader)]
+    problems = _header_problems(header)
+    if problems:
+        raise ShotListInvalid(p, problems)
+    rows: list[ShotListRow] = []
+    for number, cells in enumerate(reader, start=2):
+        record = {header[i]: cell.strip() for i, cell in enumerate(cells) if i < len(header) and header[i]}
+        if any(record.values()):
+            rows.append(_row(number, record, problems))
+    return ShotList(p, tuple(rows), tuple(problems))
+
+
+def _read_text(p: Path) -> str:
     if not p.is_file():
         raise ShotListInvalid(p, [RowProblem(None, "-", "no such file", "give the CSV that `milimo prompts` wrote")])
     try:
@@ -134,11 +149,12 @@ def read_shotlist(path: str | Path) -> ShotList:
     except UnicodeDecodeError as exc:
         raise ShotListInvalid(p, [RowProblem(None, "-", f"is not UTF-8 text ({exc.reason} at byte {exc.start})",
                                              "save the sheet as CSV UTF-8")]) from None
-    lines = text.splitlines()
-    if not lines:
+    if not text.splitlines():
         raise ShotListInvalid(p, [RowProblem(None, "-", "is empty", "write `milimo prompts CUT -o FILE` and fill it")])
-    reader = csv.reader(io.StringIO(text), delimiter=_delimiter(lines[0]))
-    header = [h.strip().lower() for h in next(reader)]
+    return text
+
+
+def _header_problems(header: list[str]) -> list[RowProblem]:
     problems: list[RowProblem] = []
     for name in header:
         if name and name not in COLUMNS:
@@ -148,44 +164,39 @@ def read_shotlist(path: str | Path) -> ShotList:
     if "prompt" not in header or not ({"shot_id", "clip"} & set(header)):
         problems.append(RowProblem(1, "prompt" if "prompt" not in header else "shot_id",
                                    "missing column", "keep the header `milimo prompts` wrote (shot_id, clip, prompt)"))
-    if problems:
-        raise ShotListInvalid(p, problems)
-    rows: list[ShotListRow] = []
-    for number, cells in enumerate(reader, start=2):
-        record = {header[i]: cell.strip() for i, cell in enumerate(cells) if i < len(header) and header[i]}
-        if not any(record.values()):
-            continue
-        settings: dict[str, Any] = {}
-        shot_label = record.get("shot_id") or record.get("clip") or "?"
-        for column in ("prompt", "negative_prompt", "notes"):
-            if record.get(column):
-                settings[column] = record[column]
-        if not record.get("prompt"):
-            problems.append(RowProblem(number, "prompt", f"is empty for shot {shot_label!r}",
-                                       "write what the shot shows"))
-        if record.get("seed"):
-            seed = record["seed"]
-            value: Any = int(seed) if seed.isdigit() else seed
-            wrong = check("seed", value)
-            if wrong:
-                problems.append(RowProblem(number, "seed", wrong[0], wrong[1]))
-            else:
-                settings["seed"] = value
-        if record.get("handoff"):
-            handoff = record["handoff"].lower()
-            wrong = check("handoff", handoff)
-            if wrong:
-                problems.append(RowProblem(number, "handoff", f"{record['handoff']!r} is not one of the choices",
-                                           "write previous (continue from the shot above) or none, or leave it empty"))
-            else:
-                settings["handoff"] = handoff
-        for column in ("loras", "images"):
-            if record.get(column):
-                entries = _entries(record[column], number, column, problems)
-                if entries:
-                    settings[column] = entries
-        rows.append(ShotListRow(number, record.get("shot_id", ""), record.get("clip", ""), settings))
-    return ShotList(p, tuple(rows), tuple(problems))
+    return problems
+
+
+def _row(number: int, record: dict[str, str], problems: list[RowProblem]) -> ShotListRow:
+    """One row's settings; its cell problems go to `problems`, to be reported with every other problem."""
+    settings: dict[str, Any] = {}
+    shot_label = record.get("shot_id") or record.get("clip") or "?"
+    for column in ("prompt", "negative_prompt", "notes"):
+        if record.get(column):
+            settings[column] = record[column]
+    if not record.get("prompt"):
+        problems.append(RowProblem(number, "prompt", f"is empty for shot {shot_label!r}", "write what the shot shows"))
+    if record.get("seed"):
+        seed = record["seed"]
+        value: Any = int(seed) if seed.isdigit() else seed
+        wrong = check("seed", value)
+        if wrong:
+            problems.append(RowProblem(number, "seed", wrong[0], wrong[1]))
+        else:
+            settings["seed"] = value
+    if record.get("handoff"):
+        handoff = record["handoff"].lower()
+        if check("handoff", handoff):
+            problems.append(RowProblem(number, "handoff", f"{record['handoff']!r} is not one of the choices",
+                                       "write previous (continue from the shot above) or none, or leave it empty"))
+        else:
+            settings["handoff"] = handoff
+    for column in ("loras", "images"):
+        if record.get(column):
+            entries = _entries(record[column], number, column, problems)
+            if entries:
+                settings[column] = entries
+    return ShotListRow(number, record.get("shot_id", ""), record.get("clip", ""), settings)
 
 
 def apply_shotlist(board: Storyboard, sheet: ShotList, size: tuple[int, int] | None = None) -> otio.schema.Timeline:

@@ -128,10 +128,13 @@ class StepReporter:
 
 class TaskRunState:
     """The task run shows "Waiting for device" in Prefect while every device is busy, and Running again
-    once one is free. A label only: if the server refuses it, the render goes on."""
+    once one is free. A label only: if the server refuses it, the render goes on. Running is sent from a thread
+    of its own (the shot starts rendering meanwhile); `close` waits for it, so it never lands after the task
+    run's final state."""
 
     def __init__(self, shot_id: str):
         self.shot_id, self.log, self.waiting = shot_id, get_run_logger(), False
+        self.sending: threading.Thread | None = None
 
     def _set(self, state: Any) -> None:
         from prefect.client.orchestration import get_client
@@ -157,4 +160,10 @@ class TaskRunState:
 
         if self.waiting:
             self.waiting = False
-            self._set(Running())
+            self.sending = threading.Thread(target=contextvars.copy_context().run, args=(self._set, Running()),
+                                            name=f"state-{self.shot_id}", daemon=True)
+            self.sending.start()
+
+    def close(self) -> None:
+        if self.sending is not None:
+            self.sending.join(timeout=30)

@@ -10,6 +10,7 @@ errors fail the shot at once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import time
@@ -175,7 +176,7 @@ def _on_a_device(job: ShotJob, upstream: ShotOutcome | None, store: Store, holde
     from prefect.runtime import flow_run, task_run
 
     waiting = TaskRunState(job.shot_id)
-    with device_pool(job.devices).take(on_wait=waiting.enter) as device:
+    with device_pool(job.devices).take(on_wait=waiting.enter) as device, contextlib.closing(waiting):
         waiting.leave()
         stop_if_interrupted()
         take_id = store.start_take(
