@@ -92,9 +92,9 @@ def resolve_model_dir(model: str | None, board: storyboards.Storyboard | None = 
 def ensure_model(model: str, named: bool, models_dir: Path) -> str:
     """A model folder that exists: the tiny bundle built on first use when none was named; official files named
     directly (a checkpoint, or a folder of downloads) imported once into the cache (`milimo model import`)."""
-    from milimo_engine.tiny import TINY_DIR_NAME, ensure_tiny_model
-
     if not named:
+        from milimo_engine.tiny import TINY_DIR_NAME, ensure_tiny_model  # torch: only to build the bundle
+
         return str(ensure_tiny_model(models_dir / TINY_DIR_NAME))
     path = Path(model)
     if (path.suffix == ".safetensors" and path.is_file()) or (

@@ -163,6 +163,12 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
     page.wait_for_selector('tr.take[data-number="2"][data-status="succeeded"]', timeout=180_000)
     assert page.locator('tr.take[data-number="2"] td.prompt').first.inner_text() == XSS
     assert page.locator("td.prompt img").count() == 0 and dialogs == []
+    # The take is recorded a moment before the render lets go of the shot; until then the page's live state
+    # changes once more (and the page reloads), so a click made meanwhile can be lost.
+    deadline = time.monotonic() + 60
+    while (state := page.request.get(f"{dashboard_url}/api/s/lighthouse/state").json()["lamp-close"]) != {
+            **state, "state": "done", "take": 2} and time.monotonic() < deadline:
+        time.sleep(0.3)
 
     # Compare the two takes side by side, with the spec diff, then pin the older one.
     page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close?a=1&b=2")
