@@ -79,13 +79,15 @@ def load_board(request: RenderRequest) -> storyboards.Storyboard:
 
 
 def resolve_model_dir(model: str | None, board: storyboards.Storyboard | None = None) -> tuple[str, bool]:
-    """(folder, named): --model, else the storyboard's `defaults.model`, else the embedded tiny bundle."""
+    """(folder, named): --model (relative to where the command runs), else the storyboard's `defaults.model`
+    (relative to its file), else the embedded tiny bundle. Absolute, so nothing below resolves it again against
+    another folder."""
     if model:
-        return str(Path(model).expanduser()), True
+        return str(Path(model).expanduser().absolute()), True
     chosen = (board.timeline_metadata.get("defaults") or {}).get("model") if board is not None else None
     if chosen and board is not None:
         path = Path(chosen).expanduser()
-        return str(path if path.is_absolute() else Path(board.source_path).parent / path), True
+        return str(path if path.is_absolute() else (Path(board.source_path).parent / path).absolute()), True
     return "", False
 
 

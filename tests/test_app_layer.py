@@ -155,3 +155,20 @@ def test_the_suite_is_isolated_from_the_users_milimo():
                            "print(Settings.load().model_dump_json())"], cwd=ROOT, capture_output=True, text=True)
     child = json.loads(proc.stdout)
     assert child["db_url"] == settings.db_url and child["out_root"] == str(settings.out_root)
+
+
+def test_a_relative_model_folder_is_the_one_where_the_command_runs(tmp_path, monkeypatch):
+    """`--model t` (or a request's "model": "t") names ./t; it reached the engine relative, and the distilled
+    LoRA was then looked for at t/t/loras/…: every shot failed."""
+    import storyboards
+    from milimo.prepare import resolve_model_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_dir("t") == (str(tmp_path / "t"), True)
+
+    def with_model(timeline):
+        timeline.metadata["milimo"] = {**dict(timeline.metadata["milimo"]),
+                                       "defaults": {**dict(timeline.metadata["milimo"]["defaults"]), "model": "m"}}
+
+    board = storyboards.load(copy_example(tmp_path / "b", edit=with_model))
+    assert resolve_model_dir(None, board) == (str(tmp_path / "b" / "m"), True)
