@@ -20,7 +20,7 @@ from milimo.context import Context
 
 from .routers import actions, boards, files, shots
 from .routers.boards import card_state
-from .security import TOKEN_COOKIE, same_origin, token_ok
+from .security import TOKEN_COOKIE, host_ok, same_origin, token_ok
 from .state import HERE, DashboardSettings, DashboardState
 
 __all__ = ["DashboardSettings", "card_state", "create_app"]
@@ -59,7 +59,10 @@ def create_app(settings: DashboardSettings, context: Context | None = None) -> F
 
 
 def _refused(request: Request, settings: DashboardSettings) -> Response | None:
-    """The token (when one is set), then, for anything that changes state: not read-only, same origin."""
+    """The host named, the token (when one is set), then, for anything that changes state: not read-only, same
+    origin."""
+    if not host_ok(request.headers.get("host"), settings.hosts):
+        return PlainTextResponse("this dashboard is not served under that host name", status_code=403)
     if settings.token:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or \
             request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token")

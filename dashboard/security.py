@@ -43,6 +43,34 @@ def new_csrf() -> str:
     return secrets.token_urlsafe(24)
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def served_names(bind: str, names: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The host names a request's `Host` may carry: the address bound (every loopback name when it is loopback)
+    and the names configured ([dashboard] names). None (any) only for a wildcard bind with no names, which needs
+    a token anyway."""
+    if bind in WILDCARDS and not names:
+        return None
+    found = set(names) | ({bind} if bind not in WILDCARDS else set())
+    if is_loopback(bind):
+        found |= set(LOOPBACK_NAMES)
+    return tuple(sorted(n.lower().strip("[]") for n in found))
+
+
+def host_ok(host_header: str | None, allowed: tuple[str, ...] | None) -> bool:
+    """Whether `Host` names this dashboard. A page of another site whose name was rebound to 127.0.0.1 (DNS
+    rebinding) reaches a loopback dashboard with its own name in `Host`: refused, it cannot read pages or their
+    CSRF token."""
+    if allowed is None:
+        return True
+    if not host_header:
+        return False
+    name = urlsplit(f"//{host_header}").hostname
+    return name is not None and name.lower() in allowed
+
+
 def same_origin(origin: str | None, referer: str | None, host: str | None) -> bool:
     """A state-changing request must come from a page of this dashboard."""
     source = origin or referer

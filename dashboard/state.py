@@ -18,7 +18,7 @@ from storyboards.seams import SeamThresholds, seam_verdict
 from storyboards.store import Store
 
 from .jobs import Jobs
-from .security import CSRF_COOKIE, new_csrf
+from .security import CSRF_COOKIE, LOOPBACK_NAMES, new_csrf
 
 HERE = Path(__file__).parent
 
@@ -31,6 +31,7 @@ class DashboardSettings:
     read_only: bool = False
     token: str | None = None
     qa: SeamThresholds = field(default_factory=SeamThresholds)
+    hosts: tuple[str, ...] | None = LOOPBACK_NAMES  # what `Host` may name (security.served_names); None: any
 
 
 class DashboardState:
@@ -79,6 +80,18 @@ class DashboardState:
             score, flagged = seam_verdict(seam, self.settings.qa)
             out[seam.left_shot_id] = {"score": round(score, 2), "flagged": flagged, "kind": seam.kind}
         return out
+
+
+MAX_ROW_ID = 2**63 - 1  # the largest id a store's integer key holds (SQLite and PostgreSQL BIGINT)
+
+
+def row_id(value: object, what: str) -> int:
+    """An id from a URL or a form that can name a stored row; 404 for anything else (text, 0, or a number too
+    large for the database, which would reach it as an overflow and come back as a 500)."""
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_ROW_ID:
+        raise HTTPException(404, f"no {what} {text[:40]!r}")
+    return int(text)
 
 
 def board_state(request: Request) -> DashboardState:

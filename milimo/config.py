@@ -63,6 +63,7 @@ class DashboardConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=1, le=65535)
     token: str | None = None  # required to bind anything but loopback
+    names: tuple[str, ...] = ()  # other host names it is reached by (a DNS name, a proxy's): `Host` must be one of them
 
 
 class MilimoConfig(_Section):

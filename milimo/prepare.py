@@ -11,6 +11,8 @@ Prefect, and the flow in the same process takes that check (`checked`) instead o
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from storyboards.planner import PlannedShot
 from storyboards.planner import plan as plan_shots
 from storyboards.spec import ShotSpec
 from storyboards.store import Store
-from storyboards.validate import ValidationConfig
+from storyboards.validate import ValidationConfig, effective
 
 if TYPE_CHECKING:
     from milimo_engine.manifest import ModelManifest
@@ -144,7 +146,45 @@ def check(request: RenderRequest, context: Context, *, need_model: bool = True) 
     roots = request.asset_roots or [str(r) for r in context.settings.asset_roots]
     config = ValidationConfig(asset_roots=tuple(Path(r) for r in roots))
     storyboards.validate(board, config).raise_if_invalid(request.storyboard)
+    if need_model:
+        check_outputs(board, context.layout(request.out), request.shot_ids())
     return CheckedBoard(request, board, model_dir, manifest, store, db_url, config)
+
+
+FREE_SPACE_MARGIN = 256 * 1024 * 1024  # the store, previews, handoffs and logs beside the takes
+_BYTES_PER_PIXEL_FRAME = 0.25  # a take on disk: the H.264 mp4 (CRF) and its handoff tail, generously
+
+
+def check_outputs(board: storyboards.Storyboard, layout: OutputLayout, only: list[str]) -> None:
+    """What a render needs of its output folder, known before the first shot: the folder is this storyboard's (or
+    free), it can be written, and the disk has room for the takes planned (an estimate). Found here, it is exit 2
+    with the fix; found after the first shot of every chain, it was a traceback in each take."""
+    why = layout.claim_problem(board.name)
+    if why:
+        raise ConfigError(f"storyboard {board.name!r} cannot write its takes: {why}",
+                          "give it another --out, or its own name (metadata milimo.storyboard_id)")
+    folder = layout.storyboard_dir(board.name)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".milimo-write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"the output folder {existing} cannot be written ({exc.strerror or type(exc).__name__})",
+                          "give --out a folder you can write (or [paths] out in milimo.toml)") from None
+    shots = [s for s in board.shots if not only or s.shot_id in only]
+    need = FREE_SPACE_MARGIN + sum(
+        int(s.frames * (_side(board, s, "width", 768) * _side(board, s, "height", 512)) * _BYTES_PER_PIXEL_FRAME)
+        for s in shots)
+    free = shutil.disk_usage(existing).free
+    if free < need:
+        raise ConfigError(f"the output folder {existing} has {free / 2**20:.0f} MiB free; the {len(shots)} shot(s) "
+                          f"planned need about {need / 2**20:.0f} MiB",
+                          "free some space there, or give --out a folder on a larger disk")
+
+
+def _side(board: storyboards.Storyboard, shot: storyboards.Shot, key: str, default: int) -> int:
+    value = effective(board, shot, key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
 
 
 _checks: dict[str, CheckedBoard] = {}
@@ -182,7 +222,7 @@ def plan(checked_board: CheckedBoard, context: Context,
     specs = storyboards.resolve_specs(board, model_id, checked_board.config, manifest.shot_defaults(),
                                       validated=True)
     layout = context.layout(request.out)
-    folder = layout.storyboard_dir(board.name)  # refuses a name that would leave the output root
+    folder = layout.claim(board.name)  # refuses a name that would leave the output root, or another's folder
     revision = store.import_revision(board, specs)
     if board.prompts_path is not None:  # the cut + shot list, as the storyboard it became: open it, render it again
         write_timeline(board.timeline, layout.imported_storyboard(board.name))

@@ -52,13 +52,26 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
+MAX_IMAGE_SIDE = 16384  # far above any side the engine renders; a header claiming more is not an image we load
+
+
 def image_problem(path: Path) -> str | None:
-    """Why `path` is not an image PIL can decode (format, size, and the data behind the header)."""
+    """Why `path` is not an image PIL can decode (format, size, and the data behind the header). A header that
+    claims a huge picture (a decompression bomb, or a damaged file) is refused by its size, before decoding."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if max(width, height) > MAX_IMAGE_SIDE:
+                    return f"is {width}x{height} pixels, above the {MAX_IMAGE_SIDE}-pixel side milimo reads"
+                img.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return f"claims a picture too large to decode safely ({str(exc)[:80]})"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return f"is not a readable image ({type(exc).__name__}: {str(exc)[:80]})"
     return None

@@ -7,7 +7,9 @@ width. Each field carries the fix a person can act on.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -74,6 +76,37 @@ def slug(name: str, fallback: str = "shot") -> str:
     """A name that is safe as one path component and as an id: lower-case letters, digits and dashes."""
     s = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")[:96]
     return s or fallback
+
+
+_PLAIN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+def folder_key(name: str) -> str:
+    """The one path component a storyboard's files live under, distinct for every distinct name.
+
+    A plain lower-case ASCII name is its own key (`lighthouse`). Any other name keeps its letters, Unicode
+    included, lower-cased, and gains a short id from its exact text: `灯台-3f9a1c2e`, `lighthouse-demo-5b0d6e91`
+    for "Lighthouse Demo". So two names that differ only in case, in characters a slug drops or past its
+    length never share a folder, on case-insensitive file systems too (the key holds no capitals).
+    """
+    text = unicodedata.normalize("NFC", str(name))
+    if _PLAIN.match(text) and len(text) <= 96:
+        return text
+    readable = re.sub(r"[\W_]+", "-", text.casefold()).strip("-")[:48].strip("-") or "storyboard"
+    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def derived_id(name: str, fallback: str, salt: str = "") -> str:
+    """A safe id (ASCII, see `unsafe_id`) for a name that has none of its own. An ASCII name keeps its slug
+    (`Harbour wide` -> `harbour-wide`); a name the slug would lose (Japanese, Hebrew, emoji, accents) keeps what
+    it can and gains a short id from its exact text and `salt`, so it is stable across re-cuts and distinct from
+    its neighbours, instead of becoming `shot`, `shot-2`, ... by position."""
+    text = unicodedata.normalize("NFC", str(name))
+    base = slug(text, fallback="")
+    if text.isascii() and base and not salt:
+        return base
+    digest = hashlib.sha256((text + "\x00" + salt).encode()).hexdigest()[:8]
+    return f"{base[:80] or fallback}-{digest}"
 
 
 def unsafe_id(value: Any) -> str | None:

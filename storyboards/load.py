@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from milimo_engine.hashing import file_sha256
 
 from .editorial import clip_reel, timecode, timecode_rate
 from .errors import StoryboardFileError, UnknownShot
-from .fields import slug, unsafe_id
+from .fields import derived_id, unsafe_id
 from .schema import NAMESPACE, plain
 
 CUT_FORMATS = {".otio": "otio_json", ".otioz": "otioz", ".xml": "fcp_xml", ".edl": "cmx_3600"}
@@ -50,6 +51,15 @@ class Shot:
 
 
 @dataclass(frozen=True)
+class NestedStack:
+    """A nested sequence (an OTIO Stack) sitting on the shots track where a clip would be."""
+
+    name: str
+    start_frame: int
+    frames: int
+
+
+@dataclass(frozen=True)
 class Storyboard:
     name: str  # the store's key: metadata `storyboard_id`, else the timeline's name, else the file stem
     source_path: Path
@@ -60,6 +70,7 @@ class Storyboard:
     track_name: str
     timeline: otio.schema.Timeline = field(repr=False, compare=False)
     prompts_path: Path | None = None  # the shot list the prompts came from, for a cut imported in memory
+    nested: tuple[NestedStack, ...] = ()  # nested sequences on the shots track: refused by validation, not dropped
 
     def clips(self, timeline: otio.schema.Timeline | None = None) -> list[otio.schema.Clip]:
         """The shots' clips, in order, in this storyboard's timeline or in a copy of it."""
@@ -155,7 +166,7 @@ def _newer_schemas(p: Path) -> str:
             schema = node.get("OTIO_SCHEMA")
             if isinstance(schema, str) and "." in schema:
                 name, _, version = schema.rpartition(".")
-                if version.isdigit() and int(version) > known.get(name, 10**9):
+                if version.isascii() and version.isdigit() and int(version) > known.get(name, 10**9):
                     found.add(f"{schema} (knows {name}.{known[name]})")
             for value in node.values():
                 walk(value)
@@ -205,6 +216,23 @@ def load(path: str | Path, shots_track: str | None = None, rate: float | None = 
     return from_timeline(timeline, p, sha, shots_track, rate)
 
 
+def _repeated_names(track: otio.schema.Track) -> set[str]:
+    """Clip names used more than once on the track: their derived ids also hash their source (reel, source-in)."""
+    counts = Counter(item.name for item in track if isinstance(item, otio.schema.Clip) and item.name)
+    return {name for name, count in counts.items() if count > 1}
+
+
+def _derived_shot_id(name: str, salt: str, taken: set[str]) -> str:
+    """The shot id of a clip without one: from its name (and, for a repeated name, its source), not its position,
+    so a re-cut that moves or swaps clips keeps each clip's id (and its prompts, takes and overrides)."""
+    shot_id = derived_id(name, "shot", salt)
+    number = 1
+    while shot_id in taken:  # the same name at the same source twice: only then does order decide
+        number += 1
+        shot_id = f"{derived_id(name, 'shot', salt)}-{number}"
+    return shot_id
+
+
 def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track: str | None = None,
                   rate: float | None = None) -> Storyboard:
     """The storyboard a timeline read from `p` (content hash `sha`) describes."""
@@ -216,7 +244,9 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
     start = round(timeline.global_start_time.rescaled_to(track_rate).value) \
         if timeline.global_start_time is not None else 0
     shots: list[Shot] = []
-    seen: dict[str, int] = {}
+    nested: list[NestedStack] = []
+    repeated = _repeated_names(track)
+    taken: set[str] = set()
     previous_was_clip = False
     position = 0
     for item in track:
@@ -228,26 +258,29 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
             if not isinstance(clip_meta, dict):
                 clip_meta = {"_not_a_table": clip_meta}
             name = item.name or f"clip {len(shots) + 1}"
+            source = item.source_range or (item.media_reference.available_range if item.media_reference else None)
+            source_in = round(source.start_time.rescaled_to(track_rate).value) \
+                if source is not None and source.start_time.rate > 0 and not bad_rate else 0
+            reel = clip_reel(item)
             explicit = clip_meta.get("shot_id")
             if explicit is not None:
                 shot_id, derived = explicit if isinstance(explicit, str) else repr(explicit), False
             else:
-                base = slug(name)
-                seen[base] = seen.get(base, 0) + 1
-                shot_id = base if seen[base] == 1 else f"{base}-{seen[base]}"
+                shot_id = _derived_shot_id(name, f"{reel}:{source_in}" if name in repeated else "", taken)
                 derived = True
-            source = item.source_range or (item.media_reference.available_range if item.media_reference else None)
-            source_in = round(source.start_time.rescaled_to(track_rate).value) \
-                if source is not None and source.start_time.rate > 0 and not bad_rate else 0
+            taken.add(shot_id)
             shots.append(Shot(len(shots), name, shot_id, derived, length, 0.0 if bad_rate else float(track_rate),
                               clip_meta, follows_gap=bool(shots) and not previous_was_clip, start_frame=position,
-                              source_in=source_in, record_in=start + position, reel=clip_reel(item)))
+                              source_in=source_in, record_in=start + position, reel=reel))
             previous_was_clip = True
         elif isinstance(item, otio.schema.Transition):
             continue
         else:
+            if isinstance(item, otio.schema.Stack):
+                nested.append(NestedStack(item.name or f"nested sequence at frame {position}", position, length))
             previous_was_clip = False
         position += length
     explicit_id = meta.get("storyboard_id")
     name = explicit_id if isinstance(explicit_id, str) and not unsafe_id(explicit_id) else (timeline.name or p.stem)
-    return Storyboard(name, p, sha, float(track_rate), meta, tuple(shots), track.name, timeline)
+    return Storyboard(name, p, sha, float(track_rate), meta, tuple(shots), track.name, timeline,
+                      nested=tuple(nested))

@@ -1,6 +1,6 @@
 """Where outputs go: every path milimo writes is built here and checked to stay under the output root.
 
-Names from a storyboard (its timeline name, shot ids) become path components only through `slug`
+Names from a storyboard (its timeline name, shot ids) become path components only through `folder_key` or `slug`
 or after validation as safe ids, and the result is checked once more after resolving, so a hostile
 name (`../../x`, `/etc`, a symlink out) never writes outside the root.
 """
@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from milimo_engine.atomic import atomic_write
+
 from .errors import ConfigError
-from .fields import slug, unsafe_id
+from .fields import folder_key, slug, unsafe_id
+
+MARKER = ".milimo-storyboard"  # in each storyboard's folder: the exact name of the storyboard it belongs to
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,33 @@ class OutputLayout:
         return resolved
 
     def storyboard_dir(self, storyboard: str) -> Path:
-        return self.inside(self.root / slug(storyboard, fallback="storyboard"))
+        """`<root>/<folder_key>`: one folder per storyboard name (see `fields.folder_key`)."""
+        return self.inside(self.root / folder_key(storyboard))
+
+    def claim_problem(self, storyboard: str) -> str | None:
+        """Why `storyboard` cannot use its folder: another storyboard's files are there (its `.milimo-storyboard`
+        names another), or None. Read before anything is written, so a second storyboard never shares a folder."""
+        marker = self.storyboard_dir(storyboard) / MARKER
+        try:
+            owner = marker.read_text(encoding="utf-8").strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"{marker} cannot be read ({type(exc).__name__})"
+        return None if owner == storyboard else f"{marker.parent} holds the takes of storyboard {owner!r}"
+
+    def claim(self, storyboard: str) -> Path:
+        """The storyboard's folder, created and marked as its own (refused if another storyboard holds it)."""
+        why = self.claim_problem(storyboard)
+        if why:
+            raise ConfigError(f"storyboard {storyboard!r} cannot write its takes: {why}",
+                              "give it another --out, or its own name (metadata milimo.storyboard_id)")
+        folder = self.storyboard_dir(storyboard)
+        marker = folder / MARKER
+        if not marker.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(marker, storyboard + "\n")
+        return folder
 
     def take_dir(self, storyboard: str, shot_id: str, number: int) -> Path:
         return self.inside(self.storyboard_dir(storyboard) / _part(shot_id) / f"take-{number:03d}")
@@ -40,7 +70,7 @@ class OutputLayout:
 
     def imported_storyboard(self, storyboard: str) -> Path:
         """`<storyboard>.storyboard.otio`: an editor's cut with its shot list, as the storyboard it became."""
-        return self._named(storyboard, f"{slug(storyboard, 'storyboard')}.storyboard.otio")
+        return self._named(storyboard, f"{folder_key(storyboard)}.storyboard.otio")
 
     def rendered_timeline(self, storyboard: str, source_stem: str) -> Path:
         """`<source>.rendered.otio`: the cut with every take as a named media reference (beside the takes)."""
@@ -48,7 +78,7 @@ class OutputLayout:
 
     def conformed(self, storyboard: str, suffix: str) -> Path:
         """`<storyboard>.conformed<suffix>`: `milimo conform`'s default target."""
-        return self._named(storyboard, f"{slug(storyboard, 'storyboard')}.conformed{suffix}")
+        return self._named(storyboard, f"{folder_key(storyboard)}.conformed{suffix}")
 
     def preview(self, storyboard: str) -> Path:
         return self._named(storyboard, "preview.mp4")
@@ -62,12 +92,12 @@ class OutputLayout:
 
     def job_log(self, storyboard: str, number: int) -> Path:
         """The log of the `number`th render the dashboard started for `storyboard` in this process."""
-        return self.inside(self.root / ".dashboard-logs" / f"{slug(storyboard, 'storyboard')}-{number}.log")
+        return self.inside(self.root / ".dashboard-logs" / f"{folder_key(storyboard)}-{number}.log")
 
     def take_file(self, storyboard: str, shot_id: str, number: int, suffix: str) -> Path:
         """`<storyboard>_<shot>_t<NNN><suffix>` in the take's folder: unique across the storyboard, so an
         editor's bin, an otioz bundle or a copy into one folder never sees two files of one name."""
-        name = f"{slug(storyboard, fallback='storyboard')}_{_part(shot_id)}_t{number:03d}{suffix}"
+        name = f"{folder_key(storyboard)}_{_part(shot_id)}_t{number:03d}{suffix}"
         return self.inside(self.take_dir(storyboard, shot_id, number) / name)
 
 

@@ -22,7 +22,7 @@ from milimo_engine.atomic import atomic_write
 
 from .editorial import clip_prompt, timecode
 from .errors import RowProblem, ShotListInvalid
-from .fields import check, slug
+from .fields import check, derived_id
 from .schema import NAMESPACE, plain, suggest
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class ShotListRow:
     shot_id: str
     clip: str
     settings: dict[str, Any]  # the clip's `metadata["milimo"]` values this row sets
+    reel: str = ""
+    source_in: str = ""
 
 
 def _format_entries(entries: list[dict], key: str, sep: str) -> str:
@@ -77,8 +79,21 @@ def write_shotlist(rows: list[dict[str, str]], target: str | Path) -> Path:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: _as_text(v) for k, v in row.items()} for row in rows)
     return atomic_write(Path(target), buffer.getvalue().encode("utf-8-sig"))
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula, leading a cell
+
+
+def _as_text(cell: str) -> str:
+    """A cell a spreadsheet shows as the text it is: one that would start a formula (`=HYPERLINK(...)`, `+1`,
+    `@SUM`) gets a leading `'`, which spreadsheets hide and `read_shotlist` takes off again."""
+    return f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell
+
+
+def _from_text(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_START) else cell
 
 
 def _delimiter(header: str) -> str:
@@ -135,7 +150,8 @@ def read_shotlist(path: str | Path) -> ShotList:
         raise ShotListInvalid(p, problems)
     rows: list[ShotListRow] = []
     for number, cells in enumerate(reader, start=2):
-        record = {header[i]: cell.strip() for i, cell in enumerate(cells) if i < len(header) and header[i]}
+        record = {header[i]: _from_text(cell.strip()) for i, cell in enumerate(cells)
+                  if i < len(header) and header[i]}
         if any(record.values()):
             rows.append(_row(number, record, problems))
     return ShotList(p, tuple(rows), tuple(problems))
@@ -151,7 +167,7 @@ def _read_text(p: Path) -> str:
                                              "save the sheet as CSV UTF-8")]) from None
     if not text.splitlines():
         raise ShotListInvalid(p, [RowProblem(None, "-", "is empty", "write `milimo prompts CUT -o FILE` and fill it")])
-    return text
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # Windows, and CR alone (Excel for Mac)
 
 
 def _header_problems(header: list[str]) -> list[RowProblem]:
@@ -178,7 +194,7 @@ def _row(number: int, record: dict[str, str], problems: list[RowProblem]) -> Sho
         problems.append(RowProblem(number, "prompt", f"is empty for shot {shot_label!r}", "write what the shot shows"))
     if record.get("seed"):
         seed = record["seed"]
-        value: Any = int(seed) if seed.isdigit() else seed
+        value: Any = int(seed) if seed.isascii() and seed.isdigit() else seed  # "5²" is a digit, not a number
         wrong = check("seed", value)
         if wrong:
             problems.append(RowProblem(number, "seed", wrong[0], wrong[1]))
@@ -196,7 +212,20 @@ def _row(number: int, record: dict[str, str], problems: list[RowProblem]) -> Sho
             entries = _entries(record[column], number, column, problems)
             if entries:
                 settings[column] = entries
-    return ShotListRow(number, record.get("shot_id", ""), record.get("clip", ""), settings)
+    return ShotListRow(number, record.get("shot_id", ""), record.get("clip", ""), settings,
+                       record.get("reel", ""), record.get("source_in", ""))
+
+
+def _disagreement(row: ShotListRow, shot: Any) -> tuple[str, str] | None:
+    """(column, why) when a row matched by shot_id describes another clip than the shot's (the editor swapped or
+    replaced clips): its prompt would land on the wrong picture."""
+    if not row.shot_id or row.shot_id != shot.shot_id:
+        return None
+    for column, mine, theirs in (("clip", row.clip, shot.name), ("reel", row.reel, shot.reel or ""),
+                                 ("source_in", row.source_in, shot.source_timecode)):
+        if mine and mine != theirs:
+            return column, f"{mine!r} is not the {column} of shot {shot.shot_id!r} in the cut ({theirs!r})"
+    return None
 
 
 def apply_shotlist(board: Storyboard, sheet: ShotList, size: tuple[int, int] | None = None) -> otio.schema.Timeline:
@@ -220,6 +249,12 @@ def apply_shotlist(board: Storyboard, sheet: ShotList, size: tuple[int, int] | N
             problems.append(RowProblem(row.number, "shot_id", why,
                                        f"use a shot_id of the cut: {sorted(by_id)}"))
             continue
+        disagree = _disagreement(row, shot)
+        if disagree:
+            problems.append(RowProblem(row.number, disagree[0], disagree[1],
+                                       "the cut changed since the sheet was written: correct the cell or the "
+                                       "shot_id, or write a fresh sheet with `milimo prompts` and copy the prompts"))
+            continue
         if shot.shot_id in matched:
             problems.append(RowProblem(row.number, "shot_id", f"shot {shot.shot_id!r} is also filled by row "
                                        f"{matched[shot.shot_id].number}", "keep one row per shot"))
@@ -239,7 +274,7 @@ def apply_shotlist(board: Storyboard, sheet: ShotList, size: tuple[int, int] | N
         clip.metadata[NAMESPACE] = meta
     tmeta = plain(timeline.metadata.get(NAMESPACE, {})) or {}
     tmeta = tmeta if isinstance(tmeta, dict) else {}
-    tmeta.setdefault("storyboard_id", slug(board.name, "storyboard"))
+    tmeta.setdefault("storyboard_id", derived_id(board.name, "storyboard"))
     if size:
         tmeta["defaults"] = {**(tmeta.get("defaults") or {}), "width": size[0], "height": size[1]}
     tmeta["imported_from"] = {"cut": str(board.source_path), "shot_list": str(source)}

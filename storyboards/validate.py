@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from milimo_engine.limits import TEMPORAL_RATIO
+
 from .assets import image_problem, safetensors_problem
 from .errors import Problem, StoryboardInvalid
 from .fields import check, unsafe_id
@@ -32,6 +34,7 @@ from .schema import (
 
 __all__ = ["AssetRoots", "Problem", "Report", "StoryboardInvalid", "ValidationConfig", "effective", "validate"]
 
+MIN_HANDOFF_FRAMES = 1 + TEMPORAL_RATIO  # one latent frame after the first: the shortest tail a shot hands off
 OVERRIDE_FIX = "clear it with `milimo overrides STORYBOARD --clear {shot}`, or set a valid value with --set"
 
 
@@ -189,6 +192,11 @@ def _timeline(storyboard: Storyboard, config: ValidationConfig, roots: AssetRoot
     out += _unknown_keys(defaults, DEFAULT_KEYS, "timeline", None, "defaults.")
     out += _typed(defaults, DEFAULT_KEYS, "timeline", None, "defaults.")
     out += _check_paths(defaults.get("loras"), LORA_KEYS, roots, "timeline", None, "defaults.loras")
+    for stack in storyboard.nested:
+        out.append(Problem("timeline", None, "shots track", f"{stack.name!r} is a nested sequence ({stack.frames} "
+                           f"frames at frame {stack.start_frame}): its clips would not be rendered",
+                           "flatten it in the editor (Premiere: select and un-nest; Resolve: Decompose in Place; "
+                           "Avid: collapse undone) and export the cut again"))
     if not storyboard.shots:
         out.append(Problem("timeline", None, "shots", f"the shots track {storyboard.track_name!r} has no clips",
                            "put the shots as clips on the first video track, or name the track in shots_track"))
@@ -238,6 +246,10 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
     elif handoff == "previous" and shot.follows_gap:
         out.append(Problem(c, i, "handoff", "'previous' across a gap: the shot before it is not adjacent",
                            "remove the gap or set handoff: none"))
+    elif handoff == "previous" and 0 < (before := storyboard.shots[i - 1]).frames < MIN_HANDOFF_FRAMES:
+        out.append(Problem(c, i, "handoff", f"'previous' after {before.name!r}, which is {before.frames} frame(s): "
+                           f"a handoff is the last {MIN_HANDOFF_FRAMES} frames of the shot before, at least",
+                           f"lengthen {before.name!r} to {MIN_HANDOFF_FRAMES} frames or more, or set handoff: none"))
     out += _check_paths(m.get("loras"), LORA_KEYS, roots, c, i, "loras")
     out += _check_paths(m.get("images"), IMAGE_KEYS, roots, c, i, "images", frames=max(shot.frames, 0))
     for key in ("reference_video", "ic_lora"):

@@ -13,7 +13,7 @@ from storyboards.errors import UnknownShot
 from storyboards.fields import check
 from storyboards.overrides import OverrideError, parse_assignments
 
-from ..state import DashboardState, board_state, quoted
+from ..state import DashboardState, board_state, quoted, row_id
 from .shots import RERENDER_FIELDS, shot_context
 
 router = APIRouter()
@@ -62,7 +62,7 @@ async def pin(request: Request, name: str, shot_id: str,
     form = await state.form_of(request)
     state.known(name)
     try:
-        stale = state.store.pin_take(name, shot_id, int(form.get("take", "0")))
+        stale = state.store.pin_take(name, shot_id, row_id(form.get("take", ""), "take"))
     except (UnknownShot, ValueError) as exc:
         raise HTTPException(404 if isinstance(exc, UnknownShot) else 409, str(exc)) from None
     note = f"pinned {shot_id} take {form.get('take')}" + (f"; now stale: {', '.join(stale)}" if stale else "")

@@ -6,18 +6,18 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
 from ..files import inside, ranged_file
-from ..state import DashboardState, board_state
+from ..state import DashboardState, board_state, row_id
 
 router = APIRouter()
 
 
 @router.get("/files/take/{take_id}/{kind}")
-def take_file(request: Request, take_id: int, kind: str,
+def take_file(request: Request, take_id: str, kind: str,
               state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
     if kind not in ("mp4", "thumbnail"):
         raise HTTPException(404, "no such file kind")
     try:
-        take = state.store.take(take_id)
+        take = state.store.take(row_id(take_id, "take"))
     except LookupError:
         raise HTTPException(404, f"no take {take_id}") from None
     path = take.outputs.mp4 if kind == "mp4" else take.outputs.thumbnail

@@ -48,16 +48,22 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
 
 def gpu_list(text: str) -> list[int]:
     parts = [p.strip() for p in text.split(",")]
-    if not parts or not all(p.isdigit() for p in parts):
+    if not parts or not all(p.isascii() and p.isdigit() for p in parts):
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of GPU indices, e.g. 0,1")
     return [int(p) for p in parts]
+
+
+def port_number(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port; give one from 1 to 65535, e.g. 8765")
+    return int(text)
 
 
 def size(text: str) -> tuple[int, int]:
     from storyboards.fields import check
 
     width, sep, height = text.lower().partition("x")
-    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
+    if not sep or not (width + height).isascii() or not width.strip().isdigit() or not height.strip().isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 768x512")
     for key, value in (("width", int(width)), ("height", int(height))):
         wrong = check(key, value)

@@ -10,6 +10,7 @@ import storyboards
 from milimo.context import Context
 from milimo.prepare import check, load_board
 from milimo.request import RenderRequest
+from milimo.targets import writable_target
 from storyboards.errors import ConfigError
 
 from .args import add_cut_options, add_storyboard
@@ -40,10 +41,8 @@ def prompts(args: argparse.Namespace, context: Context) -> int:
     from storyboards.shotlist import cut_rows, write_shotlist
 
     board = storyboards.load(args.cut, rate=args.rate)
-    target = Path(args.output) if args.output else Path(args.cut).with_suffix(".csv")
-    if target.exists() and not args.force:
-        raise ConfigError(f"{target} exists (a filled shot list is never overwritten)",
-                          "give another -o, or --force to replace it")
+    target = writable_target(args.output or Path(args.cut).with_suffix(".csv"), [args.cut], force=args.force,
+                             what="shot list")
     rows = cut_rows(board)
     write_shotlist(rows, target)
     filled = sum(1 for r in rows if r["prompt"])
@@ -59,8 +58,8 @@ def import_cut(args: argparse.Namespace, context: Context) -> int:
     if not args.prompts:
         raise ConfigError("import needs the shot list", f"write one with `milimo prompts {args.storyboard}`, fill "
                           "its prompt column and give it with --prompts")
+    target = writable_target(args.output, [args.storyboard, args.prompts], force=args.force, what="import")
     board = _checked(args, context)
-    target = Path(args.output)
     write_timeline(board.timeline, target)
     graph = storyboards.ShotGraph.of(board)
     print(f"{target}: storyboard {board.name!r}, {len(board.shots)} shot(s) in {len(graph.chains)} chain(s) at "
@@ -71,6 +70,8 @@ def import_cut(args: argparse.Namespace, context: Context) -> int:
 def conform(args: argparse.Namespace, context: Context) -> int:
     from storyboards.conform import EXPORT_FORMATS, export
 
+    if args.output:  # the default target is milimo's own file under the output root: conformed again, replaced
+        writable_target(args.output, [args.storyboard, args.prompts], force=args.force, what="conform")
     board = load_board(RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size,
                                      rate=args.rate))
     store = open_store(args, context)
@@ -99,6 +100,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import", help="an editor's cut + its filled shot list -> a milimo storyboard (.otio)")
     add_storyboard(p)
     p.add_argument("-o", "--output", required=True, metavar="STORYBOARD.otio")
+    p.add_argument("--force", action="store_true", help="replace an existing file (never the cut or shot list)")
     p.set_defaults(func=import_cut)
 
     p = sub.add_parser("validate", help="check a storyboard (and its stored overrides) and list every problem")
@@ -110,4 +112,5 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=["otio", "otioz", "fcp_xml", "cmx_3600"])
     p.add_argument("-o", "--output", metavar="FILE", help="default: <out>/<storyboard>/<storyboard>.conformed.<ext>")
     p.add_argument("--out", help="output root (default: [paths] out, else ./renders)")
+    p.add_argument("--force", action="store_true", help="replace an existing -o file (never the storyboard)")
     p.set_defaults(func=conform)

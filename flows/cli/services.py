@@ -7,7 +7,7 @@ from pathlib import Path
 
 from milimo.context import Context
 
-from .args import add_config, gpu_list
+from .args import add_config, gpu_list, port_number
 from .tables import print_table
 
 
@@ -15,14 +15,15 @@ def dashboard(args: argparse.Namespace, context: Context) -> int:
     import uvicorn
 
     from dashboard import DashboardSettings, create_app
-    from dashboard.security import resolve_token
+    from dashboard.security import resolve_token, served_names
 
     settings = context.settings
     section = settings.config.dashboard
     host, port = args.host or section.host, args.port or section.port
     token = resolve_token(host, section.token or settings.dashboard_token, args.token_file)
     app = create_app(DashboardSettings(db_url=settings.db_url, out_root=settings.out_root, model=settings.model,
-                                       read_only=args.read_only, token=token, qa=args.qa), context)
+                                       read_only=args.read_only, token=token, qa=args.qa,
+                                       hosts=served_names(host, tuple(section.names))), context)
     print(f"milimo dashboard on http://{host}:{port}/" + (" (read-only)" if args.read_only else "")
           + (" (token required)" if token else ""), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -86,7 +87,7 @@ def _queued_on_scheduler(dask_scheduler: object = None) -> list[str]:
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="the web dashboard: watch, compare and pin takes, rerun, cancel")
     p.add_argument("--host", help="address to bind (default [dashboard] host, else 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default [dashboard] port, else 8765)")
+    p.add_argument("--port", type=port_number, help="port (default [dashboard] port, else 8765)")
     p.add_argument("--read-only", action="store_true", help="hide and refuse every action")
     p.add_argument("--token-file", metavar="FILE",
                    help="the token every request must carry (else MILIMO_DASHBOARD_TOKEN); needed off loopback")

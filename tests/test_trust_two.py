@@ -1,0 +1,285 @@
+"""Trust, round two (issue 25): no storyboard writes over another's takes, no output over an input, no shot list
+row onto the wrong clip, and bad input of every kind is exit 2 naming file, row or field and the fix. Each test is
+one defect, driven through the interface where a user meets it (the `milimo` command, HTTP), and fails on the
+code before the fix."""
+
+import csv
+import os
+import shutil
+import subprocess
+import zlib
+from pathlib import Path
+
+import opentimelineio as otio
+import pytest
+from conftest import copy_example, milimo
+
+from storyboards.fields import folder_key
+from storyboards.paths import MARKER, OutputLayout
+
+FAST_STEPS = 4
+
+
+def refused(proc, *needles):
+    """Exit 2, one line per problem, no traceback, and every needle in what it said."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr and "render failed" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+
+
+def _named(name):
+    def edit(timeline):
+        timeline.name = name
+    return edit
+
+
+@pytest.fixture
+def env(prefect_api):
+    return {"PREFECT_API_URL": prefect_api}
+
+
+# ------------------------------------------------------------------ one folder per storyboard
+@pytest.mark.fast
+def test_folder_keys_differ_for_every_name_a_slug_would_merge():
+    names = ["lighthouse", "Lighthouse", "LIGHTHOUSE", "灯台", "ライトハウス", "מגדלור", "🌊🌊", "🌊",
+             "a" * 96 + "x", "a" * 96 + "y", "storyboard", "lighthouse demo", "lighthouse-demo"]
+    keys = [folder_key(n) for n in names]
+    assert len({k.casefold() for k in keys}) == len(names), keys  # distinct on a case-insensitive disk too
+    assert folder_key("lighthouse") == "lighthouse"  # a plain name keeps its folder
+    assert folder_key("灯台").startswith("灯台-")  # readable, with a short id
+    for key in keys:
+        assert "/" not in key and "\\" not in key and key not in (".", "..") and len(key.encode()) < 200
+
+
+def test_non_latin_storyboards_render_into_folders_of_their_own(tmp_path, env, tiny_model_dir):
+    """Before: both names became the folder `storyboard`, the second render wrote over the first's take-001 with
+    exit 0, and the first storyboard's recorded hashes no longer matched its files."""
+    out, db = tmp_path / "renders", f"sqlite:///{tmp_path / 'milimo.db'}"
+    boards = [copy_example(tmp_path / "a", steps=FAST_STEPS, edit=_named("灯台")),
+              copy_example(tmp_path / "b", steps=FAST_STEPS, edit=_named("ライトハウス"))]
+    for board in boards:
+        proc = milimo("render", board, "--only", "harbour", "--model", tiny_model_dir, "--db", db, "--out", out,
+                      env=env, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    takes = sorted(out.glob("*/harbour/take-001/*.mp4"))
+    assert len(takes) == 2 and takes[0].parent.parent.parent != takes[1].parent.parent.parent, takes
+    for board in boards:  # each storyboard's recorded hashes still match its files (the other four shots: unrendered)
+        proc = milimo("verify", board, "--db", db, env=env)
+        assert "0 damaged or missing file(s), 4 shot(s) without a good take" in proc.stdout, proc.stdout + proc.stderr
+    markers = {(p.parent.name, p.read_text().strip()) for p in out.glob(f"*/{MARKER}")}
+    assert {name for _, name in markers} == {"灯台", "ライトハウス"}
+
+
+def test_a_folder_another_storyboard_holds_is_refused(tmp_path, env, tiny_model_dir):
+    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
+    out, db_file = tmp_path / "renders", tmp_path / "milimo.db"
+    folder = OutputLayout.at(out).storyboard_dir("lighthouse")
+    folder.mkdir(parents=True)
+    (folder / MARKER).write_text("another storyboard\n")
+    proc = milimo("render", board, "--model", tiny_model_dir, "--db", f"sqlite:///{db_file}", "--out", out, env=env)
+    refused(proc, "holds the takes of storyboard 'another storyboard'", "--out")
+    assert not db_file.exists()  # nothing stored
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"),
+                    reason="a read-only folder needs a read-only mount, which only root can make")
+def test_a_read_only_output_root_is_refused_before_the_first_shot(tmp_path, env, tiny_model_dir):
+    """Before: every chain's first shot rendered, then failed writing its take (exit 1, tracebacks in the takes)."""
+    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
+    out, db_file = tmp_path / "ro", tmp_path / "milimo.db"
+    out.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(out)], check=True)
+    try:
+        proc = milimo("render", board, "--model", tiny_model_dir, "--db", f"sqlite:///{db_file}", "--out", out,
+                      env=env)
+    finally:
+        subprocess.run(["umount", str(out)], check=True)
+    refused(proc, f"{out} cannot be written", "--out")
+    assert not db_file.exists()
+
+
+# ------------------------------------------------------------------ outputs never overwrite inputs
+@pytest.mark.fast
+def test_no_command_writes_over_its_own_input_or_an_existing_file(tmp_path):
+    board = copy_example(tmp_path / "b")
+    sheet = tmp_path / "b" / "shots.csv"
+    assert milimo("prompts", board, "-o", sheet).returncode == 0
+    before = {p: p.read_bytes() for p in (board, sheet)}
+    refused(milimo("import", board, "--prompts", sheet, "-o", sheet), "own input")
+    refused(milimo("import", board, "--prompts", sheet, "-o", board, "--force"), "own input")
+    refused(milimo("conform", board, "--format", "otio", "-o", board, "--force"), "own input")
+    refused(milimo("prompts", board, "-o", board, "--force"), "own input")
+    assert {p: p.read_bytes() for p in before} == before
+    target = tmp_path / "b" / "imported.otio"
+    assert milimo("import", board, "--prompts", sheet, "-o", target).returncode == 0
+    refused(milimo("import", board, "--prompts", sheet, "-o", target), "exists", "--force")
+    assert milimo("import", board, "--prompts", sheet, "-o", target, "--force").returncode == 0
+
+
+# ------------------------------------------------------------------ shot list rows and their clips
+def _cut(path: Path, names: list[str]) -> Path:
+    timeline = otio.schema.Timeline(name="harbour cut")
+    track = otio.schema.Track(name="V1")
+    timeline.tracks.append(track)
+    for name in names:  # each clip keeps its own source range wherever the editor moves it
+        start = 24 + 100 * sorted(names).index(name)
+        track.append(otio.schema.Clip(name=name, source_range=otio.opentime.TimeRange(
+            otio.opentime.RationalTime(start, 24), otio.opentime.RationalTime(25, 24))))
+    otio.adapters.write_to_file(timeline, str(path))
+    return path
+
+
+def _fill(sheet: Path, prompts: dict[str, str]) -> None:
+    rows = list(csv.DictReader(sheet.read_text(encoding="utf-8-sig").splitlines()))
+    for row in rows:
+        row["prompt"] = prompts[row["clip"]]
+    with open(sheet, "w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.mark.fast
+def test_prompts_follow_their_clips_when_the_editor_swaps_non_latin_clips(tmp_path):
+    """Before: clips named 灯台 and 港 got the ids `shot` and `shot-2` by position; after the editor swapped them,
+    each prompt landed on the other clip."""
+    cut = _cut(tmp_path / "cut.otio", ["灯台", "港"])
+    sheet = tmp_path / "shots.csv"
+    assert milimo("prompts", cut, "-o", sheet).returncode == 0
+    _fill(sheet, {"灯台": "a lighthouse at dusk", "港": "boats in a harbour"})
+    _cut(cut, ["港", "灯台"])  # the re-cut
+    target = tmp_path / "board.otio"
+    proc = milimo("import", cut, "--prompts", sheet, "-o", target)
+    assert proc.returncode == 0, proc.stderr
+    clips = list(otio.adapters.read_from_file(str(target)).video_tracks()[0])
+    assert {c.name: c.metadata["milimo"]["prompt"] for c in clips} == {
+        "灯台": "a lighthouse at dusk", "港": "boats in a harbour"}
+
+
+@pytest.mark.fast
+def test_a_row_whose_clip_is_not_its_shots_clip_is_refused(tmp_path):
+    cut = _cut(tmp_path / "cut.otio", ["Harbour wide", "Harbour close"])
+    sheet = tmp_path / "shots.csv"
+    assert milimo("prompts", cut, "-o", sheet).returncode == 0
+    _fill(sheet, {"Harbour wide": "wide", "Harbour close": "close"})
+    text = sheet.read_text(encoding="utf-8-sig").replace(",Harbour close,", ",Harbour closer,")
+    sheet.write_text(text, encoding="utf-8-sig")
+    refused(milimo("import", cut, "--prompts", sheet, "-o", tmp_path / "board.otio"),
+            "row 3", "clip", "'Harbour closer' is not the clip of shot 'harbour-close'")
+    assert not (tmp_path / "board.otio").exists()
+
+
+@pytest.mark.fast
+def test_cells_a_spreadsheet_would_run_are_written_as_text_and_read_back_unchanged(tmp_path):
+    cut = _cut(tmp_path / "cut.otio", ["A", "B"])
+    prompts = {"A": '=HYPERLINK("http://x.example","open")', "B": "-a boat, +waves, @dusk"}
+    board = tmp_path / "board.otio"
+    first = tmp_path / "first.csv"
+    assert milimo("prompts", cut, "-o", first).returncode == 0
+    _fill(first, prompts)
+    assert milimo("import", cut, "--prompts", first, "-o", board).returncode == 0
+    sheet = tmp_path / "shots.csv"
+    assert milimo("prompts", board, "-o", sheet).returncode == 0  # the filled storyboard's sheet
+    cells = [row["prompt"] for row in csv.DictReader(sheet.read_text(encoding="utf-8-sig").splitlines())]
+    assert all(cell.startswith("'") for cell in cells), cells  # a spreadsheet shows text, runs nothing
+    again = tmp_path / "again.otio"
+    assert milimo("import", cut, "--prompts", sheet, "-o", again).returncode == 0
+    clips = list(otio.adapters.read_from_file(str(again)).video_tracks()[0])
+    assert {c.name: c.metadata["milimo"]["prompt"] for c in clips} == prompts
+
+
+@pytest.mark.fast
+def test_a_shot_list_with_mac_line_ends_and_a_superscript_seed(tmp_path):
+    """Before: CR-only line ends (Excel for Mac) and a seed cell `5²` were exit 1 with Python's messages."""
+    cut = _cut(tmp_path / "cut.otio", ["A", "B"])
+    sheet = tmp_path / "shots.csv"
+    assert milimo("prompts", cut, "-o", sheet).returncode == 0
+    _fill(sheet, {"A": "a lighthouse", "B": "a harbour"})
+    sheet.write_bytes(sheet.read_bytes().replace(b"\r\n", b"\r"))
+    assert milimo("import", cut, "--prompts", sheet, "-o", tmp_path / "mac.otio").returncode == 0
+    rows = list(csv.DictReader(sheet.read_text(encoding="utf-8-sig").replace("\r", "\n").splitlines()))
+    rows[1]["seed"] = "5²"
+    with open(sheet, "w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    refused(milimo("import", cut, "--prompts", sheet, "-o", tmp_path / "seed.otio"), "row 3", "seed", "'5²'")
+
+
+# ------------------------------------------------------------------ what validate must refuse
+@pytest.mark.fast
+def test_a_nested_sequence_on_the_shots_track_is_refused_not_dropped(tmp_path):
+    def nest(timeline):
+        track = timeline.video_tracks()[0]
+        inner = otio.schema.Stack(name="harbour nest")
+        inner_track = otio.schema.Track(name="inner")
+        inner_track.append(track[3].clone())
+        inner.append(inner_track)
+        track[3] = inner
+    board = copy_example(tmp_path / "b", edit=nest)
+    refused(milimo("validate", board), "harbour nest", "nested sequence", "flatten")
+
+
+@pytest.mark.fast
+def test_a_chain_after_a_shot_too_short_to_hand_off_is_refused(tmp_path):
+    """Before: validated, then every render re-rendered the 5-frame shot and failed the next one, forever."""
+    def shorten(timeline):
+        clip = timeline.video_tracks()[0][0]
+        clip.source_range = otio.opentime.TimeRange(clip.source_range.start_time,
+                                                    otio.opentime.RationalTime(5, clip.source_range.duration.rate))
+    board = copy_example(tmp_path / "b", edit=shorten)
+    refused(milimo("validate", board), "Lighthouse push in", "handoff", "5 frame(s)", "9 frames")
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.fast
+def test_an_image_whose_header_claims_a_huge_picture_is_refused(tmp_path):
+    board = copy_example(tmp_path / "b")
+    _png_claiming(tmp_path / "b" / "assets" / "first_frame.png", 20000, 20000)
+    refused(milimo("validate", board), "images[0].path", "too large to decode", "give a PNG, JPEG or WebP image")
+
+
+@pytest.mark.fast
+def test_a_port_out_of_range_is_refused_in_one_line(tmp_path):
+    proc = milimo("dashboard", "--port", "70000")
+    refused(proc, "'70000' is not a TCP port")
+
+
+# ------------------------------------------------------------------ the dashboard over HTTP
+def _dashboard(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dashboard import DashboardSettings, create_app
+    from dashboard.security import served_names
+
+    settings = DashboardSettings(db_url=f"sqlite:///{tmp_path / 'milimo.db'}", out_root=tmp_path / "renders",
+                                 hosts=served_names("127.0.0.1"))
+    return TestClient(create_app(settings), base_url="http://127.0.0.1:8765", raise_server_exceptions=False)
+
+
+@pytest.mark.fast
+def test_the_dashboard_answers_only_to_the_names_it_serves(tmp_path):
+    """DNS rebinding: a page of evil.example, its name rebound to 127.0.0.1, sends `Host: evil.example`."""
+    client = _dashboard(tmp_path)
+    assert client.get("/").status_code == 200
+    assert client.get("/", headers={"Host": "localhost:8765"}).status_code == 200
+    rebound = client.get("/", headers={"Host": "evil.example:8765"})
+    assert rebound.status_code == 403 and "host" in rebound.text
+    assert client.post("/s/x/render", headers={"Host": "evil.example:8765"}).status_code == 403
+
+
+@pytest.mark.fast
+def test_the_dashboard_says_404_for_any_id_that_is_not_a_row(tmp_path):
+    client = _dashboard(tmp_path)
+    for url in ("/files/take/99999999999999999999999/mp4", "/files/take/0/mp4", "/files/take/abc/thumbnail",
+                "/files/take/5/mp4", "/s/" + "x" * 5000, "/api/s/nope/state"):
+        assert client.get(url).status_code == 404, url
