@@ -37,7 +37,7 @@ class DashboardSettings:
 class DashboardState:
     def __init__(self, settings: DashboardSettings, context: Context):
         self.settings = settings
-        self.store: Store = context.store(settings.db_url)
+        self.store: Store = context.store(settings.db_url, settings.out_root)
         self.layout: OutputLayout = context.layout(settings.out_root)
         self.jobs = Jobs(settings.db_url, self.layout, settings.model)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html

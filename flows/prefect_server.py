@@ -50,14 +50,21 @@ def _drain_prefect_clients(timeout_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def prefect_api(timeout_s: float = 90.0) -> Iterator[str]:
-    """Yield the Prefect API URL: PREFECT_API_URL when set, else a temporary server's (stopped at exit)."""
+def prefect_api(timeout_s: float = 90.0, scheduler_s: float | None = None) -> Iterator[str]:
+    """Yield the Prefect API URL: PREFECT_API_URL when set, else a temporary server's (stopped at exit).
+
+    `scheduler_s`: run the server's scheduler, every that many seconds (`milimo serve`: an ephemeral server runs
+    no scheduler, so its cron and interval deployments would never start a run)."""
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
     port = _free_port()
-    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_FINAL": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    if scheduler_s is None:
+        env["PREFECT__SERVER_EPHEMERAL"] = "1"
+    else:
+        env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = f"{scheduler_s:g}"
     parent = os.getpid()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",

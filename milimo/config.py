@@ -42,9 +42,21 @@ class ScheduleConfig(_Section):
     prompts: str | None = None
 
 
-class WatchConfig(_Section):
+class WatchRules(_Section):
+    """How a watched folder is scanned (see `flows.watch`)."""
+
+    settle_s: float = Field(default=5.0, ge=0)  # a cut (or its shot list) changed this recently is still being written
+    max_attempts: int = Field(default=5, ge=1)  # a cut that failed this often is left until it changes
+    backoff_s: float = Field(default=30.0, ge=0)  # the wait after a first failure, doubled after each further one
+    backoff_cap_s: float = Field(default=3600.0, ge=0)
+
+
+class WatchConfig(WatchRules):
     folder: Path
     interval_s: PositiveFloat = 30.0
+
+    def rules(self) -> WatchRules:
+        return WatchRules(**{name: getattr(self, name) for name in WatchRules.model_fields})
 
 
 class ServeConfig(_Section):
@@ -169,3 +181,22 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         else:
             return None
     return model
+
+
+def with_cli(config: MilimoConfig, *, storyboard: str | None, cron: str | None, watch: str | None,
+             interval_s: float | None) -> MilimoConfig:
+    """The file's [serve] with the command line's schedule and watch folder on top."""
+    if bool(storyboard) != bool(cron):
+        raise ConfigError("--storyboard and --cron go together", "give both, or neither")
+    serve = config.serve
+    if storyboard:
+        serve = serve.model_copy(update={"schedule": serve.schedule + (ScheduleConfig(storyboard=storyboard,
+                                                                                      cron=cron),)})
+    if watch or interval_s:
+        folder = Path(watch) if watch else (serve.watch.folder if serve.watch else None)
+        if folder is None:
+            raise ConfigError("--interval needs a watched folder", "give --watch DIR or [serve.watch] folder")
+        rules = serve.watch.rules().model_dump() if serve.watch else {}
+        serve = serve.model_copy(update={"watch": WatchConfig(
+            **rules, folder=folder, interval_s=interval_s or (serve.watch.interval_s if serve.watch else 30.0))})
+    return config.model_copy(update={"serve": serve})

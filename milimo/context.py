@@ -23,14 +23,15 @@ class Context:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def store(self, url: str | None = None) -> Store:
-        """The store at `url` (default: the settings'), opened once per process and shared."""
+    def store(self, url: str | None = None, out: str | Path | None = None) -> Store:
+        """The store at `url` (default: the settings'), opened once per process and shared, recording and reading
+        files against output root `out` (default: the settings')."""
         key = url or self.settings.db_url
         with _lock:
             if key not in _stores:
                 _stores[key] = Store.open(key)
                 _opened.append(key)
-            return _stores[key]
+            return _stores[key].under(self.layout(out).root)
 
     def existing_store(self, url: str | None = None) -> Store | None:
         """The store when it exists (a SQLite file that is there, or a server URL); None for a SQLite file not

@@ -217,11 +217,11 @@ def plan(checked_board: CheckedBoard, context: Context,
     """Write what the render needs recorded and work out what renders; see the module docstring."""
     request, board, manifest = checked_board.request, checked_board.board, checked_board.manifest
     assert manifest is not None, "a render is checked with its model"
-    store = checked_board.store or context.store(checked_board.db_url)
+    layout = context.layout(request.out)
+    store = (checked_board.store or context.store(checked_board.db_url)).under(layout.root)
     model_id = manifest.model_id
     specs = storyboards.resolve_specs(board, model_id, checked_board.config, manifest.shot_defaults(),
                                       validated=True)
-    layout = context.layout(request.out)
     folder = layout.claim(board.name)  # refuses a name that would leave the output root, or another's folder
     revision = store.import_revision(board, specs)
     if board.prompts_path is not None:  # the cut + shot list, as the storyboard it became: open it, render it again

@@ -9,10 +9,12 @@ Its output is noise: the weights are random.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -345,6 +347,19 @@ def _write_loras(transformer: torch.nn.Module, loras: Path, seed: int) -> None:
     )
 
 
+@contextlib.contextmanager
+def _quiet_saving() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool = False, profile: str = "tiny") -> Path:
     """Write the tiny random LTX-2 bundle to `path` (atomically) and return the path.
 
@@ -377,7 +392,8 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, *, overwrite: bool 
             transformer=parts["transformer"],
             vocoder=parts["vocoder"],
         )
-        pipe.save_pretrained(staging, safe_serialization=True)
+        with _quiet_saving():  # transformers draws a "Writing model shards" bar per component: noise on a demo
+            pipe.save_pretrained(staging, safe_serialization=True)
         parts["spatial_upsampler"].save_pretrained(staging / "latent_upsampler", safe_serialization=True)
         parts["temporal_upsampler"].save_pretrained(staging / "temporal_upsampler", safe_serialization=True)
 

@@ -148,7 +148,7 @@ def render_shot(job: ShotJob, upstream: ShotOutcome | None = None) -> ShotOutcom
     context = app_context.current()
     ttl_s = context.settings.lease_ttl_s
     try:
-        store = context.store(job.db_url)
+        store = context.store(job.db_url, job.out_root)  # records paths relative to the job's output root
         holder = holder_id()
         _wait_for_lease(store, job, holder, ttl_s)
         with LeaseKeeper(store, job.storyboard, job.shot_id, holder, ttl_s) as lease:

@@ -398,6 +398,7 @@ interval_s = 15
     assert render.schedules[0].schedule.cron == "0 2 * * *"
     assert render.parameters["request"]["storyboard"].endswith("lighthouse.otio")
     assert by_name["watch"].schedules[0].schedule.interval.total_seconds() == 15
+    assert by_name["watch"].concurrency_limit == 1  # a scan due while one still renders is not started
     assert by_name["watch"].parameters["folder"] == str(tmp_path / "incoming")  # relative to the file
     assert by_name["rerun"].parameters["request"]["out"] == str(tmp_path / "renders")
     with pytest.raises(ConfigError, match="go together"):
@@ -405,7 +406,8 @@ interval_s = 15
 
 
 def test_watched_folder_renders_a_dropped_cut_once(tmp_path, tiny_model_dir, prefect_api):
-    from flows.serve import import_cuts
+    from flows.serve import import_cuts as scan
+    from milimo.config import WatchRules
 
     incoming = tmp_path / "incoming"
     incoming.mkdir()
@@ -423,6 +425,11 @@ def test_watched_folder_renders_a_dropped_cut_once(tmp_path, tiny_model_dir, pre
     (incoming / "notes.txt").write_text("not a cut")
     db = f"sqlite:///{tmp_path / 'w.db'}"
     watch = RenderRequest(storyboard="", model=str(tiny_model_dir), out=str(tmp_path / "renders"), db=db)
+    rules = WatchRules(settle_s=0, backoff_s=0)  # scanned as soon as written; a failure is tried again at once
+
+    def import_cuts(folder, request):
+        return scan(folder, request, rules)
+
     first = import_cuts(str(incoming), watch)
     assert first == [str(incoming / "drop.otio")]
     assert Store.open(db).current_take("drop", "only").status == "succeeded"

@@ -16,6 +16,7 @@ import pytest
 from conftest import copy_example, milimo, milimo_process, wait_for_takes
 
 from milimo_engine.media import probe
+from storyboards.fields import derived_id, folder_key
 from storyboards.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +156,8 @@ def test_hostile_names_never_write_outside_the_output_root(tmp_path, tiny_model_
         if p.is_file() and p.suffix in (".mp4", ".png", ".otio") and "b" not in p.relative_to(tmp_path).parts[:1]
     ]
     assert written and all(p.resolve().is_relative_to(out.resolve()) for p in written), written
-    assert (out / "escaped-board" / "shot" / "take-001" / "escaped-board_shot_t001.mp4").is_file()
+    folder, shot = folder_key("../../../escaped-board"), derived_id("/", "shot")  # issue 25: its own folder
+    assert (out / folder / shot / "take-001" / f"{folder}_{shot}_t001.mp4").is_file()
 
 
 # ------------------------------------------------------------------ 7. --set goes through validation first

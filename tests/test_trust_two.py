@@ -4,9 +4,12 @@ one defect, driven through the interface where a user meets it (the `milimo` com
 code before the fix."""
 
 import csv
+import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 import zlib
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from conftest import copy_example, milimo
 
 from storyboards.fields import folder_key
 from storyboards.paths import MARKER, OutputLayout
+from storyboards.store.artifacts import artifact_record
 
 FAST_STEPS = 4
 
@@ -283,3 +287,155 @@ def test_the_dashboard_says_404_for_any_id_that_is_not_a_row(tmp_path):
     for url in ("/files/take/99999999999999999999999/mp4", "/files/take/0/mp4", "/files/take/abc/thumbnail",
                 "/files/take/5/mp4", "/s/" + "x" * 5000, "/api/s/nope/state"):
         assert client.get(url).status_code == 404, url
+
+
+# ------------------------------------------------------------------ the watched folder
+def _edl_with_sheet(folder: Path, prompt: str, age_s: float = 60) -> Path:
+    cut = folder / "cut.edl"
+    cut.write_text("TITLE: WATCHED\nFCM: NON-DROP FRAME\n\n"
+                   "001  AX       V     C        00:00:00:00 00:00:00:12 00:00:00:00 00:00:00:12\n"
+                   "* FROM CLIP NAME: Dropped\n")
+    (folder / "cut.csv").write_text(f"shot_id,clip,prompt\ndropped,Dropped,{prompt}\n")
+    past = time.time() - age_s
+    for path in (cut, folder / "cut.csv"):
+        os.utime(path, (past, past))
+    return cut
+
+
+def test_the_watched_folder_scans_once_at_a_time_waits_for_writes_and_backs_off(tmp_path, tiny_model_dir,
+                                                                              prefect_api):
+    """Before: a scan started while the last still rendered (ten at once), a cut half written was read, and a
+    failing cut was rendered again on every scan, forever."""
+    from flows.serve import import_cuts
+    from flows.watch import Failures, one_scan, state_dir
+    from milimo.config import WatchRules
+    from milimo.request import RenderRequest
+
+    incoming, out = tmp_path / "incoming", tmp_path / "renders"
+    incoming.mkdir()
+    request = RenderRequest(storyboard="", model=str(tiny_model_dir), out=str(out), db=f"sqlite:///{tmp_path}/w.db",
+                            rate=24)
+    state = state_dir(out, incoming)
+    _edl_with_sheet(incoming, "")  # its prompt is empty: it cannot render
+    with one_scan(state) as mine:
+        assert mine
+        assert import_cuts(str(incoming), request, WatchRules(backoff_s=0)) == []  # another scan holds the folder
+    assert not (state / "failures.json").exists()  # ... so this one tried nothing
+    rules = WatchRules(backoff_s=0, max_attempts=2)
+    for _ in range(3):
+        assert import_cuts(str(incoming), request, rules) == []
+    assert list(Failures.read(state).record.values())[0]["attempts"] == 2  # tried twice, then left alone
+    _edl_with_sheet(incoming, "a boat at the quay", age_s=0)  # fixed, but still being written
+    assert import_cuts(str(incoming), request, WatchRules()) == []
+    assert len(Failures.read(state).record) == 1  # the new content was not tried yet
+
+    later = tmp_path / "later"
+    later.mkdir()
+    _edl_with_sheet(later, "")
+    for _ in range(2):  # failed once; the second scan is within the hour's back-off
+        assert import_cuts(str(later), request, WatchRules(backoff_s=3600)) == []
+    assert list(Failures.read(state_dir(out, later)).record.values())[0]["attempts"] == 1
+
+
+# ------------------------------------------------------------------ a project folder moved
+def test_a_moved_project_keeps_its_takes(tmp_path, env, tiny_model_dir, store_url):
+    """Before: the store kept absolute paths; after moving the project every take read as missing and the next
+    render would have rendered them all again. SQLite inside the project (it moves too), or PostgreSQL beside."""
+    def url(folder):
+        return f"sqlite:///{folder / 'milimo.db'}" if store_url.startswith("sqlite") else store_url
+
+    project, moved = tmp_path / "project", tmp_path / "elsewhere" / "project"
+    board = copy_example(project / "board", steps=FAST_STEPS)
+    first = milimo("render", board, "--only", "harbour", "--model", tiny_model_dir, "--db", url(project),
+                   "--out", project / "renders", env=env, timeout=400)
+    assert first.returncode == 0, first.stderr[-3000:]
+    moved.parent.mkdir()
+    project.rename(moved)
+    board, out = moved / "board" / "lighthouse.otio", moved / "renders"
+    verify = milimo("verify", board, "--db", url(moved), "--out", out, env=env)
+    assert "0 damaged or missing file(s), 4 shot(s) without a good take" in verify.stdout, verify.stdout
+    again = milimo("render", board, "--only", "harbour", "--model", tiny_model_dir, "--db", url(moved),
+                   "--out", out, env=env, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    takes = milimo("takes", board, "harbour", "--json", "--db", url(moved), "--out", out, env=env)
+    assert takes.returncode == 0, takes.stderr
+    found = json.loads(takes.stdout)
+    assert len(found) == 1 and Path(found[0]["outputs"]["mp4"]).is_relative_to(out), found  # kept, not re-rendered
+
+
+@pytest.mark.fast
+def test_absolute_paths_of_older_stores_become_relative(tmp_path):
+    import sqlalchemy as sa
+
+    import storyboards
+    from storyboards.store import Store
+
+    board = storyboards.load(copy_example(tmp_path / "b"))
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store.open(url)  # no output root: paths recorded absolute, as before
+    old.import_revision(board, storyboards.resolve_specs(board, "tiny"))
+    take = tmp_path / "renders" / "lighthouse" / "harbour" / "take-001"
+    take.mkdir(parents=True)
+    (take / "h.mp4").write_bytes(b"mp4")
+    take_id = old.start_take("lighthouse", "harbour")
+    old.finish_take(take_id, outputs={"mp4": str(take / "h.mp4")},
+                    artifacts=[artifact_record("mp4", take / "h.mp4")])
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("update alembic_version set version_num = '0006'"))
+    Store.open(url)  # upgraded
+    with engine.connect() as conn:
+        outputs, = conn.execute(sa.text("select outputs from takes")).one()
+        uri, = conn.execute(sa.text("select uri from artifacts")).one()
+    assert json.loads(outputs)["mp4"] == "lighthouse/harbour/take-001/h.mp4" and uri == json.loads(outputs)["mp4"]
+    (tmp_path / "renders").rename(tmp_path / "moved")
+    moved = Store.open(url, root=tmp_path / "moved")
+    assert moved.current_take("lighthouse", "harbour").outputs.mp4 == str(tmp_path / "moved" / take.relative_to(
+        tmp_path / "renders") / "h.mp4")
+    assert moved.verify("lighthouse") == []
+
+
+def _one_shot_cut(path: Path) -> Path:
+    timeline = otio.schema.Timeline(name="dropped")
+    timeline.metadata["milimo"] = {"schema": 1, "defaults": {"width": 256, "height": 256, "steps": 4}}
+    track = otio.schema.Track(name="shots")
+    clip = otio.schema.Clip(name="Only shot", source_range=otio.opentime.TimeRange(
+        otio.opentime.RationalTime(0, 24), otio.opentime.RationalTime(12, 24)))
+    clip.metadata["milimo"] = {"prompt": "a single dropped shot", "shot_id": "only"}
+    track.append(clip)
+    timeline.tracks.append(track)
+    otio.adapters.write_to_file(timeline, str(path))
+    past = time.time() - 60
+    os.utime(path, (past, past))
+    return path
+
+
+def test_serve_renders_a_dropped_cut_and_stops_on_sigterm(tmp_path, tiny_model_dir):
+    """Before: on its temporary Prefect server (no PREFECT_API_URL) `serve` scheduled nothing, its watched folder
+    was never scanned; and SIGTERM took 70-80 s, the Prefect server it started stopping first. Now the server is
+    milimo's own, with its scheduler, and outlives the runner's shutdown."""
+    from conftest import milimo_process
+
+    incoming, out = tmp_path / "incoming", tmp_path / "renders"
+    incoming.mkdir()
+    _one_shot_cut(incoming / "drop.otio")
+    environ = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # serve starts its own
+    proc = milimo_process("serve", "--watch", incoming, "--interval", "5", "--db", f"sqlite:///{tmp_path}/w.db",
+                          "--out", out, "--model", tiny_model_dir, environ=environ, cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob("dropped/only/take-001/*.mp4")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            time.sleep(1)
+        assert list(out.glob("dropped/only/take-001/*.mp4")), "the watched folder was never scanned"
+        os.killpg(proc.pid, signal.SIGTERM)  # as a service manager stops it: the whole group
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    said = proc.stdout.read().decode()
+    assert "Traceback" not in said and "ConnectError" not in said, said[-3000:]
+    left = subprocess.run(["pgrep", "-f", str(incoming)], capture_output=True, text=True).stdout.split()
+    assert not left, left  # no scan left behind

@@ -33,6 +33,11 @@ def add_storyboard(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help="store URL (default: [paths] db, MILIMO_DB_URL or sqlite:///renders/milimo.db)")
 
 
+def add_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="the output root the takes were written to (default: [paths] out, else ./renders); "
+                   "a moved project's new place")
+
+
 def add_render_options(p: argparse.ArgumentParser) -> None:
     add_storyboard(p)
     p.add_argument("--model", help="model folder, or Lightricks' files (default: the embedded tiny random bundle)")

@@ -15,7 +15,7 @@ from milimo.request import RenderRequest
 from storyboards.errors import ConfigError
 from storyboards.store import ShotStatus, Store, TakeView
 
-from .args import add_storyboard
+from .args import add_out, add_storyboard
 from .tables import print_table
 
 
@@ -142,21 +142,25 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("qa", help="seam QA: every handoff cut and segment boundary measured; flagged above [qa]")
     add_storyboard(p)
     p.add_argument("--json", action="store_true")
+    add_out(p)
     p.set_defaults(func=qa)
 
     p = sub.add_parser("status", help="each shot with its current take, a running take, overrides, problems")
     add_storyboard(p)
     p.add_argument("--json", action="store_true")
+    add_out(p)
     p.set_defaults(func=status)
 
     p = sub.add_parser("takes", help="every take of one shot")
     add_storyboard(p)
     p.add_argument("shot_id")
     p.add_argument("--json", action="store_true")
+    add_out(p)
     p.set_defaults(func=takes)
 
     p = sub.add_parser("verify", help="hash every artifact of the current takes again; exit 1 if any is off")
     add_storyboard(p)
+    add_out(p)
     p.set_defaults(func=verify)
 
     p = sub.add_parser("overrides", help="list the stored overrides, or clear them")

@@ -31,12 +31,18 @@ def dashboard(args: argparse.Namespace, context: Context) -> int:
 
 
 def serve(args: argparse.Namespace, context: Context) -> int:
-    from flows.serve import serve as serve_deployments
-    from flows.serve import with_cli
+    from flows.prefect_server import prefect_api
+    from milimo.config import with_cli
 
     config = with_cli(context.settings.config, storyboard=args.storyboard, cron=args.cron, watch=args.watch,
                       interval_s=args.interval)
-    serve_deployments(config, context.settings)
+    # Ours, in a session of its own (a SIGTERM to the group leaves it answering while serve stops), with its
+    # scheduler running. Prefect is imported inside, so that it reads the server's address.
+    watch = config.serve.watch
+    with prefect_api(scheduler_s=min(10.0, watch.interval_s) if watch else 10.0):
+        from flows.serve import serve as serve_deployments
+
+        serve_deployments(config, context.settings)
     return 0
 
 

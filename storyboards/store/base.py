@@ -3,7 +3,9 @@ lookups of a storyboard's shots every part of the store uses."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, func, select
@@ -19,15 +21,25 @@ S = TypeVar("S", bound="StoreBase")
 
 
 class StoreBase:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, root: Path | None = None):
         self.engine = engine
         self.session = sessionmaker(engine, expire_on_commit=False)
+        self.root = root  # the output root: file paths are recorded relative to it and read back against it
 
     @classmethod
-    def open(cls: type[S], url: str | None = None, **engine_kwargs: Any) -> S:
+    def open(cls: type[S], url: str | None = None, root: str | Path | None = None, **engine_kwargs: Any) -> S:
         """Open (and upgrade to the current schema) the store at `url` or MILIMO_DB_URL; a store that
         cannot be used raises StoreError naming the fix."""
-        return cls(open_engine(url or default_url(), **engine_kwargs))
+        return cls(open_engine(url or default_url(), **engine_kwargs), Path(root).resolve() if root else None)
+
+    def under(self: S, root: str | Path | None) -> S:
+        """This store (the same engine and sessions) recording and reading files against output root `root`."""
+        resolved = Path(root).resolve() if root is not None else None
+        if resolved == self.root:
+            return self
+        other = copy.copy(self)
+        other.root = resolved
+        return other
 
     @property
     def is_postgres(self) -> bool:

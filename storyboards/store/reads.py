@@ -9,9 +9,21 @@ from pathlib import Path
 from sqlalchemy import select, text
 
 from ..planner import ShotState
+from .artifacts import resolved_path
 from .base import StoreBase
 from .models import ShotRow, SpecRow, StoryboardRow, TakeRow, TakeStatus
-from .records import ArtifactCheck, ShotStatus, TakeOutputs, TakeView, artifact_problems, aware, take_problem, view
+from .records import (
+    ArtifactCheck,
+    ShotStatus,
+    TakeView,
+    artifact_problems,
+    artifact_uri,
+    aware,
+    outputs_of,
+    roots_of,
+    take_problem,
+    view,
+)
 
 
 class ReadsMixin(StoreBase):
@@ -27,9 +39,10 @@ class ReadsMixin(StoreBase):
                 if take is None:
                     states[row.shot_id] = ShotState(row.shot_id, row.spec_hash, None)
                     continue
-                problem = take_problem(take)
-                handoff_ok = bool(take.handoff_out_path and take.handoff_out_sha256) and not (
-                    problem and problem[0] == "handoff") and Path(take.handoff_out_path or "").is_file()
+                problem = take_problem(take, self.root)
+                handoff = resolved_path(take.handoff_out_path, roots_of(take, self.root))
+                handoff_ok = bool(handoff and take.handoff_out_sha256) and not (
+                    problem and problem[0] == "handoff") and Path(handoff or "").is_file()
                 states[row.shot_id] = ShotState(
                     row.shot_id, row.spec_hash, take.status.value, take.spec_hash, take.handoff_in_sha256,
                     take.handoff_out_sha256, handoff_ok, problem[1] if problem else None,
@@ -45,9 +58,9 @@ class ReadsMixin(StoreBase):
             take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
             pinned = take is not None and shot.pinned_take_id == take.id
             if (take is None or take.status != TakeStatus.succeeded or (take.spec_hash != shot.spec_hash and not pinned)
-                    or take.handoff_in_sha256 != upstream_handoff_sha256 or take_problem(take)):
+                    or take.handoff_in_sha256 != upstream_handoff_sha256 or take_problem(take, self.root)):
                 return None
-            return view(take, shot_id)
+            return view(take, shot_id, root=self.root)
 
     def take(self, take_id: int) -> TakeView:
         with self.session() as s:
@@ -56,12 +69,12 @@ class ReadsMixin(StoreBase):
                 raise LookupError(f"no take {take_id}")
             shot = s.get(ShotRow, take.shot_pk)
             assert shot is not None
-            return view(take, shot.shot_id, artifacts=True)
+            return view(take, shot.shot_id, artifacts=True, root=self.root)
 
     def running_takes(self, storyboard: str) -> list[TakeView]:
         with self.session() as s:
             shots = {r.id: r.shot_id for r in self._shots(s, storyboard)}
-            return [view(t, shots[t.shot_pk]) for t in s.scalars(
+            return [view(t, shots[t.shot_pk], root=self.root) for t in s.scalars(
                 select(TakeRow).where(TakeRow.shot_pk.in_(list(shots)), TakeRow.status == TakeStatus.running))]
 
     def status(self, storyboard: str) -> list[ShotStatus]:
@@ -81,7 +94,7 @@ class ReadsMixin(StoreBase):
                 seconds = None
                 if take is not None and take.finished_at and take.started_at:
                     seconds = (take.finished_at - take.started_at).total_seconds()
-                found = take_problem(take) if take is not None else None
+                found = take_problem(take, self.root) if take is not None else None
                 problem = found[1] if found else None
                 live = running.get(shot.id)
                 out.append(ShotStatus(
@@ -89,7 +102,7 @@ class ReadsMixin(StoreBase):
                     take.id if take else None, take.number if take else None,
                     problem or (take.status.value if take else "not rendered"),
                     seconds, aware(take.finished_at) if take else None,
-                    TakeOutputs.of(take.outputs if take else None), dict(shot.overrides or {}),
+                    outputs_of(take, roots_of(take, self.root) if take else ()), dict(shot.overrides or {}),
                     specs.get(shot.spec_hash or "", {}).get("prompt"), problem,
                     {"take": live.number, "host": live.host, **(live.progress or {})} if live else None,
                     take is None or take.spec_hash == shot.spec_hash,
@@ -109,15 +122,16 @@ class ReadsMixin(StoreBase):
                 take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
                 if take is None:
                     continue
-                bad += [ArtifactCheck(shot.shot_id, take.number, a.kind, a.uri, problem)
-                        for a, problem in artifact_problems(take, full=True)]
+                roots = roots_of(take, self.root)
+                bad += [ArtifactCheck(shot.shot_id, take.number, a.kind, artifact_uri(a, roots), problem)
+                        for a, problem in artifact_problems(take, full=True, root=self.root)]
             return bad
 
     def takes(self, storyboard: str, shot_id: str) -> list[TakeView]:
         with self.session() as s:
             shot = self._shot(s, storyboard, shot_id)
-            return [view(t, shot_id) for t in s.scalars(select(TakeRow).where(TakeRow.shot_pk == shot.id)
-                                                          .order_by(TakeRow.number))]
+            takes = s.scalars(select(TakeRow).where(TakeRow.shot_pk == shot.id).order_by(TakeRow.number))
+            return [view(t, shot_id, root=self.root) for t in takes]
 
     def latest_statuses(self, storyboard: str) -> dict[str, str]:
         """Each shot's newest take's status (one read): what the contact sheet says beside a kept take."""
@@ -133,7 +147,7 @@ class ReadsMixin(StoreBase):
         with self.session() as s:
             shot = self._shot(s, storyboard, shot_id)
             take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
-            return view(take, shot_id, artifacts=True) if take else None
+            return view(take, shot_id, artifacts=True, root=self.root) if take else None
 
     def lineage(self, take_id: int) -> list[tuple[int, str, int]]:
         """(take id, shot id, take number) from `take_id` back to the chain head, via a recursive CTE."""

@@ -4,11 +4,12 @@ typed (frozen dataclasses); and the few helpers every part of the store shares t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from .artifacts import artifact_problem
+from .artifacts import artifact_problem, resolved_path
 from .models import ArtifactRow, TakeRow, TakeStatus, utcnow
 
 
@@ -32,6 +33,7 @@ class TakeOutputs:
     segment_starts: tuple[int, ...] = ()
     timecode: str | None = None
     reel: str | None = None
+    root: str | None = None  # the output root the take was written under; its paths are relative to it
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -138,12 +140,32 @@ def aware(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
-def artifact_dict(a: ArtifactRow) -> dict[str, Any]:
-    return {"kind": a.kind, "uri": a.uri, "sha256": a.sha256, "frames": a.frames, "fps": a.fps, "bytes": a.bytes,
-            "mtime_ns": a.mtime_ns}
+def roots_of(take: TakeRow, root: Path | None) -> tuple[Path, ...]:
+    """Where a take's relative paths may lie: the reading command's output root, then the one it was written to."""
+    recorded = (take.outputs or {}).get("root")
+    return tuple(dict.fromkeys(r for r in (root, Path(recorded) if recorded else None) if r is not None))
 
 
-def view(take: TakeRow, shot_id: str, artifacts: bool = False) -> TakeView:
+def outputs_of(take: TakeRow | None, roots: tuple[Path, ...]) -> TakeOutputs:
+    """A take's outputs with their paths resolved (`artifacts.resolved_path`)."""
+    out = TakeOutputs.of(take.outputs if take is not None else None)
+    if out.mp4 is None and out.thumbnail is None:
+        return out
+    return replace(out, mp4=resolved_path(out.mp4, roots), thumbnail=resolved_path(out.thumbnail, roots))
+
+
+def artifact_uri(a: ArtifactRow, roots: tuple[Path, ...]) -> str:
+    resolved = resolved_path(a.uri, roots)
+    return Path(resolved).as_uri() if resolved and Path(resolved).is_absolute() else a.uri
+
+
+def artifact_dict(a: ArtifactRow, roots: tuple[Path, ...] = ()) -> dict[str, Any]:
+    return {"kind": a.kind, "uri": artifact_uri(a, roots), "sha256": a.sha256, "frames": a.frames, "fps": a.fps,
+            "bytes": a.bytes, "mtime_ns": a.mtime_ns}
+
+
+def view(take: TakeRow, shot_id: str, artifacts: bool = False, root: Path | None = None) -> TakeView:
+    roots = roots_of(take, root)
     return TakeView(
         take.id,
         shot_id,
@@ -152,9 +174,9 @@ def view(take: TakeRow, shot_id: str, artifacts: bool = False) -> TakeView:
         take.spec_hash,
         take.handoff_in_take_id,
         take.handoff_in_sha256,
-        take.handoff_out_path,
+        resolved_path(take.handoff_out_path, roots),
         take.handoff_out_sha256,
-        TakeOutputs.of(take.outputs),
+        outputs_of(take, roots),
         dict(take.timings or {}),
         take.error,
         take.host,
@@ -163,7 +185,7 @@ def view(take: TakeRow, shot_id: str, artifacts: bool = False) -> TakeView:
         aware(take.created_at),
         aware(take.finished_at),
         dict(take.progress) if take.progress else None,
-        tuple(artifact_dict(a) for a in take.artifacts) if artifacts else (),
+        tuple(artifact_dict(a, roots) for a in take.artifacts) if artifacts else (),
         take.worker,
         aware(take.heartbeat_at),
     )
@@ -174,20 +196,21 @@ def end_take(take: TakeRow, error: str, status: TakeStatus = TakeStatus.failed) 
     take.status, take.error, take.finished_at, take.progress = status, error, utcnow(), None
 
 
-def artifact_problems(take: TakeRow, full: bool = False) -> Iterator[tuple[ArtifactRow, str]]:
+def artifact_problems(take: TakeRow, full: bool = False, root: Path | None = None) -> Iterator[tuple[ArtifactRow, str]]:
     """(artifact, problem) for each artifact of `take` that is not what was recorded, checked one by one."""
+    roots = roots_of(take, root)
     for a in take.artifacts:
-        problem = artifact_problem(a.uri, a.sha256, a.bytes, a.mtime_ns, full=full)
+        problem = artifact_problem(a.uri, a.sha256, a.bytes, a.mtime_ns, full=full, roots=roots)
         if problem:
             yield a, problem
 
 
-def take_problem(take: TakeRow) -> tuple[str, str] | None:
+def take_problem(take: TakeRow, root: Path | None = None) -> tuple[str, str] | None:
     """(kind, "kind problem") of the first artifact of a succeeded `take` that is not what was recorded
     (the quick check: size and mtime, the hash only when the mtime moved)."""
     if take.status != TakeStatus.succeeded:
         return None
-    found = next(artifact_problems(take), None)
+    found = next(artifact_problems(take, root=root), None)
     return (found[0].kind, f"{found[0].kind} {found[1]}") if found else None
 
 

@@ -4,7 +4,9 @@ that keeps two files of one name apart, and the per-shot overrides."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, tuple_
@@ -31,13 +33,18 @@ class RevisionsMixin(StoreBase):
         """A different file with the same storyboard name must not silently share its takes."""
         with self.session() as s:
             sb = s.scalar(select(StoryboardRow).where(StoryboardRow.name == board.name))
-        self._same_source(sb, board)
+            self._same_source(s, sb, board)
 
     @staticmethod
-    def _same_source(sb: StoryboardRow | None, board: Storyboard) -> None:
+    def _same_source(s: Session, sb: StoryboardRow | None, board: Storyboard) -> None:
+        """Refuse another file of the same name, unless it is this storyboard moved: the file on record is gone and
+        this one holds a revision the store imported (a project folder moved or mounted elsewhere)."""
         path = str(board.source_path.resolve())
         if sb is None or not sb.source_path or sb.source_path == path \
                 or board.timeline_metadata.get("storyboard_id") == board.name:
+            return
+        if not Path(sb.source_path).exists() and s.scalar(select(RevisionRow.id).where(
+                RevisionRow.storyboard_id == sb.id, RevisionRow.source_sha256 == board.source_sha256).limit(1)):
             return
         raise StoryboardFileError(
             board.source_path, f"its timeline is named {board.name!r}, like the storyboard this store already has "
@@ -49,7 +56,7 @@ class RevisionsMixin(StoreBase):
                 content: str) -> int:
         query = select(StoryboardRow).where(StoryboardRow.name == board.name)
         sb = s.scalar(query.with_for_update() if self.is_postgres else query)
-        self._same_source(sb, board)
+        self._same_source(s, sb, board)
         if sb is None:
             sb = StoryboardRow(name=board.name)
             s.add(sb)
@@ -66,8 +73,13 @@ class RevisionsMixin(StoreBase):
                               source_sha256=board.source_sha256, content_hash=content))
         sb.current_revision = number
         for spec in specs.values():
-            if s.get(SpecRow, spec.spec_hash) is None:
+            row = s.get(SpecRow, spec.spec_hash)
+            if row is None:
                 s.add(SpecRow(spec_hash=spec.spec_hash, model_id=spec.model_id, data=spec_json(spec)))
+            else:  # the same files by content may be found at other paths now (a moved project): record those
+                data = json.loads(json.dumps(spec_json(spec)))
+                if row.data != data:
+                    row.data = data
         self._record_files(s, specs.values())
         s.flush()
         rows = {r.shot_id: r for r in s.scalars(select(ShotRow).where(ShotRow.storyboard_id == sb.id))}

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..errors import UnknownShot
+from .artifacts import stored_path
 from .base import StoreBase
 from .models import ArtifactRow, ShotRow, TakeRow, TakeStatus, utcnow
 from .records import end_take
@@ -27,7 +29,8 @@ class TakesMixin(StoreBase):
                 raise ValueError(f"shot {shot_id!r} has no spec yet; give it a prompt and import again")
             take = TakeRow(shot_pk=shot.id, number=self._next_number(s, TakeRow.number, TakeRow.shot_pk == shot.id),
                            status=TakeStatus.running, spec_hash=shot.spec_hash,
-                           handoff_in_take_id=handoff_in_take_id, handoff_in_path=handoff_in_path,
+                           handoff_in_take_id=handoff_in_take_id,
+                           handoff_in_path=stored_path(handoff_in_path, self.root),
                            handoff_in_sha256=handoff_in_sha256, host=host or socket.gethostname(),
                            flow_run_id=flow_run_id, task_run_id=task_run_id, started_at=utcnow(), outputs={},
                            timings={}, progress={"stage": "starting", "step": 0, "total": 0},
@@ -46,17 +49,28 @@ class TakesMixin(StoreBase):
     def finish_take(self, take_id: int, *, handoff_out_path: str | None = None,
                     handoff_out_sha256: str | None = None, outputs: dict[str, Any] | None = None,
                     timings: dict[str, Any] | None = None, artifacts: Iterable[dict[str, Any]] = ()) -> None:
-        """Mark a running take succeeded and make it its shot's current take."""
+        """Mark a running take succeeded and make it its shot's current take. Its paths are recorded relative to
+        the store's output root (`artifacts.stored_path`), with that root."""
+        root = self.root
+        recorded = dict(outputs or {})
+        for key in ("mp4", "thumbnail"):
+            if recorded.get(key):
+                recorded[key] = stored_path(recorded[key], root)
+        if root is not None:
+            recorded["root"] = str(root)
         with self.session.begin() as s:
             take = s.get(TakeRow, take_id, with_for_update=self.is_postgres)
             if take is None or take.status != TakeStatus.running:
                 raise ValueError(f"take {take_id} is not running (status {take.status.value if take else 'missing'})")
             take.status = TakeStatus.succeeded
-            take.handoff_out_path, take.handoff_out_sha256 = handoff_out_path, handoff_out_sha256
-            take.outputs, take.timings = dict(outputs or {}), dict(timings or {})
+            take.handoff_out_path = stored_path(handoff_out_path, root)
+            take.handoff_out_sha256 = handoff_out_sha256
+            take.outputs, take.timings = recorded, dict(timings or {})
             take.finished_at, take.progress = utcnow(), None
             for a in artifacts:
-                take.artifacts.append(ArtifactRow(**a))
+                relative = stored_path(a["uri"], root)
+                take.artifacts.append(ArtifactRow(**{**a, "uri": relative if relative and not Path(relative)
+                                                     .is_absolute() else a["uri"]}))
             s.execute(update(ShotRow).where(ShotRow.id == take.shot_pk).values(current_take_id=take.id,
                                                                                pinned_take_id=None, pinned_at=None))
 
