@@ -189,10 +189,19 @@ def _render(request: RenderRequest) -> dict[str, Any]:
         log.warning("%s: interrupted; %d shot(s) done, %d left", name, len(done), len(shots))
         raise Interrupted(signum, len(done), len(shots))
     rows = plan.store.status(name)  # read once: every output and the summary use it
-    otio_path = conform_task(plan, rows)
-    preview = preview_task(plan, rows)
-    seams = seam_qa_task(plan, rows, request.qa)
-    sheet = contact_sheet_task(plan, rows, seams, request.qa)
+    try:
+        otio_path = conform_task(plan, rows)
+        preview = preview_task(plan, rows)
+        seams = seam_qa_task(plan, rows, request.qa)
+        sheet = contact_sheet_task(plan, rows, seams, request.qa)
+    except Exception as exc:
+        if not failed:
+            raise
+        # The shots' failures come first: a full disk fails the shot, then the preview; the shot's reason is
+        # what a person acts on.
+        log.error("%s: the timeline, preview or contact sheet were not written: %s", name, exc)
+        raise ShotsFailed(name, failed, [f"the timeline, preview or contact sheet were not written "
+                                         f"({type(exc).__name__}: {str(exc)[:200]})"]) from exc
     summary = summarise(rows, rendered, failed)
     create_table_artifact(summary.rows, key=_key(f"shots-{name}"), description=f"{name}: shots after this run")
     create_markdown_artifact(f"# {name}\n\n{summary.markdown}\n\nOutputs: `{otio_path}`, `{preview}`, `{sheet}`",

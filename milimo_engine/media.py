@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path, temp_path
+from .errors import RenderCancelled
 
 
 def ffmpeg_exe() -> str:
@@ -76,7 +77,13 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np
                     .run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True, quiet=False))
             _, err = proc.communicate(input=np.ascontiguousarray(frames).tobytes())
             if proc.returncode != 0:
-                raise RuntimeError(f"ffmpeg failed writing {target}: {err.decode(errors='replace')[-2000:]}")
+                said = err.decode(errors="replace")
+                signalled = re.search(r"received signal (\d+)", said)
+                if proc.returncode < 0 or signalled:  # stopped with the rest of the process group (Ctrl-C, SIGTERM)
+                    number = -proc.returncode if proc.returncode < 0 else int(signalled.group(1)) if signalled else 0
+                    raise RenderCancelled("writing", 0, f"ffmpeg writing {Path(target).name} was stopped by "
+                                          f"signal {number}")
+                raise RuntimeError(f"ffmpeg failed writing {target}: {said[-2000:]}")
     finally:
         if audio_file is not None:
             audio_file.unlink(missing_ok=True)

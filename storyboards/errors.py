@@ -111,13 +111,19 @@ class ShotsFailed(MilimoError, RuntimeError):
 
     exit_code = 1
 
-    def __init__(self, storyboard: str, failed: dict[str, str]):
-        self.storyboard, self.failed = storyboard, failed
+    def __init__(self, storyboard: str, failed: dict[str, str], also: list[str] | None = None):
+        self.storyboard, self.failed, self.also = storyboard, failed, list(also or [])
         super().__init__(f"{len(failed)} shot(s) of {storyboard} failed: "
                          + "; ".join(f"{sid}: {msg}" for sid, msg in failed.items()))
 
     def lines(self) -> list[str]:
-        return [f"render failed: {self.storyboard}: shot {sid}: {msg}" for sid, msg in self.failed.items()]
+        """The shots first, then what else did not happen; the last line names a shot again, as people read the
+        last line of a failed command first."""
+        shots = [f"render failed: {self.storyboard}: shot {sid}: {msg}" for sid, msg in self.failed.items()]
+        if not self.also:
+            return shots
+        return shots + [f"render failed: {self.storyboard}: {line}" for line in self.also] + [
+            f"render failed: {self.storyboard}: {len(self.failed)} shot(s) failed, first {next(iter(self.failed))}"]
 
 
 class Interrupted(MilimoError):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import opentimelineio as otio
 import pytest
-from conftest import copy_example, milimo
+from conftest import copy_example, milimo, wait_for_takes
 
 from storyboards.fields import folder_key
 from storyboards.paths import MARKER, OutputLayout
@@ -424,11 +424,9 @@ def test_serve_renders_a_dropped_cut_and_stops_on_sigterm(tmp_path, tiny_model_d
                           "--out", out, "--model", tiny_model_dir, environ=environ, cwd=tmp_path,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while not list(out.glob("dropped/only/take-001/*.mp4")) and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            time.sleep(1)
-        assert list(out.glob("dropped/only/take-001/*.mp4")), "the watched folder was never scanned"
+        assert wait_for_takes(tmp_path / "w.db", lambda takes: any(t[0] == "succeeded" for t in takes),
+                              timeout=240, while_alive=lambda: proc.poll() is None), \
+            "the watched folder was never scanned"
         os.killpg(proc.pid, signal.SIGTERM)  # as a service manager stops it: the whole group
         proc.wait(timeout=60)
     finally:
@@ -439,3 +437,61 @@ def test_serve_renders_a_dropped_cut_and_stops_on_sigterm(tmp_path, tiny_model_d
     assert "Traceback" not in said and "ConnectError" not in said, said[-3000:]
     left = subprocess.run(["pgrep", "-f", str(incoming)], capture_output=True, text=True).stdout.split()
     assert not left, left  # no scan left behind
+
+
+def test_the_last_line_of_a_failed_render_names_the_shot_when_the_outputs_fail_too(tmp_path, env, tiny_model_dir):
+    """Before: a full disk failed the shot, then the preview, and the last line named ffmpeg's preview failure.
+    Here the shot runs out of time and the rendered timeline cannot be written (its name is taken by a folder)."""
+    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
+    out = tmp_path / "renders"
+    OutputLayout.at(out).rendered_timeline("lighthouse", "lighthouse").mkdir(parents=True)
+    proc = milimo("render", board, "--only", "harbour", "--time-limit", "0.001", "--model", tiny_model_dir,
+                  "--db", f"sqlite:///{tmp_path / 'm.db'}", "--out", out, env=env, timeout=400)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("milimo:")]
+    assert "shot harbour" in lines[0] and "were not written" in " ".join(lines[1:]), lines
+    assert "harbour" in lines[-1], lines  # what a person reads first
+
+
+# ------------------------------------------------------------------ PostgreSQL dropping connections
+def test_a_render_holds_while_postgresql_terminates_its_connections(tmp_path, env, tiny_model_dir, pg_url):
+    """Before: with the render's backends terminated every 0.3 s (a restart, a failover), the render stopped at
+    once with exit 1 and a raw `OperationalError`, or (once in two runs) ended 0 with a take left `running`.
+    Every store operation is now retried on a fresh connection."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from storyboards.store import Store
+
+    url = f"{pg_url}&application_name=milimo_dropped"
+    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
+    Store.open(pg_url).engine.dispose()  # the store exists: what is attacked is the render, not its creation
+    admin = sa.create_engine(pg_url.split("?")[0])
+    stop, killed = threading.Event(), []
+
+    def terminate() -> None:
+        while not stop.wait(0.3):
+            with admin.connect() as conn:
+                killed.append(conn.execute(sa.text("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                                                   "where application_name = 'milimo_dropped'")).scalar())
+
+    killer = threading.Thread(target=terminate, daemon=True)
+    killer.start()
+    try:
+        proc = milimo("render", board, "--only", "lighthouse-push", "--model", tiny_model_dir, "--db", url,
+                      "--out", tmp_path / "renders", env=env, timeout=600)  # a chain of two: a handoff too
+    finally:
+        stop.set()
+        killer.join()
+        admin.dispose()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sum(killed) > 0  # connections were dropped while it rendered
+    store = Store.open(pg_url)
+    rows = [r for r in store.status("lighthouse") if r.shot_id in ("lighthouse-wide", "lighthouse-push")]
+    assert [r.status for r in rows] == ["succeeded"] * 2 and not store.running_takes("lighthouse")
+    timeline = otio.adapters.read_from_file(str(board))
+    prompts = {c.metadata["milimo"]["shot_id"]: c.metadata["milimo"]["prompt"] for c in timeline.video_tracks()[0]}
+    assert all(r.prompt == prompts[r.shot_id] for r in rows)  # byte for byte
+    verify = milimo("verify", board, "--db", pg_url, "--out", tmp_path / "renders", env=env)
+    assert "0 damaged or missing file(s), 3 shot(s) without a good take" in verify.stdout, verify.stdout

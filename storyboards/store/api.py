@@ -7,6 +7,14 @@ recording takes at once never duplicate or overwrite one another.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+
 from .leases import LeasesMixin
 from .reads import ReadsMixin
 from .records import ArtifactCheck, SeamView, ShotStatus, TakeOutputs, TakeView, spec_json
@@ -14,8 +22,53 @@ from .revisions import RevisionsMixin
 from .seams import SeamsMixin
 from .takes import TakesMixin
 
+T = TypeVar("T")
+
 __all__ = ["ArtifactCheck", "SeamView", "ShotStatus", "Store", "TakeOutputs", "TakeView", "spec_json"]
 
 
+RECONNECT_ATTEMPTS = 3  # a dropped connection (a database restart, a failover): tried again on a fresh one
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    return isinstance(exc, DisconnectionError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def reconnecting(operation: Callable[..., T]) -> Callable[..., T]:
+    """Run a store operation (each one is its own transaction) again when the database dropped its connection:
+    the transaction was rolled back, the pool hands out a new connection (pre-pinged). A take is never left
+    `running` by a connection that broke between its start and its end."""
+    @functools.wraps(operation)
+    def run(self: Any, *args: Any, **kwargs: Any) -> T:
+        for attempt in range(RECONNECT_ATTEMPTS):
+            try:
+                return operation(self, *args, **kwargs)
+            except (DBAPIError, DisconnectionError) as exc:
+                if not _lost_connection(exc) or attempt == RECONNECT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    return run
+
+
 class Store(RevisionsMixin, TakesMixin, LeasesMixin, ReadsMixin, SeamsMixin):
-    """The metadata store, by concern: revisions and overrides, takes, leases, reads, seams."""
+    """The metadata store, by concern: revisions and overrides, takes, leases, reads, seams. Every public
+    operation is one transaction, retried on a fresh connection when the database dropped the old one
+    (`reconnecting`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:  # a subclass's operations reconnect too
+        super().__init_subclass__(**kwargs)
+        _wrap_operations(cls)
+
+
+def _wrap_operations(cls: type) -> None:
+    for name in dir(cls):
+        if name.startswith("_") or name in ("open", "under"):
+            continue
+        attr = inspect.getattr_static(cls, name)
+        if inspect.isfunction(attr) and not getattr(attr, "__wrapped__", None):
+            setattr(cls, name, reconnecting(attr))
+
+
+_wrap_operations(Store)

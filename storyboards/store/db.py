@@ -7,6 +7,7 @@ row. None of these is retried; the same database answers the same way until some
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, make_url
@@ -106,7 +107,14 @@ def open_engine(url: str, **kwargs) -> Engine:
     """An engine at the current schema, or StoreError saying what is wrong with the store and the fix."""
     try:
         engine = make_engine(url, **kwargs)
-        upgrade(engine)
+        for attempt in range(3):  # a connection dropped while the schema is checked (a restart): a fresh one
+            try:
+                upgrade(engine)
+                break
+            except DBAPIError as exc:
+                if not exc.connection_invalidated or attempt == 2:
+                    raise
+                time.sleep(0.2 * 2 ** attempt)
         return engine
     except StoreError:
         raise
