@@ -455,8 +455,8 @@ def test_the_last_line_of_a_failed_render_names_the_shot_when_the_outputs_fail_t
 
 # ------------------------------------------------------------------ PostgreSQL dropping connections
 def test_a_render_holds_while_postgresql_terminates_its_connections(tmp_path, env, tiny_model_dir, pg_url):
-    """Before: with the render's backends terminated every 0.3 s (a restart, a failover), the render stopped at
-    once with exit 1 and a raw `OperationalError`, or (once in two runs) ended 0 with a take left `running`.
+    """Before: with the render's backends terminated every 0.1 s (a restart, a failover), shots failed on the
+    dropped connections (exit 1: a store call inside a task, or in the flow's own reads, is not a task retry).
     Every store operation is now retried on a fresh connection."""
     import threading
 
@@ -471,7 +471,7 @@ def test_a_render_holds_while_postgresql_terminates_its_connections(tmp_path, en
     stop, killed = threading.Event(), []
 
     def terminate() -> None:
-        while not stop.wait(0.3):
+        while not stop.wait(0.1):
             with admin.connect() as conn:
                 killed.append(conn.execute(sa.text("select count(pg_terminate_backend(pid)) from pg_stat_activity "
                                                    "where application_name = 'milimo_dropped'")).scalar())
@@ -479,8 +479,8 @@ def test_a_render_holds_while_postgresql_terminates_its_connections(tmp_path, en
     killer = threading.Thread(target=terminate, daemon=True)
     killer.start()
     try:
-        proc = milimo("render", board, "--only", "lighthouse-push", "--model", tiny_model_dir, "--db", url,
-                      "--out", tmp_path / "renders", env=env, timeout=600)  # a chain of two: a handoff too
+        proc = milimo("render", board, "--model", tiny_model_dir, "--db", url, "--out", tmp_path / "renders",
+                      env=env, timeout=600)
     finally:
         stop.set()
         killer.join()
@@ -488,10 +488,10 @@ def test_a_render_holds_while_postgresql_terminates_its_connections(tmp_path, en
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sum(killed) > 0  # connections were dropped while it rendered
     store = Store.open(pg_url)
-    rows = [r for r in store.status("lighthouse") if r.shot_id in ("lighthouse-wide", "lighthouse-push")]
-    assert [r.status for r in rows] == ["succeeded"] * 2 and not store.running_takes("lighthouse")
+    rows = store.status("lighthouse")
+    assert [r.status for r in rows] == ["succeeded"] * 5 and not store.running_takes("lighthouse")
     timeline = otio.adapters.read_from_file(str(board))
     prompts = {c.metadata["milimo"]["shot_id"]: c.metadata["milimo"]["prompt"] for c in timeline.video_tracks()[0]}
     assert all(r.prompt == prompts[r.shot_id] for r in rows)  # byte for byte
     verify = milimo("verify", board, "--db", pg_url, "--out", tmp_path / "renders", env=env)
-    assert "0 damaged or missing file(s), 3 shot(s) without a good take" in verify.stdout, verify.stdout
+    assert verify.returncode == 0, verify.stdout + verify.stderr

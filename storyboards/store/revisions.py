@@ -73,13 +73,13 @@ class RevisionsMixin(StoreBase):
                               source_sha256=board.source_sha256, content_hash=content))
         sb.current_revision = number
         for spec in specs.values():
-            row = s.get(SpecRow, spec.spec_hash)
-            if row is None:
+            known = s.get(SpecRow, spec.spec_hash)
+            if known is None:
                 s.add(SpecRow(spec_hash=spec.spec_hash, model_id=spec.model_id, data=spec_json(spec)))
             else:  # the same files by content may be found at other paths now (a moved project): record those
                 data = json.loads(json.dumps(spec_json(spec)))
-                if row.data != data:
-                    row.data = data
+                if known.data != data:
+                    known.data = data
         self._record_files(s, specs.values())
         s.flush()
         rows = {r.shot_id: r for r in s.scalars(select(ShotRow).where(ShotRow.storyboard_id == sb.id))}
