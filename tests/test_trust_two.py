@@ -144,14 +144,20 @@ def _fill(sheet: Path, prompts: dict[str, str]) -> None:
         writer.writerows(rows)
 
 
+def _filled(tmp_path: Path, prompts: dict[str, str], sheet_name: str = "shots.csv") -> tuple[Path, Path]:
+    """A cut of clips named as `prompts`' keys, and its shot list written by `milimo prompts`, filled."""
+    cut = _cut(tmp_path / "cut.otio", list(prompts))
+    sheet = tmp_path / sheet_name
+    assert milimo("prompts", cut, "-o", sheet).returncode == 0
+    _fill(sheet, prompts)
+    return cut, sheet
+
+
 @pytest.mark.fast
 def test_prompts_follow_their_clips_when_the_editor_swaps_non_latin_clips(tmp_path):
     """Before: clips named 灯台 and 港 got the ids `shot` and `shot-2` by position; after the editor swapped them,
     each prompt landed on the other clip."""
-    cut = _cut(tmp_path / "cut.otio", ["灯台", "港"])
-    sheet = tmp_path / "shots.csv"
-    assert milimo("prompts", cut, "-o", sheet).returncode == 0
-    _fill(sheet, {"灯台": "a lighthouse at dusk", "港": "boats in a harbour"})
+    cut, sheet = _filled(tmp_path, {"灯台": "a lighthouse at dusk", "港": "boats in a harbour"})
     _cut(cut, ["港", "灯台"])  # the re-cut
     target = tmp_path / "board.otio"
     proc = milimo("import", cut, "--prompts", sheet, "-o", target)
@@ -163,10 +169,7 @@ def test_prompts_follow_their_clips_when_the_editor_swaps_non_latin_clips(tmp_pa
 
 @pytest.mark.fast
 def test_a_row_whose_clip_is_not_its_shots_clip_is_refused(tmp_path):
-    cut = _cut(tmp_path / "cut.otio", ["Harbour wide", "Harbour close"])
-    sheet = tmp_path / "shots.csv"
-    assert milimo("prompts", cut, "-o", sheet).returncode == 0
-    _fill(sheet, {"Harbour wide": "wide", "Harbour close": "close"})
+    cut, sheet = _filled(tmp_path, {"Harbour wide": "wide", "Harbour close": "close"})
     text = sheet.read_text(encoding="utf-8-sig").replace(",Harbour close,", ",Harbour closer,")
     sheet.write_text(text, encoding="utf-8-sig")
     refused(milimo("import", cut, "--prompts", sheet, "-o", tmp_path / "board.otio"),
@@ -176,12 +179,9 @@ def test_a_row_whose_clip_is_not_its_shots_clip_is_refused(tmp_path):
 
 @pytest.mark.fast
 def test_cells_a_spreadsheet_would_run_are_written_as_text_and_read_back_unchanged(tmp_path):
-    cut = _cut(tmp_path / "cut.otio", ["A", "B"])
     prompts = {"A": '=HYPERLINK("http://x.example","open")', "B": "-a boat, +waves, @dusk"}
+    cut, first = _filled(tmp_path, prompts, "first.csv")
     board = tmp_path / "board.otio"
-    first = tmp_path / "first.csv"
-    assert milimo("prompts", cut, "-o", first).returncode == 0
-    _fill(first, prompts)
     assert milimo("import", cut, "--prompts", first, "-o", board).returncode == 0
     sheet = tmp_path / "shots.csv"
     assert milimo("prompts", board, "-o", sheet).returncode == 0  # the filled storyboard's sheet
@@ -196,10 +196,7 @@ def test_cells_a_spreadsheet_would_run_are_written_as_text_and_read_back_unchang
 @pytest.mark.fast
 def test_a_shot_list_with_mac_line_ends_and_a_superscript_seed(tmp_path):
     """Before: CR-only line ends (Excel for Mac) and a seed cell `5²` were exit 1 with Python's messages."""
-    cut = _cut(tmp_path / "cut.otio", ["A", "B"])
-    sheet = tmp_path / "shots.csv"
-    assert milimo("prompts", cut, "-o", sheet).returncode == 0
-    _fill(sheet, {"A": "a lighthouse", "B": "a harbour"})
+    cut, sheet = _filled(tmp_path, {"A": "a lighthouse", "B": "a harbour"})
     sheet.write_bytes(sheet.read_bytes().replace(b"\r\n", b"\r"))
     assert milimo("import", cut, "--prompts", sheet, "-o", tmp_path / "mac.otio").returncode == 0
     rows = list(csv.DictReader(sheet.read_text(encoding="utf-8-sig").replace("\r", "\n").splitlines()))
