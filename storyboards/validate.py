@@ -218,10 +218,13 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
     if not shot.shot_id_derived and unsafe_id(shot.shot_id):
         out.append(Problem(c, i, "shot_id", str(unsafe_id(shot.shot_id)),
                            "use letters, digits, '-', '_' and '.', e.g. 'sh010'"))
-    if shot.shot_id in seen:
-        out.append(Problem(c, i, "shot_id", f"{shot.shot_id!r} is also the id of shot {seen[shot.shot_id].index + 1} "
-                           f"{seen[shot.shot_id].name!r}", "give each shot a unique shot_id"))
-    seen.setdefault(shot.shot_id, shot)
+    key = shot.shot_id.casefold()  # shot folders: `Sh010` and `sh010` are one folder on macOS and Windows
+    if key in seen:
+        other = seen[key]
+        same = "is also" if other.shot_id == shot.shot_id else f"differs only in case from {other.shot_id!r},"
+        out.append(Problem(c, i, "shot_id", f"{shot.shot_id!r} {same} the id of shot {other.index + 1} "
+                           f"{other.name!r}", "give each shot a unique shot_id (not only by case: it names a folder)"))
+    seen.setdefault(key, shot)
     prompt = m.get("prompt")
     if config.require_prompts and (not isinstance(prompt, str) or not prompt.strip()):
         if prompt is None or isinstance(prompt, str):

@@ -233,6 +233,16 @@ def test_a_chain_after_a_shot_too_short_to_hand_off_is_refused(tmp_path):
     refused(milimo("validate", board), "Lighthouse push in", "handoff", "5 frame(s)", "9 frames")
 
 
+@pytest.mark.fast
+def test_shot_ids_that_differ_only_in_case_are_refused(tmp_path):
+    """`Harbour` and `harbour` are one folder on a case-insensitive disk: the second shot's takes would land in
+    the first's."""
+    def case(timeline):
+        timeline.video_tracks()[0][4].metadata["milimo"]["shot_id"] = "Harbour"
+    board = copy_example(tmp_path / "b", edit=case)
+    refused(milimo("validate", board), "'Harbour' differs only in case from 'harbour'", "shot_id")
+
+
 def _png_claiming(path: Path, width: int, height: int) -> Path:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")

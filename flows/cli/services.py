@@ -7,7 +7,7 @@ from pathlib import Path
 
 from milimo.context import Context
 
-from .args import add_config, gpu_list, port_number
+from .args import add_config, gpu_list, port_number, positive_float
 from .tables import print_table
 
 
@@ -127,7 +127,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storyboard", help="storyboard to render on --cron")
     p.add_argument("--cron", help='cron schedule for --storyboard, e.g. "0 2 * * *"')
     p.add_argument("--watch", help="folder where dropped cuts are imported and rendered")
-    p.add_argument("--interval", type=float, help="seconds between scans of --watch (default 30)")
+    p.add_argument("--interval", type=positive_float, help="seconds between scans of --watch (default 30)")
     p.add_argument("--model")
     p.add_argument("--out")
     p.add_argument("--db")
