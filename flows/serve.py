@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from milimo.config import MilimoConfig, WatchRules, with_cli  # noqa: F401 - with_cli: the CLI's, re-exported
+from milimo.config import MilimoConfig, WatchRules
 from milimo.request import RenderRequest
 from milimo.settings import Settings
 from storyboards.fields import slug

@@ -44,9 +44,9 @@ def one_scan(state: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def settled(paths: list[Path], rules: WatchRules, now: float | None = None) -> bool:
+def settled(paths: list[Path], rules: WatchRules) -> bool:
     """Whether every file of the cut has stopped changing: not modified within `settle_s`, not empty."""
-    now = time.time() if now is None else now
+    now = time.time()
     for path in paths:
         st = path.stat()
         if st.st_size == 0 or now - st.st_mtime < rules.settle_s:
@@ -70,21 +70,21 @@ class Failures:
             record = {}
         return cls(path, record if isinstance(record, dict) else {})
 
-    def due(self, content: str, rules: WatchRules, now: float | None = None) -> str | None:
+    def due(self, content: str, rules: WatchRules) -> str | None:
         """None when the cut may be tried now, else why not."""
         entry = self.record.get(content)
         if not entry:
             return None
         if entry["attempts"] >= rules.max_attempts:
             return f"failed {int(entry['attempts'])} times; change the cut or its shot list to try again"
-        wait = entry["retry_at"] - (time.time() if now is None else now)
+        wait = entry["retry_at"] - time.time()
         return f"failed {int(entry['attempts'])} time(s); tried again in {wait:.0f} s" if wait > 0 else None
 
-    def failed(self, content: str, rules: WatchRules, now: float | None = None) -> int:
+    def failed(self, content: str, rules: WatchRules) -> int:
         entry = self.record.get(content) or {"attempts": 0, "retry_at": 0.0}
         attempts = int(entry["attempts"]) + 1
         delay = min(rules.backoff_s * 2 ** (attempts - 1), rules.backoff_cap_s)
-        self.record[content] = {"attempts": attempts, "retry_at": (time.time() if now is None else now) + delay}
+        self.record[content] = {"attempts": attempts, "retry_at": time.time() + delay}
         self._write()
         return attempts
 

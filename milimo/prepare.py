@@ -159,11 +159,7 @@ def check_outputs(board: storyboards.Storyboard, layout: OutputLayout, only: lis
     """What a render needs of its output folder, known before the first shot: the folder is this storyboard's (or
     free), it can be written, and the disk has room for the takes planned (an estimate). Found here, it is exit 2
     with the fix; found after the first shot of every chain, it was a traceback in each take."""
-    why = layout.claim_problem(board.name)
-    if why:
-        raise ConfigError(f"storyboard {board.name!r} cannot write its takes: {why}",
-                          "give it another --out, or its own name (metadata milimo.storyboard_id)")
-    folder = layout.storyboard_dir(board.name)
+    folder = layout.check_claim(board.name)
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     try:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".milimo-write-check-"):

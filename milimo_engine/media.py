@@ -80,7 +80,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np
                 said = err.decode(errors="replace")
                 signalled = re.search(r"received signal (\d+)", said)
                 if proc.returncode < 0 or signalled:  # stopped with the rest of the process group (Ctrl-C, SIGTERM)
-                    number = -proc.returncode if proc.returncode < 0 else int(signalled.group(1)) if signalled else 0
+                    number = -proc.returncode if signalled is None else int(signalled.group(1))
                     raise RenderCancelled("writing", 0, f"ffmpeg writing {Path(target).name} was stopped by "
                                           f"signal {number}")
                 raise RuntimeError(f"ffmpeg failed writing {target}: {said[-2000:]}")

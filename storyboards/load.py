@@ -225,11 +225,11 @@ def _repeated_names(track: otio.schema.Track) -> set[str]:
 def _derived_shot_id(name: str, salt: str, taken: set[str]) -> str:
     """The shot id of a clip without one: from its name (and, for a repeated name, its source), not its position,
     so a re-cut that moves or swaps clips keeps each clip's id (and its prompts, takes and overrides)."""
-    shot_id = derived_id(name, "shot", salt)
+    base = shot_id = derived_id(name, "shot", salt)
     number = 1
     while shot_id in taken:  # the same name at the same source twice: only then does order decide
         number += 1
-        shot_id = f"{derived_id(name, 'shot', salt)}-{number}"
+        shot_id = f"{base}-{number}"
     return shot_id
 
 

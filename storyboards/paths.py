@@ -49,13 +49,17 @@ class OutputLayout:
             return f"{marker} cannot be read ({type(exc).__name__})"
         return None if owner == storyboard else f"{marker.parent} holds the takes of storyboard {owner!r}"
 
-    def claim(self, storyboard: str) -> Path:
-        """The storyboard's folder, created and marked as its own (refused if another storyboard holds it)."""
+    def check_claim(self, storyboard: str) -> Path:
+        """The storyboard's folder, if it is free or its own; ConfigError naming the owner otherwise."""
         why = self.claim_problem(storyboard)
         if why:
             raise ConfigError(f"storyboard {storyboard!r} cannot write its takes: {why}",
                               "give it another --out, or its own name (metadata milimo.storyboard_id)")
-        folder = self.storyboard_dir(storyboard)
+        return self.storyboard_dir(storyboard)
+
+    def claim(self, storyboard: str) -> Path:
+        """The storyboard's folder, created and marked as its own (refused if another storyboard holds it)."""
+        folder = self.check_claim(storyboard)
         marker = folder / MARKER
         if not marker.exists():
             folder.mkdir(parents=True, exist_ok=True)

@@ -104,9 +104,9 @@ def is_transient_error(exc: BaseException) -> bool:
             return True
     except ImportError:
         pass
-    from sqlalchemy.exc import DBAPIError, DisconnectionError
+    from storyboards.store.db import lost_connection
 
-    if isinstance(exc, DisconnectionError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    if lost_connection(exc):
         return True
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True

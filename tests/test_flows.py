@@ -375,8 +375,8 @@ def test_invalid_storyboard_exits_2_listing_every_problem(tmp_path):
 
 
 def test_serve_builds_the_deployments(tmp_path):
-    from flows.serve import build_deployments, with_cli
-    from milimo.config import MilimoConfig
+    from flows.serve import build_deployments
+    from milimo.config import MilimoConfig, with_cli
     from storyboards.errors import ConfigError
 
     config_file = tmp_path / "milimo.toml"

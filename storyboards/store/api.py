@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError, DisconnectionError
-
+from .db import on_a_fresh_connection
 from .leases import LeasesMixin
 from .reads import ReadsMixin
 from .records import ArtifactCheck, SeamView, ShotStatus, TakeOutputs, TakeView, spec_json
@@ -27,27 +25,13 @@ T = TypeVar("T")
 __all__ = ["ArtifactCheck", "SeamView", "ShotStatus", "Store", "TakeOutputs", "TakeView", "spec_json"]
 
 
-RECONNECT_ATTEMPTS = 3  # a dropped connection (a database restart, a failover): tried again on a fresh one
-
-
-def _lost_connection(exc: BaseException) -> bool:
-    return isinstance(exc, DisconnectionError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
-
-
 def reconnecting(operation: Callable[..., T]) -> Callable[..., T]:
-    """Run a store operation (each one is its own transaction) again when the database dropped its connection:
-    the transaction was rolled back, the pool hands out a new connection (pre-pinged). A take is never left
-    `running` by a connection that broke between its start and its end."""
+    """A store operation (each one is its own transaction), run again on a fresh connection when the database
+    dropped its connection (`db.on_a_fresh_connection`). A take is never left `running` by a connection that
+    broke between its start and its end."""
     @functools.wraps(operation)
     def run(self: Any, *args: Any, **kwargs: Any) -> T:
-        for attempt in range(RECONNECT_ATTEMPTS):
-            try:
-                return operation(self, *args, **kwargs)
-            except (DBAPIError, DisconnectionError) as exc:
-                if not _lost_connection(exc) or attempt == RECONNECT_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.2 * 2 ** attempt)
-        raise AssertionError("unreachable")
+        return on_a_fresh_connection(lambda: operation(self, *args, **kwargs))
 
     return run
 

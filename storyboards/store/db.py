@@ -2,18 +2,25 @@
 
 Opening a store answers every configuration problem with one StoreError naming the fix: a server
 that does not answer, a read-only file, a schema newer than this milimo, a schema with no version
-row. None of these is retried; the same database answers the same way until someone fixes it.
+row. None of these is retried; the same database answers the same way until someone fixes it. A connection the
+database dropped (a restart, a failover) is another matter: `on_a_fresh_connection` tries the work again, here
+for the schema check and in `Store` for every operation.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from ..errors import StoreError
+
+T = TypeVar("T")
+RECONNECT_ATTEMPTS = 3
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x6D696C696D6F  # "milimo": the advisory lock that serialises schema upgrades on PostgreSQL
@@ -103,18 +110,29 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+def lost_connection(exc: BaseException) -> bool:
+    """The database dropped the connection (SQLAlchemy invalidated it): the work may succeed on a new one."""
+    return isinstance(exc, DisconnectionError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def on_a_fresh_connection(work: Callable[[], T], attempts: int = RECONNECT_ATTEMPTS) -> T:
+    """`work` (one transaction), again after a short wait when the database dropped its connection: the
+    transaction was rolled back, and the pool hands out a new, pre-pinged connection."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except (DBAPIError, DisconnectionError) as exc:
+            if not lost_connection(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
 def open_engine(url: str, **kwargs) -> Engine:
     """An engine at the current schema, or StoreError saying what is wrong with the store and the fix."""
     try:
         engine = make_engine(url, **kwargs)
-        for attempt in range(3):  # a connection dropped while the schema is checked (a restart): a fresh one
-            try:
-                upgrade(engine)
-                break
-            except DBAPIError as exc:
-                if not exc.connection_invalidated or attempt == 2:
-                    raise
-                time.sleep(0.2 * 2 ** attempt)
+        on_a_fresh_connection(lambda: upgrade(engine))
         return engine
     except StoreError:
         raise
