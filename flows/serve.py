@@ -23,7 +23,7 @@ from milimo.request import RenderRequest
 from milimo.settings import Settings
 from storyboards.fields import slug
 
-CUT_SUFFIXES = (".otio", ".otioz", ".edl", ".xml")
+CUT_SUFFIXES = (".otio", ".otioz", ".edl", ".xml", ".aaf")
 
 
 def template(settings: Settings) -> RenderRequest:
@@ -32,7 +32,8 @@ def template(settings: Settings) -> RenderRequest:
     config = settings.config
     return RenderRequest(storyboard="", model=settings.model, out=str(settings.out_root), db=settings.db_url,
                          asset_roots=[str(r) for r in settings.asset_roots] or None, qa=config.qa,
-                         farm=config.farm.scheduler)
+                         farm=config.farm.scheduler, shots_track=config.cuts.shots_track,
+                         max_shot_frames=config.cuts.max_shot_frames)
 
 
 @flow(name="import-cuts", log_prints=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
 from storyboards.errors import ConfigError, MilimoError
 from storyboards.schema import suggest
@@ -34,6 +34,13 @@ class PathsConfig(_Section):
 
 class RatesConfig(_Section):
     edl: PositiveFloat | None = None  # the frame rate of EDL timecodes when --rate is not given
+
+
+class CutsConfig(_Section):
+    """How an editor's cut becomes shots, when the command line does not say."""
+
+    shots_track: str | None = None  # the video track whose clips are the shots (default: the first)
+    max_shot_frames: PositiveInt | None = None  # a cap on shot length; without one a long shot renders as segments
 
 
 class ScheduleConfig(_Section):
@@ -81,6 +88,7 @@ class DashboardConfig(_Section):
 class MilimoConfig(_Section):
     paths: PathsConfig = PathsConfig()
     rates: RatesConfig = RatesConfig()
+    cuts: CutsConfig = CutsConfig()
     qa: SeamThresholds = SeamThresholds()
     serve: ServeConfig = ServeConfig()
     farm: FarmConfig = FarmConfig()

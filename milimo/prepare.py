@@ -77,7 +77,8 @@ class RenderPlan:
 
 def load_board(request: RenderRequest) -> storyboards.Storyboard:
     """The storyboard the request names: a storyboard file, or an editor's cut with its shot list."""
-    return storyboards.load(request.storyboard, rate=request.rate, prompts=request.prompts, size=request.size)
+    return storyboards.load(request.storyboard, shots_track=request.shots_track, rate=request.rate,
+                            prompts=request.prompts, size=request.size)
 
 
 def resolve_model_dir(model: str | None, board: storyboards.Storyboard | None = None) -> tuple[str, bool]:
@@ -144,7 +145,7 @@ def check(request: RenderRequest, context: Context, *, need_model: bool = True) 
     if request.draft:  # this run only, never stored: every shot on the draft recipe (its own spec, its own takes)
         board = apply_overrides(board, {shot.shot_id: {"quality": "draft"} for shot in board.shots})
     roots = request.asset_roots or [str(r) for r in context.settings.asset_roots]
-    config = ValidationConfig(asset_roots=tuple(Path(r) for r in roots))
+    config = ValidationConfig(asset_roots=tuple(Path(r) for r in roots), max_shot_frames=request.max_shot_frames)
     storyboards.validate(board, config).raise_if_invalid(request.storyboard)
     if need_model:
         check_outputs(board, context.layout(request.out), request.shot_ids())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from storyboards.seams import SeamThresholds
 
@@ -17,10 +17,13 @@ from storyboards.seams import SeamThresholds
 class RenderRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    storyboard: str = Field(description="the storyboard: .otio, .otioz, FCP XML or EDL (with `prompts`)")
+    storyboard: str = Field(description="the storyboard: .otio, .otioz, or a cut (FCP XML, EDL, AAF) with `prompts`")
     prompts: str | None = Field(None, description="the shot list (CSV) that makes an editor's cut a storyboard")
     size: tuple[int, int] | None = Field(None, description="with `prompts`: the shots' width and height")
     rate: PositiveFloat | None = Field(None, description="the frame rate of an EDL's timecodes")
+    shots_track: str | None = Field(None, description="the video track whose clips are the shots (default: first)")
+    max_shot_frames: PositiveInt | None = Field(None, description="refuse shots longer than this (default: any "
+                                                "length, rendered as chained segments)")
     only: list[str] | None = Field(None, description="only these shots (and what they need upstream)")
     from_shot: str | None = Field(None, description="render this shot again and the rest of its chain")
     overrides: dict[str, dict[str, Any]] | None = Field(None, description="per shot, settings to store and use")

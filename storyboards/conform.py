@@ -20,6 +20,9 @@ from typing import Any, Protocol
 
 import opentimelineio as otio
 
+from milimo_engine.atomic import atomic_write
+
+from .deliver import edl_text, fitted
 from .load import Storyboard, write_timeline
 from .paths import OutputLayout
 from .schema import NAMESPACE
@@ -51,6 +54,7 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
     `relative_to`: a folder the references are relative to; None for absolute file URLs. `rows`: the status the
     caller read already."""
     timeline = copy.deepcopy(board.timeline)
+    _record_start_kept(timeline, board)
     status = {r.shot_id: r.status for r in (rows if rows is not None else store.status(board.name))}
     clips = board.clips(timeline)
     audio_refs: dict[int, tuple[dict, str]] = {}
@@ -59,6 +63,7 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
         current = store.current_take(board.name, shot.shot_id)
         references: dict[str, otio.schema.ExternalReference] = {}
         source = clip.source_range or clip.available_range()
+        clip.source_range = source  # a clip without one gets it: every format places clips by their source range
         for take in takes:
             mp4 = take.outputs.mp4
             if not mp4:
@@ -84,7 +89,7 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
         meta = dict(clip.metadata.get(NAMESPACE, {}))
         meta["render"] = record
         clip.metadata[NAMESPACE] = meta
-    track = next(t for t in timeline.video_tracks() if t.name == board.track_name)
+    track = board.shots_track(timeline)
     audio = otio.schema.Track(name="milimo audio", kind=otio.schema.TrackKind.Audio)
     for item in track:
         if isinstance(item, otio.schema.Transition):
@@ -100,6 +105,14 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
     return timeline
 
 
+def _record_start_kept(timeline: otio.schema.Timeline, board: Storyboard) -> None:
+    """An EDL cut's record start (kept by OTIO's reader as the track's negative start) as the timeline's start
+    timecode, which every writer reads: the conformed cut starts where the editor's did."""
+    if timeline.global_start_time is None and board.record_start:
+        timeline.global_start_time = otio.opentime.RationalTime(board.record_start, board.fps)
+        board.shots_track(timeline).source_range = None
+
+
 def conform(board: Storyboard, store: TakeSource, layout: OutputLayout, rows: list[Any] | None = None) -> Path:
     """Write `<source>.rendered.otio` beside the takes (atomically, references relative to it); its path."""
     target = layout.rendered_timeline(board.name, board.source_path.stem)
@@ -107,10 +120,17 @@ def conform(board: Storyboard, store: TakeSource, layout: OutputLayout, rows: li
     return write_timeline(timeline, target)
 
 
-def export(board: Storyboard, store: TakeSource, fmt: str, target: str | Path) -> Path:
-    """The current takes as an editor's file: `fmt` one of EXPORT_FORMATS (written atomically)."""
+def export(board: Storyboard, store: TakeSource, fmt: str, target: str | Path,
+           track: str | None = None) -> tuple[Path, tuple[str, ...]]:
+    """The current takes as an editor's file: `fmt` one of EXPORT_FORMATS (written atomically), fitted to what
+    the format carries (`deliver.fitted`; `track`: the EDL's video track, default the shots track); its path and
+    the notes on what was fitted."""
     adapter, _ = EXPORT_FORMATS[fmt]
     target = Path(target)
     relative = target.parent if fmt == "otio" else None
     timeline = conformed_timeline(board, store, relative_to=relative)
-    return write_timeline(timeline, target, adapter)
+    start = otio.opentime.RationalTime(board.record_start, board.fps) if board.record_start else None
+    delivery = fitted(timeline, fmt, board.track_name, track, start)
+    if fmt == "cmx_3600":
+        return atomic_write(target, edl_text(delivery.timeline, board.fps, board.edl_style)), delivery.notes
+    return write_timeline(delivery.timeline, target, adapter, **delivery.options), delivery.notes

@@ -1,10 +1,11 @@
-"""Reading a storyboard: anything OTIO reads (.otio, .otioz, FCP 7 XML, CMX 3600 EDL)."""
+"""Reading a storyboard: the cuts OTIO's adapters read (.otio, .otioz, FCP 7 XML, CMX 3600 EDL, AAF)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,8 @@ from .errors import StoryboardFileError, UnknownShot
 from .fields import derived_id, unsafe_id
 from .schema import NAMESPACE, plain
 
-CUT_FORMATS = {".otio": "otio_json", ".otioz": "otioz", ".xml": "fcp_xml", ".edl": "cmx_3600"}
-EXPORT_FIX = "export the cut again as .otio, .otioz, FCP 7 XML (.xml) or CMX 3600 EDL (.edl)"
+CUT_FORMATS = {".otio": "otio_json", ".otioz": "otioz", ".xml": "fcp_xml", ".edl": "cmx_3600", ".aaf": "AAF"}
+EXPORT_FIX = "export the cut again as .otio, .otioz, FCP 7 XML (.xml), CMX 3600 EDL (.edl) or AAF (.aaf)"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,26 @@ class Shot:
 
 
 @dataclass(frozen=True)
+class Generator:
+    """A clip the editor's system generates (black, bars, a matte, a title, a counting leader): on the shots track
+    where a shot would be, kept in the cut and the shot list, never rendered."""
+
+    name: str
+    kind: str  # OTIO's generator_kind: black, SMPTEBars, a title's effect name...
+    start_frame: int
+    frames: int
+
+
+def is_generator(item: otio.core.Composable) -> bool:
+    return isinstance(item, otio.schema.Clip) and isinstance(item.media_reference, otio.schema.GeneratorReference)
+
+
+def is_shot(item: otio.core.Composable) -> bool:
+    """A clip of the shots track that renders: any clip but a generator."""
+    return isinstance(item, otio.schema.Clip) and not is_generator(item)
+
+
+@dataclass(frozen=True)
 class NestedStack:
     """A nested sequence (an OTIO Stack) sitting on the shots track where a clip would be."""
 
@@ -67,16 +88,24 @@ class Storyboard:
     fps: float
     timeline_metadata: dict[str, Any]
     shots: tuple[Shot, ...]
-    track_name: str
+    track_name: str  # the shots track as a person names it: its name, or `V2` for an unnamed second video track
     timeline: otio.schema.Timeline = field(repr=False, compare=False)
     prompts_path: Path | None = None  # the shot list the prompts came from, for a cut imported in memory
     nested: tuple[NestedStack, ...] = ()  # nested sequences on the shots track: refused by validation, not dropped
+    generators: tuple[Generator, ...] = ()  # black, bars, titles on the shots track: listed, not rendered
+    record_start: int = 0  # the sequence's first record frame (01:00:00:00 is 90000 at 25 fps), at `fps`
+    edl_style: str = "avid"  # an EDL cut's comment style (avid, nucoda, premiere): its conformed EDL keeps it
 
     def clips(self, timeline: otio.schema.Timeline | None = None) -> list[otio.schema.Clip]:
         """The shots' clips, in order, in this storyboard's timeline or in a copy of it."""
         timeline = timeline if timeline is not None else self.timeline
-        track = next(t for t in timeline.video_tracks() if t.name == self.track_name)
-        return [item for item in track if isinstance(item, otio.schema.Clip)]
+        return [item for item in self.shots_track(timeline) if is_shot(item)]
+
+    def shots_track(self, timeline: otio.schema.Timeline | None = None) -> otio.schema.Track:
+        """The shots track in this storyboard's timeline or in a copy of it."""
+        found = video_track(timeline if timeline is not None else self.timeline, self.track_name)
+        assert found is not None, self.track_name
+        return found
 
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
@@ -85,12 +114,36 @@ class Storyboard:
         raise UnknownShot(self.name, shot_id, [s.shot_id for s in self.shots])
 
 
-def write_timeline(timeline: otio.schema.Timeline, target: str | Path, adapter: str = "otio_json") -> Path:
+def write_timeline(timeline: otio.schema.Timeline, target: str | Path, adapter: str = "otio_json",
+                   **options: Any) -> Path:
     """The one way a timeline is written: through an OTIO adapter, under a temporary name, then renamed."""
     from milimo_engine.atomic import atomic_write
 
-    return atomic_write(Path(target),
-                        lambda tmp: otio.adapters.write_to_file(timeline, str(tmp), adapter_name=adapter))
+    return atomic_write(Path(target), lambda tmp: otio.adapters.write_to_file(timeline, str(tmp),
+                                                                              adapter_name=adapter, **options))
+
+
+def track_label(timeline: otio.schema.Timeline, track: otio.schema.Track) -> str:
+    """How a person names a video track: its name, or `V<n>` as editors number them when the export has none."""
+    if track.name:
+        return track.name
+    return f"V{next(i for i, t in enumerate(timeline.video_tracks(), start=1) if t is track)}"
+
+
+def video_track(timeline: otio.schema.Timeline, wanted: str) -> otio.schema.Track | None:
+    """The video track named `wanted`, or numbered so (`V2`: the second, as FCP XML and EDL tracks are unnamed)."""
+    tracks = list(timeline.video_tracks())
+    named = [t for t in tracks if t.name == wanted]
+    if named:
+        return named[0]
+    number = wanted[1:] if wanted[:1] in "Vv" else ""
+    if number.isascii() and number.isdigit() and 1 <= int(number) <= len(tracks):
+        return tracks[int(number) - 1]
+    return None
+
+
+def video_track_labels(timeline: otio.schema.Timeline) -> list[str]:
+    return [track_label(timeline, t) for t in timeline.video_tracks()]
 
 
 def _shots_track(p: Path, timeline: otio.schema.Timeline, wanted: str | None) -> otio.schema.Track:
@@ -99,11 +152,12 @@ def _shots_track(p: Path, timeline: otio.schema.Timeline, wanted: str | None) ->
         raise StoryboardFileError(p, "the timeline has no video track; a storyboard's shots are clips on a video "
                                   "track", "put the shots on a video track (audio-only cuts cannot render)")
     if wanted:
-        for track in tracks:
-            if track.name == wanted:
-                return track
-        raise StoryboardFileError(p, f"shots track {wanted!r} not found; video tracks are {[t.name for t in tracks]}",
-                                  "set shots_track to one of those names")
+        found = video_track(timeline, wanted)
+        if found is None:
+            raise StoryboardFileError(p, f"shots track {wanted!r} not found; video tracks are "
+                                      f"{video_track_labels(timeline)}",
+                                      "give --shots-track (or the timeline's shots_track) one of those")
+        return found
     return tracks[0]
 
 
@@ -143,8 +197,7 @@ def _read_timeline(p: Path, rate: float | None) -> otio.schema.Timeline:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if adapter == "cmx_3600" and ("rate" in text.lower() or "duration" in text.lower()):
             # Timecodes read at the wrong rate show as a bad rate or as source and record lengths that disagree.
-            raise StoryboardFileError(p, f"the EDL's timecodes do not fit {rate or 24:g} fps ({text})",
-                                      "give the cut's frame rate with --rate FPS, e.g. --rate 25") from None
+            raise StoryboardFileError(p, *_rate_advice(p, rate)) from None
         raise StoryboardFileError(p, f"cannot be read as {adapter} ({text})", EXPORT_FIX) from None
     if isinstance(result, otio.schema.SerializableCollection):
         timelines = list(result.find_children(descended_from_type=otio.schema.Timeline))
@@ -154,6 +207,32 @@ def _read_timeline(p: Path, rate: float | None) -> otio.schema.Timeline:
     if not isinstance(result, otio.schema.Timeline):
         raise StoryboardFileError(p, f"holds a {type(result).__name__}, not a timeline", EXPORT_FIX)
     return result
+
+
+STANDARD_RATES = (24, 25, 30, 48, 50, 60)
+_TIMECODE = re.compile(r"\b\d\d[:;]\d\d[:;]\d\d([:;])(\d\d)\b")
+
+
+def _rate_advice(p: Path, rate: float | None) -> tuple[str, str]:
+    """(what, fix) for an EDL whose timecodes do not fit the rate it was read at: the rate that was used, and the
+    one its timecodes imply (`;` is drop frame, 29.97 or 59.94; the largest frame number bounds the rest)."""
+    given = f"{rate:g} fps (given with --rate)" if rate else "24 fps (the default; EDLs carry no rate)"
+    try:
+        found = _TIMECODE.findall(p.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        found = []
+    largest = max((int(frames) for _, frames in found), default=0)
+    if any(sep == ";" for sep, _ in found):
+        implied, why = ("29.97" if largest < 30 else "59.94"), "its ';' timecodes are drop frame"
+    else:
+        fits = next((r for r in STANDARD_RATES if r > largest and (rate is None or r != round(rate))), None)
+        implied = f"{fits:g}" if fits else None
+        why = f"its timecodes count frames up to {largest:02d}"
+    what = f"the EDL's timecodes do not fit {given}: {why}"
+    if implied is None:
+        return what, "give the cut's frame rate with --rate FPS"
+    ntsc = {"24": "23.976", "30": "29.97", "60": "59.94"}.get(implied)
+    return what, f"give --rate {implied}" + (f" (or {ntsc} for NTSC)" if ntsc else "")
 
 
 def _newer_schemas(p: Path) -> str:
@@ -218,7 +297,7 @@ def load(path: str | Path, shots_track: str | None = None, rate: float | None = 
 
 def _repeated_names(track: otio.schema.Track) -> set[str]:
     """Clip names used more than once on the track: their derived ids also hash their source (reel, source-in)."""
-    counts = Counter(item.name for item in track if isinstance(item, otio.schema.Clip) and item.name)
+    counts = Counter(item.name for item in track if is_shot(item) and item.name)
     return {name for name, count in counts.items() if count > 1}
 
 
@@ -241,10 +320,10 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
         raise StoryboardFileError(p, "timeline metadata 'milimo' is not a table", "write it as an object of settings")
     track = _shots_track(p, timeline, shots_track or meta.get("shots_track"))
     track_rate = sequence_rate(p, timeline, track, rate)
-    start = round(timeline.global_start_time.rescaled_to(track_rate).value) \
-        if timeline.global_start_time is not None else 0
+    start = _record_start(timeline, track, track_rate)
     shots: list[Shot] = []
     nested: list[NestedStack] = []
+    generators: list[Generator] = []
     repeated = _repeated_names(track)
     taken: set[str] = set()
     previous_was_clip = False
@@ -253,7 +332,11 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
         duration = item.duration()
         bad_rate = not duration.rate > 0  # refused by validation ("rate"), counted as 0 frames here
         length = 0 if bad_rate else round(duration.rescaled_to(track_rate).value)
-        if isinstance(item, otio.schema.Clip):
+        if is_generator(item):
+            generators.append(Generator(item.name or "generator", str(item.media_reference.generator_kind or "?"),
+                                        position, length))
+            previous_was_clip = False
+        elif isinstance(item, otio.schema.Clip):
             clip_meta = plain(item.metadata.get(NAMESPACE, {})) or {}
             if not isinstance(clip_meta, dict):
                 clip_meta = {"_not_a_table": clip_meta}
@@ -282,5 +365,33 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
         position += length
     explicit_id = meta.get("storyboard_id")
     name = explicit_id if isinstance(explicit_id, str) and not unsafe_id(explicit_id) else (timeline.name or p.stem)
-    return Storyboard(name, p, sha, float(track_rate), meta, tuple(shots), track.name, timeline,
-                      nested=tuple(nested))
+    return Storyboard(name, p, sha, float(track_rate), meta, tuple(shots), track_label(timeline, track), timeline,
+                      nested=tuple(nested), generators=tuple(generators), record_start=start, edl_style=_edl_style(p))
+
+
+def _record_start(timeline: otio.schema.Timeline, track: otio.schema.Track, rate: float) -> int:
+    """Where the sequence starts on the record side: its start timecode, or for an EDL (whose reader moves the
+    first event to 0 and keeps the offset as the track's negative start) that offset."""
+    if timeline.global_start_time is not None:
+        return round(timeline.global_start_time.rescaled_to(rate).value)
+    if track.source_range is not None and track.source_range.start_time.value < 0:
+        return round(-track.source_range.start_time.rescaled_to(rate).value)
+    return 0
+
+
+def _edl_style(p: Path) -> str:
+    """An EDL's comment style, as OTIO's writer names them: `* FROM FILE:` is Nucoda's, `* FROM CLIP:` Avid's,
+    every reel `AX` Premiere's."""
+    if p.suffix.lower() != ".edl":
+        return "avid"
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "avid"
+    if "* FROM FILE:" in text:
+        return "nucoda"
+    if "* FROM CLIP:" in text:
+        return "avid"
+    reels = {line.split()[1] for line in text.splitlines()
+             if len(line.split()) > 2 and line.split()[0].isascii() and line.split()[0].isdigit()}
+    return "premiere" if reels == {"AX"} else "avid"

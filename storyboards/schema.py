@@ -5,8 +5,6 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from milimo_engine.limits import DEFAULT_MAX_FRAMES
-
 NAMESPACE = "milimo"
 SCHEMA_VERSION = 1
 
@@ -27,7 +25,6 @@ DEFAULTS: dict[str, Any] = {
     "loras": [], "seed": 0, "seed_policy": "from_shot_id", "handoff_overlap": 1, "temporal_upsample": False,
     "model": None,
 }
-DEFAULT_MAX_SHOT_FRAMES = DEFAULT_MAX_FRAMES
 
 
 def suggest(key: str, known: set[str]) -> str | None:

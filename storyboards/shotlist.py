@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 CUT_COLUMNS = ("shot_id", "clip", "reel", "record_in", "record_out", "source_in", "frames")
 FILL_COLUMNS = ("prompt", "negative_prompt", "seed", "loras", "images", "handoff", "notes")
-COLUMNS = CUT_COLUMNS + FILL_COLUMNS
+KIND_COLUMN = "kind"  # `shot`, or what else the row is (a generator: black, bars, a title) and that it is not rendered
+COLUMNS = CUT_COLUMNS + FILL_COLUMNS + (KIND_COLUMN,)
+SHOT = "shot"
 
 
 @dataclass(frozen=True)
@@ -54,24 +56,32 @@ def _format_entries(entries: list[dict], key: str, sep: str) -> str:
 
 
 def cut_rows(board: Storyboard) -> list[dict[str, str]]:
-    """One row per shot of `board`: the cut's facts, and what milimo already knows (a storyboard's metadata,
-    or a prompt the editor left in an EDL comment, a marker or a clip comment)."""
-    rows = []
+    """One row per clip of the shots track, in record order: each shot with the cut's facts and what milimo
+    already knows (a storyboard's metadata, or a prompt the editor left in an EDL comment, a marker or a clip
+    comment); each generator (black, bars, a title) with its kind, as not rendered."""
+    placed: list[tuple[int, dict[str, str]]] = []
     for shot, clip in zip(board.shots, board.clips(), strict=False):
         m = shot.metadata
         images = " | ".join(f"{e.get('path', '')}@{e.get('frame', 0)}"
                             + (f":{e['strength']:g}" if isinstance(e.get("strength"), (int, float)) else "")
                             for e in m.get("images") or [])
-        rows.append({
+        placed.append((shot.record_in, {
             "shot_id": shot.shot_id, "clip": shot.name, "reel": shot.reel or "",
             "record_in": shot.record_timecode, "record_out": timecode(shot.record_in + shot.frames, shot.fps),
             "source_in": shot.source_timecode, "frames": str(shot.frames),
             "prompt": m.get("prompt") or clip_prompt(clip) or "", "negative_prompt": m.get("negative_prompt") or "",
             "seed": "" if m.get("seed") is None else str(m["seed"]),
             "loras": _format_entries(m.get("loras") or [], "weight", ":"), "images": images,
-            "handoff": m.get("handoff") or "", "notes": m.get("notes") or "",
-        })
-    return rows
+            "handoff": m.get("handoff") or "", "notes": m.get("notes") or "", KIND_COLUMN: SHOT,
+        }))
+    for generator in board.generators:  # in the list where the cut has them, so the sheet reads like the cut
+        record_in = board.record_start + generator.start_frame
+        row = dict.fromkeys(COLUMNS, "")
+        row.update({"clip": generator.name, "record_in": timecode(record_in, board.fps),
+                    "record_out": timecode(record_in + generator.frames, board.fps), "frames": str(generator.frames),
+                    KIND_COLUMN: f"generator ({generator.kind}): not rendered"})
+        placed.append((record_in, row))
+    return [row for _, row in sorted(placed, key=lambda p: p[0])]
 
 
 def write_shotlist(rows: list[dict[str, str]], target: str | Path) -> Path:
@@ -152,6 +162,8 @@ def read_shotlist(path: str | Path) -> ShotList:
     for number, cells in enumerate(reader, start=2):
         record = {header[i]: _from_text(cell.strip()) for i, cell in enumerate(cells)
                   if i < len(header) and header[i]}
+        if record.get(KIND_COLUMN, SHOT).lower() not in ("", SHOT):
+            continue  # a generator's row: in the sheet for the editor's eye, nothing to render
         if any(record.values()):
             rows.append(_row(number, record, problems))
     return ShotList(p, tuple(rows), tuple(problems))
@@ -275,6 +287,8 @@ def apply_shotlist(board: Storyboard, sheet: ShotList, size: tuple[int, int] | N
     tmeta = plain(timeline.metadata.get(NAMESPACE, {})) or {}
     tmeta = tmeta if isinstance(tmeta, dict) else {}
     tmeta.setdefault("storyboard_id", derived_id(board.name, "storyboard"))
+    if board.shots_track(timeline) is not next(iter(timeline.video_tracks())):
+        tmeta["shots_track"] = board.track_name  # the storyboard keeps the track the cut was imported by
     if size:
         tmeta["defaults"] = {**(tmeta.get("defaults") or {}), "width": size[0], "height": size[1]}
     tmeta["imported_from"] = {"cut": str(board.source_path), "shot_list": str(source)}

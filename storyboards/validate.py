@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from milimo_engine.limits import TEMPORAL_RATIO
+from milimo_engine.errors import InvalidFrameCountError
+from milimo_engine.limits import DEFAULT_SEGMENT_FRAMES, TEMPORAL_RATIO
+from milimo_engine.segment_plan import plan_segments
 
 from .assets import image_problem, safetensors_problem
 from .errors import Problem, StoryboardInvalid
@@ -22,7 +24,6 @@ from .load import Shot, Storyboard
 from .schema import (
     CLIP_KEYS,
     DEFAULT_KEYS,
-    DEFAULT_MAX_SHOT_FRAMES,
     DEFAULTS,
     IMAGE_KEYS,
     LORA_KEYS,
@@ -73,7 +74,7 @@ class AssetRoots:
 @dataclass(frozen=True)
 class ValidationConfig:
     asset_roots: tuple[Path, ...] = ()
-    max_shot_frames: int = DEFAULT_MAX_SHOT_FRAMES
+    max_shot_frames: int | None = None  # a cap for those who want one; any length renders as chained segments
     require_prompts: bool = True
 
     def roots_for(self, storyboard: Storyboard) -> AssetRoots:
@@ -203,7 +204,7 @@ def _timeline(storyboard: Storyboard, config: ValidationConfig, roots: AssetRoot
     return out
 
 
-def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: ValidationConfig, max_frames: int,
+def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: ValidationConfig, max_frames: int | None,
           seen: dict[str, Shot]) -> list[Problem]:
     out: list[Problem] = []
     c, i, m = shot.name, shot.index, shot.metadata
@@ -239,9 +240,13 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
     if shot.frames <= 0:
         out.append(Problem(c, i, "duration", "the clip is zero frames long",
                            "give the clip a duration of 1 frame or more"))
-    elif shot.frames > max_frames:
+    elif max_frames is not None and shot.frames > max_frames:
         out.append(Problem(c, i, "duration", f"{shot.frames} frames is beyond the maximum shot length {max_frames}",
-                           f"cut it into shots of at most {max_frames} frames, or raise max_shot_frames"))
+                           f"cut it into shots of at most {max_frames} frames, or raise the cap (--max-shot-frames, "
+                           "[cuts] max_shot_frames in milimo.toml, the timeline's max_shot_frames)"))
+    elif m.get("reference_video") and segments_of(storyboard, shot) > 1:
+        out.append(Problem(c, i, "duration", f"{shot.frames} frames: an IC-LoRA shot renders in one segment of at "
+                           f"most {DEFAULT_SEGMENT_FRAMES} frames", "cut it into shorter shots"))
     handoff = m.get("handoff", "none")
     if handoff == "previous" and i == 0:
         out.append(Problem(c, i, "handoff", "'previous' on the first shot of the track: nothing precedes it",
@@ -267,6 +272,17 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
         out.append(Problem(c, i, "ic_lora" if m.get("reference_video") else "reference_video",
                            "IC-LoRA shots need both reference_video and ic_lora", "set both, or neither"))
     return out
+
+
+def segments_of(storyboard: Storyboard, shot: Shot, segment_frames: int = DEFAULT_SEGMENT_FRAMES) -> int:
+    """How many chained segments the engine renders `shot` in (1 for a shot within one segment)."""
+    m = effective(storyboard, shot, "handoff_overlap")
+    m = m if isinstance(m, int) and not isinstance(m, bool) and m >= 0 else 1
+    first = 1 + TEMPORAL_RATIO * m if shot.metadata.get("handoff") == "previous" and m else 0
+    try:
+        return len(plan_segments(max(shot.frames, 1), segment_frames, first, 1 + TEMPORAL_RATIO * max(m, 1)))
+    except InvalidFrameCountError:
+        return 0  # an overlap too large to chain: refused by the handoff_overlap check
 
 
 def validate(storyboard: Storyboard, config: ValidationConfig = ValidationConfig()) -> Report:

@@ -106,6 +106,14 @@ def _duration(index, frames, rate=24):
     return mutate
 
 
+def _capped(index, frames, cap):
+    """A shot of `frames` in a storyboard that caps shot length (any length renders, as segments, without one)."""
+    def mutate(tl, track):
+        tl.metadata["milimo"] = {**dict(tl.metadata["milimo"]), "max_shot_frames": cap}
+        _duration(index, frames)(tl, track)
+    return mutate
+
+
 def _gap_before(index):
     def mutate(tl, track):
         track.insert(index, otio.schema.Gap(source_range=TR(duration=RT(5, 24))))
@@ -133,7 +141,7 @@ BROKEN = [
      "images[0].path: 'assets/loras/tiny-style-lora.safetensors' is not a readable image"),
     ("clip rate zero", _duration(1, 10, rate=0), "shot 2 'Lighthouse push in': rate: the clip's rate 0.0 is not positive"),
     ("zero frames", _duration(0, 0), "shot 1 'Lighthouse wide': duration: the clip is zero frames long"),
-    ("too long", _duration(3, 400), "duration: 400 frames is beyond the maximum shot length 257"),
+    ("too long", _capped(3, 400, 257), "duration: 400 frames is beyond the maximum shot length 257"),
     ("typo key", _set(0, "promt", "x"), "promt: unknown key. Fix: did you mean 'prompt'?"),
     ("typo default", _set_default("negativ_prompt", "x"), "timeline: defaults.negativ_prompt: unknown key. Fix: did you mean 'negative_prompt'?"),
     ("missing lora", _set(3, "loras", [{"path": "assets/loras/nope.safetensors", "weight": 1}]),

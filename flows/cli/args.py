@@ -20,11 +20,16 @@ def add_config(p: argparse.ArgumentParser) -> None:
 def add_cut_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=positive_float, metavar="FPS",
                    help="frame rate of an EDL's timecodes (EDLs carry none; default: [rates] edl, else 24)")
+    p.add_argument("--shots-track", metavar="NAME",
+                   help="the video track whose clips are the shots (default: [cuts] shots_track, else the first)")
+    p.add_argument("--max-shot-frames", type=positive_int, metavar="N",
+                   help="refuse shots longer than N frames (default: [cuts] max_shot_frames, else any length: a "
+                   "long shot renders as chained segments)")
     add_config(p)
 
 
 def add_storyboard(p: argparse.ArgumentParser) -> None:
-    p.add_argument("storyboard", help=".otio, .otioz, FCP XML or EDL")
+    p.add_argument("storyboard", help=".otio, .otioz, FCP XML, EDL or AAF")
     add_cut_options(p)
     p.add_argument("--prompts", metavar="CSV", help="the shot list that makes an editor's cut a storyboard")
     p.add_argument("--size", type=size, metavar="WxH", help="with --prompts: the shots' size, e.g. 768x512")
@@ -77,6 +82,12 @@ def size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def positive_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -106,6 +117,9 @@ def apply_config(args: argparse.Namespace) -> Context:
     cut = getattr(args, "storyboard", None) or getattr(args, "cut", None)
     if hasattr(args, "rate") and not args.rate and config.rates.edl and str(cut or "").lower().endswith(".edl"):
         args.rate = config.rates.edl
+    for option in ("shots_track", "max_shot_frames"):
+        if hasattr(args, option) and getattr(args, option) is None:
+            setattr(args, option, getattr(config.cuts, option))
     return Context(settings)
 
 
@@ -114,7 +128,8 @@ def render_request(args: argparse.Namespace, context: Context, **fields: Any) ->
     settings = context.settings
     return RenderRequest(
         storyboard=args.storyboard, prompts=args.prompts, size=args.size, rate=args.rate,
-        draft=getattr(args, "draft", False), model=settings.model, out=str(settings.out_root), db=settings.db_url,
+        shots_track=args.shots_track, max_shot_frames=args.max_shot_frames, draft=getattr(args, "draft", False),
+        model=settings.model, out=str(settings.out_root), db=settings.db_url,
         devices=getattr(args, "device", None) or None, time_limit_s=getattr(args, "time_limit", None),
         asset_roots=[str(r) for r in settings.asset_roots] or None, qa=args.qa,
         farm=getattr(args, "farm", None), **fields)

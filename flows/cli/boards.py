@@ -12,6 +12,7 @@ from milimo.prepare import check, load_board
 from milimo.request import RenderRequest
 from milimo.targets import writable_target
 from storyboards.errors import ConfigError
+from storyboards.validate import segments_of
 
 from .args import add_cut_options, add_storyboard
 from .reads import open_store
@@ -20,6 +21,7 @@ from .reads import open_store
 def _checked(args: argparse.Namespace, context: Context) -> storyboards.Storyboard:
     """The storyboard loaded, its stored overrides applied and validated: what a render of it would see."""
     request = RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size, rate=args.rate,
+                            shots_track=args.shots_track, max_shot_frames=args.max_shot_frames,
                             db=context.settings.db_url,
                             asset_roots=[str(r) for r in context.settings.asset_roots] or None)
     return check(request, context, need_model=False).board
@@ -31,6 +33,10 @@ def validate(args: argparse.Namespace, context: Context) -> int:
     print(f"{args.storyboard}: ok, {len(board.shots)} shot(s) in {len(graph.chains)} chain(s) at {board.fps:g} fps")
     for chain in graph.chains:
         print(f"  chain {chain.index}: {' -> '.join(chain.shot_ids)}")
+    long = [(s, segments_of(board, s)) for s in board.shots]
+    for shot, count in long:
+        if count > 1:
+            print(f"  long shot {shot.shot_id}: {shot.frames} frames, rendered as {count} chained segments")
     overridden = [s.shot_id for s in board.shots if s.overridden]
     if overridden:
         print(f"  overrides from the store on: {', '.join(overridden)} (`milimo overrides` lists them)")
@@ -38,17 +44,20 @@ def validate(args: argparse.Namespace, context: Context) -> int:
 
 
 def prompts(args: argparse.Namespace, context: Context) -> int:
-    from storyboards.shotlist import cut_rows, write_shotlist
+    from storyboards.shotlist import KIND_COLUMN, SHOT, cut_rows, write_shotlist
 
-    board = storyboards.load(args.cut, rate=args.rate)
+    board = storyboards.load(args.cut, shots_track=args.shots_track, rate=args.rate)
     target = writable_target(args.output or Path(args.cut).with_suffix(".csv"), [args.cut], force=args.force,
                              what="shot list")
     rows = cut_rows(board)
     write_shotlist(rows, target)
     filled = sum(1 for r in rows if r["prompt"])
-    print(f"{target}: {len(rows)} shot(s) of {board.name!r} at {board.fps:g} fps, {filled} with a prompt from the "
-          f"cut; fill the prompt column, then `milimo import {args.cut} --prompts {target}"
-          + (f" --rate {args.rate:g}" if args.rate else "") + " -o STORYBOARD.otio`")
+    skipped = len(rows) - sum(1 for r in rows if r[KIND_COLUMN] == SHOT)
+    options = (f" --rate {args.rate:g}" if args.rate else "") + (
+        f" --shots-track {args.shots_track}" if args.shots_track else "")
+    print(f"{target}: {len(board.shots)} shot(s) of {board.name!r} at {board.fps:g} fps, {filled} with a prompt from "
+          f"the cut" + (f", {skipped} generator(s) listed as not rendered" if skipped else "")
+          + f"; fill the prompt column, then `milimo import {args.cut} --prompts {target}{options} -o STORYBOARD.otio`")
     return 0
 
 
@@ -73,7 +82,7 @@ def conform(args: argparse.Namespace, context: Context) -> int:
     if args.output:  # the default target is milimo's own file under the output root: conformed again, replaced
         writable_target(args.output, [args.storyboard, args.prompts], force=args.force, what="conform")
     board = load_board(RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size,
-                                     rate=args.rate))
+                                     rate=args.rate, shots_track=args.shots_track))
     store = open_store(args, context)
     rows = store.status(board.name)
     if not rows:
@@ -82,16 +91,18 @@ def conform(args: argparse.Namespace, context: Context) -> int:
                           f"render it first (`milimo render {args.storyboard}`), or give the --db it rendered into")
     suffix = EXPORT_FORMATS[args.format][1]
     target = Path(args.output) if args.output else context.layout().conformed(board.name, suffix)
-    path = export(board, store, args.format, target)
+    path, notes = export(board, store, args.format, target, track=args.track)
     missing = [r.shot_id for r in rows if not r.outputs.mp4]
     print(f"{path}: {len(board.shots) - len(missing)} of {len(board.shots)} shot(s) relinked to their current take"
           + (f"; no take yet: {', '.join(missing)}" if missing else ""))
+    for note in notes:
+        print(f"  note: {note}")
     return 0
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prompts", help="write the shot list (CSV) to fill beside an editor's cut")
-    p.add_argument("cut", help="the cut: EDL, FCP 7 XML, .otio or .otioz")
+    p.add_argument("cut", help="the cut: EDL, FCP 7 XML, AAF, .otio or .otioz")
     add_cut_options(p)
     p.add_argument("-o", "--output", metavar="CSV", help="where to write it (default: beside the cut, .csv)")
     p.add_argument("--force", action="store_true", help="replace an existing CSV")
@@ -112,5 +123,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=["otio", "otioz", "fcp_xml", "cmx_3600"])
     p.add_argument("-o", "--output", metavar="FILE", help="default: <out>/<storyboard>/<storyboard>.conformed.<ext>")
     p.add_argument("--out", help="output root (default: [paths] out, else ./renders)")
+    p.add_argument("--track", metavar="NAME", help="cmx_3600: the video track the EDL carries (default: the shots "
+                   "track; an EDL holds one)")
     p.add_argument("--force", action="store_true", help="replace an existing -o file (never the storyboard)")
     p.set_defaults(func=conform)

@@ -1,0 +1,145 @@
+"""What each editor's format can carry: a conformed timeline fitted to it, so an export never crashes.
+
+OpenTimelineIO's adapters write what their formats hold and raise on the rest. A real cut holds the rest
+often: CMX 3600 carries one video track and cannot dissolve into black without a black event; FCP 7 XML needs
+every clip's source range and every file's length; an `.otioz` bundles only media on this disk. Each case is
+either fitted here, with a note saying what the file carries instead, or refused with the clip and the fix
+(exit 2). The cut itself (record positions, durations, source-ins) is never changed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import opentimelineio as otio
+
+from .errors import ConfigError
+from .load import track_label, video_track, video_track_labels
+
+EDL_STYLES = ("avid", "nucoda", "premiere")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The timeline as the format will carry it, the adapter's options, and what was fitted (printed)."""
+
+    timeline: otio.schema.Timeline
+    options: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def _where(clip: otio.core.Item) -> str:
+    parent = clip.parent()
+    return f"clip {clip.name or '(unnamed)'!r} on track {parent.name if parent is not None else '?'!r}"
+
+
+def _give_ranges(timeline: otio.schema.Timeline) -> None:
+    """Every clip a source range and every file a length: FCP XML and EDL writers read both. A clip without a
+    source range uses its media's whole range; a file without a length covers what its clip uses; a nested
+    sequence spans what it holds."""
+    for nested in timeline.find_children(descended_from_type=otio.schema.Stack):
+        if nested.source_range is None:
+            nested.source_range = nested.trimmed_range()
+    for clip in timeline.find_clips():
+        if clip.source_range is None:
+            try:
+                clip.source_range = clip.available_range()
+            except (otio.exceptions.CannotComputeAvailableRangeError, ValueError):
+                raise ConfigError(f"{_where(clip)} has no source range and its media no length, so no format "
+                                  "can place it", "give the clip a duration in the editor and export the cut "
+                                  "again") from None
+        for ref in clip.media_references().values():
+            if ref.available_range is None and not isinstance(ref, otio.schema.MissingReference):
+                ref.available_range = copy.deepcopy(clip.source_range)
+
+
+def _one_video_track(timeline: otio.schema.Timeline, wanted: str, notes: list[str]) -> None:
+    """CMX 3600 is one video track: keep `wanted`, say which others the EDL leaves out."""
+    chosen = video_track(timeline, wanted)
+    if chosen is None:
+        raise ConfigError(f"--track {wanted!r} is not a video track of the cut; its video tracks are "
+                          f"{video_track_labels(timeline)}", "give one of those")
+    others = [track_label(timeline, t) for t in timeline.video_tracks() if t is not chosen]
+    for track in list(timeline.tracks):
+        if track is not chosen:
+            timeline.tracks.remove(track)
+    if others:
+        notes.append(f"an EDL carries one video track: wrote {wanted!r}, left out {others} (--track NAME writes "
+                     "another; FCP XML and OTIO carry every track)")
+
+
+def _black(duration: otio.opentime.RationalTime, lead: otio.opentime.RationalTime) -> otio.schema.Clip:
+    """A black event (reel BL): how an EDL dissolves into nothing. Its source starts at the dissolve's length
+    (`lead`), as the writer starts a dissolve's incoming event that much earlier."""
+    clip = otio.schema.Clip(name="BLACK", media_reference=otio.schema.GeneratorReference(generator_kind="black"),
+                            source_range=otio.opentime.TimeRange(lead.rescaled_to(duration.rate), duration))
+    clip.metadata["cmx_3600"] = {"reel": "BL"}
+    return clip
+
+
+def _dissolves_into_black(track: otio.schema.Track, notes: list[str]) -> None:
+    """A dissolve into a gap (or off the end of the track) dissolves into a black event of the gap's length."""
+    items = list(track)
+    for index, item in enumerate(items):
+        if not isinstance(item, otio.schema.Transition):
+            continue
+        after = items[index + 1] if index + 1 < len(items) else None
+        if after is None:
+            track.append(_black(item.out_offset, item.in_offset))
+        elif isinstance(after, otio.schema.Gap):
+            track[track.index(after)] = _black(after.duration(), item.in_offset)
+        else:
+            continue
+        before = items[index - 1].name if index else "the start"
+        notes.append(f"the dissolve after {before!r} goes into black (an EDL event on reel BL)")
+
+
+def _starting_at(track: otio.schema.Track, record_start: otio.opentime.RationalTime | None) -> None:
+    """The EDL writer counts record time from 00:00:00:00: a leading gap puts the first event at the cut's own
+    record start (01:00:00:00 and the like)."""
+    if record_start is not None and record_start.value > 0:
+        track.insert(0, otio.schema.Gap(duration=record_start))
+
+
+def fitted(timeline: otio.schema.Timeline, fmt: str, shots_track: str, track: str | None = None,
+           record_start: otio.opentime.RationalTime | None = None) -> Delivery:
+    """`timeline` (a conformed copy, changed in place) as `fmt` carries it."""
+    notes: list[str] = []
+    _give_ranges(timeline)
+    if fmt == "cmx_3600":
+        _one_video_track(timeline, track or shots_track, notes)
+        edl_track = timeline.video_tracks()[0]
+        _dissolves_into_black(edl_track, notes)
+        _starting_at(edl_track, record_start)
+        return Delivery(timeline, {}, tuple(notes))
+    if track is not None:
+        raise ConfigError(f"--track is for --format cmx_3600 ({fmt} carries every track)", "leave --track out")
+    if fmt == "otioz":
+        offline = [c.name for c in timeline.find_clips() if _offline(c)]
+        if offline:
+            notes.append(f"{len(offline)} clip(s) whose media is not on this disk are bundled as offline "
+                         f"references: {', '.join(offline[:5])}{' …' if len(offline) > 5 else ''}")
+        return Delivery(timeline, {"media_policy": otio.adapters.file_bundle_utils.MediaReferencePolicy
+                                   .MissingIfNotFile}, tuple(notes))
+    return Delivery(timeline, {}, tuple(notes))
+
+
+def edl_text(timeline: otio.schema.Timeline, fps: float, style: str) -> str:
+    """The EDL as OTIO's CMX 3600 writer gives it in the cut's own style, with the `FCM:` line it leaves out
+    (drop frame exactly when its timecodes are, as OTIO writes 29.97 and 59.94)."""
+    text = otio.adapters.write_to_string(timeline, "cmx_3600", style=style if style in EDL_STYLES else "avid")
+    drop = ";" in otio.opentime.to_timecode(otio.opentime.RationalTime(0, fps), fps)
+    fcm = f"FCM: {'DROP FRAME' if drop else 'NON-DROP FRAME'}\n"
+    title, _, rest = text.partition("\n\n")
+    return f"{title}\n{fcm}\n{rest.lstrip()}" if title.startswith("TITLE:") else f"{fcm}\n{text.lstrip()}"
+
+
+def _offline(clip: otio.schema.Clip) -> bool:
+    ref = clip.media_reference
+    url = getattr(ref, "target_url", None)
+    if not url:
+        return not isinstance(ref, otio.schema.GeneratorReference)
+    return not Path(otio.url_utils.filepath_from_url(url) if url.startswith("file:") else url).is_file()

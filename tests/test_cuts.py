@@ -1,0 +1,320 @@
+"""Real cuts in, relinkable media out (issue 22): cuts as editors export them go through `milimo`, and every
+conformed file is read back with OpenTimelineIO. Each test is one defect of the issue and failed before its fix.
+
+The conform tests record takes in a real store beside the cut (conform reads the store, not the pixels); the
+rendered round trip with real media is `test_editor.py`'s."""
+
+from pathlib import Path
+
+import opentimelineio as otio
+from conftest import milimo
+from opentimelineio.opentime import RationalTime, TimeRange
+from test_trust_two import refused
+
+import storyboards as sb
+from storyboards.store import Store
+
+FORMATS = {"otio": ".otio", "otioz": ".otioz", "fcp_xml": ".xml", "cmx_3600": ".edl"}
+
+
+def _clip(name: str, start: int, frames: int, url: str | None = None, rate: float = 24,
+          prompt: bool = True) -> otio.schema.Clip:
+    ref = otio.schema.ExternalReference(target_url=url) if url else otio.schema.MissingReference()
+    clip = otio.schema.Clip(name=name, media_reference=ref,
+                            source_range=TimeRange(RationalTime(start, rate), RationalTime(frames, rate)))
+    if prompt:
+        clip.metadata["milimo"] = {"prompt": f"the {name} shot"}
+    return clip
+
+
+def _record_takes(cut: Path, db: str, **load) -> sb.Storyboard:
+    """One finished take per shot, as a render leaves them (an mp4 per take on disk)."""
+    board = sb.load(cut, **load)
+    store = Store.open(db)
+    store.import_revision(board, sb.resolve_specs(board, "m"))
+    for shot in board.shots:
+        take = store.start_take(board.name, shot.shot_id)
+        mp4 = cut.parent / "takes" / f"{shot.shot_id}.mp4"
+        mp4.parent.mkdir(exist_ok=True)
+        mp4.write_bytes(b"\0")
+        store.finish_take(take, outputs={"mp4": str(mp4), "frames": shot.frames, "fps": shot.fps})
+    store.engine.dispose()
+    return board
+
+
+def _read(path: Path, rate: float = 24) -> otio.schema.Timeline:
+    return otio.adapters.read_from_file(str(path), **({"rate": rate} if path.suffix == ".edl" else {}))
+
+
+def _placed(timeline: otio.schema.Timeline, track: int = 0) -> list[tuple[str, int, int]]:
+    """(name, record-in, frames) of each clip of a video track, as an editor's timeline shows them."""
+    video = timeline.video_tracks()[track]
+    out = []
+    for clip in video.find_clips(shallow_search=True):
+        where = video.range_of_child(clip)
+        out.append((clip.name, round(where.start_time.value), round(where.duration.value)))
+    return out
+
+
+def _xml_starts(path: Path) -> list[tuple[str, int]]:
+    """(name, record start) of the first video track's clip items, as FCP XML states them. OpenTimelineIO's
+    reader moves a clip after a dissolve into a gap by half the dissolve, so positions are read off the XML."""
+    import xml.etree.ElementTree as ET
+
+    track = next(ET.parse(path).getroot().iter("sequence")).find("./media/video/track")
+    return [(item.findtext("name"), int(item.findtext("start"))) for item in track.findall("clipitem")]
+
+
+def test_conform_fits_every_format_instead_of_crashing(tmp_path):
+    """Before: exit 1 with a raw AttributeError (a clip without a source range; a plate on V2 whose media is
+    offline; a nested sequence on V2, all in FCP XML), NotSupportedError (an EDL of a two-track cut), ValueError
+    (an EDL of a dissolve into a gap), NotAFileOnDisk (an otioz with offline media)."""
+    timeline = otio.schema.Timeline("Fitting")
+    v1, v2 = otio.schema.Track("V1"), otio.schema.Track("V2")
+    timeline.tracks.extend([v1, v2])
+    v1.append(_clip("Opening", 0, 48))
+    v1.append(otio.schema.Transition(in_offset=RationalTime(6, 24), out_offset=RationalTime(6, 24)))
+    v1.append(otio.schema.Gap(duration=RationalTime(24, 24)))
+    unranged = otio.schema.Clip(name="Unranged", media_reference=otio.schema.ExternalReference(
+        target_url="file:///media/unranged.mov", available_range=TimeRange(RationalTime(100, 24),
+                                                                           RationalTime(30, 24))))
+    unranged.metadata["milimo"] = {"prompt": "a clip exported without a source range"}
+    v1.append(unranged)
+    v2.append(_clip("Plate", 0, 24, "file:///offline/plate.mov", prompt=False))
+    nested = otio.schema.Stack(name="Titles")
+    inner = otio.schema.Track("inner")
+    inner.extend([_clip("Title A", 0, 24, prompt=False), _clip("Title B", 0, 24, prompt=False)])
+    nested.append(inner)
+    v2.append(nested)
+    cut = tmp_path / "fitting.otio"
+    otio.adapters.write_to_file(timeline, str(cut))
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    _record_takes(cut, db)
+    for fmt, suffix in FORMATS.items():
+        target = tmp_path / "editor" / f"fitting{suffix}"
+        proc = milimo("conform", cut, "--format", fmt, "-o", target, "--db", db)
+        assert proc.returncode == 0, (fmt, proc.stderr[-2000:])
+        assert "2 of 2 shot(s) relinked" in proc.stdout
+        back = _read(target)
+        starts = _xml_starts(target) if fmt == "fcp_xml" else [p[:2] for p in _placed(back) if p[0] != "BLACK"]
+        assert starts == [("Opening", 0), ("Unranged", 72)], (fmt, starts)  # each clip where the editor put it
+        assert _placed(back)[-1][::2] == ("Unranged", 30)
+        if fmt == "cmx_3600":
+            assert "one video track" in proc.stdout and "'V2'" in proc.stdout  # said, not silently left out
+            assert "into black" in proc.stdout
+            assert [c.name for c in back.find_clips()] == ["Opening", "BLACK", "Unranged"]
+        else:
+            assert [t.name for t in back.video_tracks()][:2] == ["V1", "V2"] or fmt == "fcp_xml"
+            assert len(back.video_tracks()) >= 2, fmt  # the plate and the titles come along
+        if fmt == "otioz":
+            assert "offline references" in proc.stdout and "Plate" in proc.stdout
+    other = milimo("conform", cut, "--format", "cmx_3600", "--track", "V2", "-o", tmp_path / "v2.edl", "--db", db)
+    assert other.returncode == 0, other.stderr
+    assert "Plate" in (tmp_path / "v2.edl").read_text()
+    refused(milimo("conform", cut, "--format", "cmx_3600", "--track", "V9", "-o", tmp_path / "v9.edl", "--db", db),
+            "'V9'", "'V1'", "'V2'")
+    refused(milimo("conform", cut, "--format", "fcp_xml", "--track", "V2", "-o", tmp_path / "t.xml", "--db", db),
+            "--track")
+
+
+def test_a_clip_no_format_can_place_is_refused_naming_it(tmp_path):
+    timeline = otio.schema.Timeline("Lengthless")
+    v1, v2 = otio.schema.Track("V1"), otio.schema.Track("V2")
+    timeline.tracks.extend([v1, v2])
+    v1.append(_clip("Shot", 0, 24))
+    v2.append(otio.schema.Clip(name="Nothing", media_reference=otio.schema.MissingReference()))
+    cut = tmp_path / "lengthless.otio"
+    otio.adapters.write_to_file(timeline, str(cut))
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    _record_takes(cut, db)
+    refused(milimo("conform", cut, "--format", "fcp_xml", "-o", tmp_path / "x.xml", "--db", db),
+            "'Nothing'", "'V2'", "duration")
+    assert not (tmp_path / "x.xml").exists()
+
+
+EDL_REC_HOUR = """TITLE: REEL ONE
+FCM: NON-DROP FRAME
+
+001  A001     V     C        10:00:00:00 10:00:01:00 01:00:00:00 01:00:01:00
+* FROM CLIP NAME: Dawn
+002  A002     V     C        10:00:05:00 10:00:06:00 01:00:01:00 01:00:02:00
+* FROM CLIP NAME: Dusk
+"""
+
+NUCODA_DF = """TITLE: NTSC ONE
+FCM: DROP FRAME
+
+001  B001     V     C        00:10:00;00 00:10:01;00 00:59:53;11 00:59:54;11
+* FROM CLIP NAME: Harbour
+* FROM FILE: /plates/B001.dpx
+"""
+
+
+def test_the_record_start_is_kept_in_the_shot_list_and_every_format(tmp_path):
+    """Before: an EDL cut recorded at 01:00:00:00 came out at 00:00:00:00 in its shot list, FCP XML and EDL;
+    EDLs had no FCM line and were always in Avid's style."""
+    cut = tmp_path / "reel1.edl"
+    cut.write_text(EDL_REC_HOUR)
+    assert milimo("prompts", cut, "--rate", "25", "-o", tmp_path / "reel1.csv").returncode == 0
+    rows = (tmp_path / "reel1.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert ",01:00:00:00,01:00:01:00," in rows[1] and ",01:00:01:00,01:00:02:00," in rows[2], rows
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    sheet = _with_prompts(cut, db, 25)
+    for fmt, suffix in FORMATS.items():
+        target = tmp_path / "editor" / f"reel1{suffix}"
+        proc = milimo("conform", cut, "--prompts", sheet, "--rate", "25", "--format", fmt, "-o", target, "--db", db)
+        assert proc.returncode == 0, (fmt, proc.stderr[-2000:])
+        if fmt == "cmx_3600":
+            text = target.read_text()
+            assert "FCM: NON-DROP FRAME" in text.splitlines()[1]
+            events = [line.split() for line in text.splitlines() if line[:3].isdigit()]
+            assert [e[-2] for e in events] == ["01:00:00:00", "01:00:01:00"], text
+            assert sb.load(target, rate=25).shots[0].record_timecode == "01:00:00:00"  # read back by milimo too
+            assert [c.name for c in _read(target, 25).find_clips()] == ["Dawn", "Dusk"]
+        else:
+            back = _read(target)
+            assert otio.opentime.to_timecode(back.global_start_time, 25) == "01:00:00:00", fmt
+            assert _placed(back) == [("Dawn", 0, 25), ("Dusk", 25, 25)], fmt
+
+    ntsc = tmp_path / "ntsc.edl"
+    ntsc.write_text(NUCODA_DF)
+    sheet = _with_prompts(ntsc, db, 29.97)
+    proc = milimo("conform", ntsc, "--prompts", sheet, "--rate", "29.97", "--format", "cmx_3600",
+                  "-o", tmp_path / "ntsc-out.edl", "--db", db)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = (tmp_path / "ntsc-out.edl").read_text()
+    assert "FCM: DROP FRAME" in text and "* FROM FILE:" in text and "* FROM CLIP:" not in text, text
+    events = [line.split() for line in text.splitlines() if line[:3].isdigit()]
+    assert events[0][-2] == "00:59:53;11", text
+
+
+def _with_prompts(cut: Path, db: str, rate: float) -> Path:
+    """The cut's shot list (`milimo prompts`), every prompt filled, and a take per shot; the list's path."""
+    sheet = cut.with_suffix(".csv")
+    assert milimo("prompts", cut, "--rate", f"{rate:g}", "-o", sheet, "--force").returncode == 0
+    lines = sheet.read_text(encoding="utf-8-sig").splitlines()
+    header = lines[0].split(",")
+    filled = [lines[0]]
+    for line in lines[1:]:
+        cells = line.split(",")
+        cells[header.index("prompt")] = f"shot {len(filled)}"
+        filled.append(",".join(cells))
+    sheet.write_text("\n".join(filled) + "\n", encoding="utf-8")
+    _record_takes(cut, db, rate=rate, prompts=sheet)
+    return sheet
+
+
+def _one_clip_edl(frames: int, rate: int = 24) -> str:
+    end = otio.opentime.to_timecode(RationalTime(frames, rate), rate)
+    return (f"TITLE: LONG\nFCM: NON-DROP FRAME\n\n001  A001     V     C        00:00:00:00 {end} 00:00:00:00 {end}\n"
+            "* FROM CLIP NAME: Long take\n* PROMPT: a slow pan along the harbour wall\n")
+
+
+def test_a_long_shot_renders_as_segments_unless_a_cap_is_asked_for(tmp_path):
+    """Before: a 300-frame clip blocked the import ("raise max_shot_frames"), with no flag or config to raise it."""
+    cut = tmp_path / "long.edl"
+    cut.write_text(_one_clip_edl(300))
+    assert milimo("prompts", cut, "-o", tmp_path / "long.csv").returncode == 0
+    ok = milimo("validate", cut, "--prompts", tmp_path / "long.csv")
+    assert ok.returncode == 0, ok.stderr
+    assert "long shot long-take: 300 frames, rendered as 3 chained segments" in ok.stdout
+    refused(milimo("validate", cut, "--prompts", tmp_path / "long.csv", "--max-shot-frames", "257"),
+            "300 frames is beyond the maximum shot length 257", "--max-shot-frames")
+    (tmp_path / "milimo.toml").write_text("[cuts]\nmax_shot_frames = 200\n")
+    refused(milimo("validate", cut, "--prompts", tmp_path / "long.csv", "--config", tmp_path / "milimo.toml"),
+            "maximum shot length 200")
+    refused(milimo("validate", cut, "--max-shot-frames", "0"), "0", "above 0")
+
+
+GENERATORS_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE xmeml>
+<xmeml version="4"><sequence id="sequence-1"><name>Leader Cut</name><duration>120</duration>
+<rate><timebase>24</timebase><ntsc>FALSE</ntsc></rate>
+<media><video>
+<track><generatoritem id="leader"><name>Universal Counting Leader</name><duration>48</duration>
+<rate><timebase>24</timebase><ntsc>FALSE</ntsc></rate><start>0</start><end>48</end><in>0</in><out>48</out>
+<effect><name>Universal Counting Leader</name><effectid>Universal Counting Leader</effectid>
+<effectcategory>Leader</effectcategory><effecttype>generator</effecttype><mediatype>video</mediatype></effect>
+</generatoritem></track>
+<track><generatoritem id="bars"><name>Bars and Tone</name><duration>24</duration>
+<rate><timebase>24</timebase><ntsc>FALSE</ntsc></rate><start>0</start><end>24</end><in>0</in><out>24</out>
+<effect><name>Bars and Tone</name><effectid>BarsAndTone</effectid><effecttype>generator</effecttype>
+<mediatype>video</mediatype></effect></generatoritem>
+<clipitem id="clipitem-1"><name>Harbour wide</name><duration>300</duration>
+<rate><timebase>24</timebase><ntsc>FALSE</ntsc></rate><start>24</start><end>72</end><in>10</in><out>58</out>
+<file id="file-1"><name>A001.mov</name><pathurl>file:///media/A001.mov</pathurl>
+<rate><timebase>24</timebase><ntsc>FALSE</ntsc></rate><duration>300</duration></file>
+<marker><name>prompt: a harbour at dawn</name><in>20</in><out>-1</out></marker></clipitem>
+<generatoritem id="matte"><name>Color Matte</name><duration>24</duration>
+<rate><timebase>24</timebase><ntsc>FALSE</ntsc></rate><start>72</start><end>96</end><in>0</in><out>24</out>
+<effect><name>Color</name><effectid>Color</effectid><effecttype>generator</effecttype><mediatype>video</mediatype>
+</effect></generatoritem>
+<clipitem id="clipitem-2"><name>Quay</name><duration>300</duration>
+<rate><timebase>24</timebase><ntsc>FALSE</ntsc></rate><start>96</start><end>120</end><in>0</in><out>24</out>
+<file id="file-2"><name>A002.mov</name><pathurl>file:///media/A002.mov</pathurl>
+<rate><timebase>24</timebase><ntsc>FALSE</ntsc></rate><duration>300</duration></file>
+<marker><name>prompt: boats at the quay</name><in>5</in><out>-1</out></marker></clipitem>
+</track></video></media></sequence></xmeml>
+"""
+
+
+def test_the_shots_track_is_chosen_and_generators_are_listed_not_rendered(tmp_path):
+    """Before: only the first video track could hold the shots (a Premiere edit on V2 read its leader track), and
+    bars, mattes and leaders were rendered as AI shots."""
+    cut = tmp_path / "leader.xml"
+    cut.write_text(GENERATORS_XML)
+    first = milimo("prompts", cut, "-o", tmp_path / "v1.csv")
+    assert first.returncode == 0, first.stderr
+    assert "0 shot(s)" in first.stdout and "1 generator(s)" in first.stdout
+    assert [t.name for t in otio.adapters.read_from_file(str(cut)).video_tracks()] == ["", ""]  # as FCP XML has it
+    proc = milimo("prompts", cut, "--shots-track", "V2", "-o", tmp_path / "v2.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 shot(s)" in proc.stdout and "2 generator(s) listed as not rendered" in proc.stdout
+    assert "--shots-track V2" in proc.stdout  # the import it suggests keeps the track
+    import csv
+
+    with open(tmp_path / "v2.csv", encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["clip"], r["kind"].split(" ")[0], r["record_in"]) for r in rows] == [
+        ("Bars and Tone", "generator", "00:00:00:00"), ("Harbour wide", "shot", "00:00:01:00"),
+        ("Color Matte", "generator", "00:00:03:00"), ("Quay", "shot", "00:00:04:00")]
+    assert rows[0]["kind"].endswith("not rendered") and rows[1]["prompt"] == "a harbour at dawn"
+    imported = milimo("import", cut, "--shots-track", "V2", "--prompts", tmp_path / "v2.csv",
+                      "-o", tmp_path / "leader.otio")
+    assert imported.returncode == 0, imported.stderr
+    assert "2 shot(s)" in imported.stdout
+    validated = milimo("validate", tmp_path / "leader.otio")  # the storyboard keeps its shots track
+    assert validated.returncode == 0 and "2 shot(s)" in validated.stdout, validated.stderr
+    refused(milimo("prompts", cut, "--shots-track", "V9"), "'V9'", "--shots-track")
+
+
+def test_rate_errors_say_what_was_given_and_what_the_timecodes_imply(tmp_path):
+    """Before: "give --rate 25" whatever was given, and for drop-frame timecode that means 29.97."""
+    thirty = tmp_path / "thirty.edl"
+    thirty.write_text("TITLE: T\nFCM: NON-DROP FRAME\n\n"
+                      "001  A001     V     C        01:00:00:00 01:00:00:29 00:00:00:00 00:00:00:29\n")
+    refused(milimo("validate", thirty, "--rate", "25"), "do not fit 25 fps (given with --rate)", "up to 29",
+            "give --rate 30 (or 29.97 for NTSC)")
+    drop = tmp_path / "drop.edl"
+    drop.write_text("TITLE: T\nFCM: DROP FRAME\n\n"
+                    "001  A001     V     C        00:59:59;28 01:00:00;10 00:00:00;00 00:00:00;12\n")
+    proc = milimo("validate", drop, "--rate", "25")
+    refused(proc, "do not fit 25 fps", "drop frame", "give --rate 29.97")
+    assert "--rate 25" not in proc.stderr
+
+
+def test_an_aaf_cut_is_read_like_any_other(tmp_path):
+    timeline = otio.schema.Timeline("Avid Cut")
+    track = otio.schema.Track("V1")
+    timeline.tracks.append(track)
+    for i, name in enumerate(["Dawn", "Dusk"]):
+        ref = otio.schema.ExternalReference(target_url=f"file:///media/{name}.mxf",
+                                            available_range=TimeRange(RationalTime(0, 24), RationalTime(480, 24)))
+        track.append(otio.schema.Clip(name=name, media_reference=ref,
+                                      source_range=TimeRange(RationalTime(24 * i, 24), RationalTime(48, 24))))
+    cut = tmp_path / "avid.aaf"
+    otio.adapters.write_to_file(timeline, str(cut), adapter_name="AAF", use_empty_mob_ids=True)
+    proc = milimo("prompts", cut, "-o", tmp_path / "avid.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 shot(s) of 'Avid Cut' at 24 fps" in proc.stdout
+    refused(milimo("validate", cut), "'Dawn'", "needs a prompt")  # read, and only the prompts are missing
