@@ -40,9 +40,29 @@ AUDIO_OUT_RATE = 48_000  # what editors expect of picture audio; the model's own
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
               sample_rate: int | None = None, crf: int = 18, *, timecode: str | None = None,
               tags: dict[str, str] | None = None) -> Path:
-    """Write uint8 frames [F, H, W, 3] (+ float audio [channels, samples], AAC at 48 kHz) to `path` atomically.
-    `timecode` (HH:MM:SS:FF, `;` for drop-frame) becomes the file's start timecode (a tmcd track), and `tags`
-    (reel_name, title, comment...) its metadata: what an editor relinks by."""
+    """Write uint8 frames [F, H, W, 3] (+ float audio [channels, samples], AAC at 48 kHz) to `path` atomically:
+    the preview everything plays. `timecode` (HH:MM:SS:FF, `;` for drop-frame) becomes the file's start timecode,
+    and `tags` (reel_name, title, comment...) its metadata."""
+    return _encode(path, frames, fps, audio, sample_rate, "mp4",
+                   dict(vcodec="libx264", pix_fmt="yuv420p", crf=crf, movflags="+faststart+use_metadata_tags"),
+                   dict(acodec="aac", audio_bitrate="192k"), timecode=timecode, tags=tags)
+
+
+def write_mov(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
+              sample_rate: int | None = None, *, timecode: str, reel: str, tags: dict[str, str] | None = None) -> Path:
+    """The take an editor conforms: QuickTime, ProRes 422 HQ and 24-bit PCM at 48 kHz, with a timecode track
+    (tmcd) that starts at `timecode` and names `reel` — what Resolve's reel + timecode conform and Avid read, and
+    what Premiere relinks by file name beside it."""
+    return _encode(path, frames, fps, audio, sample_rate, "mov",
+                   {"vcodec": "prores_ks", "profile:v": 3, "pix_fmt": "yuv422p10le", "vendor": "apl0",
+                    "metadata:s:v:0": f"reel_name={reel}"},
+                   dict(acodec="pcm_s24le"), timecode=timecode, tags={**(tags or {}), "reel_name": reel})
+
+
+def _encode(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np.ndarray | None,
+            sample_rate: int | None, container: str, video_args: dict, audio_args: dict, *,
+            timecode: str | None, tags: dict[str, str] | None) -> Path:
+    """One ffmpeg run: raw frames on stdin, audio from a temporary float file, written atomically to `path`."""
     import ffmpeg
 
     target = Path(path)
@@ -57,8 +77,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np
             video_in = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
                                     framerate=f"{rate.numerator}/{rate.denominator}")
             streams = [video_in.video]
-            out_args = dict(vcodec="libx264", pix_fmt="yuv420p", crf=crf, r=f"{rate.numerator}/{rate.denominator}",
-                            movflags="+faststart+use_metadata_tags", **{"frames:v": n})
+            out_args = dict(video_args, r=f"{rate.numerator}/{rate.denominator}", **{"frames:v": n})
             if timecode:
                 out_args["timecode"] = timecode
             for i, (key, value) in enumerate(sorted((tags or {}).items())):
@@ -71,8 +90,8 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np
                 audio_file.write_bytes(pcm.tobytes())
                 audio_in = ffmpeg.input(str(audio_file), format="f32le", ac=audio.shape[0], ar=sample_rate)
                 streams.append(audio_in.audio)
-                out_args.update(acodec="aac", audio_bitrate="192k", ar=AUDIO_OUT_RATE)
-            proc = (ffmpeg.output(*streams, str(tmp), format="mp4", **out_args)
+                out_args.update(audio_args, ar=AUDIO_OUT_RATE)
+            proc = (ffmpeg.output(*streams, str(tmp), format=container, **out_args)
                     .overwrite_output()
                     .run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True, quiet=False))
             _, err = proc.communicate(input=np.ascontiguousarray(frames).tobytes())

@@ -14,7 +14,7 @@ import torch
 
 from .handoff import Handoff
 from .ledger import AppliedLora
-from .media import write_mp4
+from .media import write_mov, write_mp4
 from .request import ShotRequest
 
 
@@ -64,6 +64,14 @@ class ShotResult:
         if self.frames is None:
             raise ValueError("this result has no frames (output_type='latent'); decode it first")
         return write_mp4(path, self.frames, self.fps, self.audio, self.sample_rate, crf=crf, timecode=timecode,
+                         tags=tags)
+
+    def save_mov(self, path: str | os.PathLike, *, timecode: str, reel: str,
+                 tags: dict[str, str] | None = None) -> Path:
+        """The take to conform: ProRes in QuickTime with a timecode track naming `reel` (`media.write_mov`)."""
+        if self.frames is None:
+            raise ValueError("this result has no frames (output_type='latent'); decode it first")
+        return write_mov(path, self.frames, self.fps, self.audio, self.sample_rate, timecode=timecode, reel=reel,
                          tags=tags)
 
     def summary(self) -> dict[str, Any]:

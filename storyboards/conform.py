@@ -22,7 +22,7 @@ import opentimelineio as otio
 
 from milimo_engine.atomic import atomic_write
 
-from .deliver import edl_text, fitted
+from .deliver import edl_text, fitted, xml_text
 from .load import Storyboard, write_timeline
 from .paths import OutputLayout
 from .schema import NAMESPACE
@@ -65,19 +65,9 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
         source = clip.source_range or clip.available_range()
         clip.source_range = source  # a clip without one gets it: every format places clips by their source range
         for take in takes:
-            mp4 = take.outputs.mp4
-            if not mp4:
-                continue
-            frames = int(take.outputs.frames or shot.frames)
-            rate = float(take.outputs.fps or shot.fps)
-            ref = otio.schema.ExternalReference(
-                target_url=_url(mp4, relative_to),
-                available_range=otio.opentime.TimeRange(source.start_time.rescaled_to(rate),
-                                                        otio.opentime.RationalTime(frames, rate)))
-            ref.name = Path(mp4).name
-            ref.metadata[NAMESPACE] = {"take_id": take.id, "take": take.number, "status": take.status,
-                                       "spec_hash": take.spec_hash}
-            references[f"take-{take.number}"] = ref
+            ref = _take_reference(take, shot, source, relative_to)
+            if ref is not None:
+                references[f"take-{take.number}"] = ref
         # A shot with no good take keeps its clip and says so (status), never silently dropped.
         record = {"shot_id": shot.shot_id, "takes": [t.id for t in takes],
                   "current_take": current.id if current else None, "status": status.get(shot.shot_id)}
@@ -85,7 +75,11 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
             active = f"take-{current.number}" if current and f"take-{current.number}" in references \
                 else next(reversed(references))
             clip.set_media_references(references, active)
+            _identified_by(clip, references[active])
             audio_refs[id(clip)] = ({active: copy.deepcopy(references[active])}, active)
+        else:  # offline, a clip of its own: never the cut's plate, never one file shared by every unrendered shot
+            clip.media_reference = otio.schema.MissingReference(name=f"{shot.shot_id} (not rendered)",
+                                                                metadata={NAMESPACE: {"shot_id": shot.shot_id}})
         meta = dict(clip.metadata.get(NAMESPACE, {}))
         meta["render"] = record
         clip.metadata[NAMESPACE] = meta
@@ -103,6 +97,37 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
             audio.append(otio.schema.Gap(duration=item.duration()))
     timeline.tracks.append(audio)
     return timeline
+
+
+def _take_reference(take: Any, shot: Any, source: otio.opentime.TimeRange,
+                    relative_to: Path | None) -> otio.schema.ExternalReference | None:
+    """A take as media an editor conforms: its QuickTime (its mp4 for takes from before there was one), starting
+    at the clip's source-in, with its own reel and timecode where FCP XML keeps them."""
+    media = take.outputs.mov or take.outputs.mp4
+    if not media:
+        return None
+    frames = int(take.outputs.frames or shot.frames)
+    rate = float(take.outputs.fps or shot.fps)
+    ref = otio.schema.ExternalReference(
+        target_url=_url(media, relative_to),
+        available_range=otio.opentime.TimeRange(source.start_time.rescaled_to(rate),
+                                                otio.opentime.RationalTime(frames, rate)))
+    ref.name = Path(media).name
+    ref.metadata[NAMESPACE] = {"take_id": take.id, "take": take.number, "status": take.status,
+                               "spec_hash": take.spec_hash, "reel": take.outputs.reel}
+    ref.metadata["fcp_xml"] = {"timecode": {  # the writer takes the rate from the range, the rest from here
+        "displayformat": "DF" if ";" in (take.outputs.timecode or "") else "NDF",
+        **({"reel": {"name": take.outputs.reel}} if take.outputs.reel else {})}}
+    return ref
+
+
+def _identified_by(clip: otio.schema.Clip, ref: otio.schema.ExternalReference) -> None:
+    """The clip as the take it now plays: the take's reel where an EDL reads it, and our own FCP ids instead of the
+    cut's (its masterclip, ticks and clip rate describe the original media, not the take)."""
+    reel = ref.metadata[NAMESPACE].get("reel")
+    if reel:
+        clip.metadata["cmx_3600"] = {"reel": reel}
+    clip.metadata["fcp_xml"] = {"masterclipid": f"masterclip-{reel or ref.metadata[NAMESPACE]['take_id']}"}
 
 
 def _record_start_kept(timeline: otio.schema.Timeline, board: Storyboard) -> None:
@@ -133,4 +158,6 @@ def export(board: Storyboard, store: TakeSource, fmt: str, target: str | Path,
     delivery = fitted(timeline, fmt, board.track_name, track, start)
     if fmt == "cmx_3600":
         return atomic_write(target, edl_text(delivery.timeline, board.fps, board.edl_style)), delivery.notes
+    if fmt == "fcp_xml":
+        return atomic_write(target, xml_text(delivery.timeline)), delivery.notes
     return write_timeline(delivery.timeline, target, adapter, **delivery.options), delivery.notes

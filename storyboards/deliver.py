@@ -137,6 +137,18 @@ def edl_text(timeline: otio.schema.Timeline, fps: float, style: str) -> str:
     return f"{title}\n{fcm}\n{rest.lstrip()}" if title.startswith("TITLE:") else f"{fcm}\n{text.lstrip()}"
 
 
+def xml_text(timeline: otio.schema.Timeline) -> str:
+    """FCP 7 XML as OTIO's writer gives it, with the `<!DOCTYPE xmeml>` it leaves out (Premiere's importer wants
+    it)."""
+    text = otio.adapters.write_to_string(timeline, "fcp_xml")
+    if "<!DOCTYPE" in text:
+        return text
+    declaration, newline, rest = text.partition("\n")
+    if declaration.startswith("<?xml"):
+        return f"{declaration}\n<!DOCTYPE xmeml>\n{rest}"
+    return f"<!DOCTYPE xmeml>\n{text}"
+
+
 def _offline(clip: otio.schema.Clip) -> bool:
     ref = clip.media_reference
     url = getattr(ref, "target_url", None)

@@ -31,6 +31,22 @@ def timecode(frames: int, fps: float) -> str:
     return otio.opentime.to_timecode(otio.opentime.RationalTime(frames, fps), fps)
 
 
+REEL_LENGTH = 8  # CMX 3600's reel field; Resolve and Avid conform on it with the source timecode
+_BASE36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def take_reel(take_id: int) -> str:
+    """The reel of a take: unique in its store (the take's id), at most 8 of the characters CMX 3600 allows, so an
+    NLE's reel + timecode conform finds exactly this take — never another take of the same tape and source-in."""
+    if take_id < 1_000_000:
+        return f"ML{take_id:06d}"
+    digits = ""
+    while take_id:
+        take_id, digit = divmod(take_id, 36)
+        digits = _BASE36[digit] + digits
+    return ("M" + digits.rjust(REEL_LENGTH - 1, "0"))[-REEL_LENGTH:]
+
+
 def _strings(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
     """Every (key, string) inside adapter metadata, depth first."""
     if hasattr(value, "items"):

@@ -222,6 +222,7 @@ def _rate_advice(p: Path, rate: float | None) -> tuple[str, str]:
     except OSError:
         found = []
     largest = max((int(frames) for _, frames in found), default=0)
+    implied: str | None
     if any(sep == ";" for sep, _ in found):
         implied, why = ("29.97" if largest < 30 else "59.94"), "its ';' timecodes are drop frame"
     else:

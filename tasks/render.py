@@ -26,6 +26,7 @@ from prefect.states import State
 from milimo import context as app_context
 from milimo_engine.atomic import atomic_path
 from milimo_engine.errors import MilimoEngineError, RenderCancelled
+from storyboards.editorial import take_reel
 from storyboards.errors import Interrupted, MilimoError
 from storyboards.paths import OutputLayout
 from storyboards.spec import ShotSpec
@@ -61,8 +62,8 @@ class ShotJob:
     dtype: str = "auto"
     time_limit_s: float | None = None
     progress: bool | None = None  # engine progress bar: None = when stderr is a terminal
-    timecode: str | None = None  # the clip's source-in timecode: the mp4's start timecode, for relinking
-    reel: str | None = None  # the clip's reel or tape name, written into the mp4
+    timecode: str | None = None  # the clip's source-in timecode: the take's start timecode, for relinking
+    reel: str | None = None  # the clip's reel or tape name in the cut (the take has a reel of its own)
     clip: str | None = None  # the clip's name in the cut
 
 
@@ -247,15 +248,17 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store: Store, take: Take
     seconds = time.perf_counter() - t0
     summary = result.summary()
     outputs = TakeOutputs(
-        mp4=str(written.mp4), thumbnail=str(written.thumbnail), frames=summary["frames"], fps=summary["fps"],
+        mp4=str(written.mp4), mov=str(written.mov), thumbnail=str(written.thumbnail), frames=summary["frames"],
+        fps=summary["fps"],
         rendered_frames=summary["rendered_frames"], audio_samples=summary["audio_samples"],
         sample_rate=summary["sample_rate"], device=device, loras=summary["loras"], model_id=summary["model_id"],
         recipe=summary["recipe"], segments=summary["segments"], segment_starts=tuple(summary["segment_starts"]),
-        timecode=job.timecode, reel=job.reel)
+        timecode=written.timecode, reel=written.reel, source_reel=job.reel)
     store.finish_take(
         take.id, handoff_out_path=written.handoff, handoff_out_sha256=written.handoff_sha256,
         outputs=outputs.as_dict(), timings={**summary["timings"], "task": seconds},
         artifacts=[artifact_record("mp4", written.mp4, summary["frames"], summary["fps"]),
+                   artifact_record("mov", written.mov, summary["frames"], summary["fps"]),
                    artifact_record("thumbnail", written.thumbnail)]
         + ([artifact_record("handoff", written.handoff)] if written.handoff else []))
     log.info("shot %s take %d done in %.2fs -> %s", job.shot_id, take.number, seconds, written.mp4)
@@ -266,27 +269,35 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store: Store, take: Take
 @dataclass(frozen=True)
 class Written:
     mp4: Path
+    mov: Path
     thumbnail: Path
     handoff: str | None
     handoff_sha256: str | None
+    reel: str
+    timecode: str
 
 
 def _write_outputs(job: ShotJob, take: TakeView, result: Any) -> Written:
-    """The take's files, each under its layout name (written atomically): mp4 (timecode, reel and clip in its
-    tags, for relinking), a thumbnail of the middle frame and, when the chain continues, the handoff."""
+    """The take's files, each under its layout name (written atomically): the QuickTime an editor conforms
+    (ProRes, a timecode track at the clip's source-in naming the take's own reel), the mp4 preview (the same
+    timecode and reel in its tags), a thumbnail of the middle frame and, when the chain continues, the handoff."""
     layout = OutputLayout.at(job.out_root)
 
     def name(suffix: str) -> Path:
         return layout.take_file(job.storyboard, job.shot_id, take.number, suffix)
 
-    tags = {"title": job.clip or job.shot_id, "reel_name": job.reel or job.clip or job.shot_id,
-            "comment": f"milimo {job.storyboard} shot {job.shot_id} take {take.number}"}
-    mp4 = result.save_mp4(name(".mp4"), timecode=job.timecode, tags=tags)
+    reel, timecode = take_reel(take.id), job.timecode or "00:00:00:00"
+    source = f", source reel {job.reel}" if job.reel else ""
+    tags = {"title": job.clip or job.shot_id, "reel_name": reel,
+            "comment": f"milimo {job.storyboard} shot {job.shot_id} take {take.number}{source}"}
+    mov = result.save_mov(name(".mov"), timecode=timecode, reel=reel, tags=tags)
+    mp4 = result.save_mp4(name(".mp4"), timecode=timecode, tags=tags)
     thumb = write_thumbnail(result.frames[len(result.frames) // 2], name(".png"))
     if not (job.needs_handoff and result.handoff is not None):
-        return Written(mp4, thumb, None, None)
+        return Written(mp4, mov, thumb, None, None, reel, timecode)
     labelled = dataclasses.replace(result.handoff, source_shot=job.shot_id, source_take=str(take.id))
-    return Written(mp4, thumb, str(labelled.save(name(".handoff.safetensors"))), labelled.sha256())
+    return Written(mp4, mov, thumb, str(labelled.save(name(".handoff.safetensors"))), labelled.sha256(), reel,
+                   timecode)
 
 
 def write_thumbnail(frame: Any, path: Path, width: int = 256) -> Path:

@@ -4,6 +4,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -88,8 +89,10 @@ def _ffprobe(path: Path) -> dict:
         if os.environ.get("CI"):
             pytest.fail("ffprobe is missing: `make setup` installs Debian's ffmpeg")
         pytest.skip("ffprobe is not installed (`make setup` installs Debian's ffmpeg as root)")
-    proc = subprocess.run([exe, "-v", "error", "-show_entries", "stream=codec_type,sample_rate:stream_tags=timecode:"
-                           "format_tags=reel_name,title", "-of", "json", str(path)], capture_output=True, text=True)
+    entries = ("stream=codec_type,codec_name,sample_rate:stream_tags=timecode,reel_name:"
+               "format_tags=reel_name,title,comment")
+    proc = subprocess.run([exe, "-v", "error", "-show_entries", entries, "-of", "json", str(path)], capture_output=True,
+                          text=True)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -199,7 +202,15 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
     kinds = {s["codec_type"]: s for s in probe["streams"]}
     assert kinds["audio"]["sample_rate"] == "48000"
     assert kinds["video"]["tags"]["timecode"] == "01:00:10:00"
-    assert probe["format"]["tags"]["reel_name"] == "HARB_B02" and probe["format"]["tags"]["title"] == "Boat close up"
+    # each take its own reel (HARB_B02 is the tape of two clips: a reel + timecode conform would find either)
+    reels = {p.name: _ffprobe(p)["format"]["tags"]["reel_name"] for p in takes}
+    assert len(set(reels.values())) == 4 and all(re.fullmatch(r"[A-Z0-9]{1,8}", r) for r in reels.values()), reels
+    assert probe["format"]["tags"]["title"] == "Boat close up" and "source reel HARB_B02" in probe["format"]["tags"][
+        "comment"]
+    mov = _ffprobe(boat.with_suffix(".mov"))  # the take to conform: ProRes, PCM, a timecode track with the reel
+    streams = {s["codec_type"]: s for s in mov["streams"]}
+    assert streams["video"]["codec_name"] == "prores" and streams["audio"]["codec_name"] == "pcm_s24le"
+    assert streams["data"]["tags"] == {"timecode": "01:00:10:00", "reel_name": reels[boat.name]}
 
     expected_tc = ["01:00:00:00", "01:00:10:00", "01:00:20:00", "01:00:30:00"]
     for fmt, suffix in (("fcp_xml", ".xml"), ("cmx_3600", ".edl"), ("otio", ".otio")):
@@ -207,6 +218,8 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
         proc = milimo("conform", board, "--format", fmt, "-o", target, "--db", db)
         assert proc.returncode == 0 and "4 of 4 shot(s) relinked" in proc.stdout, proc.stderr
         back = otio.adapters.read_from_file(str(target), **({"rate": 25} if fmt == "cmx_3600" else {}))
+        if fmt == "fcp_xml":
+            assert target.read_text().splitlines()[1] == "<!DOCTYPE xmeml>"
         video = list(back.video_tracks()[0].find_clips())
         assert [c.name for c in video] == ["Harbour establishing", "Boat close up", "Lanterns", "Quay"]
         assert [otio.opentime.to_timecode(c.source_range.start_time, 25) for c in video] == expected_tc
@@ -215,9 +228,13 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
                 continue  # OTIO's EDL reader gives a dissolve's incoming clip the outgoing clip's path
             url = clip.media_reference.target_url
             path = Path(url.removeprefix("file://")) if url.startswith("file://") else target.parent / url
-            assert path.is_file() and "_t001.mp4" in path.name, (fmt, clip.name, url)
-            assert _ffprobe(path)["streams"][0]["tags"]["timecode"] == otio.opentime.to_timecode(
-                clip.source_range.start_time, 25)
+            assert path.is_file() and "_t001.mov" in path.name, (fmt, clip.name, url)
+            tmcd = next(s for s in _ffprobe(path)["streams"] if s["codec_type"] == "data")["tags"]
+            assert tmcd["timecode"] == otio.opentime.to_timecode(clip.source_range.start_time, 25)
+            if fmt == "cmx_3600":  # Resolve conforms an EDL on reel + timecode: the event's reel is the take's
+                assert clip.metadata["cmx_3600"]["reel"] == tmcd["reel_name"], (clip.name, clip.metadata)
+            if fmt == "fcp_xml":
+                assert clip.media_reference.metadata["fcp_xml"]["timecode"]["reel"]["name"] == tmcd["reel_name"]
         if fmt != "cmx_3600":
             audio = list(back.audio_tracks()[0].find_clips())
             assert [c.name for c in audio] == [c.name for c in video]  # aligned sound for every shot

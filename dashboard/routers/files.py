@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
+from storyboards.store.records import PATH_KEYS
+
 from ..files import inside, ranged_file
 from ..state import DashboardState, board_state, row_id
 
@@ -14,13 +16,13 @@ router = APIRouter()
 @router.get("/files/take/{take_id}/{kind}")
 def take_file(request: Request, take_id: str, kind: str,
               state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
-    if kind not in ("mp4", "thumbnail"):
+    if kind not in PATH_KEYS:
         raise HTTPException(404, "no such file kind")
     try:
         take = state.store.take(row_id(take_id, "take"))
     except LookupError:
         raise HTTPException(404, f"no take {take_id}") from None
-    path = take.outputs.mp4 if kind == "mp4" else take.outputs.thumbnail
+    path = getattr(take.outputs, kind)
     safe = inside(path, state.layout.root) if path else None
     if safe is None:
         raise HTTPException(404, f"take {take_id} has no {kind}")

@@ -18,7 +18,8 @@ class TakeOutputs:
     """What a finished take delivered, as recorded (the JSON `outputs` of its row, typed). Older takes may lack
     fields (None); fields this milimo does not know are kept in `extra`."""
 
-    mp4: str | None = None
+    mp4: str | None = None  # the preview
+    mov: str | None = None  # the QuickTime an editor conforms (takes before it have none: their mp4 serves)
     thumbnail: str | None = None
     frames: int | None = None
     fps: float | None = None
@@ -32,7 +33,8 @@ class TakeOutputs:
     segments: int | None = None
     segment_starts: tuple[int, ...] = ()
     timecode: str | None = None
-    reel: str | None = None
+    reel: str | None = None  # the take's own reel (`editorial.take_reel`); older takes: the clip's
+    source_reel: str | None = None  # the clip's reel or tape in the cut
     root: str | None = None  # the output root the take was written under; its paths are relative to it
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -140,6 +142,9 @@ def aware(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
+PATH_KEYS = ("mp4", "mov", "thumbnail")  # the outputs that are files, recorded relative to the output root
+
+
 def roots_of(take: TakeRow, root: Path | None) -> tuple[Path, ...]:
     """Where a take's relative paths may lie: the reading command's output root, then the one it was written to."""
     recorded = (take.outputs or {}).get("root")
@@ -149,9 +154,10 @@ def roots_of(take: TakeRow, root: Path | None) -> tuple[Path, ...]:
 def outputs_of(take: TakeRow | None, roots: tuple[Path, ...]) -> TakeOutputs:
     """A take's outputs with their paths resolved (`artifacts.resolved_path`)."""
     out = TakeOutputs.of(take.outputs if take is not None else None)
-    if out.mp4 is None and out.thumbnail is None:
+    if all(getattr(out, key) is None for key in PATH_KEYS):
         return out
-    return replace(out, mp4=resolved_path(out.mp4, roots), thumbnail=resolved_path(out.thumbnail, roots))
+    paths: dict[str, Any] = {key: resolved_path(getattr(out, key), roots) for key in PATH_KEYS}
+    return replace(out, **paths)
 
 
 def artifact_uri(a: ArtifactRow, roots: tuple[Path, ...]) -> str:

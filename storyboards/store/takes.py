@@ -15,7 +15,7 @@ from ..errors import UnknownShot
 from .artifacts import stored_path
 from .base import StoreBase
 from .models import ArtifactRow, ShotRow, TakeRow, TakeStatus, utcnow
-from .records import end_take
+from .records import PATH_KEYS, end_take
 
 
 class TakesMixin(StoreBase):
@@ -53,7 +53,7 @@ class TakesMixin(StoreBase):
         the store's output root (`artifacts.stored_path`), with that root."""
         root = self.root
         recorded = dict(outputs or {})
-        for key in ("mp4", "thumbnail"):
+        for key in PATH_KEYS:
             if recorded.get(key):
                 recorded[key] = stored_path(recorded[key], root)
         if root is not None:
