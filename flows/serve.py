@@ -33,7 +33,7 @@ def template(settings: Settings) -> RenderRequest:
     return RenderRequest(storyboard="", model=settings.model, out=str(settings.out_root), db=settings.db_url,
                          asset_roots=[str(r) for r in settings.asset_roots] or None, qa=config.qa,
                          farm=config.farm.scheduler, shots_track=config.cuts.shots_track,
-                         max_shot_frames=config.cuts.max_shot_frames)
+                         max_shot_frames=config.cuts.max_shot_frames, handles=config.cuts.handles)
 
 
 @flow(name="import-cuts", log_prints=True)

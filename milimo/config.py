@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
+from milimo_engine.limits import DEFAULT_HANDLES, MAX_HANDLES
 from storyboards.errors import ConfigError, MilimoError
 from storyboards.schema import suggest
 from storyboards.seams import SeamThresholds
@@ -41,6 +42,7 @@ class CutsConfig(_Section):
 
     shots_track: str | None = None  # the video track whose clips are the shots (default: the first)
     max_shot_frames: PositiveInt | None = None  # a cap on shot length; without one a long shot renders as segments
+    handles: int = Field(default=DEFAULT_HANDLES, ge=0, le=MAX_HANDLES)  # frames each take renders past its cut
 
 
 class ScheduleConfig(_Section):

@@ -36,16 +36,20 @@ def preview(store: Store, layout: OutputLayout, name: str, rows: list[ShotStatus
     from milimo_engine.media import stream_facts
 
     first = stream_facts(next(str(r.outputs.mp4) for r in rows if r.shot_id in good))
-    clips = []
+    clips: list[Path] = []
+    cuts: list[tuple[int, int] | None] = []
     for r in rows:
         if r.shot_id in good:
             clips.append(Path(str(r.outputs.mp4)))
+            head, tail = int(r.outputs.head or 0), int(r.outputs.tail or 0)
+            cuts.append((head, int(r.outputs.frames or 0) - tail) if head or tail else None)  # the cut, no handles
             continue
         warn(f"preview: shot {r.shot_id} has no good take ({r.status}); a slate stands in for it")
         frames = int(r.outputs.frames or 0) or _spec_frames(store, name, r.shot_id)
         clips.append(slate_mp4(f"{r.shot_id}: {r.status}", frames, float(first.fps), first.width, first.height,
                                first.audio_sample_rate, layout.slate(name, r.shot_id)))
-    return concat_mp4(clips, layout.preview(name))
+        cuts.append(None)
+    return concat_mp4(clips, layout.preview(name), cuts)
 
 
 def _spec_frames(store: Store, name: str, shot_id: str) -> int:
@@ -70,8 +74,9 @@ def slate_mp4(text: str, frames: int, fps: float, width: int, height: int, sampl
     return write_mp4(target, video, fps, audio, sample_rate)
 
 
-def concat_mp4(clips: list[Path], target: Path) -> Path:
-    """Concatenate mp4s (video and, when every clip has it, audio) into `target`, atomically."""
+def concat_mp4(clips: list[Path], target: Path, cuts: list[tuple[int, int] | None] | None = None) -> Path:
+    """Concatenate mp4s (video and, when every clip has it, audio) into `target`, atomically; `cuts[i]`: the
+    frames [start, end) of clip i to use (a take's cut without its handles), None for all of it."""
     from milimo_engine.media import ffmpeg_exe, stream_facts
 
     infos = [stream_facts(c) for c in clips]
@@ -82,9 +87,14 @@ def concat_mp4(clips: list[Path], target: Path) -> Path:
         args += ["-i", str(c)]
     parts, chain = [], ""
     for i in range(len(clips)):
-        parts.append(f"[{i}:v]scale={width}:{height}:force_original_aspect_ratio=decrease,"
+        cut = cuts[i] if cuts else None
+        trim = f"trim=start_frame={cut[0]}:end_frame={cut[1]},setpts=PTS-STARTPTS," if cut else ""
+        parts.append(f"[{i}:v]{trim}scale={width}:{height}:force_original_aspect_ratio=decrease,"
                      f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={float(infos[0].fps):.6f}[v{i}]")
-        chain += f"[v{i}]" + (f"[{i}:a]" if with_audio else "")
+        if with_audio and cut:
+            fps = float(infos[i].fps)
+            parts.append(f"[{i}:a]atrim=start={cut[0] / fps:.6f}:end={cut[1] / fps:.6f},asetpts=PTS-STARTPTS[a{i}]")
+        chain += f"[v{i}]" + ((f"[a{i}]" if cut else f"[{i}:a]") if with_audio else "")
     graph = ";".join(parts) + f";{chain}concat=n={len(clips)}:v=1:a={1 if with_audio else 0}[v]" + (
         "[a]" if with_audio else "")
     with atomic_path(target) as tmp:

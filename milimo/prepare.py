@@ -78,7 +78,7 @@ class RenderPlan:
 def load_board(request: RenderRequest) -> storyboards.Storyboard:
     """The storyboard the request names: a storyboard file, or an editor's cut with its shot list."""
     return storyboards.load(request.storyboard, shots_track=request.shots_track, rate=request.rate,
-                            prompts=request.prompts, size=request.size)
+                            prompts=request.prompts, size=request.size, handles=request.handles)
 
 
 def resolve_model_dir(model: str | None, board: storyboards.Storyboard | None = None) -> tuple[str, bool]:

@@ -23,8 +23,8 @@ class Join:
     kind: str  # handoff, hard, segment
     left: ShotStatus
     right: ShotStatus
-    left_end: int  # the left take's last frame + 1 at the join
-    right_start: int  # 0 for a cut; the segment's first frame inside the take
+    left_end: int  # the left take's last frame + 1 at the join (before its tail handle)
+    right_start: int  # a cut: the right take's first frame after its head handle; a segment's first frame
 
     @property
     def left_take(self) -> int:
@@ -61,7 +61,8 @@ def joins(rows: list[ShotStatus]) -> list[Join]:
     for left, right in zip(rows, rows[1:], strict=False):
         if _usable(left) and _usable(right):
             kind = "handoff" if left.chain_index == right.chain_index else "hard"
-            found.append(Join(kind, left, right, int(left.outputs.frames or 0), 0))
+            found.append(Join(kind, left, right, int(left.outputs.frames or 0) - int(left.outputs.tail or 0),
+                              int(right.outputs.head or 0)))
     for row in rows:
         if _usable(row):
             found += [Join("segment", row, row, int(start), int(start)) for start in row.outputs.segment_starts]

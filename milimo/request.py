@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from storyboards.seams import SeamThresholds
 
@@ -22,6 +22,8 @@ class RenderRequest(BaseModel):
     size: tuple[int, int] | None = Field(None, description="with `prompts`: the shots' width and height")
     rate: PositiveFloat | None = Field(None, description="the frame rate of an EDL's timecodes")
     shots_track: str | None = Field(None, description="the video track whose clips are the shots (default: first)")
+    handles: NonNegativeInt | None = Field(None, description="with `prompts`: frames each take renders before and "
+                                           "after its cut (default: [cuts] handles, 8)")
     max_shot_frames: PositiveInt | None = Field(None, description="refuse shots longer than this (default: any "
                                                 "length, rendered as chained segments)")
     only: list[str] | None = Field(None, description="only these shots (and what they need upstream)")

@@ -15,4 +15,6 @@ DEFAULT_MAX_FRAMES = 257  # one segment's render limit unless the model manifest
 DEFAULT_SEGMENT_FRAMES = 121
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
+DEFAULT_HANDLES = 8  # an editor's cut imported with its shot list: 8 frames before and after each cut
+MAX_HANDLES = 96  # frames of handle a take may carry before and after its cut (4 s at 24 fps)
 MAX_HANDOFF_M = 8  # latent frames of overlap a handoff may carry (1 + 8·m pixel frames)

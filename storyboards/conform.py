@@ -102,16 +102,17 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
 def _take_reference(take: Any, shot: Any, source: otio.opentime.TimeRange,
                     relative_to: Path | None) -> otio.schema.ExternalReference | None:
     """A take as media an editor conforms: its QuickTime (its mp4 for takes from before there was one), starting
-    at the clip's source-in, with its own reel and timecode where FCP XML keeps them."""
+    at the clip's source-in less its head handle and running past the cut by its tail handle (what the editor can
+    trim, slip and dissolve into), with its own reel and timecode where FCP XML keeps them."""
     media = take.outputs.mov or take.outputs.mp4
     if not media:
         return None
-    frames = int(take.outputs.frames or shot.frames)
+    frames = int(take.outputs.frames or shot.frames)  # the media's: head handle + the cut + tail handle
     rate = float(take.outputs.fps or shot.fps)
+    first = source.start_time.rescaled_to(rate) - otio.opentime.RationalTime(int(take.outputs.head or 0), rate)
     ref = otio.schema.ExternalReference(
         target_url=_url(media, relative_to),
-        available_range=otio.opentime.TimeRange(source.start_time.rescaled_to(rate),
-                                                otio.opentime.RationalTime(frames, rate)))
+        available_range=otio.opentime.TimeRange(first, otio.opentime.RationalTime(frames, rate)))
     ref.name = Path(media).name
     ref.metadata[NAMESPACE] = {"take_id": take.id, "take": take.number, "status": take.status,
                                "spec_hash": take.spec_hash, "reel": take.outputs.reel}

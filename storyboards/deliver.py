@@ -18,6 +18,7 @@ import opentimelineio as otio
 
 from .errors import ConfigError
 from .load import track_label, video_track, video_track_labels
+from .schema import NAMESPACE
 
 EDL_STYLES = ("avid", "nucoda", "premiere")
 
@@ -104,11 +105,52 @@ def _starting_at(track: otio.schema.Track, record_start: otio.opentime.RationalT
         track.insert(0, otio.schema.Gap(duration=record_start))
 
 
+def _speed(clip: otio.schema.Clip) -> float:
+    """Source frames per record frame: a LinearTimeWarp's scalar (a freeze frame's 0), else 1."""
+    scalar = 1.0
+    for effect in clip.effects:
+        if isinstance(effect, otio.schema.LinearTimeWarp):
+            scalar *= effect.time_scalar
+    return scalar
+
+
+def short_media(track: otio.schema.Track) -> list[str]:
+    """Each rendered clip whose media does not cover what the cut asks of it: its source range at its speed, and
+    the frames under the dissolves on either side (a transition plays the outgoing clip `out_offset` past its cut
+    and the incoming one `in_offset` before it). Said, never hidden: an NLE would show those frames offline."""
+    items = list(track)
+    out = []
+    for index, clip in enumerate(items):
+        ref = clip.media_reference if isinstance(clip, otio.schema.Clip) else None
+        if not isinstance(ref, otio.schema.ExternalReference) or ref.available_range is None \
+                or clip.source_range is None or NAMESPACE not in ref.metadata:
+            continue  # only takes: the cut's own media is the editor's
+        rate = clip.source_range.start_time.rate
+        before = items[index - 1] if index else None
+        after = items[index + 1] if index + 1 < len(items) else None
+        lead = before.in_offset.rescaled_to(rate).value if isinstance(before, otio.schema.Transition) else 0
+        trail = after.out_offset.rescaled_to(rate).value if isinstance(after, otio.schema.Transition) else 0
+        start = clip.source_range.start_time.value - lead
+        used = max(1.0, clip.source_range.duration.value * abs(_speed(clip)))
+        end = clip.source_range.start_time.value + used + trail
+        have = ref.available_range
+        first, last = have.start_time.rescaled_to(rate).value, have.end_time_exclusive().rescaled_to(rate).value
+        missing = max(0.0, first - start) + max(0.0, end - last)
+        if missing >= 1:
+            why = "its speed change" if _speed(clip) != 1 else "the dissolve beside it" if lead or trail else "it"
+            out.append(f"clip {clip.name!r} needs {round(missing)} frame(s) more media than its take has, for {why} "
+                       "(handles: --handles, or a shot's handles column; a chained cut renders none)")
+    return out
+
+
 def fitted(timeline: otio.schema.Timeline, fmt: str, shots_track: str, track: str | None = None,
            record_start: otio.opentime.RationalTime | None = None) -> Delivery:
     """`timeline` (a conformed copy, changed in place) as `fmt` carries it."""
     notes: list[str] = []
     _give_ranges(timeline)
+    found = video_track(timeline, shots_track)
+    if found is not None:
+        notes += short_media(found)
     if fmt == "cmx_3600":
         _one_video_track(timeline, track or shots_track, notes)
         edl_track = timeline.video_tracks()[0]

@@ -47,6 +47,13 @@ def take_reel(take_id: int) -> str:
     return ("M" + digits.rjust(REEL_LENGTH - 1, "0"))[-REEL_LENGTH:]
 
 
+def media_start(source_in: str, head: int, fps: float) -> str:
+    """The timecode of a take's first frame: the clip's source-in, `head` handle frames earlier."""
+    rate = timecode_rate(fps) or fps
+    start = otio.opentime.from_timecode(source_in, rate).value - head
+    return timecode(max(0, round(start)), rate)
+
+
 def _strings(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
     """Every (key, string) inside adapter metadata, depth first."""
     if hasattr(value, "items"):

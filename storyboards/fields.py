@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from milimo_engine.limits import MAX_GUIDANCE, MAX_HANDOFF_M, MAX_SEED, MAX_SIDE, MAX_STEPS, SIZE_STEP
+from milimo_engine.limits import MAX_GUIDANCE, MAX_HANDLES, MAX_HANDOFF_M, MAX_SEED, MAX_SIDE, MAX_STEPS, SIZE_STEP
 from milimo_engine.recipe import QUALITIES
 
 from .schema import HANDOFF_MODES, SEED_POLICIES
@@ -47,6 +47,7 @@ FIELDS: dict[str, tuple[TypeAdapter, str]] = {
     "quality": (TypeAdapter(Annotated[str, Field(strict=True, pattern=f"^({'|'.join(QUALITIES)})$")]),
                 "use final, or draft for the fast distilled recipe"),
     "max_shot_frames": (_int(1, 100_000), "use a whole number of frames, e.g. 257"),
+    "handles": (_int(0, MAX_HANDLES), f"use a whole number of frames from 0 to {MAX_HANDLES}, e.g. 8"),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import opentimelineio as otio
 
 from milimo_engine.hashing import file_sha256
+from milimo_engine.limits import DEFAULT_HANDLES
 
 from .editorial import clip_reel, timecode, timecode_rate
 from .errors import StoryboardFileError, UnknownShot
@@ -275,12 +276,14 @@ def sequence_rate(p: Path, timeline: otio.schema.Timeline, track: otio.schema.Tr
 
 
 def load(path: str | Path, shots_track: str | None = None, rate: float | None = None,
-         prompts: str | Path | None = None, size: tuple[int, int] | None = None) -> Storyboard:
+         prompts: str | Path | None = None, size: tuple[int, int] | None = None,
+         handles: int | None = None) -> Storyboard:
     """Load a storyboard. Shots are the clips of the shots track (timeline metadata
     `shots_track`, else the first video track); gaps and other tracks are kept, not rendered.
     `rate` is the frame rate of an EDL's timecodes (EDLs do not carry one). With `prompts` (a shot list
     CSV, `storyboards.shotlist`), an editor's cut becomes a storyboard in memory: the CSV fills each clip's
-    `metadata["milimo"]` and `size` ((width, height)) sets the default size."""
+    `metadata["milimo"]`, `size` ((width, height)) sets the default size and `handles` the default handles
+    (`DEFAULT_HANDLES` when None)."""
     p = Path(path)
     rate = timecode_rate(rate)
     timeline = _read_timeline(p, rate)
@@ -289,7 +292,8 @@ def load(path: str | Path, shots_track: str | None = None, rate: float | None = 
         from .shotlist import apply_shotlist, read_shotlist
 
         bare = from_timeline(timeline, p, sha, shots_track, rate)
-        timeline = apply_shotlist(bare, read_shotlist(prompts), size)
+        timeline = apply_shotlist(bare, read_shotlist(prompts), size,
+                                  DEFAULT_HANDLES if handles is None else handles)
         sha = hashlib.sha256(f"{sha}:{file_sha256(Path(prompts))}".encode()).hexdigest()
         board = from_timeline(timeline, p, sha, shots_track, rate)
         return dataclasses.replace(board, prompts_path=Path(prompts))

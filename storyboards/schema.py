@@ -10,9 +10,9 @@ SCHEMA_VERSION = 1
 
 TIMELINE_KEYS = {"schema", "storyboard_id", "defaults", "shots_track", "max_shot_frames", "imported_from"}
 DEFAULT_KEYS = {"model", "width", "height", "steps", "guidance", "negative_prompt", "loras", "seed", "quality",
-                "seed_policy", "handoff_overlap", "temporal_upsample"}
+                "seed_policy", "handoff_overlap", "temporal_upsample", "handles"}
 CLIP_KEYS = {"shot_id", "prompt", "negative_prompt", "seed", "quality", "loras", "images", "handoff", "reference_video",
-             "ic_lora", "overrides", "notes"}
+             "ic_lora", "overrides", "notes", "handles"}
 OVERRIDE_KEYS = {"width", "height", "steps", "guidance", "temporal_upsample", "handoff_overlap"}
 LORA_KEYS = {"path", "weight"}
 IMAGE_KEYS = {"path", "frame", "strength"}
@@ -23,7 +23,7 @@ SEED_POLICIES = ("from_shot_id", "fixed")
 DEFAULTS: dict[str, Any] = {
     "width": None, "height": None, "steps": None, "guidance": 3.0, "negative_prompt": None, "quality": "final",
     "loras": [], "seed": 0, "seed_policy": "from_shot_id", "handoff_overlap": 1, "temporal_upsample": False,
-    "model": None,
+    "model": None, "handles": 0,
 }
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .load import Storyboard
 
 CUT_COLUMNS = ("shot_id", "clip", "reel", "record_in", "record_out", "source_in", "frames")
-FILL_COLUMNS = ("prompt", "negative_prompt", "seed", "loras", "images", "handoff", "notes")
+FILL_COLUMNS = ("prompt", "negative_prompt", "seed", "loras", "images", "handoff", "handles", "notes")
 KIND_COLUMN = "kind"  # `shot`, or what else the row is (a generator: black, bars, a title) and that it is not rendered
 COLUMNS = CUT_COLUMNS + FILL_COLUMNS + (KIND_COLUMN,)
 SHOT = "shot"
@@ -72,7 +72,8 @@ def cut_rows(board: Storyboard) -> list[dict[str, str]]:
             "prompt": m.get("prompt") or clip_prompt(clip) or "", "negative_prompt": m.get("negative_prompt") or "",
             "seed": "" if m.get("seed") is None else str(m["seed"]),
             "loras": _format_entries(m.get("loras") or [], "weight", ":"), "images": images,
-            "handoff": m.get("handoff") or "", "notes": m.get("notes") or "", KIND_COLUMN: SHOT,
+            "handoff": m.get("handoff") or "", "handles": "" if m.get("handles") is None else str(m["handles"]),
+            "notes": m.get("notes") or "", KIND_COLUMN: SHOT,
         }))
     for generator in board.generators:  # in the list where the cut has them, so the sheet reads like the cut
         record_in = board.record_start + generator.start_frame
@@ -212,6 +213,14 @@ def _row(number: int, record: dict[str, str], problems: list[RowProblem]) -> Sho
             problems.append(RowProblem(number, "seed", wrong[0], wrong[1]))
         else:
             settings["seed"] = value
+    if record.get("handles"):
+        text = record["handles"]
+        value = int(text) if text.isascii() and text.isdigit() else text
+        wrong = check("handles", value)
+        if wrong:
+            problems.append(RowProblem(number, "handles", wrong[0], wrong[1]))
+        else:
+            settings["handles"] = value
     if record.get("handoff"):
         handoff = record["handoff"].lower()
         if check("handoff", handoff):
@@ -240,7 +249,8 @@ def _disagreement(row: ShotListRow, shot: Any) -> tuple[str, str] | None:
     return None
 
 
-def apply_shotlist(board: Storyboard, sheet: ShotList, size: tuple[int, int] | None = None) -> otio.schema.Timeline:
+def apply_shotlist(board: Storyboard, sheet: ShotList, size: tuple[int, int] | None = None,
+                   handles: int | None = None) -> otio.schema.Timeline:
     """A copy of the cut's timeline with every shot's `metadata["milimo"]` filled from its row. Clips, names,
     ranges, markers and transitions stay as the editor cut them. Raises ShotListInvalid listing every
     problem: cells, unmatched rows, shots without a row."""
@@ -291,6 +301,8 @@ def apply_shotlist(board: Storyboard, sheet: ShotList, size: tuple[int, int] | N
         tmeta["shots_track"] = board.track_name  # the storyboard keeps the track the cut was imported by
     if size:
         tmeta["defaults"] = {**(tmeta.get("defaults") or {}), "width": size[0], "height": size[1]}
+    if handles is not None:  # an editor's cut renders with handles (a row's `handles` cell overrides its shot)
+        tmeta["defaults"] = {**(tmeta.get("defaults") or {}), "handles": handles}
     tmeta["imported_from"] = {"cut": str(board.source_path), "shot_list": str(source)}
     timeline.metadata[NAMESPACE] = tmeta
     return timeline

@@ -18,7 +18,7 @@ from milimo_engine.manifest import ModelManifest
 from milimo_engine.recipe import DEFAULT_NEGATIVE_PROMPT, recipe_id
 
 from .load import Storyboard
-from .validate import ValidationConfig, effective, validate
+from .validate import ValidationConfig, effective, handles_of, validate
 
 if TYPE_CHECKING:
     from milimo_engine import Handoff, ShotRequest
@@ -61,10 +61,15 @@ class ShotSpec:
     ic_lora: str | None = None
     quality: str = "final"
     recipe: str = recipe_id("final")  # the engine's recipe and version: a new version never reuses old takes
+    head: int = 0  # handle frames rendered before the cut (`validate.handles_of`); the take is head+num_frames+tail
+    tail: int = 0
 
     def canonical(self) -> dict:
-        """What the hash covers: every setting, files by content hash, not by path."""
+        """What the hash covers: every setting, files by content hash, not by path. Without handles, the fields
+        are left out, so a spec from before handles existed keeps its hash (and its takes)."""
         d = asdict(self)
+        if not self.head and not self.tail:
+            del d["head"], d["tail"]
         d["loras"] = [{"sha256": lo.sha256, "weight": lo.weight} for lo in self.loras]
         d["images"] = [{"sha256": im.sha256, "frame": im.frame, "strength": im.strength} for im in self.images]
         for key in ("reference_video", "ic_lora"):
@@ -78,10 +83,10 @@ class ShotSpec:
 
         return ShotRequest(
             prompt=self.prompt, negative_prompt=self.negative_prompt, seed=self.seed, width=self.width,
-            height=self.height, num_frames=self.num_frames, fps=self.fps, steps=self.steps,
+            height=self.height, num_frames=self.head + self.num_frames + self.tail, fps=self.fps, steps=self.steps,
             guidance=Guidance().with_cfg(self.guidance),
             loras=tuple(LoraSpec(Path(lo.path), lo.weight) for lo in self.loras),
-            images=tuple(ImageCondition(im.path, im.frame, im.strength) for im in self.images),
+            images=tuple(ImageCondition(im.path, self.head + im.frame, im.strength) for im in self.images),
             handoff=handoff, handoff_m=self.handoff_overlap, temporal_upsample=self.temporal_upsample,
             quality=self.quality)
 
@@ -146,6 +151,7 @@ def resolve_specs(storyboard: Storyboard, model_id: str, config: ValidationConfi
                                    float(entry.get("strength", 1.0))))
         ref = roots.path(str(m["reference_video"])) if m.get("reference_video") else None
         ic = roots.path(str(m["ic_lora"])) if m.get("ic_lora") else None
+        head, tail = handles_of(storyboard, shot)
         seed = m.get("seed")
         if seed is None:
             seed = shot_seed(int(defaults.get("seed", 0)), shot.shot_id, defaults.get("seed_policy", "from_shot_id"))
@@ -170,5 +176,6 @@ def resolve_specs(storyboard: Storyboard, model_id: str, config: ValidationConfi
             ic_lora=str(ic) if ic else None,
             quality=str(effective(storyboard, shot, "quality")),
             recipe=recipe_id("ic-lora" if ic else effective(storyboard, shot, "quality")),
+            head=head, tail=tail,
         )
     return specs

@@ -231,7 +231,8 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
         if prompt is None or isinstance(prompt, str):
             out.append(Problem(c, i, "prompt", "this shot needs a prompt", "write what the shot shows in prompt",
                                code="missing_prompt"))
-    clip_values = {k: v for k, v in m.items() if k in ("prompt", "negative_prompt", "seed", "quality", "handoff")}
+    clip_values = {k: v for k, v in m.items()
+                   if k in ("prompt", "negative_prompt", "seed", "quality", "handoff", "handles")}
     out += _typed(clip_values, set(clip_values), c, i, "", shot.overridden, shot.shot_id)
     out += _typed(overrides, OVERRIDE_KEYS, c, i, "overrides.", shot.overridden, shot.shot_id)
     if not shot.fps > 0:
@@ -274,13 +275,30 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
     return out
 
 
+def handles_of(storyboard: Storyboard, shot: Shot) -> tuple[int, int]:
+    """(head, tail): the frames a take renders before and after the cut, so a dissolve has media under it and the
+    editor can trim or slip. None where a chain continues (the next shot starts from this one's last frames, so
+    there is no cut to move), none for an IC-LoRA shot (its reference video is the cut's length), and no head
+    before the source's first frame."""
+    value = effective(storyboard, shot, "handles")
+    handles = value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    if not handles or shot.metadata.get("reference_video"):
+        return 0, 0
+    following = storyboard.shots[shot.index + 1] if shot.index + 1 < len(storyboard.shots) else None
+    chained_after = following is not None and following.metadata.get("handoff") == "previous" \
+        and not following.follows_gap
+    head = 0 if shot.metadata.get("handoff") == "previous" else min(handles, max(shot.source_in, 0))
+    return head, 0 if chained_after else handles
+
+
 def segments_of(storyboard: Storyboard, shot: Shot, segment_frames: int = DEFAULT_SEGMENT_FRAMES) -> int:
     """How many chained segments the engine renders `shot` in (1 for a shot within one segment)."""
     m = effective(storyboard, shot, "handoff_overlap")
     m = m if isinstance(m, int) and not isinstance(m, bool) and m >= 0 else 1
     first = 1 + TEMPORAL_RATIO * m if shot.metadata.get("handoff") == "previous" and m else 0
     try:
-        return len(plan_segments(max(shot.frames, 1), segment_frames, first, 1 + TEMPORAL_RATIO * max(m, 1)))
+        rendered = max(shot.frames + sum(handles_of(storyboard, shot)), 1)
+        return len(plan_segments(rendered, segment_frames, first, 1 + TEMPORAL_RATIO * max(m, 1)))
     except InvalidFrameCountError:
         return 0  # an overlap too large to chain: refused by the handoff_overlap check
 

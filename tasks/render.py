@@ -26,7 +26,7 @@ from prefect.states import State
 from milimo import context as app_context
 from milimo_engine.atomic import atomic_path
 from milimo_engine.errors import MilimoEngineError, RenderCancelled
-from storyboards.editorial import take_reel
+from storyboards.editorial import media_start, take_reel
 from storyboards.errors import Interrupted, MilimoError
 from storyboards.paths import OutputLayout
 from storyboards.spec import ShotSpec
@@ -238,7 +238,7 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store: Store, take: Take
     def on_the_device() -> tuple[Any, Written]:
         ledger, result = _run_engine(job, spec, handoff, device, reporter)
         log.info("shot %s take %d rendered on %s (%s)", job.shot_id, take.number, device, ledger.model_id)
-        return result, _write_outputs(job, take, result)  # the handoff is encoded here, on the device too
+        return result, _write_outputs(job, take, result, spec.head)  # the handoff is encoded here, on the device too
 
     try:
         result, written = on_device_thread(device, on_the_device)
@@ -253,7 +253,7 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store: Store, take: Take
         rendered_frames=summary["rendered_frames"], audio_samples=summary["audio_samples"],
         sample_rate=summary["sample_rate"], device=device, loras=summary["loras"], model_id=summary["model_id"],
         recipe=summary["recipe"], segments=summary["segments"], segment_starts=tuple(summary["segment_starts"]),
-        timecode=written.timecode, reel=written.reel, source_reel=job.reel)
+        timecode=written.timecode, reel=written.reel, source_reel=job.reel, head=spec.head, tail=spec.tail)
     store.finish_take(
         take.id, handoff_out_path=written.handoff, handoff_out_sha256=written.handoff_sha256,
         outputs=outputs.as_dict(), timings={**summary["timings"], "task": seconds},
@@ -277,16 +277,17 @@ class Written:
     timecode: str
 
 
-def _write_outputs(job: ShotJob, take: TakeView, result: Any) -> Written:
+def _write_outputs(job: ShotJob, take: TakeView, result: Any, head: int = 0) -> Written:
     """The take's files, each under its layout name (written atomically): the QuickTime an editor conforms
-    (ProRes, a timecode track at the clip's source-in naming the take's own reel), the mp4 preview (the same
+    (ProRes, a timecode track from the clip's source-in less the `head` handle, naming the take's own reel), the
+    mp4 preview (the same
     timecode and reel in its tags), a thumbnail of the middle frame and, when the chain continues, the handoff."""
     layout = OutputLayout.at(job.out_root)
 
     def name(suffix: str) -> Path:
         return layout.take_file(job.storyboard, job.shot_id, take.number, suffix)
 
-    reel, timecode = take_reel(take.id), job.timecode or "00:00:00:00"
+    reel, timecode = take_reel(take.id), media_start(job.timecode or "00:00:00:00", head, result.fps)
     source = f", source reel {job.reel}" if job.reel else ""
     tags = {"title": job.clip or job.shot_id, "reel_name": reel,
             "comment": f"milimo {job.storyboard} shot {job.shot_id} take {take.number}{source}"}

@@ -28,16 +28,19 @@ def _clip(name: str, start: int, frames: int, url: str | None = None, rate: floa
 
 
 def _record_takes(cut: Path, db: str, **load) -> sb.Storyboard:
-    """One finished take per shot, as a render leaves them (an mp4 per take on disk)."""
+    """One finished take per shot, as a render records them: its media on disk, the clip and its handles long."""
     board = sb.load(cut, **load)
     store = Store.open(db)
-    store.import_revision(board, sb.resolve_specs(board, "m"))
+    specs = sb.resolve_specs(board, "m")
+    store.import_revision(board, specs)
     for shot in board.shots:
         take = store.start_take(board.name, shot.shot_id)
         mp4 = cut.parent / "takes" / f"{shot.shot_id}.mp4"
         mp4.parent.mkdir(exist_ok=True)
         mp4.write_bytes(b"\0")
-        store.finish_take(take, outputs={"mp4": str(mp4), "frames": shot.frames, "fps": shot.fps})
+        spec = specs[shot.shot_id]
+        store.finish_take(take, outputs={"mp4": str(mp4), "frames": spec.head + shot.frames + spec.tail,
+                                         "fps": shot.fps, "head": spec.head, "tail": spec.tail})
     store.engine.dispose()
     return board
 
@@ -318,3 +321,39 @@ def test_an_aaf_cut_is_read_like_any_other(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "2 shot(s) of 'Avid Cut' at 24 fps" in proc.stdout
     refused(milimo("validate", cut), "'Dawn'", "needs a prompt")  # read, and only the prompts are missing
+
+
+def test_handles_put_media_under_dissolves_and_what_is_still_short_is_said(tmp_path):
+    """Before: takes were exactly the cut, so every dissolve was short of media and no trim or slip was possible,
+    and nothing said so. Now each take carries handles (its media's range, in every format) and conform names any
+    clip whose media still does not cover what the cut asks (a speed change, a shot without handles)."""
+    timeline = otio.schema.Timeline("Handles")
+    timeline.metadata["milimo"] = {"defaults": {"handles": 8}}
+    track = otio.schema.Track("V1")
+    timeline.tracks.append(track)
+    dissolve = otio.schema.Transition(in_offset=RationalTime(6, 24), out_offset=RationalTime(6, 24))
+    fast = _clip("Fast", 300, 24)
+    fast.effects.append(otio.schema.LinearTimeWarp(time_scalar=2.0))  # 24 record frames play 48 source frames
+    bare = _clip("Bare", 400, 24)
+    bare.metadata["milimo"] = {**dict(bare.metadata["milimo"]), "handles": 0}
+    track.extend([_clip("Dawn", 100, 48), dissolve, _clip("Dusk", 200, 24), fast, bare,
+                  otio.schema.Transition(in_offset=RationalTime(4, 24), out_offset=RationalTime(4, 24)),
+                  _clip("Night", 500, 24)])
+    cut = tmp_path / "handles.otio"
+    otio.adapters.write_to_file(timeline, str(cut))
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    _record_takes(cut, db)
+    for fmt in ("otio", "fcp_xml"):
+        target = tmp_path / "editor" / f"handles{FORMATS[fmt]}"
+        proc = milimo("conform", cut, "--format", fmt, "-o", target, "--db", db)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        notes = [line for line in proc.stdout.splitlines() if "more media" in line]
+        assert len(notes) == 2, proc.stdout
+        assert "'Fast' needs 16 frame(s) more" in notes[0] and "speed change" in notes[0]
+        assert "'Bare' needs 4 frame(s) more" in notes[1] and "dissolve" in notes[1]
+        back = _read(target)
+        for clip in back.video_tracks()[0].find_clips():
+            available = clip.media_reference.available_range
+            head = 0 if clip.name == "Bare" else 8
+            assert available.start_time.value == clip.source_range.start_time.value - head, (fmt, clip.name)
+            assert available.duration.value == clip.source_range.duration.value + 2 * head, (fmt, clip.name)

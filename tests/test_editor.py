@@ -14,6 +14,7 @@ import pytest
 from conftest import milimo
 
 import storyboards
+from milimo_engine.media import probe as media_facts
 
 EDL_25 = """TITLE: HARBOUR CUT 25
 FCM: NON-DROP FRAME
@@ -201,7 +202,7 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
     probe = _ffprobe(boat)
     kinds = {s["codec_type"]: s for s in probe["streams"]}
     assert kinds["audio"]["sample_rate"] == "48000"
-    assert kinds["video"]["tags"]["timecode"] == "01:00:10:00"
+    assert kinds["video"]["tags"]["timecode"] == "01:00:09:17"  # its source-in, less its 8-frame head handle
     # each take its own reel (HARB_B02 is the tape of two clips: a reel + timecode conform would find either)
     reels = {p.name: _ffprobe(p)["format"]["tags"]["reel_name"] for p in takes}
     assert len(set(reels.values())) == 4 and all(re.fullmatch(r"[A-Z0-9]{1,8}", r) for r in reels.values()), reels
@@ -210,9 +211,11 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
     mov = _ffprobe(boat.with_suffix(".mov"))  # the take to conform: ProRes, PCM, a timecode track with the reel
     streams = {s["codec_type"]: s for s in mov["streams"]}
     assert streams["video"]["codec_name"] == "prores" and streams["audio"]["codec_name"] == "pcm_s24le"
-    assert streams["data"]["tags"] == {"timecode": "01:00:10:00", "reel_name": reels[boat.name]}
+    assert streams["data"]["tags"] == {"timecode": "01:00:09:17", "reel_name": reels[boat.name]}
 
     expected_tc = ["01:00:00:00", "01:00:10:00", "01:00:20:00", "01:00:30:00"]
+    # (head, tail) handles: 8 frames by default, none where the chain continues (Boat close up -> Lanterns)
+    handles = {"Harbour establishing": (8, 8), "Boat close up": (8, 0), "Lanterns": (0, 8), "Quay": (8, 8)}
     for fmt, suffix in (("fcp_xml", ".xml"), ("cmx_3600", ".edl"), ("otio", ".otio")):
         target = tmp_path / "editor" / f"conformed{suffix}"
         proc = milimo("conform", board, "--format", fmt, "-o", target, "--db", db)
@@ -230,7 +233,14 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
             path = Path(url.removeprefix("file://")) if url.startswith("file://") else target.parent / url
             assert path.is_file() and "_t001.mov" in path.name, (fmt, clip.name, url)
             tmcd = next(s for s in _ffprobe(path)["streams"] if s["codec_type"] == "data")["tags"]
-            assert tmcd["timecode"] == otio.opentime.to_timecode(clip.source_range.start_time, 25)
+            head, tail = handles[clip.name]
+            first = clip.source_range.start_time - otio.opentime.RationalTime(head, 25)
+            assert tmcd["timecode"] == otio.opentime.to_timecode(first, 25), (fmt, clip.name)  # media starts there
+            assert media_facts(path).frames == head + clip.source_range.duration.value + tail, (fmt, clip.name)
+            if fmt != "cmx_3600":  # the media's range in the file: the clip plus its handles, for trims and dissolves
+                available = clip.media_reference.available_range
+                assert (available.start_time, available.duration.value) == (
+                    first, head + clip.source_range.duration.value + tail), (fmt, clip.name, available)
             if fmt == "cmx_3600":  # Resolve conforms an EDL on reel + timecode: the event's reel is the take's
                 assert clip.metadata["cmx_3600"]["reel"] == tmcd["reel_name"], (clip.name, clip.metadata)
             if fmt == "fcp_xml":

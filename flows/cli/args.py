@@ -33,6 +33,9 @@ def add_storyboard(p: argparse.ArgumentParser) -> None:
     add_cut_options(p)
     p.add_argument("--prompts", metavar="CSV", help="the shot list that makes an editor's cut a storyboard")
     p.add_argument("--size", type=size, metavar="WxH", help="with --prompts: the shots' size, e.g. 768x512")
+    p.add_argument("--handles", type=handle_frames, metavar="N",
+                   help="with --prompts: frames each take renders before and after its cut, for dissolves, trims "
+                   "and slips (default: [cuts] handles, else 8; a shot list's handles column sets one shot's)")
     p.add_argument("--asset-root", action="append", metavar="DIR",
                    help="where storyboard paths may point (repeat; default: [paths] asset_roots, else its folder)")
     p.add_argument("--db", help="store URL (default: [paths] db, MILIMO_DB_URL or sqlite:///renders/milimo.db)")
@@ -82,6 +85,14 @@ def size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def handle_frames(text: str) -> int:
+    from milimo_engine.limits import MAX_HANDLES
+
+    if not (text.isascii() and text.isdigit() and int(text) <= MAX_HANDLES):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of frames from 0 to {MAX_HANDLES}")
+    return int(text)
+
+
 def positive_int(text: str) -> int:
     if not (text.isascii() and text.isdigit() and int(text) > 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
@@ -117,7 +128,7 @@ def apply_config(args: argparse.Namespace) -> Context:
     cut = getattr(args, "storyboard", None) or getattr(args, "cut", None)
     if hasattr(args, "rate") and not args.rate and config.rates.edl and str(cut or "").lower().endswith(".edl"):
         args.rate = config.rates.edl
-    for option in ("shots_track", "max_shot_frames"):
+    for option in ("shots_track", "max_shot_frames", "handles"):
         if hasattr(args, option) and getattr(args, option) is None:
             setattr(args, option, getattr(config.cuts, option))
     return Context(settings)
@@ -128,7 +139,8 @@ def render_request(args: argparse.Namespace, context: Context, **fields: Any) ->
     settings = context.settings
     return RenderRequest(
         storyboard=args.storyboard, prompts=args.prompts, size=args.size, rate=args.rate,
-        shots_track=args.shots_track, max_shot_frames=args.max_shot_frames, draft=getattr(args, "draft", False),
+        shots_track=args.shots_track, max_shot_frames=args.max_shot_frames, handles=args.handles,
+        draft=getattr(args, "draft", False),
         model=settings.model, out=str(settings.out_root), db=settings.db_url,
         devices=getattr(args, "device", None) or None, time_limit_s=getattr(args, "time_limit", None),
         asset_roots=[str(r) for r in settings.asset_roots] or None, qa=args.qa,

@@ -22,7 +22,7 @@ def _checked(args: argparse.Namespace, context: Context) -> storyboards.Storyboa
     """The storyboard loaded, its stored overrides applied and validated: what a render of it would see."""
     request = RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size, rate=args.rate,
                             shots_track=args.shots_track, max_shot_frames=args.max_shot_frames,
-                            db=context.settings.db_url,
+                            handles=args.handles, db=context.settings.db_url,
                             asset_roots=[str(r) for r in context.settings.asset_roots] or None)
     return check(request, context, need_model=False).board
 
@@ -82,7 +82,7 @@ def conform(args: argparse.Namespace, context: Context) -> int:
     if args.output:  # the default target is milimo's own file under the output root: conformed again, replaced
         writable_target(args.output, [args.storyboard, args.prompts], force=args.force, what="conform")
     board = load_board(RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size,
-                                     rate=args.rate, shots_track=args.shots_track))
+                                     rate=args.rate, shots_track=args.shots_track, handles=args.handles))
     store = open_store(args, context)
     rows = store.status(board.name)
     if not rows:

@@ -22,7 +22,7 @@ from .tables import print_table
 def board_name(args: argparse.Namespace) -> str:
     """The storyboard's name: a cut or sheet that does not load stops here, before any database is opened."""
     return load_board(RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size,
-                                    rate=args.rate, shots_track=args.shots_track)).name
+                                    rate=args.rate, shots_track=args.shots_track, handles=args.handles)).name
 
 
 def open_store(args: argparse.Namespace, context: Context) -> Store:

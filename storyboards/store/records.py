@@ -35,6 +35,8 @@ class TakeOutputs:
     timecode: str | None = None
     reel: str | None = None  # the take's own reel (`editorial.take_reel`); older takes: the clip's
     source_reel: str | None = None  # the clip's reel or tape in the cut
+    head: int | None = None  # handle frames before the cut: the media is head + cut + tail frames (`frames`)
+    tail: int | None = None
     root: str | None = None  # the output root the take was written under; its paths are relative to it
     extra: dict[str, Any] = field(default_factory=dict)
 
