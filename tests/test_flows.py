@@ -169,8 +169,8 @@ def test_render_rerun_and_rerender(render_env):
     for clip, shot in zip(rendered.tracks[0].find_clips(), board.shots, strict=False):
         ref = clip.media_reference
         assert clip.active_media_reference_key == "take-1"
-        assert (Path(first["otio"]).parent / ref.target_url).resolve() == Path(
-            status[shot.shot_id].outputs.mp4
+        assert (Path(first["otio"]).parent / ref.target_url).resolve() == Path(  # the take's QuickTime
+            status[shot.shot_id].outputs.mov
         ).resolve()
     assert probe(first["preview"]).frames == sum(s.frames for s in board.shots)
     assert Path(first["contact_sheet"]).stat().st_size > 1000
