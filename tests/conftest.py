@@ -67,6 +67,23 @@ def pytest_sessionfinish(session, exitstatus):
 
 import pytest  # noqa: E402
 
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """`xdist_group` for pytest 9: pytest-xdist 3.8's loadgroup appends a test's group to `item._nodeid`, which
+    pytest 9 no longer reads (a node id is built from `item._id`), so groups were ignored and both workers set up
+    each group's module fixtures (the oracle's checkpoints, the dashboard's render). The same suffix, where
+    pytest reads it."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
+
 from milimo_engine import ModelLedger, ShotRequest, TwoStagePipeline, build_tiny_model  # noqa: E402
 
 

@@ -309,6 +309,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _one_slow_chain(timeline) -> None:
+    """The example's first chain alone, its first shot quick: a render to interrupt is soon past that shot and then
+    slow (40 steps) for two shots, and the resume renders only those two (not four shots at 40 steps)."""
+    track = timeline.tracks[0]
+    while len(track) > 3:
+        del track[3]
+    wide = track[0]
+    wide.metadata["milimo"] = {**dict(wide.metadata["milimo"]), "overrides": {"steps": FAST_STEPS}}
+
+
 def _rendering(rows) -> bool:
     return any(s == "succeeded" for s, _ in rows) and any(s == "running" and p and '"stage1"' in p for s, p in rows)
 
@@ -317,7 +327,7 @@ def _rendering(rows) -> bool:
 def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_model_dir, sig, prefect_api):
     """Ctrl-C is SIGINT to the whole process group. No PREFECT_API_URL: milimo's own temporary server must
     survive it long enough to record the ending, then stop with everything else."""
-    board = copy_example(tmp_path / "b", steps=40)
+    board = copy_example(tmp_path / "b", steps=40, edit=_one_slow_chain)
     db_file = tmp_path / "m.db"
     environment = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     environment.update(DO_NOT_TRACK="1", PREFECT_HOME=str(tmp_path / "prefect"))
@@ -375,7 +385,7 @@ def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_model_dir, sig, pref
 
 
 def test_kill_9_leaves_no_process_and_the_next_render_cleans_up(tmp_path, tiny_model_dir, prefect_api):
-    board = copy_example(tmp_path / "b", steps=40)
+    board = copy_example(tmp_path / "b", steps=40, edit=_one_slow_chain)
     db_file = tmp_path / "m.db"
     out = tmp_path / "out"
     environment = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
