@@ -24,6 +24,7 @@ from .editorial import clip_prompt, timecode
 from .errors import RowProblem, ShotListInvalid
 from .fields import check, derived_id
 from .schema import NAMESPACE, plain, suggest
+from .validate import MIN_HANDOFF_FRAMES
 
 if TYPE_CHECKING:
     from .load import Storyboard
@@ -60,7 +61,8 @@ def cut_rows(board: Storyboard) -> list[dict[str, str]]:
     already knows (a storyboard's metadata, or a prompt the editor left in an EDL comment, a marker or a clip
     comment); each generator (black, bars, a title) with its kind, as not rendered."""
     placed: list[tuple[int, dict[str, str]]] = []
-    for shot, clip in zip(board.shots, board.clips(), strict=False):
+    clips = board.clips()
+    for shot, clip in zip(board.shots, clips, strict=False):
         m = shot.metadata
         images = " | ".join(f"{e.get('path', '')}@{e.get('frame', 0)}"
                             + (f":{e['strength']:g}" if isinstance(e.get("strength"), (int, float)) else "")
@@ -72,7 +74,8 @@ def cut_rows(board: Storyboard) -> list[dict[str, str]]:
             "prompt": m.get("prompt") or clip_prompt(clip) or "", "negative_prompt": m.get("negative_prompt") or "",
             "seed": "" if m.get("seed") is None else str(m["seed"]),
             "loras": _format_entries(m.get("loras") or [], "weight", ":"), "images": images,
-            "handoff": m.get("handoff") or "", "handles": "" if m.get("handles") is None else str(m["handles"]),
+            "handoff": m.get("handoff") or ("previous" if through_edit(board, shot.index) else ""),
+            "handles": "" if m.get("handles") is None else str(m["handles"]),
             "notes": m.get("notes") or "", KIND_COLUMN: SHOT,
         }))
     for generator in board.generators:  # in the list where the cut has them, so the sheet reads like the cut
@@ -83,6 +86,23 @@ def cut_rows(board: Storyboard) -> list[dict[str, str]]:
                     KIND_COLUMN: f"generator ({generator.kind}): not rendered"})
         placed.append((record_in, row))
     return [row for _, row in sorted(placed, key=lambda p: p[0])]
+
+
+def through_edit(board: Storyboard, index: int) -> bool:
+    """Whether shot `index` continues the shot before it in the source: the same reel, its source-in where the other
+    ended, straight after it with nothing between (an editor's split of one take). Its row then starts as `handoff:
+    previous`, so the rendered shot stays continuous across the split; writing `none` opts out."""
+    if index == 0:
+        return False
+    shot, before = board.shots[index], board.shots[index - 1]
+    if shot.follows_gap or not shot.reel or shot.reel != before.reel or before.frames < MIN_HANDOFF_FRAMES:
+        return False
+    if before.source_in + before.frames != shot.source_in:
+        return False
+    track = list(board.shots_track())
+    clips = board.clips()
+    at = next(i for i, item in enumerate(track) if item is clips[index])
+    return at > 0 and track[at - 1] is clips[index - 1]  # no transition between
 
 
 def write_shotlist(rows: list[dict[str, str]], target: str | Path) -> Path:

@@ -357,3 +357,42 @@ def test_handles_put_media_under_dissolves_and_what_is_still_short_is_said(tmp_p
             head = 0 if clip.name == "Bare" else 8
             assert available.start_time.value == clip.source_range.start_time.value - head, (fmt, clip.name)
             assert available.duration.value == clip.source_range.duration.value + 2 * head, (fmt, clip.name)
+
+
+THROUGH_EDIT = """TITLE: SPLIT
+FCM: NON-DROP FRAME
+
+001  A001     V     C        10:00:00:00 10:00:02:00 01:00:00:00 01:00:02:00
+* FROM CLIP NAME: Walk
+* PROMPT: a woman walks along the quay
+002  A001     V     C        10:00:02:00 10:00:03:00 01:00:02:00 01:00:03:00
+* FROM CLIP NAME: Walk
+003  B001     V     C        11:00:00:00 11:00:01:00 01:00:03:00 01:00:04:00
+* FROM CLIP NAME: Gulls
+* PROMPT: gulls over the harbour
+"""
+
+
+def test_a_through_edit_becomes_a_chain_unless_the_sheet_says_none(tmp_path):
+    """Before: a take the editor split in two (one reel, contiguous source) rendered as two unrelated shots, so
+    the shot jumped at the split."""
+    import csv
+
+    cut = tmp_path / "split.edl"
+    cut.write_text(THROUGH_EDIT)
+    assert milimo("prompts", cut, "--rate", "25", "-o", tmp_path / "split.csv").returncode == 0
+    with open(tmp_path / "split.csv", encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["handoff"] for r in rows] == ["", "previous", ""]  # prefilled where the source runs on
+    rows[1]["prompt"] = "she keeps walking"
+    first, second = rows[0]["shot_id"], rows[1]["shot_id"]  # one clip name twice: ids from its reel and source
+    for handoff, chains in (("previous", f"{first} -> {second}"), ("none", second)):
+        rows[1]["handoff"] = handoff
+        with open(tmp_path / "split.csv", "w", encoding="utf-8-sig", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        proc = milimo("validate", cut, "--rate", "25", "--prompts", tmp_path / "split.csv")
+        assert proc.returncode == 0, proc.stderr
+        assert f": {chains}\n" in proc.stdout, proc.stdout
+    assert "3 shot(s) in 3 chain(s)" in proc.stdout  # opted out: three unrelated shots
