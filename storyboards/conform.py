@@ -37,6 +37,7 @@ class TakeSource(Protocol):
 
     def current_take(self, storyboard: str, shot_id: str) -> Any | None: ...
 
+SOUND_TRACK = "milimo audio"  # the takes' sound, clip for clip under the shots
 EXPORT_FORMATS = {"otio": ("otio_json", ".otio"), "otioz": ("otioz", ".otioz"), "fcp_xml": ("fcp_xml", ".xml"),
                   "cmx_3600": ("cmx_3600", ".edl")}
 
@@ -84,7 +85,7 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
         meta["render"] = record
         clip.metadata[NAMESPACE] = meta
     track = board.shots_track(timeline)
-    audio = otio.schema.Track(name="milimo audio", kind=otio.schema.TrackKind.Audio)
+    audio = otio.schema.Track(name=SOUND_TRACK, kind=otio.schema.TrackKind.Audio)
     for item in track:
         if isinstance(item, otio.schema.Transition):
             continue  # a transition overlaps its neighbours and takes no time of its own
@@ -160,5 +161,5 @@ def export(board: Storyboard, store: TakeSource, fmt: str, target: str | Path,
     if fmt == "cmx_3600":
         return atomic_write(target, edl_text(delivery.timeline, board.fps, board.edl_style)), delivery.notes
     if fmt == "fcp_xml":
-        return atomic_write(target, xml_text(delivery.timeline)), delivery.notes
+        return atomic_write(target, xml_text(delivery.timeline, board.track_name, SOUND_TRACK)), delivery.notes
     return write_timeline(delivery.timeline, target, adapter, **delivery.options), delivery.notes

@@ -13,6 +13,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import opentimelineio as otio
 
@@ -179,16 +180,43 @@ def edl_text(timeline: otio.schema.Timeline, fps: float, style: str) -> str:
     return f"{title}\n{fcm}\n{rest.lstrip()}" if title.startswith("TITLE:") else f"{fcm}\n{text.lstrip()}"
 
 
-def xml_text(timeline: otio.schema.Timeline) -> str:
-    """FCP 7 XML as OTIO's writer gives it, with the `<!DOCTYPE xmeml>` it leaves out (Premiere's importer wants
-    it)."""
-    text = otio.adapters.write_to_string(timeline, "fcp_xml")
-    if "<!DOCTYPE" in text:
-        return text
-    declaration, newline, rest = text.partition("\n")
-    if declaration.startswith("<?xml"):
-        return f"{declaration}\n<!DOCTYPE xmeml>\n{rest}"
-    return f"<!DOCTYPE xmeml>\n{text}"
+def xml_text(timeline: otio.schema.Timeline, shots_track: str, sound_track: str) -> str:
+    """FCP 7 XML as OTIO's writer gives it, with what it leaves out: each take's picture and its sound on
+    `sound_track` linked (`<link>` both ways, `<sourcetrack>` on the sound), so they import, move and trim as one
+    clip; and the `<!DOCTYPE xmeml>` Premiere's importer wants."""
+    root = ElementTree.fromstring(otio.adapters.write_to_string(timeline, "fcp_xml"))
+    audio_names = [t.name for t in timeline.audio_tracks()]
+    shots = video_track(timeline, shots_track)
+    sequence = next(root.iter("sequence"), None)
+    videos = sequence.findall("./media/video/track") if sequence is not None else []
+    audios = sequence.findall("./media/audio/track") if sequence is not None else []
+    if shots is not None and sound_track in audio_names and audio_names.index(sound_track) < len(audios):
+        video_index = list(timeline.video_tracks()).index(shots) + 1
+        audio_index = audio_names.index(sound_track) + 1
+        sounds: dict[str | None, list[tuple[int, ElementTree.Element]]] = {}
+        for n, item in enumerate(audios[audio_index - 1].findall("clipitem"), start=1):
+            sounds.setdefault(item.findtext("name"), []).append((n, item))
+        for n, picture in enumerate(videos[video_index - 1].findall("clipitem"), start=1):
+            waiting = sounds.get(picture.findtext("name"))  # the sound track mirrors the shots, in order
+            if not waiting or picture.find("file") is None:
+                continue
+            clip_index, sound = waiting.pop(0)
+            if sound.find("sourcetrack") is None:
+                _sub(sound, "sourcetrack", [("mediatype", "audio"), ("trackindex", "1")])
+            for element in (picture, sound):
+                _sub(element, "link", [("linkclipref", picture.get("id")), ("mediatype", "video"),
+                                       ("trackindex", str(video_index)), ("clipindex", str(n))])
+                _sub(element, "link", [("linkclipref", sound.get("id")), ("mediatype", "audio"),
+                                       ("trackindex", str(audio_index)), ("clipindex", str(clip_index)),
+                                       ("groupindex", "1")])
+    ElementTree.indent(root, space="    ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE xmeml>\n' + ElementTree.tostring(root, "unicode") + "\n"
+
+
+def _sub(parent: ElementTree.Element, tag: str, children: list[tuple[str, str | None]]) -> None:
+    element = ElementTree.SubElement(parent, tag)
+    for name, text in children:
+        ElementTree.SubElement(element, name).text = text
 
 
 def _offline(clip: otio.schema.Clip) -> bool:

@@ -153,6 +153,24 @@ FCM: DROP FRAME
 """
 
 
+def _assert_linked(path: Path, names: list[str]) -> None:
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    assert path.read_text().splitlines()[1] == "<!DOCTYPE xmeml>"
+    sequence = next(root.iter("sequence"))
+    pictures = sequence.findall("./media/video/track")[0].findall("clipitem")
+    sounds = {s.get("id"): s for track in sequence.findall("./media/audio/track") for s in track.findall("clipitem")}
+    assert [p.findtext("name") for p in pictures] == names
+    for picture in pictures:
+        links = {link.findtext("mediatype"): link.findtext("linkclipref") for link in picture.findall("link")}
+        assert links["video"] == picture.get("id") and links["audio"] in sounds, links
+        sound = sounds[links["audio"]]
+        assert sound.findtext("./sourcetrack/mediatype") == "audio" and sound.findtext("name") == picture.findtext(
+            "name")
+        assert {link.findtext("linkclipref") for link in sound.findall("link")} == {picture.get("id"), sound.get("id")}
+
+
 def test_the_record_start_is_kept_in_the_shot_list_and_every_format(tmp_path):
     """Before: an EDL cut recorded at 01:00:00:00 came out at 00:00:00:00 in its shot list, FCP XML and EDL;
     EDLs had no FCM line and were always in Avid's style."""
@@ -178,6 +196,8 @@ def test_the_record_start_is_kept_in_the_shot_list_and_every_format(tmp_path):
             back = _read(target)
             assert otio.opentime.to_timecode(back.global_start_time, 25) == "01:00:00:00", fmt
             assert _placed(back) == [("Dawn", 0, 25), ("Dusk", 25, 25)], fmt
+        if fmt == "fcp_xml":  # picture and sound of each take linked both ways, so they import as one clip
+            _assert_linked(target, ["Dawn", "Dusk"])
 
     ntsc = tmp_path / "ntsc.edl"
     ntsc.write_text(NUCODA_DF)
