@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from ..errors import StoreError
 
 T = TypeVar("T")
-RECONNECT_ATTEMPTS = 3
+RECONNECT_WINDOW_S = 20.0  # how long a dropped connection is tried again: a PostgreSQL restart or failover
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x6D696C696D6F  # "milimo": the advisory lock that serialises schema upgrades on PostgreSQL
@@ -115,17 +115,21 @@ def lost_connection(exc: BaseException) -> bool:
     return isinstance(exc, DisconnectionError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
-def on_a_fresh_connection(work: Callable[[], T], attempts: int = RECONNECT_ATTEMPTS) -> T:
-    """`work` (one transaction), again after a short wait when the database dropped its connection: the
-    transaction was rolled back, and the pool hands out a new, pre-pinged connection."""
-    for attempt in range(attempts):
+def on_a_fresh_connection(work: Callable[[], T], window_s: float = RECONNECT_WINDOW_S) -> T:
+    """`work` (one transaction), again after a short wait each time the database drops its connection, for up to
+    `window_s`: the transaction was rolled back, and the pool hands out a new, pre-pinged connection. A window,
+    not a count: a server that drops connections again and again while it restarts gets the same time as one that
+    drops them once. A database that refuses connections is not retried (it is down: exit 2 at once)."""
+    deadline = time.monotonic() + window_s
+    attempt = 0
+    while True:
         try:
             return work()
         except (DBAPIError, DisconnectionError) as exc:
-            if not lost_connection(exc) or attempt == attempts - 1:
+            if not lost_connection(exc) or time.monotonic() >= deadline:
                 raise
-            time.sleep(0.2 * 2 ** attempt)
-    raise AssertionError("unreachable")
+            time.sleep(min(0.1 * 2 ** attempt, 1.0))
+            attempt += 1
 
 
 def open_engine(url: str, **kwargs) -> Engine:
