@@ -1,6 +1,6 @@
 """Orchestration overhead: the 5-shot example through `render_storyboard` (Prefect + store) vs a
 plain loop over the engine in the same process doing the same work (same requests, handoffs,
-mp4s, thumbnails, handoff files).
+QuickTime deliverables, mp4 previews, thumbnails, handoff files).
 
 Both run warm (weights loaded once, in the same process, through the same ledger cache), so the
 difference is what Prefect, the store and the planning cost. Prefect's server start-up is
@@ -51,6 +51,7 @@ def plain_loop(board_path: Path, model_dir: Path, out: Path) -> list[float]:
             t0 = time.perf_counter()
             result = pipe(specs[sid].request(handoff))
             folder = out / sid
+            result.save_mov(folder / "shot.mov", timecode="00:00:00:00", reel="ML000001")
             result.save_mp4(folder / "shot.mp4")
             assert result.frames is not None
             write_thumbnail(result.frames[len(result.frames) // 2], folder / "thumb.png")
@@ -109,6 +110,7 @@ def profile_one_render(board_path: Path, model_dir: Path, work: Path) -> tuple[T
     timers.wrap(TwoStagePipeline, "__call__", "engine: the pipeline")
     timers.wrap(ICLoraPipeline, "__call__", "engine: the pipeline")
     timers.wrap(ShotResult, "save_mp4", "take files: mp4")
+    timers.wrap(ShotResult, "save_mov", "take files: mov")
     timers.wrap(render_module, "write_thumbnail", "take files: thumbnail")
     timers.wrap(render_module, "_wait_for_lease", "lease: acquire / wait")
     timers.wrap(artifacts_module, "file_sha256", "hashing: artifacts recorded")
