@@ -1,5 +1,6 @@
-"""What an editor's export says about a clip beyond its ranges: reel, a prompt left in a comment or
-marker, and timecode at the sequence rate.
+"""What an editor's export says beyond its ranges: a clip's reel, a prompt left in a comment or marker,
+timecode at the sequence rate, an EDL's comment style and the rate its timecodes imply; and the reel and start
+timecode a take gets back.
 
 Each editor hides these in its own adapter's metadata (`cmx_3600.reel`, FCP XML's
 `file/timecode/reel/name`, EDL comments, markers), so we look where OpenTimelineIO's adapters put
@@ -8,7 +9,9 @@ them instead of trusting one vendor's shape.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import opentimelineio as otio
@@ -101,3 +104,48 @@ def clip_prompt(clip: otio.schema.Clip) -> str | None:
         if stripped.lower().startswith(PROMPT_PREFIX) and stripped[len(PROMPT_PREFIX):].strip():
             return stripped[len(PROMPT_PREFIX):].strip()
     return None
+
+
+STANDARD_RATES = (24, 25, 30, 48, 50, 60)
+_TIMECODE = re.compile(r"\b\d\d[:;]\d\d[:;]\d\d([:;])(\d\d)\b")
+
+
+def rate_advice(p: Path, rate: float | None) -> tuple[str, str]:
+    """(what, fix) for an EDL whose timecodes do not fit the rate it was read at: the rate that was used, and the
+    one its timecodes imply (`;` is drop frame, 29.97 or 59.94; the largest frame number bounds the rest)."""
+    given = f"{rate:g} fps (given with --rate)" if rate else "24 fps (the default; EDLs carry no rate)"
+    try:
+        found = _TIMECODE.findall(p.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        found = []
+    largest = max((int(frames) for _, frames in found), default=0)
+    implied: str | None
+    if any(sep == ";" for sep, _ in found):
+        implied, why = ("29.97" if largest < 30 else "59.94"), "its ';' timecodes are drop frame"
+    else:
+        fits = next((r for r in STANDARD_RATES if r > largest and (rate is None or r != round(rate))), None)
+        implied = f"{fits:g}" if fits else None
+        why = f"its timecodes count frames up to {largest:02d}"
+    what = f"the EDL's timecodes do not fit {given}: {why}"
+    if implied is None:
+        return what, "give the cut's frame rate with --rate FPS"
+    ntsc = {"24": "23.976", "30": "29.97", "60": "59.94"}.get(implied)
+    return what, f"give --rate {implied}" + (f" (or {ntsc} for NTSC)" if ntsc else "")
+
+
+def edl_style(p: Path) -> str:
+    """An EDL's comment style, as OTIO's writer names them: `* FROM FILE:` is Nucoda's, `* FROM CLIP:` Avid's,
+    every reel `AX` Premiere's."""
+    if p.suffix.lower() != ".edl":
+        return "avid"
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "avid"
+    if "* FROM FILE:" in text:
+        return "nucoda"
+    if "* FROM CLIP:" in text:
+        return "avid"
+    reels = {line.split()[1] for line in text.splitlines()
+             if len(line.split()) > 2 and line.split()[0].isascii() and line.split()[0].isdigit()}
+    return "premiere" if reels == {"AX"} else "avid"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ import opentimelineio as otio
 from milimo_engine.hashing import file_sha256
 from milimo_engine.limits import DEFAULT_HANDLES
 
-from .editorial import clip_reel, timecode, timecode_rate
+from .editorial import clip_reel, edl_style, rate_advice, timecode, timecode_rate
 from .errors import StoryboardFileError, UnknownShot
 from .fields import derived_id, unsafe_id
 from .schema import NAMESPACE, plain
@@ -198,7 +197,7 @@ def _read_timeline(p: Path, rate: float | None) -> otio.schema.Timeline:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if adapter == "cmx_3600" and ("rate" in text.lower() or "duration" in text.lower()):
             # Timecodes read at the wrong rate show as a bad rate or as source and record lengths that disagree.
-            raise StoryboardFileError(p, *_rate_advice(p, rate)) from None
+            raise StoryboardFileError(p, *rate_advice(p, rate)) from None
         raise StoryboardFileError(p, f"cannot be read as {adapter} ({text})", EXPORT_FIX) from None
     if isinstance(result, otio.schema.SerializableCollection):
         timelines = list(result.find_children(descended_from_type=otio.schema.Timeline))
@@ -208,33 +207,6 @@ def _read_timeline(p: Path, rate: float | None) -> otio.schema.Timeline:
     if not isinstance(result, otio.schema.Timeline):
         raise StoryboardFileError(p, f"holds a {type(result).__name__}, not a timeline", EXPORT_FIX)
     return result
-
-
-STANDARD_RATES = (24, 25, 30, 48, 50, 60)
-_TIMECODE = re.compile(r"\b\d\d[:;]\d\d[:;]\d\d([:;])(\d\d)\b")
-
-
-def _rate_advice(p: Path, rate: float | None) -> tuple[str, str]:
-    """(what, fix) for an EDL whose timecodes do not fit the rate it was read at: the rate that was used, and the
-    one its timecodes imply (`;` is drop frame, 29.97 or 59.94; the largest frame number bounds the rest)."""
-    given = f"{rate:g} fps (given with --rate)" if rate else "24 fps (the default; EDLs carry no rate)"
-    try:
-        found = _TIMECODE.findall(p.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        found = []
-    largest = max((int(frames) for _, frames in found), default=0)
-    implied: str | None
-    if any(sep == ";" for sep, _ in found):
-        implied, why = ("29.97" if largest < 30 else "59.94"), "its ';' timecodes are drop frame"
-    else:
-        fits = next((r for r in STANDARD_RATES if r > largest and (rate is None or r != round(rate))), None)
-        implied = f"{fits:g}" if fits else None
-        why = f"its timecodes count frames up to {largest:02d}"
-    what = f"the EDL's timecodes do not fit {given}: {why}"
-    if implied is None:
-        return what, "give the cut's frame rate with --rate FPS"
-    ntsc = {"24": "23.976", "30": "29.97", "60": "59.94"}.get(implied)
-    return what, f"give --rate {implied}" + (f" (or {ntsc} for NTSC)" if ntsc else "")
 
 
 def _newer_schemas(p: Path) -> str:
@@ -371,7 +343,7 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
     explicit_id = meta.get("storyboard_id")
     name = explicit_id if isinstance(explicit_id, str) and not unsafe_id(explicit_id) else (timeline.name or p.stem)
     return Storyboard(name, p, sha, float(track_rate), meta, tuple(shots), track_label(timeline, track), timeline,
-                      nested=tuple(nested), generators=tuple(generators), record_start=start, edl_style=_edl_style(p))
+                      nested=tuple(nested), generators=tuple(generators), record_start=start, edl_style=edl_style(p))
 
 
 def _record_start(timeline: otio.schema.Timeline, track: otio.schema.Track, rate: float) -> int:
@@ -382,21 +354,3 @@ def _record_start(timeline: otio.schema.Timeline, track: otio.schema.Track, rate
     if track.source_range is not None and track.source_range.start_time.value < 0:
         return round(-track.source_range.start_time.rescaled_to(rate).value)
     return 0
-
-
-def _edl_style(p: Path) -> str:
-    """An EDL's comment style, as OTIO's writer names them: `* FROM FILE:` is Nucoda's, `* FROM CLIP:` Avid's,
-    every reel `AX` Premiere's."""
-    if p.suffix.lower() != ".edl":
-        return "avid"
-    try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "avid"
-    if "* FROM FILE:" in text:
-        return "nucoda"
-    if "* FROM CLIP:" in text:
-        return "avid"
-    reels = {line.split()[1] for line in text.splitlines()
-             if len(line.split()) > 2 and line.split()[0].isascii() and line.split()[0].isdigit()}
-    return "premiere" if reels == {"AX"} else "avid"
