@@ -20,7 +20,7 @@ from milimo_engine.segment_plan import plan_segments
 from .assets import image_problem, safetensors_problem
 from .errors import Problem, StoryboardInvalid
 from .fields import check, unsafe_id
-from .load import Shot, Storyboard
+from .load import Shot, Storyboard, video_track_labels
 from .schema import (
     CLIP_KEYS,
     DEFAULT_KEYS,
@@ -199,8 +199,11 @@ def _timeline(storyboard: Storyboard, config: ValidationConfig, roots: AssetRoot
                            "flatten it in the editor (Premiere: select and un-nest; Resolve: Decompose in Place; "
                            "Avid: collapse undone) and export the cut again"))
     if not storyboard.shots:
-        out.append(Problem("timeline", None, "shots", f"the shots track {storyboard.track_name!r} has no clips",
-                           "put the shots as clips on the first video track, or name the track in shots_track"))
+        others = [label for label in video_track_labels(storyboard.timeline) if label != storyboard.track_name]
+        held = f" to render ({len(storyboard.generators)} generator(s) only)" if storyboard.generators else ""
+        out.append(Problem("timeline", None, "shots", f"the shots track {storyboard.track_name!r} has no clips{held}",
+                           f"name the track that holds the shots with --shots-track (the cut's other video tracks: "
+                           f"{others})" if others else "put the shots as clips on the first video track"))
     return out
 
 

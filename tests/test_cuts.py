@@ -288,7 +288,7 @@ def test_the_shots_track_is_chosen_and_generators_are_listed_not_rendered(tmp_pa
     cut.write_text(GENERATORS_XML)
     first = milimo("prompts", cut, "-o", tmp_path / "v1.csv")
     assert first.returncode == 0, first.stderr
-    assert "0 shot(s)" in first.stdout and "1 generator(s)" in first.stdout
+    assert "0 shot(s)" in first.stdout and "1 generator(s)" in first.stdout and "--shots-track" in first.stdout
     assert [t.name for t in otio.adapters.read_from_file(str(cut)).video_tracks()] == ["", ""]  # as FCP XML has it
     proc = milimo("prompts", cut, "--shots-track", "V2", "-o", tmp_path / "v2.csv")
     assert proc.returncode == 0, proc.stderr

@@ -12,6 +12,7 @@ from milimo.prepare import check, load_board
 from milimo.request import RenderRequest
 from milimo.targets import writable_target
 from storyboards.errors import ConfigError
+from storyboards.load import video_track_labels
 from storyboards.validate import segments_of
 
 from .args import add_cut_options, add_storyboard
@@ -58,6 +59,9 @@ def prompts(args: argparse.Namespace, context: Context) -> int:
     print(f"{target}: {len(board.shots)} shot(s) of {board.name!r} at {board.fps:g} fps, {filled} with a prompt from "
           f"the cut" + (f", {skipped} generator(s) listed as not rendered" if skipped else "")
           + f"; fill the prompt column, then `milimo import {args.cut} --prompts {target}{options} -o STORYBOARD.otio`")
+    if not board.shots and len(board.timeline.video_tracks()) > 1:
+        print(f"  note: the shots track {board.track_name} holds no shots; the cut's video tracks are "
+              f"{video_track_labels(board.timeline)}: give the one with the shots as --shots-track")
     return 0
 
 
