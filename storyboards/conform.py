@@ -23,6 +23,7 @@ import opentimelineio as otio
 from milimo_engine.atomic import atomic_write
 
 from .deliver import edl_text, fitted, xml_text
+from .editorial import timecode
 from .load import Storyboard, write_timeline
 from .paths import OutputLayout
 from .schema import NAMESPACE
@@ -135,6 +136,10 @@ def _identified_by(clip: otio.schema.Clip, ref: otio.schema.ExternalReference) -
 def _record_start_kept(timeline: otio.schema.Timeline, board: Storyboard) -> None:
     """An EDL cut's record start (kept by OTIO's reader as the track's negative start) as the timeline's start
     timecode, which every writer reads: the conformed cut starts where the editor's did."""
+    drop = board.drop_frame if board.drop_frame is not None else ";" in timecode(0, board.fps)
+    fcp = dict(timeline.metadata.get("fcp_xml") or {})
+    fcp["timecode"] = {"displayformat": "DF" if drop else "NDF", **dict(fcp.get("timecode") or {})}
+    timeline.metadata["fcp_xml"] = fcp  # the sequence's timecode counted as the cut counts it
     if timeline.global_start_time is None and board.record_start:
         timeline.global_start_time = otio.opentime.RationalTime(board.record_start, board.fps)
         board.shots_track(timeline).source_range = None
@@ -159,7 +164,8 @@ def export(board: Storyboard, store: TakeSource, fmt: str, target: str | Path,
     start = otio.opentime.RationalTime(board.record_start, board.fps) if board.record_start else None
     delivery = fitted(timeline, fmt, board.track_name, track, start)
     if fmt == "cmx_3600":
-        return atomic_write(target, edl_text(delivery.timeline, board.fps, board.edl_style)), delivery.notes
+        return atomic_write(target, edl_text(delivery.timeline, board.fps, board.edl_style, board.drop_frame)), \
+            delivery.notes
     if fmt == "fcp_xml":
         return atomic_write(target, xml_text(delivery.timeline, board.track_name, SOUND_TRACK)), delivery.notes
     return write_timeline(delivery.timeline, target, adapter, **delivery.options), delivery.notes

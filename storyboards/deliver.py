@@ -10,6 +10,7 @@ either fitted here, with a note saying what the file carries instead, or refused
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,14 +171,31 @@ def fitted(timeline: otio.schema.Timeline, fmt: str, shots_track: str, track: st
     return Delivery(timeline, {}, tuple(notes))
 
 
-def edl_text(timeline: otio.schema.Timeline, fps: float, style: str) -> str:
-    """The EDL as OTIO's CMX 3600 writer gives it in the cut's own style, with the `FCM:` line it leaves out
-    (drop frame exactly when its timecodes are, as OTIO writes 29.97 and 59.94)."""
+def edl_text(timeline: otio.schema.Timeline, fps: float, style: str, drop_frame: bool | None = None) -> str:
+    """The EDL as OTIO's CMX 3600 writer gives it in the cut's own style, with the `FCM:` line it leaves out, and
+    in the cut's own count: OTIO writes 29.97 and 59.94 as drop frame, so a non-drop cut (`drop_frame` False) gets
+    its event timecodes back as non-drop, the same frames."""
     text = otio.adapters.write_to_string(timeline, "cmx_3600", style=style if style in EDL_STYLES else "avid")
-    drop = ";" in otio.opentime.to_timecode(otio.opentime.RationalTime(0, fps), fps)
+    rate = otio.opentime.RationalTime.nearest_valid_timecode_rate(fps)
+    written_drop = ";" in otio.opentime.to_timecode(otio.opentime.RationalTime(0, rate), rate)
+    drop = written_drop if drop_frame is None else drop_frame
+    if written_drop and not drop:
+        text = "\n".join(_non_drop(line, rate) if line[:3].isdigit() else line for line in text.split("\n"))
     fcm = f"FCM: {'DROP FRAME' if drop else 'NON-DROP FRAME'}\n"
     title, _, rest = text.partition("\n\n")
     return f"{title}\n{fcm}\n{rest.lstrip()}" if title.startswith("TITLE:") else f"{fcm}\n{text.lstrip()}"
+
+
+_TIMECODE = re.compile(r"\b\d\d:\d\d:\d\d;\d\d\b")
+
+
+def _non_drop(line: str, rate: float) -> str:
+    """An event line's drop-frame timecodes as the same frames counted non-drop."""
+    def count(match: re.Match) -> str:
+        frames = otio.opentime.from_timecode(match.group(0), rate)
+        return otio.opentime.to_timecode(frames, rate, False)
+
+    return _TIMECODE.sub(count, line)
 
 
 def xml_text(timeline: otio.schema.Timeline, shots_track: str, sound_track: str) -> str:

@@ -29,9 +29,12 @@ def timecode_rate(rate: float | None) -> float | None:
     return nearest if abs(nearest - rate) < 0.01 else rate
 
 
-def timecode(frames: int, fps: float) -> str:
-    """SMPTE timecode of a frame count at `fps`, through OTIO (drop-frame `;` at 29.97 and 59.94)."""
-    return otio.opentime.to_timecode(otio.opentime.RationalTime(frames, fps), fps)
+def timecode(frames: int, fps: float, drop_frame: bool | None = None) -> str:
+    """SMPTE timecode of a frame count at `fps`, through OTIO: drop-frame (`;`) at 29.97 and 59.94 unless the cut
+    says its timecode is non-drop (`drop_frame` False, as an EDL's `FCM: NON-DROP FRAME` does)."""
+    rate = timecode_rate(fps) or fps
+    return otio.opentime.to_timecode(otio.opentime.RationalTime(frames, rate), rate,
+                                     drop_frame if drop_frame is not None else None)
 
 
 REEL_LENGTH = 8  # CMX 3600's reel field; Resolve and Avid conform on it with the source timecode
@@ -51,10 +54,11 @@ def take_reel(take_id: int) -> str:
 
 
 def media_start(source_in: str, head: int, fps: float) -> str:
-    """The timecode of a take's first frame: the clip's source-in, `head` handle frames earlier."""
+    """The timecode of a take's first frame: the clip's source-in, `head` handle frames earlier, counted as the
+    source-in is (drop-frame when it is written with `;`)."""
     rate = timecode_rate(fps) or fps
     start = otio.opentime.from_timecode(source_in, rate).value - head
-    return timecode(max(0, round(start)), rate)
+    return timecode(max(0, round(start)), rate, drop_frame=";" in source_in)
 
 
 def _strings(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
@@ -131,6 +135,19 @@ def rate_advice(p: Path, rate: float | None) -> tuple[str, str]:
         return what, "give the cut's frame rate with --rate FPS"
     ntsc = {"24": "23.976", "30": "29.97", "60": "59.94"}.get(implied)
     return what, f"give --rate {implied}" + (f" (or {ntsc} for NTSC)" if ntsc else "")
+
+
+def edl_drop_frame(p: Path) -> bool | None:
+    """An EDL's `FCM:` line: True for drop frame, False for non-drop, None when it has none (then the rate
+    decides: 29.97 and 59.94 count drop frame)."""
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.strip().upper().startswith("FCM:"):
+            return "NON" not in line.upper()
+    return None
 
 
 def edl_style(p: Path) -> str:

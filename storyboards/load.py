@@ -15,7 +15,7 @@ import opentimelineio as otio
 from milimo_engine.hashing import file_sha256
 from milimo_engine.limits import DEFAULT_HANDLES
 
-from .editorial import clip_reel, edl_style, rate_advice, timecode, timecode_rate
+from .editorial import clip_reel, edl_drop_frame, edl_style, rate_advice, timecode, timecode_rate
 from .errors import StoryboardFileError, UnknownShot
 from .fields import derived_id, unsafe_id
 from .schema import NAMESPACE, plain
@@ -41,14 +41,15 @@ class Shot:
     source_in: int = 0  # the clip's first source frame, counted at the sequence rate (its source timecode)
     record_in: int = 0  # where it sits in the sequence, in frames from 00:00:00:00 (the record timecode)
     reel: str | None = None  # the reel or tape name the editor's export carries
+    drop_frame: bool | None = None  # the cut's timecode: non-drop at 29.97 when its EDL says so; None: by rate
 
     @property
     def source_timecode(self) -> str:
-        return timecode(self.source_in, self.fps) if self.fps > 0 else "00:00:00:00"
+        return timecode(self.source_in, self.fps, self.drop_frame) if self.fps > 0 else "00:00:00:00"
 
     @property
     def record_timecode(self) -> str:
-        return timecode(self.record_in, self.fps) if self.fps > 0 else "00:00:00:00"
+        return timecode(self.record_in, self.fps, self.drop_frame) if self.fps > 0 else "00:00:00:00"
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Storyboard:
     prompts_path: Path | None = None  # the shot list the prompts came from, for a cut imported in memory
     nested: tuple[NestedStack, ...] = ()  # nested sequences on the shots track: refused by validation, not dropped
     generators: tuple[Generator, ...] = ()  # black, bars, titles on the shots track: listed, not rendered
+    drop_frame: bool | None = None  # an EDL's FCM (False: non-drop even at 29.97); None: drop frame by rate
     record_start: int = 0  # the sequence's first record frame (01:00:00:00 is 90000 at 25 fps), at `fps`
     edl_style: str = "avid"  # an EDL cut's comment style (avid, nucoda, premiere): its conformed EDL keeps it
 
@@ -298,6 +300,7 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
     track = _shots_track(p, timeline, shots_track or meta.get("shots_track"))
     track_rate = sequence_rate(p, timeline, track, rate)
     start = _record_start(timeline, track, track_rate)
+    drop = edl_drop_frame(p) if p.suffix.lower() == ".edl" else None
     shots: list[Shot] = []
     nested: list[NestedStack] = []
     generators: list[Generator] = []
@@ -331,7 +334,7 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
             taken.add(shot_id)
             shots.append(Shot(len(shots), name, shot_id, derived, length, 0.0 if bad_rate else float(track_rate),
                               clip_meta, follows_gap=bool(shots) and not previous_was_clip, start_frame=position,
-                              source_in=source_in, record_in=start + position, reel=reel))
+                              source_in=source_in, record_in=start + position, reel=reel, drop_frame=drop))
             previous_was_clip = True
         elif isinstance(item, otio.schema.Transition):
             continue
@@ -343,7 +346,8 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
     explicit_id = meta.get("storyboard_id")
     name = explicit_id if isinstance(explicit_id, str) and not unsafe_id(explicit_id) else (timeline.name or p.stem)
     return Storyboard(name, p, sha, float(track_rate), meta, tuple(shots), track_label(timeline, track), timeline,
-                      nested=tuple(nested), generators=tuple(generators), record_start=start, edl_style=edl_style(p))
+                      nested=tuple(nested), generators=tuple(generators), drop_frame=drop, record_start=start,
+                      edl_style=edl_style(p))
 
 
 def _record_start(timeline: otio.schema.Timeline, track: otio.schema.Track, rate: float) -> int:

@@ -69,7 +69,8 @@ def cut_rows(board: Storyboard) -> list[dict[str, str]]:
                             for e in m.get("images") or [])
         placed.append((shot.record_in, {
             "shot_id": shot.shot_id, "clip": shot.name, "reel": shot.reel or "",
-            "record_in": shot.record_timecode, "record_out": timecode(shot.record_in + shot.frames, shot.fps),
+            "record_in": shot.record_timecode,
+            "record_out": timecode(shot.record_in + shot.frames, shot.fps, shot.drop_frame),
             "source_in": shot.source_timecode, "frames": str(shot.frames),
             "prompt": m.get("prompt") or clip_prompt(clip) or "", "negative_prompt": m.get("negative_prompt") or "",
             "seed": "" if m.get("seed") is None else str(m["seed"]),
@@ -81,8 +82,9 @@ def cut_rows(board: Storyboard) -> list[dict[str, str]]:
     for generator in board.generators:  # in the list where the cut has them, so the sheet reads like the cut
         record_in = board.record_start + generator.start_frame
         row = dict.fromkeys(COLUMNS, "")
-        row.update({"clip": generator.name, "record_in": timecode(record_in, board.fps),
-                    "record_out": timecode(record_in + generator.frames, board.fps), "frames": str(generator.frames),
+        row.update({"clip": generator.name, "record_in": timecode(record_in, board.fps, board.drop_frame),
+                    "record_out": timecode(record_in + generator.frames, board.fps, board.drop_frame),
+                    "frames": str(generator.frames),
                     KIND_COLUMN: f"generator ({generator.kind}): not rendered"})
         placed.append((record_in, row))
     return [row for _, row in sorted(placed, key=lambda p: p[0])]

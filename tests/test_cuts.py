@@ -416,3 +416,41 @@ def test_a_through_edit_becomes_a_chain_unless_the_sheet_says_none(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert f": {chains}\n" in proc.stdout, proc.stdout
     assert "3 shot(s) in 3 chain(s)" in proc.stdout  # opted out: three unrelated shots
+
+
+NTSC_NON_DROP = """TITLE: PIER NDF
+FCM: NON-DROP FRAME
+
+001  C001     V     C        00:10:00:00 00:10:01:00 01:00:00:00 01:00:01:00
+* FROM CLIP NAME: Pier
+002  C002     V     C        00:20:00:00 00:20:02:00 01:00:01:00 01:00:03:00
+* FROM CLIP NAME: Boats
+"""
+
+
+def test_a_non_drop_cut_at_29_97_stays_non_drop(tmp_path):
+    """Before: OpenTimelineIO counts 29.97 as drop frame, so a non-drop EDL's shot list, its conformed EDL and its
+    takes' timecodes read other frames than the cut (00:10:00;18 for 00:10:00:00)."""
+    from storyboards.editorial import media_start
+
+    cut = tmp_path / "pier.edl"
+    cut.write_text(NTSC_NON_DROP)
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    sheet = _with_prompts(cut, db, 29.97)
+    rows = sheet.read_text(encoding="utf-8").splitlines()
+    assert ",01:00:00:00,01:00:01:00,00:10:00:00," in rows[1] and ",01:00:01:00,01:00:03:00,00:20:00:00," in rows[2]
+    proc = milimo("conform", cut, "--prompts", sheet, "--rate", "29.97", "--format", "cmx_3600",
+                  "-o", tmp_path / "out.edl", "--db", db)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = (tmp_path / "out.edl").read_text()
+    assert "FCM: NON-DROP FRAME" in text and ";" not in text, text
+    events = [line.split() for line in text.splitlines() if line[:3].isdigit()]
+    assert [e[-4:] for e in events] == [["00:10:00:00", "00:10:01:00", "01:00:00:00", "01:00:01:00"],
+                                        ["00:20:00:00", "00:20:02:00", "01:00:01:00", "01:00:03:00"]], text
+    assert sb.load(tmp_path / "out.edl", rate=29.97).shots[1].source_timecode == "00:20:00:00"
+    assert media_start("00:10:00:00", 8, 30000 / 1001) == "00:09:59:22"  # a take's tmcd counts as its cut does
+    assert media_start("00:10:00;18", 8, 30000 / 1001) == "00:10:00;10"
+    xml = milimo("conform", cut, "--prompts", sheet, "--rate", "29.97", "--format", "fcp_xml",
+                 "-o", tmp_path / "out.xml", "--db", db)
+    assert xml.returncode == 0, xml.stderr[-2000:]
+    assert "<displayformat>DF</displayformat>" not in (tmp_path / "out.xml").read_text()
