@@ -23,7 +23,7 @@ import opentimelineio as otio
 from milimo_engine.atomic import atomic_write
 
 from .deliver import edl_text, fitted, xml_text
-from .editorial import timecode
+from .editorial import counts_drop_frame
 from .load import Storyboard, write_timeline
 from .paths import OutputLayout
 from .schema import NAMESPACE
@@ -135,8 +135,9 @@ def _identified_by(clip: otio.schema.Clip, ref: otio.schema.ExternalReference) -
 
 def _record_start_kept(timeline: otio.schema.Timeline, board: Storyboard) -> None:
     """An EDL cut's record start (kept by OTIO's reader as the track's negative start) as the timeline's start
-    timecode, which every writer reads: the conformed cut starts where the editor's did."""
-    drop = board.drop_frame if board.drop_frame is not None else ";" in timecode(0, board.fps)
+    timecode, which every writer reads: the conformed cut starts where the editor's did, its sequence timecode
+    counted as the cut counts it (drop frame or not)."""
+    drop = counts_drop_frame(board.fps, board.drop_frame)
     fcp = dict(timeline.metadata.get("fcp_xml") or {})
     fcp["timecode"] = {"displayformat": "DF" if drop else "NDF", **dict(fcp.get("timecode") or {})}
     timeline.metadata["fcp_xml"] = fcp  # the sequence's timecode counted as the cut counts it
@@ -161,8 +162,7 @@ def export(board: Storyboard, store: TakeSource, fmt: str, target: str | Path,
     target = Path(target)
     relative = target.parent if fmt == "otio" else None
     timeline = conformed_timeline(board, store, relative_to=relative)
-    start = otio.opentime.RationalTime(board.record_start, board.fps) if board.record_start else None
-    delivery = fitted(timeline, fmt, board.track_name, track, start)
+    delivery = fitted(timeline, fmt, board.track_name, track)
     if fmt == "cmx_3600":
         return atomic_write(target, edl_text(delivery.timeline, board.fps, board.edl_style, board.drop_frame)), \
             delivery.notes

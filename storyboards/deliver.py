@@ -18,6 +18,7 @@ from xml.etree import ElementTree
 
 import opentimelineio as otio
 
+from .editorial import TIMECODE, counts_drop_frame
 from .errors import ConfigError
 from .load import track_label, video_track, video_track_labels
 from .schema import NAMESPACE
@@ -145,8 +146,7 @@ def short_media(track: otio.schema.Track) -> list[str]:
     return out
 
 
-def fitted(timeline: otio.schema.Timeline, fmt: str, shots_track: str, track: str | None = None,
-           record_start: otio.opentime.RationalTime | None = None) -> Delivery:
+def fitted(timeline: otio.schema.Timeline, fmt: str, shots_track: str, track: str | None = None) -> Delivery:
     """`timeline` (a conformed copy, changed in place) as `fmt` carries it."""
     notes: list[str] = []
     _give_ranges(timeline)
@@ -157,7 +157,7 @@ def fitted(timeline: otio.schema.Timeline, fmt: str, shots_track: str, track: st
         _one_video_track(timeline, track or shots_track, notes)
         edl_track = timeline.video_tracks()[0]
         _dissolves_into_black(edl_track, notes)
-        _starting_at(edl_track, record_start)
+        _starting_at(edl_track, timeline.global_start_time)
         return Delivery(timeline, {}, tuple(notes))
     if track is not None:
         raise ConfigError(f"--track is for --format cmx_3600 ({fmt} carries every track)", "leave --track out")
@@ -177,8 +177,7 @@ def edl_text(timeline: otio.schema.Timeline, fps: float, style: str, drop_frame:
     its event timecodes back as non-drop, the same frames."""
     text = otio.adapters.write_to_string(timeline, "cmx_3600", style=style if style in EDL_STYLES else "avid")
     rate = otio.opentime.RationalTime.nearest_valid_timecode_rate(fps)
-    written_drop = ";" in otio.opentime.to_timecode(otio.opentime.RationalTime(0, rate), rate)
-    drop = written_drop if drop_frame is None else drop_frame
+    written_drop, drop = counts_drop_frame(rate), counts_drop_frame(rate, drop_frame)
     if written_drop and not drop:
         text = "\n".join(_non_drop(line, rate) if line[:3].isdigit() else line for line in text.split("\n"))
     fcm = f"FCM: {'DROP FRAME' if drop else 'NON-DROP FRAME'}\n"
@@ -186,16 +185,14 @@ def edl_text(timeline: otio.schema.Timeline, fps: float, style: str, drop_frame:
     return f"{title}\n{fcm}\n{rest.lstrip()}" if title.startswith("TITLE:") else f"{fcm}\n{text.lstrip()}"
 
 
-_TIMECODE = re.compile(r"\b\d\d:\d\d:\d\d;\d\d\b")
-
-
 def _non_drop(line: str, rate: float) -> str:
     """An event line's drop-frame timecodes as the same frames counted non-drop."""
     def count(match: re.Match) -> str:
-        frames = otio.opentime.from_timecode(match.group(0), rate)
-        return otio.opentime.to_timecode(frames, rate, False)
+        if match.group(1) != ";":
+            return match.group(0)
+        return otio.opentime.to_timecode(otio.opentime.from_timecode(match.group(0), rate), rate, False)
 
-    return _TIMECODE.sub(count, line)
+    return TIMECODE.sub(count, line)
 
 
 def xml_text(timeline: otio.schema.Timeline, shots_track: str, sound_track: str) -> str:

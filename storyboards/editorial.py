@@ -29,6 +29,15 @@ def timecode_rate(rate: float | None) -> float | None:
     return nearest if abs(nearest - rate) < 0.01 else rate
 
 
+def counts_drop_frame(fps: float, drop_frame: bool | None = None) -> bool:
+    """Whether timecode at `fps` is counted drop frame: as the cut says (`drop_frame`), else as OTIO infers it from
+    the rate (29.97 and 59.94)."""
+    if drop_frame is not None:
+        return drop_frame
+    rate = timecode_rate(fps) or fps
+    return ";" in otio.opentime.to_timecode(otio.opentime.RationalTime(0, rate), rate)
+
+
 def timecode(frames: int, fps: float, drop_frame: bool | None = None) -> str:
     """SMPTE timecode of a frame count at `fps`, through OTIO: drop-frame (`;`) at 29.97 and 59.94 unless the cut
     says its timecode is non-drop (`drop_frame` False, as an EDL's `FCM: NON-DROP FRAME` does)."""
@@ -111,7 +120,7 @@ def clip_prompt(clip: otio.schema.Clip) -> str | None:
 
 
 STANDARD_RATES = (24, 25, 30, 48, 50, 60)
-_TIMECODE = re.compile(r"\b\d\d[:;]\d\d[:;]\d\d([:;])(\d\d)\b")
+TIMECODE = re.compile(r"\b\d\d[:;]\d\d[:;]\d\d([:;])(\d\d)\b")  # group 1: `;` for drop frame; group 2: frames
 
 
 def rate_advice(p: Path, rate: float | None) -> tuple[str, str]:
@@ -119,7 +128,7 @@ def rate_advice(p: Path, rate: float | None) -> tuple[str, str]:
     one its timecodes imply (`;` is drop frame, 29.97 or 59.94; the largest frame number bounds the rest)."""
     given = f"{rate:g} fps (given with --rate)" if rate else "24 fps (the default; EDLs carry no rate)"
     try:
-        found = _TIMECODE.findall(p.read_text(encoding="utf-8", errors="replace"))
+        found = TIMECODE.findall(p.read_text(encoding="utf-8", errors="replace"))
     except OSError:
         found = []
     largest = max((int(frames) for _, frames in found), default=0)
@@ -137,32 +146,21 @@ def rate_advice(p: Path, rate: float | None) -> tuple[str, str]:
     return what, f"give --rate {implied}" + (f" (or {ntsc} for NTSC)" if ntsc else "")
 
 
-def edl_drop_frame(p: Path) -> bool | None:
-    """An EDL's `FCM:` line: True for drop frame, False for non-drop, None when it has none (then the rate
-    decides: 29.97 and 59.94 count drop frame)."""
-    try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.strip().upper().startswith("FCM:"):
-            return "NON" not in line.upper()
-    return None
-
-
-def edl_style(p: Path) -> str:
-    """An EDL's comment style, as OTIO's writer names them: `* FROM FILE:` is Nucoda's, `* FROM CLIP:` Avid's,
-    every reel `AX` Premiere's."""
+def edl_header(p: Path) -> tuple[str, bool | None]:
+    """(style, drop_frame) of a cut, from one read of it: an EDL's comment style as OTIO's writer names them
+    (`* FROM FILE:` is Nucoda's, `* FROM CLIP:` Avid's, every reel `AX` Premiere's) and its `FCM:` line (True for
+    drop frame, False for non-drop, None without one: the rate decides). Anything but an EDL: ("avid", None)."""
     if p.suffix.lower() != ".edl":
-        return "avid"
+        return "avid", None
     try:
-        text = p.read_text(encoding="utf-8", errors="replace")
+        lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return "avid"
-    if "* FROM FILE:" in text:
-        return "nucoda"
-    if "* FROM CLIP:" in text:
-        return "avid"
-    reels = {line.split()[1] for line in text.splitlines()
-             if len(line.split()) > 2 and line.split()[0].isascii() and line.split()[0].isdigit()}
-    return "premiere" if reels == {"AX"} else "avid"
+        return "avid", None
+    drop = next(("NON" not in line.upper() for line in lines if line.strip().upper().startswith("FCM:")), None)
+    if any(line.startswith("* FROM FILE:") for line in lines):
+        return "nucoda", drop
+    if any(line.startswith("* FROM CLIP:") for line in lines):
+        return "avid", drop
+    events = [line.split() for line in lines
+              if len(line.split()) > 2 and line.split()[0].isascii() and line.split()[0].isdigit()]
+    return ("premiere" if events and {e[1] for e in events} == {"AX"} else "avid"), drop

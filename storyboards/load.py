@@ -15,7 +15,7 @@ import opentimelineio as otio
 from milimo_engine.hashing import file_sha256
 from milimo_engine.limits import DEFAULT_HANDLES
 
-from .editorial import clip_reel, edl_drop_frame, edl_style, rate_advice, timecode, timecode_rate
+from .editorial import clip_reel, edl_header, rate_advice, timecode, timecode_rate
 from .errors import StoryboardFileError, UnknownShot
 from .fields import derived_id, unsafe_id
 from .schema import NAMESPACE, plain
@@ -300,7 +300,7 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
     track = _shots_track(p, timeline, shots_track or meta.get("shots_track"))
     track_rate = sequence_rate(p, timeline, track, rate)
     start = _record_start(timeline, track, track_rate)
-    drop = edl_drop_frame(p) if p.suffix.lower() == ".edl" else None
+    style, drop = edl_header(p)
     shots: list[Shot] = []
     nested: list[NestedStack] = []
     generators: list[Generator] = []
@@ -347,7 +347,7 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
     name = explicit_id if isinstance(explicit_id, str) and not unsafe_id(explicit_id) else (timeline.name or p.stem)
     return Storyboard(name, p, sha, float(track_rate), meta, tuple(shots), track_label(timeline, track), timeline,
                       nested=tuple(nested), generators=tuple(generators), drop_frame=drop, record_start=start,
-                      edl_style=edl_style(p))
+                      edl_style=style)
 
 
 def _record_start(timeline: otio.schema.Timeline, track: otio.schema.Track, rate: float) -> int:

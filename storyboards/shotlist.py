@@ -23,6 +23,7 @@ from milimo_engine.atomic import atomic_write
 from .editorial import clip_prompt, timecode
 from .errors import RowProblem, ShotListInvalid
 from .fields import check, derived_id
+from .load import is_shot
 from .schema import NAMESPACE, plain, suggest
 from .validate import MIN_HANDOFF_FRAMES
 
@@ -61,8 +62,8 @@ def cut_rows(board: Storyboard) -> list[dict[str, str]]:
     already knows (a storyboard's metadata, or a prompt the editor left in an EDL comment, a marker or a clip
     comment); each generator (black, bars, a title) with its kind, as not rendered."""
     placed: list[tuple[int, dict[str, str]]] = []
-    clips = board.clips()
-    for shot, clip in zip(board.shots, clips, strict=False):
+    continued = through_edits(board)
+    for shot, clip in zip(board.shots, board.clips(), strict=False):
         m = shot.metadata
         images = " | ".join(f"{e.get('path', '')}@{e.get('frame', 0)}"
                             + (f":{e['strength']:g}" if isinstance(e.get("strength"), (int, float)) else "")
@@ -75,7 +76,7 @@ def cut_rows(board: Storyboard) -> list[dict[str, str]]:
             "prompt": m.get("prompt") or clip_prompt(clip) or "", "negative_prompt": m.get("negative_prompt") or "",
             "seed": "" if m.get("seed") is None else str(m["seed"]),
             "loras": _format_entries(m.get("loras") or [], "weight", ":"), "images": images,
-            "handoff": m.get("handoff") or ("previous" if through_edit(board, shot.index) else ""),
+            "handoff": m.get("handoff") or ("previous" if shot.index in continued else ""),
             "handles": "" if m.get("handles") is None else str(m["handles"]),
             "notes": m.get("notes") or "", KIND_COLUMN: SHOT,
         }))
@@ -90,21 +91,24 @@ def cut_rows(board: Storyboard) -> list[dict[str, str]]:
     return [row for _, row in sorted(placed, key=lambda p: p[0])]
 
 
-def through_edit(board: Storyboard, index: int) -> bool:
-    """Whether shot `index` continues the shot before it in the source: the same reel, its source-in where the other
-    ended, straight after it with nothing between (an editor's split of one take). Its row then starts as `handoff:
-    previous`, so the rendered shot stays continuous across the split; writing `none` opts out."""
-    if index == 0:
-        return False
-    shot, before = board.shots[index], board.shots[index - 1]
-    if shot.follows_gap or not shot.reel or shot.reel != before.reel or before.frames < MIN_HANDOFF_FRAMES:
-        return False
-    if before.source_in + before.frames != shot.source_in:
-        return False
-    track = list(board.shots_track())
-    clips = board.clips()
-    at = next(i for i, item in enumerate(track) if item is clips[index])
-    return at > 0 and track[at - 1] is clips[index - 1]  # no transition between
+def through_edits(board: Storyboard) -> set[int]:
+    """The shots (by index) that continue the shot before them in the source: the same reel, the source-in where
+    the other ended, straight after it with nothing between, not even a transition (an editor's split of one take).
+    Their rows start as `handoff: previous`, so the rendered shot stays continuous across the split; writing `none`
+    opts out. One pass over the shots track."""
+    found: set[int] = set()
+    shots = iter(board.shots)
+    before, adjacent = None, False
+    for item in board.shots_track():
+        if not is_shot(item):
+            adjacent = False  # a gap, a transition, a generator between
+            continue
+        shot = next(shots)
+        if adjacent and before is not None and shot.reel and shot.reel == before.reel \
+                and before.frames >= MIN_HANDOFF_FRAMES and before.source_in + before.frames == shot.source_in:
+            found.add(shot.index)
+        before, adjacent = shot, True
+    return found
 
 
 def write_shotlist(rows: list[dict[str, str]], target: str | Path) -> Path:
@@ -227,22 +231,15 @@ def _row(number: int, record: dict[str, str], problems: list[RowProblem]) -> Sho
             settings[column] = record[column]
     if not record.get("prompt"):
         problems.append(RowProblem(number, "prompt", f"is empty for shot {shot_label!r}", "write what the shot shows"))
-    if record.get("seed"):
-        seed = record["seed"]
-        value: Any = int(seed) if seed.isascii() and seed.isdigit() else seed  # "5²" is a digit, not a number
-        wrong = check("seed", value)
-        if wrong:
-            problems.append(RowProblem(number, "seed", wrong[0], wrong[1]))
-        else:
-            settings["seed"] = value
-    if record.get("handles"):
-        text = record["handles"]
-        value = int(text) if text.isascii() and text.isdigit() else text
-        wrong = check("handles", value)
-        if wrong:
-            problems.append(RowProblem(number, "handles", wrong[0], wrong[1]))
-        else:
-            settings["handles"] = value
+    for column in ("seed", "handles"):  # whole numbers
+        if record.get(column):
+            text = record[column]
+            value: Any = int(text) if text.isascii() and text.isdigit() else text  # "5²" is a digit, not a number
+            wrong = check(column, value)
+            if wrong:
+                problems.append(RowProblem(number, column, wrong[0], wrong[1]))
+            else:
+                settings[column] = value
     if record.get("handoff"):
         handoff = record["handoff"].lower()
         if check("handoff", handoff):

@@ -280,8 +280,8 @@ class Written:
 def _write_outputs(job: ShotJob, take: TakeView, result: Any, head: int = 0) -> Written:
     """The take's files, each under its layout name (written atomically): the QuickTime an editor conforms
     (ProRes, a timecode track from the clip's source-in less the `head` handle, naming the take's own reel), the
-    mp4 preview (the same
-    timecode and reel in its tags), a thumbnail of the middle frame and, when the chain continues, the handoff."""
+    mp4 preview (the same timecode and reel in its tags), a thumbnail of the middle frame and, when the chain
+    continues, the handoff."""
     layout = OutputLayout.at(job.out_root)
 
     def name(suffix: str) -> Path:

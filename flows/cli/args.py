@@ -66,10 +66,18 @@ def gpu_list(text: str) -> list[int]:
     return [int(p) for p in parts]
 
 
-def port_number(text: str) -> int:
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port; give one from 1 to 65535, e.g. 8765")
+def _whole(text: str, low: int, high: int | None = None) -> int | None:
+    """`text` as a whole number from `low` to `high`, or None: ASCII digits only ("5²" is a digit, not a number)."""
+    if not (text.isascii() and text.isdigit()) or int(text) < low or (high is not None and int(text) > high):
+        return None
     return int(text)
+
+
+def port_number(text: str) -> int:
+    value = _whole(text, 1, 65535)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port; give one from 1 to 65535, e.g. 8765")
+    return value
 
 
 def size(text: str) -> tuple[int, int]:
@@ -88,15 +96,17 @@ def size(text: str) -> tuple[int, int]:
 def handle_frames(text: str) -> int:
     from milimo_engine.limits import MAX_HANDLES
 
-    if not (text.isascii() and text.isdigit() and int(text) <= MAX_HANDLES):
+    value = _whole(text, 0, MAX_HANDLES)
+    if value is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of frames from 0 to {MAX_HANDLES}")
-    return int(text)
+    return value
 
 
 def positive_int(text: str) -> int:
-    if not (text.isascii() and text.isdigit() and int(text) > 0):
+    value = _whole(text, 1)
+    if value is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
-    return int(text)
+    return value
 
 
 def positive_float(text: str) -> float:
