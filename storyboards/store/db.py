@@ -110,9 +110,17 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+# What PostgreSQL says when it drops a connection it had accepted (a restart, a failover, pg_terminate_backend), also
+# while the connection is being opened, before SQLAlchemy could mark it invalidated. A refused connection is not one.
+_DROPPED = ("server closed the connection unexpectedly", "terminating connection due to administrator command")
+
+
 def lost_connection(exc: BaseException) -> bool:
-    """The database dropped the connection (SQLAlchemy invalidated it): the work may succeed on a new one."""
-    return isinstance(exc, DisconnectionError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    """The database dropped the connection (SQLAlchemy invalidated it, or the server closed it while it opened):
+    the work may succeed on a new one."""
+    if isinstance(exc, DisconnectionError):
+        return True
+    return isinstance(exc, DBAPIError) and (exc.connection_invalidated or any(d in str(exc.orig) for d in _DROPPED))
 
 
 def on_a_fresh_connection(work: Callable[[], T], window_s: float = RECONNECT_WINDOW_S) -> T:
