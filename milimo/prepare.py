@@ -170,7 +170,7 @@ def check_outputs(board: storyboards.Storyboard, layout: OutputLayout, only: lis
                           "give --out a folder you can write (or [paths] out in milimo.toml)") from None
     shots = [s for s in board.shots if not only or s.shot_id in only]
     need = FREE_SPACE_MARGIN + sum(
-        int(s.frames * (_side(board, s, "width", 768) * _side(board, s, "height", 512)) * _BYTES_PER_PIXEL_FRAME)
+        int(s.source_frames * (_side(board, s, "width", 768) * _side(board, s, "height", 512)) * _BYTES_PER_PIXEL_FRAME)
         for s in shots)
     free = shutil.disk_usage(existing).free
     if free < need:

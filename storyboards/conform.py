@@ -92,7 +92,9 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
             continue  # a transition overlaps its neighbours and takes no time of its own
         if isinstance(item, otio.schema.Clip) and id(item) in audio_refs:
             refs, active = audio_refs[id(item)]
-            sound = otio.schema.Clip(name=item.name, source_range=item.source_range)
+            sound = otio.schema.Clip(name=item.name, source_range=item.source_range,
+                                     effects=[copy.deepcopy(e) for e in item.effects
+                                              if isinstance(e, otio.schema.LinearTimeWarp)])  # retimed as one
             sound.set_media_references(refs, active)
             audio.append(sound)
         else:

@@ -18,9 +18,9 @@ from xml.etree import ElementTree
 
 import opentimelineio as otio
 
-from .editorial import TIMECODE, counts_drop_frame
+from .editorial import TIMECODE, counts_drop_frame, used_frames
 from .errors import ConfigError
-from .load import track_label, video_track, video_track_labels
+from .load import clip_speed, track_label, video_track, video_track_labels
 from .schema import NAMESPACE
 
 EDL_STYLES = ("avid", "nucoda", "premiere")
@@ -108,15 +108,6 @@ def _starting_at(track: otio.schema.Track, record_start: otio.opentime.RationalT
         track.insert(0, otio.schema.Gap(duration=record_start))
 
 
-def _speed(clip: otio.schema.Clip) -> float:
-    """Source frames per record frame: a LinearTimeWarp's scalar (a freeze frame's 0), else 1."""
-    scalar = 1.0
-    for effect in clip.effects:
-        if isinstance(effect, otio.schema.LinearTimeWarp):
-            scalar *= effect.time_scalar
-    return scalar
-
-
 def short_media(track: otio.schema.Track) -> list[str]:
     """Each rendered clip whose media does not cover what the cut asks of it: its source range at its speed, and
     the frames under the dissolves on either side (a transition plays the outgoing clip `out_offset` past its cut
@@ -134,13 +125,13 @@ def short_media(track: otio.schema.Track) -> list[str]:
         lead = before.in_offset.rescaled_to(rate).value if isinstance(before, otio.schema.Transition) else 0
         trail = after.out_offset.rescaled_to(rate).value if isinstance(after, otio.schema.Transition) else 0
         start = clip.source_range.start_time.value - lead
-        used = max(1.0, clip.source_range.duration.value * abs(_speed(clip)))
+        used = used_frames(clip.source_range.duration.value, clip_speed(clip))
         end = clip.source_range.start_time.value + used + trail
         have = ref.available_range
         first, last = have.start_time.rescaled_to(rate).value, have.end_time_exclusive().rescaled_to(rate).value
         missing = max(0.0, first - start) + max(0.0, end - last)
         if missing >= 1:
-            why = "its speed change" if _speed(clip) != 1 else "the dissolve beside it" if lead or trail else "it"
+            why = "its speed change" if clip_speed(clip) != 1 else "the dissolve beside it" if lead or trail else "it"
             out.append(f"clip {clip.name!r} needs {round(missing)} frame(s) more media than its take has, for {why} "
                        "(handles: --handles, or a shot's handles column; a chained cut renders none)")
     return out
@@ -180,9 +171,43 @@ def edl_text(timeline: otio.schema.Timeline, fps: float, style: str, drop_frame:
     written_drop, drop = counts_drop_frame(rate), counts_drop_frame(rate, drop_frame)
     if written_drop and not drop:
         text = "\n".join(_non_drop(line, rate) if line[:3].isdigit() else line for line in text.split("\n"))
+    text = _speed_events(text, rate)
     fcm = f"FCM: {'DROP FRAME' if drop else 'NON-DROP FRAME'}\n"
     title, _, rest = text.partition("\n\n")
     return f"{title}\n{fcm}\n{rest.lstrip()}" if title.startswith("TITLE:") else f"{fcm}\n{text.lstrip()}"
+
+
+M2_LINE = re.compile(r"^M2\s+.*?\t\t(?P<speed>-?[0-9.]+)\t\t\t(?P<tc>\S+)\s*$")  # as OTIO's writer gives it
+
+
+def _speed_events(text: str, fps: float) -> str:
+    """Speed changes as CMX 3600 has them, mending what OpenTimelineIO's writer gives: the event's source out is
+    its source in plus the source frames it plays (the writer divides by the speed where it should multiply), and
+    the `M2` line names the event's reel (the writer puts the clip name there) with the speed in frames per second
+    as `048.0`."""
+    lines = text.split("\n")
+    event = None
+    for n, line in enumerate(lines):
+        if line[:3].isdigit():
+            event = n
+            continue
+        found = M2_LINE.match(line)
+        if found is None or event is None:
+            continue
+        speed = float(found.group("speed"))
+        stamps = list(TIMECODE.finditer(lines[event]))
+        if len(stamps) < 4:
+            continue
+        drop = ";" in lines[event]
+        src_in, rec_in, rec_out = (otio.opentime.from_timecode(stamps[i].group(0), fps) for i in (0, 2, 3))
+        used = used_frames((rec_out - rec_in).value, speed / fps)
+        src_out = otio.opentime.to_timecode(src_in + otio.opentime.RationalTime(used, src_in.rate), fps, drop)
+        at = stamps[1]
+        lines[event] = lines[event][:at.start()] + src_out + lines[event][at.end():]
+        reel = lines[event].split()[1]
+        sign = "-" if speed < 0 else ""
+        lines[n] = f"M2   {reel:<8}       {sign}{abs(speed):05.1f}    {found.group('tc')}"
+    return "\n".join(lines)
 
 
 def _non_drop(line: str, rate: float) -> str:
@@ -205,6 +230,8 @@ def xml_text(timeline: otio.schema.Timeline, shots_track: str, sound_track: str)
     sequence = next(root.iter("sequence"), None)
     videos = sequence.findall("./media/video/track") if sequence is not None else []
     audios = sequence.findall("./media/audio/track") if sequence is not None else []
+    if shots is not None and videos:
+        _retimed(videos[list(timeline.video_tracks()).index(shots)], shots)
     if shots is not None and sound_track in audio_names and audio_names.index(sound_track) < len(audios):
         video_index = list(timeline.video_tracks()).index(shots) + 1
         audio_index = audio_names.index(sound_track) + 1
@@ -226,6 +253,31 @@ def xml_text(timeline: otio.schema.Timeline, shots_track: str, sound_track: str)
                                        ("groupindex", "1")])
     ElementTree.indent(root, space="    ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE xmeml>\n' + ElementTree.tostring(root, "unicode") + "\n"
+
+
+def _retimed(track: ElementTree.Element, shots: otio.schema.Track) -> None:
+    """Speed changes and freezes as FCP 7 XML has them (OpenTimelineIO's writer drops clip effects): a Time Remap
+    filter with the speed in percent, and the clip item's `out` where the source it plays ends (`in` + the source
+    frames; the record `start`/`end` stay the cut's)."""
+    items = [e for e in track if e.tag in ("clipitem", "generatoritem")]
+    for element, clip in zip(items, shots.find_clips(shallow_search=True), strict=False):
+        speed = clip_speed(clip)
+        if speed == 1 or element.findtext("name") != clip.name or clip.source_range is None:
+            continue
+        record = clip.source_range.duration.value
+        out = element.find("out")
+        if out is not None and out.text:
+            out.text = str(int(out.text) + used_frames(record, speed) - round(record))
+        remap = ElementTree.Element("filter")
+        effect = ElementTree.SubElement(remap, "effect")
+        for tag, text in (("name", "Time Remap"), ("effectid", "timeremap"), ("effectcategory", "motion"),
+                          ("effecttype", "motion"), ("mediatype", "video")):
+            ElementTree.SubElement(effect, tag).text = text
+        for name, value in (("variablespeed", "0"), ("speed", f"{abs(speed) * 100:g}"),
+                            ("reverse", "TRUE" if speed < 0 else "FALSE"), ("frameblending", "FALSE")):
+            _sub(effect, "parameter", [("parameterid", name), ("name", name), ("value", value)])
+        links = [i for i, child in enumerate(element) if child.tag == "link"]
+        element.insert(links[0] if links else len(element), remap)
 
 
 def _sub(parent: ElementTree.Element, tag: str, children: list[tuple[str, str | None]]) -> None:

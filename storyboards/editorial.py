@@ -9,6 +9,7 @@ them instead of trusting one vendor's shape.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,3 +165,11 @@ def edl_header(p: Path) -> tuple[str, bool | None]:
     events = [line.split() for line in lines
               if len(line.split()) > 2 and line.split()[0].isascii() and line.split()[0].isdigit()]
     return ("premiere" if events and {e[1] for e in events} == {"AX"} else "avid"), drop
+
+
+def used_frames(record_frames: float, speed: float) -> int:
+    """The source frames a clip of `record_frames` at `speed` (source frames per record frame) plays: one for a
+    freeze, and never a fraction: a take renders whole frames, so a part-frame at the end is rendered whole."""
+    if speed == 1:
+        return int(record_frames)
+    return max(1, math.ceil(record_frames * abs(speed) - 1e-6))

@@ -15,7 +15,7 @@ import opentimelineio as otio
 from milimo_engine.hashing import file_sha256
 from milimo_engine.limits import DEFAULT_HANDLES
 
-from .editorial import clip_reel, edl_header, rate_advice, timecode, timecode_rate
+from .editorial import clip_reel, edl_header, rate_advice, timecode, timecode_rate, used_frames
 from .errors import StoryboardFileError, UnknownShot
 from .fields import derived_id, unsafe_id
 from .schema import NAMESPACE, plain
@@ -42,6 +42,14 @@ class Shot:
     record_in: int = 0  # where it sits in the sequence, in frames from 00:00:00:00 (the record timecode)
     reel: str | None = None  # the reel or tape name the editor's export carries
     drop_frame: bool | None = None  # the cut's timecode: non-drop at 29.97 when its EDL says so; None: by rate
+    speed: float = 1.0  # source frames per record frame: the clip's speed change (2.0: 200 %), 0 for a freeze
+
+    @property
+    def source_frames(self) -> int:
+        """The frames of source the cut plays (what the take renders between its handles): the record length at
+        the clip's speed, one frame for a freeze. The editor's record length (`frames`) is never changed; the
+        conformed clip keeps its effect and the NLE retimes the take."""
+        return used_frames(self.frames, self.speed) if self.frames > 0 else self.frames
 
     @property
     def source_timecode(self) -> str:
@@ -61,6 +69,16 @@ class Generator:
     kind: str  # OTIO's generator_kind: black, SMPTEBars, a title's effect name...
     start_frame: int
     frames: int
+
+
+def clip_speed(clip: otio.schema.Clip) -> float:
+    """Source frames per record frame of a clip's time effects: a LinearTimeWarp's scalar (a FreezeFrame is one of
+    scalar 0), multiplied when there are several; 1 without one."""
+    scalar = 1.0
+    for effect in clip.effects:
+        if isinstance(effect, otio.schema.LinearTimeWarp):
+            scalar *= effect.time_scalar
+    return scalar
 
 
 def is_generator(item: otio.core.Composable) -> bool:
@@ -334,7 +352,8 @@ def from_timeline(timeline: otio.schema.Timeline, p: Path, sha: str, shots_track
             taken.add(shot_id)
             shots.append(Shot(len(shots), name, shot_id, derived, length, 0.0 if bad_rate else float(track_rate),
                               clip_meta, follows_gap=bool(shots) and not previous_was_clip, start_frame=position,
-                              source_in=source_in, record_in=start + position, reel=reel, drop_frame=drop))
+                              source_in=source_in, record_in=start + position, reel=reel, drop_frame=drop,
+                              speed=clip_speed(item)))
             previous_was_clip = True
         elif isinstance(item, otio.schema.Transition):
             continue

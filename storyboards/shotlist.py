@@ -105,7 +105,8 @@ def through_edits(board: Storyboard) -> set[int]:
             continue
         shot = next(shots)
         if adjacent and before is not None and shot.reel and shot.reel == before.reel \
-                and before.frames >= MIN_HANDOFF_FRAMES and before.source_in + before.frames == shot.source_in:
+                and before.source_frames >= MIN_HANDOFF_FRAMES \
+                and before.source_in + before.source_frames == shot.source_in:
             found.add(shot.index)
         before, adjacent = shot, True
     return found

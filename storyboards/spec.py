@@ -163,7 +163,7 @@ def resolve_specs(storyboard: Storyboard, model_id: str, config: ValidationConfi
             seed=int(seed),
             width=int(setting(shot, "width")),
             height=int(setting(shot, "height")),
-            num_frames=shot.frames,
+            num_frames=shot.source_frames,  # a speed change renders the source it plays
             fps=shot.fps,
             steps=int(setting(shot, "steps")),
             guidance=float(effective(storyboard, shot, "guidance")),

@@ -244,12 +244,12 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
     if shot.frames <= 0:
         out.append(Problem(c, i, "duration", "the clip is zero frames long",
                            "give the clip a duration of 1 frame or more"))
-    elif max_frames is not None and shot.frames > max_frames:
-        out.append(Problem(c, i, "duration", f"{shot.frames} frames is beyond the maximum shot length {max_frames}",
+    elif max_frames is not None and shot.source_frames > max_frames:
+        out.append(Problem(c, i, "duration", f"{_rendered(shot)} is beyond the maximum shot length {max_frames}",
                            f"cut it into shots of at most {max_frames} frames, or raise the cap (--max-shot-frames, "
                            "[cuts] max_shot_frames in milimo.toml, the timeline's max_shot_frames)"))
     elif m.get("reference_video") and segments_of(storyboard, shot) > 1:
-        out.append(Problem(c, i, "duration", f"{shot.frames} frames: an IC-LoRA shot renders in one segment of at "
+        out.append(Problem(c, i, "duration", f"{_rendered(shot)}: an IC-LoRA shot renders in one segment of at "
                            f"most {DEFAULT_SEGMENT_FRAMES} frames", "cut it into shorter shots"))
     handoff = m.get("handoff", "none")
     if handoff == "previous" and i == 0:
@@ -258,12 +258,12 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
     elif handoff == "previous" and shot.follows_gap:
         out.append(Problem(c, i, "handoff", "'previous' across a gap: the shot before it is not adjacent",
                            "remove the gap or set handoff: none"))
-    elif handoff == "previous" and 0 < (before := storyboard.shots[i - 1]).frames < MIN_HANDOFF_FRAMES:
-        out.append(Problem(c, i, "handoff", f"'previous' after {before.name!r}, which is {before.frames} frame(s): "
+    elif handoff == "previous" and 0 < (before := storyboard.shots[i - 1]).source_frames < MIN_HANDOFF_FRAMES:
+        out.append(Problem(c, i, "handoff", f"'previous' after {before.name!r}, which renders {_rendered(before)}: "
                            f"a handoff is the last {MIN_HANDOFF_FRAMES} frames of the shot before, at least",
                            f"lengthen {before.name!r} to {MIN_HANDOFF_FRAMES} frames or more, or set handoff: none"))
     out += _check_paths(m.get("loras"), LORA_KEYS, roots, c, i, "loras")
-    out += _check_paths(m.get("images"), IMAGE_KEYS, roots, c, i, "images", frames=max(shot.frames, 0))
+    out += _check_paths(m.get("images"), IMAGE_KEYS, roots, c, i, "images", frames=max(shot.source_frames, 0))
     for key in ("reference_video", "ic_lora"):
         if m.get(key):
             path, why = roots.resolve(str(m[key]))
@@ -276,6 +276,17 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
         out.append(Problem(c, i, "ic_lora" if m.get("reference_video") else "reference_video",
                            "IC-LoRA shots need both reference_video and ic_lora", "set both, or neither"))
     return out
+
+
+def _rendered(shot: Shot) -> str:
+    """A shot's length as its take renders it: a speed change or freeze plays other than its record length."""
+    if shot.source_frames == shot.frames:
+        return f"{shot.frames} frames"
+    return f"{shot.source_frames} source frames (its {shot.frames} in the cut at {speed_label(shot.speed)})"
+
+
+def speed_label(speed: float) -> str:
+    return "a freeze" if speed == 0 else f"{speed * 100:g} % speed"
 
 
 def handles_of(storyboard: Storyboard, shot: Shot) -> tuple[int, int]:
@@ -300,7 +311,7 @@ def segments_of(storyboard: Storyboard, shot: Shot, segment_frames: int = DEFAUL
     m = m if isinstance(m, int) and not isinstance(m, bool) and m >= 0 else 1
     first = 1 + TEMPORAL_RATIO * m if shot.metadata.get("handoff") == "previous" and m else 0
     try:
-        rendered = max(shot.frames + sum(handles_of(storyboard, shot)), 1)
+        rendered = max(shot.source_frames + sum(handles_of(storyboard, shot)), 1)
         return len(plan_segments(rendered, segment_frames, first, 1 + TEMPORAL_RATIO * max(m, 1)))
     except InvalidFrameCountError:
         return 0  # an overlap too large to chain: refused by the handoff_overlap check

@@ -23,7 +23,7 @@ def conform_task(plan: RenderPlan, rows: list[ShotStatus]) -> str:
 
 @task(name="preview", cache_policy=NO_CACHE)
 def preview_task(plan: RenderPlan, rows: list[ShotStatus]) -> str | None:
-    path = outputs.preview(plan.store, plan.layout, plan.board.name, rows, warn=get_run_logger().warning)
+    path = outputs.preview(plan.store, plan.layout, plan.board, rows, warn=get_run_logger().warning)
     return str(path) if path else None
 
 

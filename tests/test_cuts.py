@@ -39,7 +39,7 @@ def _record_takes(cut: Path, db: str, **load) -> sb.Storyboard:
         mp4.parent.mkdir(exist_ok=True)
         mp4.write_bytes(b"\0")
         spec = specs[shot.shot_id]
-        store.finish_take(take, outputs={"mp4": str(mp4), "frames": spec.head + shot.frames + spec.tail,
+        store.finish_take(take, outputs={"mp4": str(mp4), "frames": spec.head + spec.num_frames + spec.tail,
                                          "fps": shot.fps, "head": spec.head, "tail": spec.tail})
     store.engine.dispose()
     return board
@@ -368,15 +368,123 @@ def test_handles_put_media_under_dissolves_and_what_is_still_short_is_said(tmp_p
         proc = milimo("conform", cut, "--format", fmt, "-o", target, "--db", db)
         assert proc.returncode == 0, proc.stderr[-2000:]
         notes = [line for line in proc.stdout.splitlines() if "more media" in line]
-        assert len(notes) == 2, proc.stdout
-        assert "'Fast' needs 16 frame(s) more" in notes[0] and "speed change" in notes[0]
-        assert "'Bare' needs 4 frame(s) more" in notes[1] and "dissolve" in notes[1]
+        assert len(notes) == 1, proc.stdout  # 'Fast' renders the 48 source frames it plays (its speed change)
+        assert "'Bare' needs 4 frame(s) more" in notes[0] and "dissolve" in notes[0]
         back = _read(target)
         for clip in back.video_tracks()[0].find_clips():
             available = clip.media_reference.available_range
             head = 0 if clip.name == "Bare" else 8
+            source = 48 if clip.name == "Fast" else clip.source_range.duration.value
             assert available.start_time.value == clip.source_range.start_time.value - head, (fmt, clip.name)
-            assert available.duration.value == clip.source_range.duration.value + 2 * head, (fmt, clip.name)
+            assert available.duration.value == source + 2 * head, (fmt, clip.name)
+
+
+SPEED_EDL = """TITLE: SPEED
+FCM: NON-DROP FRAME
+
+001  A001     V     C        10:00:00:00 10:00:01:00 01:00:00:00 01:00:01:00
+* FROM CLIP NAME: Walk
+002  A002     V     C        10:00:10:00 10:00:12:00 01:00:01:00 01:00:02:00
+M2   A002       048.0                10:00:10:00
+* FROM CLIP NAME: Fast
+003  A003     V     C        10:00:20:00 10:00:20:01 01:00:02:00 01:00:02:12
+M2   A003       000.0                10:00:20:00
+* FROM CLIP NAME: Hold FF
+* * FREEZE FRAME
+004  A004     V     C        10:00:30:00 10:00:30:13 01:00:02:12 01:00:03:13
+M2   A004       012.0                10:00:30:00
+* FROM CLIP NAME: Slow
+"""
+# clip: (speed, frames in the cut, source frames it plays)
+PLAYS = {"Walk": (1.0, 24, 24), "Fast": (2.0, 24, 48), "Hold": (0.0, 12, 1), "Slow": (0.5, 25, 13)}
+
+
+def _scalar(clip: otio.schema.Clip) -> float:
+    scalar = 1.0
+    for effect in clip.effects:
+        if isinstance(effect, otio.schema.LinearTimeWarp):
+            scalar *= effect.time_scalar
+    return scalar
+
+
+def test_speed_changes_and_freezes_render_the_source_they_play_and_keep_the_effect_in_every_format(tmp_path):
+    """Before: takes rendered the record length at 100 %, then the EDL wrote a fraction of the source on an M2 line
+    naming the clip instead of the reel, OTIO kept the warp with too little media under it, and FCP XML dropped the
+    effect. Now each take renders the source its clip plays (a freeze its one frame), between its handles, and
+    every format keeps the effect over media that covers it."""
+    cut = tmp_path / "speed.edl"
+    cut.write_text(SPEED_EDL)
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    sheet = _with_prompts(cut, db, 24)
+    said = milimo("validate", cut, "--prompts", sheet)
+    assert said.returncode == 0, said.stderr
+    assert "200 % speed on fast: renders 48 source frame(s) for its 24 in the cut" in said.stdout
+    assert "a freeze on hold: renders 1 source frame(s) for its 12 in the cut" in said.stdout
+    specs = sb.resolve_specs(sb.load(cut, rate=24, prompts=sheet), "m")
+    assert {s: (specs[s].head, specs[s].num_frames, specs[s].tail) for s in specs} == {
+        "walk": (8, 24, 8), "fast": (8, 48, 8), "hold": (8, 1, 8), "slow": (8, 13, 8)}
+    for fmt, suffix in FORMATS.items():
+        target = tmp_path / "editor" / f"speed{suffix}"
+        proc = milimo("conform", cut, "--prompts", sheet, "--format", fmt, "-o", target, "--db", db)
+        assert proc.returncode == 0, (fmt, proc.stderr[-2000:])
+        assert "more media" not in proc.stdout, (fmt, proc.stdout)
+        back = _read(target)
+        assert _placed(back) == [("Walk", 0, 24), ("Fast", 24, 24), ("Hold", 48, 12), ("Slow", 60, 25)], fmt
+        clips = back.video_tracks()[0].find_clips()
+        if fmt != "fcp_xml":  # OpenTimelineIO's FCP reader drops Time Remap; the XML is read below
+            assert [_scalar(c) for c in clips] == [PLAYS[c.name][0] for c in clips], fmt  # the effect is kept
+        if fmt == "cmx_3600":
+            _assert_edl_covered(target.read_text())
+        elif fmt == "fcp_xml":
+            _assert_xml_covered(target)
+        else:
+            for clip in clips:  # the media under each clip: from its source-in for the source it plays
+                have, start = clip.media_reference.available_range, clip.source_range.start_time
+                assert have.start_time <= start, (fmt, clip.name)
+                assert start.value + PLAYS[clip.name][2] <= have.end_time_exclusive().value, (fmt, clip.name)
+
+
+def _assert_edl_covered(text: str) -> None:
+    """Each event's source out is its source in plus the frames it plays, inside its take (whose timecode starts
+    at the source in less the 8-frame head and runs head + source + tail), and each M2 names its event's reel."""
+    lines = text.splitlines()
+    events = [n for n, line in enumerate(lines) if line[:3].isdigit()]
+    assert len(events) == 4, text
+    for n in events:
+        fields = lines[n].split()
+        src_in, src_out = (otio.opentime.from_timecode(tc, 24).value for tc in fields[-4:-2])
+        name = next(line.split(":", 1)[1].strip() for line in lines[n + 1:] if "FROM CLIP NAME" in line)
+        speed, _, source = PLAYS[name.removesuffix(" FF")]
+        assert src_out - src_in == source, (name, lines[n])
+        m2 = next((line for line in lines[n + 1:n + 3] if line.startswith("M2")), None)
+        if speed == 1:
+            assert m2 is None, text
+        else:
+            assert m2 is not None and m2.split()[1] == fields[1], text  # the event's own reel
+            assert float(m2.split()[2]) == speed * 24, m2
+
+
+def _assert_xml_covered(path: Path) -> None:
+    """Each retimed clip item carries a Time Remap at its speed, plays `in`..`out` of its file (the source it
+    plays), and the file holds that much past `in` and its tail handle."""
+    import xml.etree.ElementTree as ET
+
+    track = next(ET.parse(path).getroot().iter("sequence")).find("./media/video/track")
+    items = track.findall("clipitem")
+    assert [i.findtext("name") for i in items] == list(PLAYS)
+    files = {f.get("id"): f for f in ET.parse(path).getroot().iter("file") if f.find("duration") is not None}
+    for item in items:
+        speed, cut, source = PLAYS[item.findtext("name")]
+        start, end, first, last = (int(item.findtext(k)) for k in ("start", "end", "in", "out"))
+        assert end - start == cut and last - first == source, item.findtext("name")
+        length = int(files[item.find("file").get("id")].findtext("duration"))
+        assert first == 8 and last + 8 == length, item.findtext("name")  # the head before, the tail after
+        remap = [e for e in item.iter("effect") if e.findtext("effectid") == "timeremap"]
+        if speed == 1:
+            assert not remap
+        else:
+            values = {p.findtext("parameterid"): p.findtext("value") for p in remap[0].iter("parameter")}
+            assert float(values["speed"]) == speed * 100 and values["reverse"] == "FALSE"
 
 
 THROUGH_EDIT = """TITLE: SPLIT

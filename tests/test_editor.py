@@ -31,9 +31,10 @@ FCM: NON-DROP FRAME
 * FROM CLIP NAME: Lanterns
 * TO CLIP NAME: Lanterns
 
-004  HARB_D04 V     C        01:00:30:00 01:00:31:00 00:00:03:17 00:00:04:17
+004  HARB_D04 V     C        01:00:30:00 01:00:32:00 00:00:03:17 00:00:04:17
+M2   HARB_D04       050.0                01:00:30:00
 * FROM CLIP NAME: Quay
-"""
+"""  # Quay plays at 200 %: 25 frames in the cut, 50 of source
 
 # Premiere / Resolve style FCP 7 XML: a 30 fps sequence starting at 01:00:00:00, a 15 fps clip in it, a gap,
 # a marker carrying the prompt.
@@ -216,6 +217,12 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
     expected_tc = ["01:00:00:00", "01:00:10:00", "01:00:20:00", "01:00:30:00"]
     # (head, tail) handles: 8 frames by default, none where the chain continues (Boat close up -> Lanterns)
     handles = {"Harbour establishing": (8, 8), "Boat close up": (8, 0), "Lanterns": (0, 8), "Quay": (8, 8)}
+    plays = {"Quay": 50}  # the source frames a clip plays, where a speed change makes them not its cut length
+    quay = next(p for p in takes if "quay" in p.name)
+    assert media_facts(quay).frames == 8 + 50 + 8  # the take renders the source its clip plays, between handles
+    cut = storyboards.load(board)
+    preview = next(out.rglob("preview.mp4"))  # the cut as it plays: Quay retimed to its 25 frames
+    assert media_facts(preview).frames == sum(s.frames for s in cut.shots)
     for fmt, suffix in (("fcp_xml", ".xml"), ("cmx_3600", ".edl"), ("otio", ".otio")):
         target = tmp_path / "editor" / f"conformed{suffix}"
         proc = milimo("conform", board, "--format", fmt, "-o", target, "--db", db)
@@ -236,11 +243,12 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
             head, tail = handles[clip.name]
             first = clip.source_range.start_time - otio.opentime.RationalTime(head, 25)
             assert tmcd["timecode"] == otio.opentime.to_timecode(first, 25), (fmt, clip.name)  # media starts there
-            assert media_facts(path).frames == head + clip.source_range.duration.value + tail, (fmt, clip.name)
+            source = plays.get(clip.name, clip.source_range.duration.value)
+            assert media_facts(path).frames == head + source + tail, (fmt, clip.name)
             if fmt != "cmx_3600":  # the media's range in the file: the clip plus its handles, for trims and dissolves
                 available = clip.media_reference.available_range
                 assert (available.start_time, available.duration.value) == (
-                    first, head + clip.source_range.duration.value + tail), (fmt, clip.name, available)
+                    first, head + source + tail), (fmt, clip.name, available)
             if fmt == "cmx_3600":  # Resolve conforms an EDL on reel + timecode: the event's reel is the take's
                 assert clip.metadata["cmx_3600"]["reel"] == tmcd["reel_name"], (clip.name, clip.metadata)
             if fmt == "fcp_xml":

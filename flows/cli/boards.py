@@ -13,7 +13,7 @@ from milimo.request import RenderRequest
 from milimo.targets import writable_target
 from storyboards.errors import ConfigError
 from storyboards.load import video_track_labels
-from storyboards.validate import segments_of
+from storyboards.validate import segments_of, speed_label
 
 from .args import add_cut_options, add_storyboard
 from .reads import open_store
@@ -34,10 +34,12 @@ def validate(args: argparse.Namespace, context: Context) -> int:
     print(f"{args.storyboard}: ok, {len(board.shots)} shot(s) in {len(graph.chains)} chain(s) at {board.fps:g} fps")
     for chain in graph.chains:
         print(f"  chain {chain.index}: {' -> '.join(chain.shot_ids)}")
-    long = [(s, segments_of(board, s)) for s in board.shots]
-    for shot, count in long:
-        if count > 1:
-            print(f"  long shot {shot.shot_id}: {shot.frames} frames, rendered as {count} chained segments")
+    for shot in board.shots:
+        if shot.speed != 1:
+            print(f"  {speed_label(shot.speed)} on {shot.shot_id}: renders {shot.source_frames} source frame(s) for "
+                  f"its {shot.frames} in the cut; the conformed clip keeps the effect")
+        if (count := segments_of(board, shot)) > 1:
+            print(f"  long shot {shot.shot_id}: {shot.source_frames} frames, rendered as {count} chained segments")
     overridden = [s.shot_id for s in board.shots if s.overridden]
     if overridden:
         print(f"  overrides from the store on: {', '.join(overridden)} (`milimo overrides` lists them)")
