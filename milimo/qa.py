@@ -76,8 +76,9 @@ def measure_seams(store: Store, storyboard: str, thresholds: SeamThresholds | No
     Handoff cuts are flagged above a threshold; hard cuts are measured, never flagged. `rows`: the status the
     caller read already."""
     thresholds = thresholds or SeamThresholds()
-    todo = [j for j in joins(rows if rows is not None else store.status(storyboard))
-            if not store.has_seam(j.left_take, j.right_take, j.right_start)]
+    every = joins(rows if rows is not None else store.status(storyboard))
+    done = store.measured({j.left_take for j in every} | {j.right_take for j in every}) if every else set()
+    todo = [j for j in every if (j.left_take, j.right_take, j.right_start) not in done]
     windows: dict[int, set[int]] = {}
     for j in todo:
         windows.setdefault(j.left_take, set()).update(range(j.left_end - FRAMES_EACH_SIDE, j.left_end))

@@ -34,9 +34,7 @@ class TakeSource(Protocol):
 
     def status(self, storyboard: str) -> list[Any]: ...
 
-    def takes(self, storyboard: str, shot_id: str) -> list[Any]: ...
-
-    def current_take(self, storyboard: str, shot_id: str) -> Any | None: ...
+    def takes_by_shot(self, storyboard: str) -> dict[str, list[Any]]: ...
 
 SOUND_TRACK = "milimo audio"  # the takes' sound, clip for clip under the shots
 EXPORT_FORMATS = {"otio": ("otio_json", ".otio"), "otioz": ("otioz", ".otioz"), "fcp_xml": ("fcp_xml", ".xml"),
@@ -57,12 +55,15 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
     caller read already."""
     timeline = copy.deepcopy(board.timeline)
     _record_start_kept(timeline, board)
-    status = {r.shot_id: r.status for r in (rows if rows is not None else store.status(board.name))}
+    rows = rows if rows is not None else store.status(board.name)
+    status = {r.shot_id: r.status for r in rows}
+    current_ids = {r.shot_id: r.take_id for r in rows}
+    every_take = store.takes_by_shot(board.name)  # one read for the whole cut, not two per shot
     clips = board.clips(timeline)
     audio_refs: dict[int, tuple[dict, str]] = {}
     for shot, clip in zip(board.shots, clips, strict=False):
-        takes = store.takes(board.name, shot.shot_id)
-        current = store.current_take(board.name, shot.shot_id)
+        takes = every_take.get(shot.shot_id, [])
+        current = next((t for t in takes if t.id == current_ids.get(shot.shot_id)), None)
         references: dict[str, otio.schema.ExternalReference] = {}
         source = clip.source_range or clip.available_range()
         clip.source_range = source  # a clip without one gets it: every format places clips by their source range
