@@ -30,9 +30,11 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 # System tools the tests drive: ffprobe (Debian's ffmpeg) reads back timecode and audio of the takes; Debian's
-# chromium is the browser Playwright drives (Playwright cannot download its own here). Installed with apt-get
+# chromium is the browser Playwright drives (Playwright cannot download its own here); DejaVu is the preview's
+# burn-in font. Installed with apt-get
 # when running as root and missing; otherwise the tests say what to install.
-SYSTEM_PACKAGES := $(if $(shell command -v ffprobe),,ffmpeg) $(if $(wildcard /usr/bin/chromium),,chromium)
+SYSTEM_PACKAGES := $(if $(shell command -v ffprobe),,ffmpeg) $(if $(wildcard /usr/bin/chromium),,chromium) \
+	$(if $(wildcard /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf),,fonts-dejavu-core)
 system:
 	@if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

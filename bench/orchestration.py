@@ -116,8 +116,9 @@ def profile_one_render(board_path: Path, model_dir: Path, work: Path) -> tuple[T
     timers.wrap(artifacts_module, "file_sha256", "hashing: artifacts recorded")
     timers.wrap(reads_module, "take_problem", "hashing: artifacts checked")
     timers.wrap(flow_module, "prepare", "prepare (load, validate, import, plan)")
-    for name in ("rendered_timeline", "preview", "contact_sheet"):
+    for name in ("rendered_timeline", "contact_sheet"):
         timers.wrap(outputs_module, name, f"outputs: {name}")
+    timers.wrap(output_tasks, "preview", "outputs: preview")
     timers.wrap(output_tasks, "measure_seams", "outputs: seam QA")
     import prefect.artifacts as artifacts
 
@@ -171,7 +172,8 @@ def example_board(work: Path, steps: int | None) -> Path:
 def outputs_seconds(board_path: Path, db: str, work: Path, i: int) -> float:
     """What the flow makes after the shots, which the plain loop does not (conform, preview, contact sheet, seam
     QA), made again one after another from the flow's store and timed."""
-    from milimo.outputs import SheetCell, concat_mp4, draw_contact_sheet
+    from milimo.outputs import SheetCell, draw_contact_sheet
+    from milimo.preview import preview
     from milimo.qa import measure_seams
     from storyboards.conform import conform
     from storyboards.paths import OutputLayout
@@ -181,8 +183,9 @@ def outputs_seconds(board_path: Path, db: str, work: Path, i: int) -> float:
     rows = store.status("lighthouse")
     t0 = time.perf_counter()
     layout = OutputLayout.at(work / f"outputs-{i}")
-    conform(storyboards.load(board_path), store, layout)
-    concat_mp4([Path(str(r.outputs.mp4)) for r in rows], layout.preview("lighthouse"))
+    board = storyboards.load(board_path)
+    conform(board, store, layout)
+    preview(store, layout, board, rows)
     draw_contact_sheet(
         [SheetCell(r.shot_id, r.take_number, r.status, None, r.outputs.thumbnail) for r in rows],
         layout.contact_sheet("lighthouse"),

@@ -90,9 +90,9 @@ class OutputLayout:
     def contact_sheet(self, storyboard: str) -> Path:
         return self._named(storyboard, "contact_sheet.png")
 
-    def slate(self, storyboard: str, shot_id: str) -> Path:
-        """The card the preview shows for a shot with no good take."""
-        return self.inside(self.storyboard_dir(storyboard) / ".slates" / f"{_part(shot_id)}.mp4")
+    def preview_parts(self, storyboard: str) -> Path:
+        """The folder of the preview's parts (one mp4 per stretch of the cut, named by what it shows)."""
+        return self.inside(self.storyboard_dir(storyboard) / ".preview-parts")
 
     def job_log(self, storyboard: str, number: int) -> Path:
         """The log of the `number`th render the dashboard started for `storyboard` in this process."""

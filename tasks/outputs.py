@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from milimo import outputs
 from milimo.prepare import RenderPlan
+from milimo.preview import preview
 from milimo.qa import measure_seams
 from storyboards.seams import SeamThresholds
 from storyboards.store import SeamView, ShotStatus
@@ -23,7 +24,7 @@ def conform_task(plan: RenderPlan, rows: list[ShotStatus]) -> str:
 
 @task(name="preview", cache_policy=NO_CACHE)
 def preview_task(plan: RenderPlan, rows: list[ShotStatus]) -> str | None:
-    path = outputs.preview(plan.store, plan.layout, plan.board, rows, warn=get_run_logger().warning)
+    path = preview(plan.store, plan.layout, plan.board, rows, warn=get_run_logger().warning)
     return str(path) if path else None
 
 

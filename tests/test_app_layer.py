@@ -113,18 +113,18 @@ def test_every_output_name_comes_from_the_layout(tmp_path):
     layout = OutputLayout.at(tmp_path)
     names = [layout.take_file("lighthouse", "harbour", 3, ".mp4"), layout.imported_storyboard("lighthouse"),
              layout.rendered_timeline("lighthouse", "cut"), layout.conformed("lighthouse", ".xml"),
-             layout.preview("lighthouse"), layout.contact_sheet("lighthouse"), layout.slate("lighthouse", "harbour"),
+             layout.preview("lighthouse"), layout.contact_sheet("lighthouse"), layout.preview_parts("lighthouse"),
              layout.job_log("lighthouse", 2)]
     assert all(p.is_relative_to(tmp_path.resolve()) for p in names)
     assert [p.name for p in names] == ["lighthouse_harbour_t003.mp4", "lighthouse.storyboard.otio",
                                        "cut.rendered.otio", "lighthouse.conformed.xml", "preview.mp4",
-                                       "contact_sheet.png", "harbour.mp4", "lighthouse-2.log"]
-    assert layout.slate("../..", "../../escape").is_relative_to(tmp_path.resolve())  # hostile names stay inside
+                                       "contact_sheet.png", ".preview-parts", "lighthouse-2.log"]
+    assert layout.preview_parts("../../escape").is_relative_to(tmp_path.resolve())  # hostile names stay inside
     (tmp_path / "lighthouse").symlink_to("/tmp")
     with pytest.raises(ConfigError):
         layout.preview("lighthouse")  # a symlink out of the root is refused
     code = "".join(p.read_text() for d in ("milimo", "tasks", "flows", "dashboard") for p in (ROOT / d).rglob("*.py"))
-    for name in ('"preview.mp4"', '"contact_sheet.png"', '.rendered.otio"', '.storyboard.otio"', '".slates"'):
+    for name in ('"preview.mp4"', '"contact_sheet.png"', '.rendered.otio"', '.storyboard.otio"', '".preview-parts"'):
         assert name not in code, name
 
 
