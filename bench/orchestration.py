@@ -185,7 +185,7 @@ def outputs_seconds(board_path: Path, db: str, work: Path, i: int) -> float:
     layout = OutputLayout.at(work / f"outputs-{i}")
     board = storyboards.load(board_path)
     conform(board, store, layout)
-    preview(store, layout, board, rows)
+    preview(layout, board, rows)
     draw_contact_sheet(
         [SheetCell(r.shot_id, r.take_number, r.status, None, r.outputs.thumbnail) for r in rows],
         layout.contact_sheet("lighthouse"),

@@ -29,7 +29,7 @@ from milimo_engine.atomic import atomic_path
 from storyboards.editorial import counts_drop_frame, timecode
 from storyboards.load import Storyboard, is_generator, is_shot
 from storyboards.paths import OutputLayout
-from storyboards.store import ShotStatus, Store
+from storyboards.store import ShotStatus
 
 PART_VERSION = 1  # bump when a part's encoding changes: every part is encoded again
 SAMPLE_RATE = 48000
@@ -111,14 +111,13 @@ def parts_of(board: Storyboard, rows: list[ShotStatus]) -> Iterator[Part]:
         position += frames
 
 
-def preview(store: Store, layout: OutputLayout, board: Storyboard, rows: list[ShotStatus],
+def preview(layout: OutputLayout, board: Storyboard, rows: list[ShotStatus],
             warn: Callable[[str], None] = lambda _: None, burn_ins: bool = True) -> Path | None:
     """preview.mp4: the cut as it plays (see the module), at the first good take's size and the cut's exact rate;
     None while no shot has a good take. A shot with no good take is not skipped: a slate of its length says so
     (and `warn` names it)."""
     from milimo_engine.media import rational_fps, stream_facts
 
-    del store  # what the preview shows is in `rows`; kept for the output tasks' common signature
     good = [r for r in rows if r.status == "succeeded" and r.outputs.mp4]
     if not good:
         return None

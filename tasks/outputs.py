@@ -24,7 +24,7 @@ def conform_task(plan: RenderPlan, rows: list[ShotStatus]) -> str:
 
 @task(name="preview", cache_policy=NO_CACHE)
 def preview_task(plan: RenderPlan, rows: list[ShotStatus]) -> str | None:
-    path = preview(plan.store, plan.layout, plan.board, rows, warn=get_run_logger().warning)
+    path = preview(plan.layout, plan.board, rows, warn=get_run_logger().warning)
     return str(path) if path else None
 
 

@@ -91,7 +91,7 @@ def test_the_preview_plays_the_cut_gaps_speed_and_cards_included_with_burn_ins(t
         _take(store, board, shot.shot_id, tmp_path, specs[shot.shot_id].num_frames, COLOURS[shot.shot_id])
     layout = OutputLayout.at(tmp_path / "out")
     warnings: list[str] = []
-    path = preview(store, layout, board, store.status(board.name), warn=warnings.append)
+    path = preview(layout, board, store.status(board.name), warn=warnings.append)
     assert path is not None
     streams = _probe(path)
     duration = round(board.shots_track().duration().rescaled_to(RATE).value)
@@ -118,7 +118,7 @@ def test_the_preview_plays_the_cut_gaps_speed_and_cards_included_with_burn_ins(t
     assert len(parts) == 6  # A, the gap, B, Fast, the bars, the slate
     before = {p.name: p.stat().st_mtime_ns for p in parts}
     _take(store, board, "b", tmp_path, specs["b"].num_frames, (200, 200, 30))  # B rendered again
-    preview(store, layout, board, store.status(board.name))
+    preview(layout, board, store.status(board.name))
     after = {p.name: p.stat().st_mtime_ns for p in layout.preview_parts(board.name).glob("*.mov")}
     assert len(after) == 6 and len(set(after) - set(before)) == 1  # one part encoded again, its old one gone
     assert all(after[name] == before[name] for name in set(after) & set(before))  # the others reused as they were
