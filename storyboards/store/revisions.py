@@ -72,10 +72,14 @@ class RevisionsMixin(StoreBase):
             s.add(RevisionRow(storyboard_id=sb.id, number=number, source_path=str(board.source_path),
                               source_sha256=board.source_sha256, content_hash=content))
         sb.current_revision = number
+        stored = {row.spec_hash: row for row in s.scalars(select(SpecRow).where(
+            SpecRow.spec_hash.in_({spec.spec_hash for spec in specs.values()})))}  # one read for the whole cut
         for spec in specs.values():
-            known = s.get(SpecRow, spec.spec_hash)
+            known = stored.get(spec.spec_hash)
             if known is None:
-                s.add(SpecRow(spec_hash=spec.spec_hash, model_id=spec.model_id, data=spec_json(spec)))
+                stored[spec.spec_hash] = SpecRow(spec_hash=spec.spec_hash, model_id=spec.model_id,
+                                                 data=spec_json(spec))
+                s.add(stored[spec.spec_hash])
             else:  # the same files by content may be found at other paths now (a moved project): record those
                 data = json.loads(json.dumps(spec_json(spec)))
                 if known.data != data:
@@ -83,6 +87,8 @@ class RevisionsMixin(StoreBase):
         self._record_files(s, specs.values())
         s.flush()
         rows = {r.shot_id: r for r in s.scalars(select(ShotRow).where(ShotRow.storyboard_id == sb.id))}
+        current = {t.id: t for t in s.scalars(select(TakeRow).where(
+            TakeRow.id.in_([r.current_take_id for r in rows.values() if r.current_take_id])))}
         present = set()
         for shot in board.shots:
             chain = graph.chain_of(shot.shot_id)
@@ -95,7 +101,7 @@ class RevisionsMixin(StoreBase):
             row.active = True
             row.spec_hash = specs[shot.shot_id].spec_hash if shot.shot_id in specs else None
             if row.id is not None and row.spec_hash:
-                self._take_matching_spec(s, row)
+                self._take_matching_spec(s, row, current.get(row.current_take_id or 0))
             present.add(shot.shot_id)
         for sid, row in rows.items():
             if sid not in present:
@@ -103,10 +109,10 @@ class RevisionsMixin(StoreBase):
         return number
 
     @staticmethod
-    def _take_matching_spec(s: Session, row: ShotRow) -> None:
+    def _take_matching_spec(s: Session, row: ShotRow, current: TakeRow | None) -> None:
         """A spec the shot had before (a reverted file, a removed override) brings back its latest good take
-        as current; the planner still checks its upstream and its files before trusting it."""
-        current = s.get(TakeRow, row.current_take_id) if row.current_take_id else None
+        as current; the planner still checks its upstream and its files before trusting it. `current`: the shot's
+        current take, read with every other shot's (only a shot whose spec changed reads more)."""
         if current is not None and (current.spec_hash == row.spec_hash or row.pinned_take_id == current.id):
             return
         earlier = s.scalar(select(TakeRow).where(TakeRow.shot_pk == row.id, TakeRow.spec_hash == row.spec_hash,
