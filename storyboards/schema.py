@@ -12,7 +12,7 @@ TIMELINE_KEYS = {"schema", "storyboard_id", "defaults", "shots_track", "max_shot
 DEFAULT_KEYS = {"model", "width", "height", "steps", "guidance", "negative_prompt", "loras", "seed", "quality",
                 "seed_policy", "handoff_overlap", "temporal_upsample", "handles"}
 CLIP_KEYS = {"shot_id", "prompt", "negative_prompt", "seed", "quality", "loras", "images", "handoff", "reference_video",
-             "ic_lora", "overrides", "notes", "handles"}
+             "ic_lora", "overrides", "notes", "handles", "max_shot_frames"}
 OVERRIDE_KEYS = {"width", "height", "steps", "guidance", "temporal_upsample", "handoff_overlap"}
 LORA_KEYS = {"path", "weight"}
 IMAGE_KEYS = {"path", "frame", "strength"}

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from .load import Storyboard
 
 CUT_COLUMNS = ("shot_id", "clip", "reel", "record_in", "record_out", "source_in", "frames")
-FILL_COLUMNS = ("prompt", "negative_prompt", "seed", "loras", "images", "handoff", "handles", "notes")
+FILL_COLUMNS = ("prompt", "negative_prompt", "seed", "loras", "images", "handoff", "handles", "max_shot_frames",
+                "notes")
 KIND_COLUMN = "kind"  # `shot`, or what else the row is (a generator: black, bars, a title) and that it is not rendered
 COLUMNS = CUT_COLUMNS + FILL_COLUMNS + (KIND_COLUMN,)
 SHOT = "shot"
@@ -78,6 +79,7 @@ def cut_rows(board: Storyboard) -> list[dict[str, str]]:
             "loras": _format_entries(m.get("loras") or [], "weight", ":"), "images": images,
             "handoff": m.get("handoff") or ("previous" if shot.index in continued else ""),
             "handles": "" if m.get("handles") is None else str(m["handles"]),
+            "max_shot_frames": "" if m.get("max_shot_frames") is None else str(m["max_shot_frames"]),
             "notes": m.get("notes") or "", KIND_COLUMN: SHOT,
         }))
     for generator in board.generators:  # in the list where the cut has them, so the sheet reads like the cut
@@ -232,7 +234,7 @@ def _row(number: int, record: dict[str, str], problems: list[RowProblem]) -> Sho
             settings[column] = record[column]
     if not record.get("prompt"):
         problems.append(RowProblem(number, "prompt", f"is empty for shot {shot_label!r}", "write what the shot shows"))
-    for column in ("seed", "handles"):  # whole numbers
+    for column in ("seed", "handles", "max_shot_frames"):  # whole numbers
         if record.get(column):
             text = record[column]
             value: Any = int(text) if text.isascii() and text.isdigit() else text  # "5²" is a digit, not a number

@@ -235,7 +235,7 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
             out.append(Problem(c, i, "prompt", "this shot needs a prompt", "write what the shot shows in prompt",
                                code="missing_prompt"))
     clip_values = {k: v for k, v in m.items()
-                   if k in ("prompt", "negative_prompt", "seed", "quality", "handoff", "handles")}
+                   if k in ("prompt", "negative_prompt", "seed", "quality", "handoff", "handles", "max_shot_frames")}
     out += _typed(clip_values, set(clip_values), c, i, "", shot.overridden, shot.shot_id)
     out += _typed(overrides, OVERRIDE_KEYS, c, i, "overrides.", shot.overridden, shot.shot_id)
     if not shot.fps > 0:
@@ -244,7 +244,10 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
     if shot.frames <= 0:
         out.append(Problem(c, i, "duration", "the clip is zero frames long",
                            "give the clip a duration of 1 frame or more"))
-    elif max_frames is not None and shot.source_frames > max_frames:
+    elif (own := m.get("max_shot_frames")) is not None and isinstance(own, int) and shot.source_frames > own:
+        out.append(Problem(c, i, "duration", f"{_rendered(shot)} is beyond this shot's maximum length {own}",
+                           f"cut it into shots of at most {own} frames, or raise the shot's max_shot_frames"))
+    elif own is None and max_frames is not None and shot.source_frames > max_frames:
         out.append(Problem(c, i, "duration", f"{_rendered(shot)} is beyond the maximum shot length {max_frames}",
                            f"cut it into shots of at most {max_frames} frames, or raise the cap (--max-shot-frames, "
                            "[cuts] max_shot_frames in milimo.toml, the timeline's max_shot_frames)"))

@@ -247,6 +247,19 @@ def test_a_long_shot_renders_as_segments_unless_a_cap_is_asked_for(tmp_path):
     refused(milimo("validate", cut, "--prompts", tmp_path / "long.csv", "--config", tmp_path / "milimo.toml"),
             "maximum shot length 200")
     refused(milimo("validate", cut, "--max-shot-frames", "0"), "0", "above 0")
+    sheet = (tmp_path / "long.csv").read_text(encoding="utf-8-sig")
+    header, row = sheet.splitlines()[:2]
+    assert "max_shot_frames" in header.split(",")  # a cap per shot, in the shot list
+    cells = row.split(",")
+    cells[header.split(",").index("prompt")] = "a long walk along the quay"
+    for cap, fine in (("400", True), ("200", False)):  # the row's cap outranks the project's, either way
+        cells[header.split(",").index("max_shot_frames")] = cap
+        (tmp_path / "capped.csv").write_text(f"{header}\n{','.join(cells)}\n", encoding="utf-8")
+        proc = milimo("validate", cut, "--prompts", tmp_path / "capped.csv", "--max-shot-frames", "257")
+        if fine:
+            assert proc.returncode == 0, proc.stderr
+        else:
+            refused(proc, "300 frames is beyond this shot's maximum length 200", "max_shot_frames")
 
 
 GENERATORS_XML = """<?xml version="1.0" encoding="UTF-8"?>
