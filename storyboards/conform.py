@@ -22,6 +22,7 @@ import opentimelineio as otio
 
 from milimo_engine.atomic import atomic_write
 
+from .ale import TAKE_COLUMNS, ale_text, take_entries
 from .deliver import edl_text, fitted, xml_text
 from .editorial import counts_drop_frame
 from .load import Storyboard, write_timeline
@@ -38,7 +39,7 @@ class TakeSource(Protocol):
 
 SOUND_TRACK = "milimo audio"  # the takes' sound, clip for clip under the shots
 EXPORT_FORMATS = {"otio": ("otio_json", ".otio"), "otioz": ("otioz", ".otioz"), "fcp_xml": ("fcp_xml", ".xml"),
-                  "cmx_3600": ("cmx_3600", ".edl")}
+                  "cmx_3600": ("cmx_3600", ".edl"), "ale": ("ale", ".ale")}
 
 
 def _url(mp4: str, relative_to: Path | None) -> str:
@@ -165,6 +166,8 @@ def export(board: Storyboard, store: TakeSource, fmt: str, target: str | Path,
     target = Path(target)
     relative = target.parent if fmt == "otio" else None
     timeline = conformed_timeline(board, store, relative_to=relative)
+    if fmt == "ale":  # a bin's list of the takes, one row per rendered clip
+        return atomic_write(target, ale_text(take_entries(timeline, board), board.fps, TAKE_COLUMNS)), ()
     delivery = fitted(timeline, fmt, board.track_name, track)
     if fmt == "cmx_3600":
         return atomic_write(target, edl_text(delivery.timeline, board.fps, board.edl_style, board.drop_frame)), \

@@ -113,6 +113,14 @@ def test_shot_list_out_prefills_prompts_and_counts_at_the_sequence_rate(tmp_path
     assert rows[3]["record_in"] == "00:00:03:17"  # after the 10-frame gap
     again = milimo("prompts", tmp_path / "cut.edl", "--rate", "25", "-o", tmp_path / "edl.csv")
     assert again.returncode == 2 and "--force" in again.stderr  # a filled sheet is never overwritten
+    bin_list = milimo("prompts", tmp_path / "cut.edl", "--rate", "25", "-o", tmp_path / "shots.ale")
+    assert bin_list.returncode == 0, bin_list.stderr  # the shots as an Avid bin list, read back by OTIO's reader
+    logged = list(otio.adapters.read_from_file(str(tmp_path / "shots.ale"), fps=25).find_clips())
+    assert [(c.name, c.metadata["ALE"]["Tape"], otio.opentime.to_timecode(c.source_range.start_time, 25),
+             c.source_range.duration.value) for c in logged] == [
+        ("Harbour establishing", "HARB_A01", "01:00:00:00", 25), ("Boat close up", "HARB_B02", "01:00:10:00", 20),
+        ("Lanterns", "HARB_C03", "01:00:20:00", 37), ("Quay", "HARB_D04", "01:00:30:00", 50)]  # Quay at 200 %
+    assert logged[0].metadata["ALE"]["Prompt"] == "a harbour at dawn, boats at anchor"
 
     proc = milimo("prompts", tmp_path / "cut.xml")  # default: beside the cut
     assert proc.returncode == 0, proc.stderr
@@ -258,6 +266,16 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
             assert [c.name for c in audio] == [c.name for c in video]  # aligned sound for every shot
             assert [back.audio_tracks()[0].range_of_child(c).start_time for c in audio] == \
                    [back.video_tracks()[0].range_of_child(c).start_time for c in video]
+    ale = milimo("conform", board, "--format", "ale", "-o", tmp_path / "editor" / "takes.ale", "--db", db)
+    assert ale.returncode == 0, ale.stderr
+    logged = list(otio.adapters.read_from_file(str(tmp_path / "editor" / "takes.ale"), fps=25).find_clips())
+    assert [c.metadata["ALE"]["Shot"] for c in logged] == [  # one row per clip, not one more per audio clip
+        "harbour-establishing", "boat-close-up", "lanterns", "quay"]
+    for row in logged:  # Tape and Start as each take's own timecode track says, for a Tape + timecode relink
+        tmcd = next(s for s in _ffprobe(Path(row.media_reference.target_url.removeprefix("file://")))["streams"]
+                    if s["codec_type"] == "data")["tags"]
+        assert (row.metadata["ALE"]["Tape"], otio.opentime.to_timecode(row.source_range.start_time, 25)) == (
+            tmcd["reel_name"], tmcd["timecode"]), row.name
     otioz = milimo("conform", board, "--format", "otioz", "--db", db, "--out", out)
     assert otioz.returncode == 0, otioz.stderr
 

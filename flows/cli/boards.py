@@ -11,6 +11,7 @@ from milimo.context import Context
 from milimo.prepare import check, load_board
 from milimo.request import RenderRequest
 from milimo.targets import writable_target
+from milimo_engine.atomic import atomic_write
 from storyboards.errors import ConfigError
 from storyboards.load import video_track_labels
 from storyboards.validate import segments_of, speed_label
@@ -52,6 +53,13 @@ def prompts(args: argparse.Namespace, context: Context) -> int:
     board = storyboards.load(args.cut, shots_track=args.shots_track, rate=args.rate)
     target = writable_target(args.output or Path(args.cut).with_suffix(".csv"), [args.cut], force=args.force,
                              what="shot list")
+    if target.suffix.lower() == ".ale":
+        from storyboards.ale import SHOT_COLUMNS, ale_text, shot_entries
+
+        atomic_write(target, ale_text(shot_entries(board), board.fps, SHOT_COLUMNS))
+        print(f"{target}: {len(board.shots)} shot(s) of {board.name!r} at {board.fps:g} fps as an ALE (Tape = the "
+              "cut's reel)")
+        return 0
     rows = cut_rows(board)
     write_shotlist(rows, target)
     filled = sum(1 for r in rows if r["prompt"])
@@ -110,7 +118,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prompts", help="write the shot list (CSV) to fill beside an editor's cut")
     p.add_argument("cut", help="the cut: EDL, FCP 7 XML, AAF, .otio or .otioz")
     add_cut_options(p)
-    p.add_argument("-o", "--output", metavar="CSV", help="where to write it (default: beside the cut, .csv)")
+    p.add_argument("-o", "--output", metavar="CSV", help="where to write it (default: beside the cut, .csv; a "
+                   ".ale name writes the shots as an Avid bin list instead)")
     p.add_argument("--force", action="store_true", help="replace an existing CSV")
     p.set_defaults(func=prompts)
 
@@ -126,7 +135,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("conform", help="the current takes as a timeline an editor opens (relinked)")
     add_storyboard(p)
-    p.add_argument("--format", required=True, choices=["otio", "otioz", "fcp_xml", "cmx_3600"])
+    p.add_argument("--format", required=True, choices=["otio", "otioz", "fcp_xml", "cmx_3600", "ale"],
+                   help="ale: the current takes as an Avid bin list (Tape = each take's reel)")
     p.add_argument("-o", "--output", metavar="FILE", help="default: <out>/<storyboard>/<storyboard>.conformed.<ext>")
     p.add_argument("--out", help="output root (default: [paths] out, else ./renders)")
     p.add_argument("--track", metavar="NAME", help="cmx_3600: the video track the EDL carries (default: the shots "
