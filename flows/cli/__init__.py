@@ -5,7 +5,7 @@
     milimo render STORYBOARD [--model DIR] [--out DIR] [--db URL] [--only ID ...] [--from-shot ID] [--rate FPS]
     milimo rerender STORYBOARD --from-shot ID [--set key=value ...]   (key=null removes an override)
     milimo validate STORYBOARD [--rate FPS]
-    milimo conform STORYBOARD --format otio|otioz|fcp_xml|cmx_3600 [-o FILE]
+    milimo conform STORYBOARD --format otio|otioz|fcp_xml|cmx_3600|ale [-o FILE]
     milimo qa STORYBOARD [--json]                 (seam QA at every handoff cut and segment boundary)
     milimo status STORYBOARD [--json]
     milimo takes STORYBOARD SHOT_ID [--json]
