@@ -119,14 +119,14 @@ def write_shotlist(rows: list[dict[str, str]], target: str | Path) -> Path:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows({k: _as_text(v) for k, v in row.items()} for row in rows)
+    writer.writerows({k: as_text(v) for k, v in row.items()} for row in rows)
     return atomic_write(Path(target), buffer.getvalue().encode("utf-8-sig"))
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula, leading a cell
 
 
-def _as_text(cell: str) -> str:
+def as_text(cell: str) -> str:
     """A cell a spreadsheet shows as the text it is: one that would start a formula (`=HYPERLINK(...)`, `+1`,
     `@SUM`) gets a leading `'`, which spreadsheets hide and `read_shotlist` takes off again."""
     return f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell

@@ -575,3 +575,44 @@ def test_a_non_drop_cut_at_29_97_stays_non_drop(tmp_path):
                  "-o", tmp_path / "out.xml", "--db", db)
     assert xml.returncode == 0, xml.stderr[-2000:]
     assert "<displayformat>DF</displayformat>" not in (tmp_path / "out.xml").read_text()
+
+
+MARKED = """TITLE: MARKED
+FCM: NON-DROP FRAME
+
+001  A001     V     C        10:00:00:00 10:00:01:00 01:00:00:00 01:00:01:00
+* FROM CLIP NAME: Dawn
+002  A002     V     C        10:00:10:00 10:00:10:12 01:00:01:00 01:00:01:12
+* FROM CLIP NAME: =Dusk
+003  A003     V     C        10:00:20:00 10:00:21:00 01:00:01:12 01:00:02:12
+* FROM CLIP NAME: Night
+"""
+
+
+def test_markers_put_each_shot_and_its_state_on_the_editor_timeline(tmp_path):
+    """Issue 23: a marker list (Resolve's marker EDL, CSV) with shot ids and states, at the shots' record in."""
+    import csv
+
+    cut = tmp_path / "marked.edl"
+    cut.write_text(MARKED)
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    sheet = _with_prompts(cut, db, 24)
+    store = Store.open(db)
+    failed = store.start_take(sb.load(cut, rate=24, prompts=sheet).name, "night")
+    store.fail_take(failed, "CUDA out of memory")
+    store.engine.dispose()
+    proc = milimo("markers", cut, "--prompts", sheet, "--db", db, "-o", tmp_path / "markers.edl")
+    assert proc.returncode == 0 and "3 marker(s)" in proc.stdout, proc.stderr
+    lines = (tmp_path / "markers.edl").read_text().splitlines()
+    events = [line.split() for line in lines if line[:3].isdigit()]
+    assert [e[-2] for e in events] == ["01:00:00:00", "01:00:01:00", "01:00:01:12"]  # each shot's record in
+    comments = [line for line in lines if line.startswith(" |C:")]
+    assert comments[0] == " |C:ResolveColorGreen |M:dawn: succeeded take 1 |D:24"
+    assert comments[1].startswith(" |C:ResolveColorGreen |M:dusk: succeeded take 1") and comments[1].endswith("|D:12")
+    assert comments[2] == " |C:ResolveColorGreen |M:night: succeeded take 1 (last try failed) |D:24"
+    out = milimo("markers", cut, "--prompts", sheet, "--db", db, "--format", "csv")
+    rows = list(csv.DictReader(out.stdout.splitlines()))
+    assert [(r["shot_id"], r["record_in"], r["status"], r["colour"]) for r in rows] == [
+        ("dawn", "01:00:00:00", "succeeded", "Green"), ("dusk", "01:00:01:00", "succeeded", "Green"),
+        ("night", "01:00:01:12", "succeeded", "Green")]
+    assert rows[1]["clip"] == "'=Dusk"  # a clip name a spreadsheet would run as a formula stays text

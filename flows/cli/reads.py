@@ -1,5 +1,5 @@
-"""Commands that read the store: `status`, `takes`, `verify`, `overrides` and `qa` (which measures the seams
-not measured yet). None imports Prefect; none creates a database."""
+"""Commands that read the store: `status`, `takes`, `verify`, `markers`, `overrides` and `qa` (which measures
+the seams not measured yet). None imports Prefect; none creates a database."""
 
 from __future__ import annotations
 
@@ -93,6 +93,31 @@ def verify(args: argparse.Namespace, context: Context) -> int:
     return 0
 
 
+def markers(args: argparse.Namespace, context: Context) -> int:
+    """Each shot as a marker at its record in, coloured by its state, for the editor's timeline."""
+    from milimo.targets import writable_target
+    from milimo_engine.atomic import atomic_write
+    from storyboards.markers import markers_csv, markers_edl, markers_of
+
+    board = load_board(RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size,
+                                     rate=args.rate, shots_track=args.shots_track, handles=args.handles))
+    store = open_store(args, context)
+    rows, seams = board_status(store, board.name, args.qa)
+    latest = store.latest_statuses(board.name)  # a newer try that did not become current is said beside it
+    found = markers_of(board, rows, {r.shot_id: ([f"last try {latest[r.shot_id]}"] if latest.get(r.shot_id, r.status)
+                                                  != r.status else []) + status_notes(r, seams.get(r.shot_id, []))
+                                     for r in rows})
+    text = markers_edl(board, found) if args.format == "edl" else markers_csv(board, found)
+    if not args.output:
+        print(text, end="")
+        return 0
+    target = atomic_write(writable_target(args.output, [args.storyboard, args.prompts], force=args.force,
+                                          what="markers"), text)
+    print(f"{target}: {len(found)} marker(s), one per shot" + (
+        " (DaVinci Resolve: Timeline > Import > Timeline Markers from EDL)" if args.format == "edl" else ""))
+    return 0
+
+
 def overrides(args: argparse.Namespace, context: Context) -> int:
     name = board_name(args)
     store = open_store(args, context)
@@ -162,6 +187,15 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_storyboard(p)
     add_out(p)
     p.set_defaults(func=verify)
+
+    p = sub.add_parser("markers", help="each shot as a marker (shot id, state, take) for the editor's timeline")
+    add_storyboard(p)
+    p.add_argument("--format", choices=["edl", "csv"], default="edl",
+                   help="edl: a marker EDL DaVinci Resolve imports (default); csv: one row per shot")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: print it)")
+    p.add_argument("--force", action="store_true", help="replace an existing -o file")
+    add_out(p)
+    p.set_defaults(func=markers)
 
     p = sub.add_parser("overrides", help="list the stored overrides, or clear them")
     add_storyboard(p)
