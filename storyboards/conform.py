@@ -158,14 +158,14 @@ def conform(board: Storyboard, store: TakeSource, layout: OutputLayout, rows: li
 
 
 def export(board: Storyboard, store: TakeSource, fmt: str, target: str | Path,
-           track: str | None = None) -> tuple[Path, tuple[str, ...]]:
+           track: str | None = None, rows: list[Any] | None = None) -> tuple[Path, tuple[str, ...]]:
     """The current takes as an editor's file: `fmt` one of EXPORT_FORMATS (written atomically), fitted to what
     the format carries (`deliver.fitted`; `track`: the EDL's video track, default the shots track); its path and
     the notes on what was fitted."""
     adapter, _ = EXPORT_FORMATS[fmt]
     target = Path(target)
     relative = target.parent if fmt == "otio" else None
-    timeline = conformed_timeline(board, store, relative_to=relative)
+    timeline = conformed_timeline(board, store, relative_to=relative, rows=rows)
     if fmt == "ale":  # a bin's list of the takes, one row per rendered clip
         return atomic_write(target, ale_text(take_entries(timeline, board), board.fps, TAKE_COLUMNS)), ()
     delivery = fitted(timeline, fmt, board.track_name, track)

@@ -105,7 +105,7 @@ def conform(args: argparse.Namespace, context: Context) -> int:
                           f"render it first (`milimo render {args.storyboard}`), or give the --db it rendered into")
     suffix = EXPORT_FORMATS[args.format][1]
     target = Path(args.output) if args.output else context.layout().conformed(board.name, suffix)
-    path, notes = export(board, store, args.format, target, track=args.track)
+    path, notes = export(board, store, args.format, target, track=args.track, rows=rows)
     missing = [r.shot_id for r in rows if not r.outputs.mp4]
     print(f"{path}: {len(board.shots) - len(missing)} of {len(board.shots)} shot(s) relinked to their current take"
           + (f"; no take yet: {', '.join(missing)}" if missing else ""))
