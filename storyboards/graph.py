@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from .load import Storyboard
 
@@ -33,21 +34,22 @@ class ShotGraph:
                 chains.append([shot.shot_id])
         return cls(tuple(Chain(i, tuple(ids)) for i, ids in enumerate(chains)))
 
+    @cached_property
+    def _where(self) -> dict[str, tuple[Chain, int]]:
+        """Each shot's chain and place in it: a lookup per shot, not a search (a 5,000-shot plan was quadratic)."""
+        return {sid: (chain, i) for chain in self.chains for i, sid in enumerate(chain.shot_ids)}
+
     def chain_of(self, shot_id: str) -> Chain:
-        for chain in self.chains:
-            if shot_id in chain.shot_ids:
-                return chain
-        raise KeyError(shot_id)
+        return self._where[shot_id][0]
 
     def predecessor(self, shot_id: str) -> str | None:
-        ids = self.chain_of(shot_id).shot_ids
-        i = ids.index(shot_id)
-        return ids[i - 1] if i else None
+        chain, i = self._where[shot_id]
+        return chain.shot_ids[i - 1] if i else None
 
     def downstream(self, shot_id: str) -> tuple[str, ...]:
         """`shot_id` and every shot after it in its chain: what a re-render from it must redo."""
-        ids = self.chain_of(shot_id).shot_ids
-        return ids[ids.index(shot_id):]
+        chain, i = self._where[shot_id]
+        return chain.shot_ids[i:]
 
     def order(self) -> list[str]:
         """A topological order: chains one after another, each in sequence."""

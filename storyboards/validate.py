@@ -262,8 +262,8 @@ def _shot(storyboard: Storyboard, shot: Shot, roots: AssetRoots, config: Validat
         out.append(Problem(c, i, "handoff", "'previous' across a gap: the shot before it is not adjacent",
                            "remove the gap or set handoff: none"))
     elif handoff == "previous" and 0 < (before := storyboard.shots[i - 1]).source_frames < MIN_HANDOFF_FRAMES:
-        out.append(Problem(c, i, "handoff", f"'previous' after {before.name!r}, which is {before.source_frames} frame(s): "
-                           f"a handoff is the last {MIN_HANDOFF_FRAMES} frames of the shot before, at least",
+        out.append(Problem(c, i, "handoff", f"'previous' after {before.name!r}, which is {before.source_frames} "
+                           f"frame(s): a handoff is the last {MIN_HANDOFF_FRAMES} frames of the shot before, at least",
                            f"lengthen {before.name!r} to {MIN_HANDOFF_FRAMES} frames or more, or set handoff: none"))
     out += _check_paths(m.get("loras"), LORA_KEYS, roots, c, i, "loras")
     out += _check_paths(m.get("images"), IMAGE_KEYS, roots, c, i, "images", frames=max(shot.source_frames, 0))
