@@ -69,7 +69,7 @@ test: $(STAMP) system reference
 
 # The pure layer (no render, no browser, no oracle): the inner loop, under a minute.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m fast
+	$(PY) -m pytest -q -m fast -n 2 --dist loadgroup
 
 # ruff (E, F, I, B, UP) and mypy, configured in pyproject.toml; CI runs it before the tests.
 lint: $(STAMP)
