@@ -112,7 +112,7 @@ def markers(args: argparse.Namespace, context: Context) -> int:
         print(text, end="")
         return 0
     target = atomic_write(writable_target(args.output, [args.storyboard, args.prompts], force=args.force,
-                                          what="markers"), text)
+                                          what="marker list"), text)
     print(f"{target}: {len(found)} marker(s), one per shot" + (
         " (DaVinci Resolve: Timeline > Import > Timeline Markers from EDL)" if args.format == "edl" else ""))
     return 0
