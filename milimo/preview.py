@@ -177,7 +177,8 @@ def encode_part(part: Part, look: Look, target: Path, font: str | None) -> Path:
                      "-frames:v", str(part.frames), "-r", str(rate), "-c:v", "libx264", "-pix_fmt", "yuv420p",
                      "-crf", "20", "-g", "48", "-c:a", "pcm_s16le", "-ar", str(SAMPLE_RATE), "-ac", "2",
                      "-f", "mov", str(tmp)]
-            proc = subprocess.run(args, capture_output=True, text=True)
+            proc = subprocess.run(args, capture_output=True, text=True,
+                                  start_new_session=True)  # a stop signal to the render lets the part finish
             if proc.returncode != 0:
                 raise RuntimeError(f"ffmpeg could not build the preview part {part.label!r}: {proc.stderr[-1500:]}")
     return target
@@ -195,7 +196,8 @@ def join_parts(files: list[Path], target: Path) -> Path:
             proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
                                    "-c:v", "copy", "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart",
                                    "-f", "mp4", str(tmp)],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True,
+                                  start_new_session=True)  # a stop signal to the render lets the part finish
             if proc.returncode != 0:
                 raise RuntimeError(f"ffmpeg could not join the preview {target}: {proc.stderr[-1500:]}")
     return target
