@@ -10,6 +10,7 @@ import csv
 import io
 from dataclasses import dataclass
 
+from .ale import cell
 from .editorial import timecode
 from .load import Storyboard
 from .shotlist import as_text
@@ -53,7 +54,7 @@ def markers_of(board: Storyboard, rows: list, notes: dict[str, list[str]]) -> li
 
 def _safe(text: str) -> str:
     """One line without Resolve's field separator."""
-    return " ".join(text.replace("|", "/").split())
+    return cell(text).replace("|", "/")
 
 
 def markers_edl(board: Storyboard, markers: list[Marker]) -> str:

@@ -12,6 +12,7 @@ from opentimelineio.opentime import RationalTime, TimeRange
 from test_trust_two import refused
 
 import storyboards as sb
+from storyboards.load import clip_speed
 from storyboards.store import Store
 
 FORMATS = {"otio": ".otio", "otioz": ".otioz", "fcp_xml": ".xml", "cmx_3600": ".edl"}
@@ -412,14 +413,6 @@ M2   A004       012.0                10:00:30:00
 PLAYS = {"Walk": (1.0, 24, 24), "Fast": (2.0, 24, 48), "Hold": (0.0, 12, 1), "Slow": (0.5, 25, 13)}
 
 
-def _scalar(clip: otio.schema.Clip) -> float:
-    scalar = 1.0
-    for effect in clip.effects:
-        if isinstance(effect, otio.schema.LinearTimeWarp):
-            scalar *= effect.time_scalar
-    return scalar
-
-
 def test_speed_changes_and_freezes_render_the_source_they_play_and_keep_the_effect_in_every_format(tmp_path):
     """Before: takes rendered the record length at 100 %, then the EDL wrote a fraction of the source on an M2 line
     naming the clip instead of the reel, OTIO kept the warp with too little media under it, and FCP XML dropped the
@@ -445,7 +438,7 @@ def test_speed_changes_and_freezes_render_the_source_they_play_and_keep_the_effe
         assert _placed(back) == [("Walk", 0, 24), ("Fast", 24, 24), ("Hold", 48, 12), ("Slow", 60, 25)], fmt
         clips = back.video_tracks()[0].find_clips()
         if fmt != "fcp_xml":  # OpenTimelineIO's FCP reader drops Time Remap; the XML is read below
-            assert [_scalar(c) for c in clips] == [PLAYS[c.name][0] for c in clips], fmt  # the effect is kept
+            assert [clip_speed(c) for c in clips] == [PLAYS[c.name][0] for c in clips], fmt  # the effect is kept
         if fmt == "cmx_3600":
             _assert_edl_covered(target.read_text())
         elif fmt == "fcp_xml":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import storyboards
 from milimo.context import Context
-from milimo.prepare import check, load_board
+from milimo.prepare import check
 from milimo.request import RenderRequest
 from milimo.targets import writable_target
 from milimo_engine.atomic import atomic_write
@@ -17,7 +17,7 @@ from storyboards.load import video_track_labels
 from storyboards.validate import segments_of, speed_label
 
 from .args import add_cut_options, add_storyboard
-from .reads import open_store
+from .reads import board_of, open_store
 
 
 def _checked(args: argparse.Namespace, context: Context) -> storyboards.Storyboard:
@@ -95,8 +95,7 @@ def conform(args: argparse.Namespace, context: Context) -> int:
 
     if args.output:  # the default target is milimo's own file under the output root: conformed again, replaced
         writable_target(args.output, [args.storyboard, args.prompts], force=args.force, what="conform")
-    board = load_board(RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size,
-                                     rate=args.rate, shots_track=args.shots_track, handles=args.handles))
+    board = board_of(args)
     store = open_store(args, context)
     rows = store.status(board.name)
     if not rows:

@@ -13,16 +13,22 @@ from milimo.qa import measure_seams
 from milimo.reports import board_status, status_notes
 from milimo.request import RenderRequest
 from storyboards.errors import ConfigError
+from storyboards.load import Storyboard
 from storyboards.store import ShotStatus, Store, TakeView
 
 from .args import add_out, add_storyboard
 from .tables import print_table
 
 
-def board_name(args: argparse.Namespace) -> str:
-    """The storyboard's name: a cut or sheet that does not load stops here, before any database is opened."""
+def board_of(args: argparse.Namespace) -> Storyboard:
+    """The storyboard the command names: a cut or sheet that does not load stops here, before any database is
+    opened."""
     return load_board(RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size,
-                                    rate=args.rate, shots_track=args.shots_track, handles=args.handles)).name
+                                    rate=args.rate, shots_track=args.shots_track, handles=args.handles))
+
+
+def board_name(args: argparse.Namespace) -> str:
+    return board_of(args).name
 
 
 def open_store(args: argparse.Namespace, context: Context) -> Store:
@@ -99,8 +105,7 @@ def markers(args: argparse.Namespace, context: Context) -> int:
     from milimo_engine.atomic import atomic_write
     from storyboards.markers import markers_csv, markers_edl, markers_of
 
-    board = load_board(RenderRequest(storyboard=args.storyboard, prompts=args.prompts, size=args.size,
-                                     rate=args.rate, shots_track=args.shots_track, handles=args.handles))
+    board = board_of(args)
     store = open_store(args, context)
     rows, seams = board_status(store, board.name, args.qa)
     latest = store.latest_statuses(board.name)  # a newer try that did not become current is said beside it
