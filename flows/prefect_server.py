@@ -4,7 +4,8 @@ Prefect's own temporary server runs in milimo's process group, so Ctrl-C (SIGINT
 kills it mid-render and milimo then retries the API for minutes; after a kill -9 of milimo it
 keeps running. This one runs in a session of its own (the terminal's Ctrl-C does not reach it),
 is told by the kernel to stop when milimo dies (PR_SET_PDEATHSIG), and is stopped when the
-command ends, however it ends.
+command ends, however it ends. Its own output goes to a log file, not milimo's: stopping it while a
+request is in flight makes its database pool print a traceback that is the server's business.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 from storyboards.errors import ConfigError
 
@@ -50,14 +53,38 @@ def _drain_prefect_clients(timeout_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def prefect_api(timeout_s: float = 90.0, scheduler_s: float | None = None) -> Iterator[str]:
+def prefect_api(timeout_s: float = 90.0, scheduler_s: float | None = None, log: Path | None = None) -> Iterator[str]:
     """Yield the Prefect API URL: PREFECT_API_URL when set, else a temporary server's (stopped at exit).
 
     `scheduler_s`: run the server's scheduler, every that many seconds (`milimo serve`: an ephemeral server runs
-    no scheduler, so its cron and interval deployments would never start a run)."""
+    no scheduler, so its cron and interval deployments would never start a run). `log`: where the server's output
+    is appended and kept (`milimo serve`); without it, a temporary file removed at exit."""
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
+    with _server_log(log) as output:
+        yield from _temporary_server(timeout_s, scheduler_s, output)
+
+
+@contextlib.contextmanager
+def _server_log(log: Path | None) -> Iterator[Path]:
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        yield log
+        return
+    with tempfile.TemporaryDirectory(prefix="milimo-prefect-") as scratch:
+        yield Path(scratch) / "server.log"
+
+
+def _tail(log: Path, lines: int = 5) -> str:
+    with contextlib.suppress(OSError):
+        said = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        if said:
+            return " (it said: " + " | ".join(said[-lines:])[-600:] + ")"
+    return ""
+
+
+def _temporary_server(timeout_s: float, scheduler_s: float | None, log: Path) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_FINAL": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
@@ -66,23 +93,26 @@ def prefect_api(timeout_s: float = 90.0, scheduler_s: float | None = None) -> It
     else:
         env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = f"{scheduler_s:g}"
     parent = os.getpid()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "error", "--lifespan", "on"],
-        env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+    with open(log, "ab") as output:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host",
+             "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+            env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: _die_with_parent(parent))
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise ConfigError(f"the temporary Prefect server exited at start (code {proc.returncode})",
+                raise ConfigError(f"the temporary Prefect server exited at start (code {proc.returncode})"
+                                  + _tail(log),
                                   "set PREFECT_API_URL to a running Prefect server (`prefect server start`)")
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
                     if resp.status == 200:
                         break
             if time.monotonic() > deadline:
-                raise ConfigError(f"the temporary Prefect server did not answer within {timeout_s:g} s",
+                raise ConfigError(f"the temporary Prefect server did not answer within {timeout_s:g} s" + _tail(log),
                                   "set PREFECT_API_URL to a running Prefect server (`prefect server start`)")
             time.sleep(0.2)
         os.environ["PREFECT_API_URL"] = url

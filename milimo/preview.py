@@ -15,6 +15,8 @@ ever parsed as filter syntax.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import subprocess
 import tempfile
@@ -127,20 +129,33 @@ def preview(layout: OutputLayout, board: Storyboard, rows: list[ShotStatus],
     if burn_ins and font is None:
         warn("preview: no font for burn-ins (install fonts-dejavu-core); the preview has none")
     folder = layout.preview_parts(board.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for part in parts_of(board, rows):
-        if part.card and part.source_in is not None:
-            warn(f"preview: shot {part.card} has no good take; a slate stands in for it")
-        target = folder / f"{part.key(look, font is not None)}.mov"
-        if not target.is_file():
-            encode_part(part, look, target, font)
-        files.append(target)
-    out = join_parts(files, layout.preview(board.name))
-    for stale in folder.glob("*.mov"):  # parts of takes no longer current: the next render would not reuse them
-        if stale not in files:
-            stale.unlink(missing_ok=True)
+    with _building(folder):
+        files = []
+        for part in parts_of(board, rows):
+            if part.card and part.source_in is not None:
+                warn(f"preview: shot {part.card} has no good take; a slate stands in for it")
+            target = folder / f"{part.key(look, font is not None)}.mov"
+            if not target.is_file():
+                encode_part(part, look, target, font)
+            files.append(target)
+        out = join_parts(files, layout.preview(board.name))
+        for stale in folder.glob("[!.]*.mov"):  # parts no longer in the cut (not the hidden ones being written)
+            if stale not in files:
+                stale.unlink(missing_ok=True)
     return out
+
+
+@contextlib.contextmanager
+def _building(folder: Path) -> Iterator[None]:
+    """One preview of a storyboard built at a time (renders of one storyboard may run at once): the next waits,
+    then reuses the parts, and no build removes a part another is about to join."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def encode_part(part: Part, look: Look, target: Path, font: str | None) -> Path:

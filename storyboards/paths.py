@@ -91,12 +91,16 @@ class OutputLayout:
         return self._named(storyboard, "contact_sheet.png")
 
     def preview_parts(self, storyboard: str) -> Path:
-        """The folder of the preview's parts (one mp4 per stretch of the cut, named by what it shows)."""
+        """The folder of the preview's parts (one .mov per stretch of the cut, named by what it shows)."""
         return self.inside(self.storyboard_dir(storyboard) / ".preview-parts")
 
     def job_log(self, storyboard: str, number: int) -> Path:
         """The log of the `number`th render the dashboard started for `storyboard` in this process."""
         return self.inside(self.root / ".dashboard-logs" / f"{folder_key(storyboard)}-{number}.log")
+
+    def server_log(self) -> Path:
+        """Where `milimo serve` keeps the output of the Prefect server it runs."""
+        return self.inside(self.root / ".serve" / "prefect-server.log")
 
     def take_file(self, storyboard: str, shot_id: str, number: int, suffix: str) -> Path:
         """`<storyboard>_<shot>_t<NNN><suffix>` in the take's folder: unique across the storyboard, so an

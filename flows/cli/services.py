@@ -37,9 +37,11 @@ def serve(args: argparse.Namespace, context: Context) -> int:
     config = with_cli(context.settings.config, storyboard=args.storyboard, cron=args.cron, watch=args.watch,
                       interval_s=args.interval)
     # Ours, in a session of its own (a SIGTERM to the group leaves it answering while serve stops), with its
-    # scheduler running. Prefect is imported inside, so that it reads the server's address.
+    # scheduler running, its output kept beside the renders. Prefect is imported inside, so that it reads the
+    # server's address.
     watch = config.serve.watch
-    with prefect_api(scheduler_s=min(10.0, watch.interval_s) if watch else 10.0):
+    with prefect_api(scheduler_s=min(10.0, watch.interval_s) if watch else 10.0,
+                     log=context.layout().server_log()):
         from flows.serve import serve as serve_deployments
 
         serve_deployments(config, context.settings)
