@@ -148,7 +148,11 @@ def check(request: RenderRequest, context: Context, *, need_model: bool = True) 
     config = ValidationConfig(asset_roots=tuple(Path(r) for r in roots), max_shot_frames=request.max_shot_frames)
     storyboards.validate(board, config).raise_if_invalid(request.storyboard)
     if need_model:
-        check_outputs(board, context.layout(request.out), request.shot_ids())
+        def stored_uid() -> str | None:  # read after the folder's marker: a render that claimed it had stored it
+            found = store or context.existing_store(db_url)
+            return found.storyboard_uid(board.name) if found is not None else None
+
+        check_outputs(board, context.layout(request.out), request.shot_ids(), stored_uid)
     return CheckedBoard(request, board, model_dir, manifest, store, db_url, config)
 
 
@@ -156,11 +160,12 @@ FREE_SPACE_MARGIN = 256 * 1024 * 1024  # the store, previews, handoffs and logs 
 _BYTES_PER_PIXEL_FRAME = 0.25  # a take on disk: the H.264 mp4 (CRF) and its handoff tail, generously
 
 
-def check_outputs(board: storyboards.Storyboard, layout: OutputLayout, only: list[str]) -> None:
-    """What a render needs of its output folder, known before the first shot: the folder is this storyboard's (or
-    free), it can be written, and the disk has room for the takes planned (an estimate). Found here, it is exit 2
-    with the fix; found after the first shot of every chain, it was a traceback in each take."""
-    folder = layout.check_claim(board.name)
+def check_outputs(board: storyboards.Storyboard, layout: OutputLayout, only: list[str],
+                  uid: Callable[[], str | None]) -> None:
+    """What a render needs of its output folder, known before the first shot: the folder is this storyboard's in this
+    store (`uid`), or free, it can be written, and the disk has room for the takes planned (an estimate). Found here,
+    it is exit 2 with the fix; found after the first shot of every chain, it was a traceback in each take."""
+    folder = layout.check_claim(board.name, uid)
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     try:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".milimo-write-check-"):
@@ -219,8 +224,10 @@ def plan(checked_board: CheckedBoard, context: Context,
     model_id = manifest.model_id
     specs = storyboards.resolve_specs(board, model_id, checked_board.config, manifest.shot_defaults(),
                                       validated=True)
-    folder = layout.claim(board.name)  # refuses a name that would leave the output root, or another's folder
     revision = store.import_revision(board, specs)
+    uid = store.storyboard_uid(board.name)
+    assert uid is not None, "an imported storyboard has its id"
+    folder = layout.claim(board.name, uid)  # refuses a name that would leave the output root, or another's folder
     if board.prompts_path is not None:  # the cut + shot list, as the storyboard it became: open it, render it again
         write_timeline(board.timeline, layout.imported_storyboard(board.name))
     for shot_id, values in (request.overrides or {}).items():

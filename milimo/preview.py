@@ -33,7 +33,7 @@ from storyboards.load import Storyboard, is_generator, is_shot
 from storyboards.paths import OutputLayout
 from storyboards.store import ShotStatus
 
-PART_VERSION = 1  # bump when a part's encoding changes: every part is encoded again
+PART_VERSION = 2  # bump when a part's encoding changes: every part is encoded again
 SAMPLE_RATE = 48000
 FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
          "/usr/share/fonts/dejavu/DejaVuSansMono.ttf", "/usr/share/fonts/TTF/DejaVuSansMono.ttf")
@@ -133,7 +133,7 @@ def preview(layout: OutputLayout, board: Storyboard, rows: list[ShotStatus],
         files = []
         for part in parts_of(board, rows):
             if part.card and part.source_in is not None:
-                warn(f"preview: shot {part.card} has no good take; a slate stands in for it")
+                warn(f"preview: shot {part.card}, no good take; a slate stands in for it")
             target = folder / f"{part.key(look, font is not None)}.mov"
             if not target.is_file():
                 encode_part(part, look, target, font)
@@ -160,7 +160,7 @@ def _building(folder: Path) -> Iterator[None]:
 
 def encode_part(part: Part, look: Look, target: Path, font: str | None) -> Path:
     """One part as its own file (atomically), exactly `part.frames` long, with sound (the take's, else silence)."""
-    from milimo_engine.media import ffmpeg_exe, stream_facts
+    from milimo_engine.media import X264_PRESET, ffmpeg_exe, stream_facts
 
     rate, seconds = look.rate, part.frames / look.rate
     size = f"{look.width}x{look.height}"
@@ -189,8 +189,9 @@ def encode_part(part: Part, look: Look, target: Path, font: str | None) -> Path:
                                            f"atrim=end={float(seconds):.6f},asetpts=PTS-STARTPTS[a]")
         with atomic_path(target) as tmp:
             args += ["-filter_complex", f"{picture};{sound}", "-map", "[v]", "-map", "[a]",
-                     "-frames:v", str(part.frames), "-r", str(rate), "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                     "-crf", "20", "-g", "48", "-c:a", "pcm_s16le", "-ar", str(SAMPLE_RATE), "-ac", "2",
+                     "-frames:v", str(part.frames), "-r", str(rate), "-c:v", "libx264", "-preset", X264_PRESET,
+                     "-pix_fmt", "yuv420p", "-crf", "20", "-g", "48", "-c:a", "pcm_s16le", "-ar", str(SAMPLE_RATE),
+                     "-ac", "2",
                      "-f", "mov", str(tmp)]
             proc = subprocess.run(args, capture_output=True, text=True,
                                   start_new_session=True)  # a stop signal to the render lets the part finish

@@ -35,6 +35,11 @@ def rational_fps(fps: float) -> Fraction:
 
 
 AUDIO_OUT_RATE = 48_000  # what editors expect of picture audio; the model's own rate is resampled to it
+# Measured (the shipped ffmpeg, 2 cores, 25 frames): prores_aw writes the same ProRes 422 HQ ('apch') as prores_ks
+# 4x faster on 1536x1024 pictures (13x on noise), at a similar size; x264's veryfast preset is 3x faster than medium
+# at CRF 18 with files within a few per cent. Every take writes both: most of a take's time after the model.
+PRORES_ENCODER = "prores_aw"
+X264_PRESET = "veryfast"
 
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
@@ -44,7 +49,8 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np
     the preview everything plays. `timecode` (HH:MM:SS:FF, `;` for drop-frame) becomes the file's start timecode,
     and `tags` (reel_name, title, comment...) its metadata."""
     return _encode(path, frames, fps, audio, sample_rate, "mp4",
-                   dict(vcodec="libx264", pix_fmt="yuv420p", crf=crf, movflags="+faststart+use_metadata_tags"),
+                   dict(vcodec="libx264", preset=X264_PRESET, pix_fmt="yuv420p", crf=crf,
+                        movflags="+faststart+use_metadata_tags"),
                    dict(acodec="aac", audio_bitrate="192k"), timecode=timecode, tags=tags)
 
 
@@ -54,7 +60,7 @@ def write_mov(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np
     (tmcd) that starts at `timecode` and names `reel` — what Resolve's reel + timecode conform and Avid read, and
     what Premiere relinks by file name beside it."""
     return _encode(path, frames, fps, audio, sample_rate, "mov",
-                   {"vcodec": "prores_ks", "profile:v": 3, "pix_fmt": "yuv422p10le", "vendor": "apl0",
+                   {"vcodec": PRORES_ENCODER, "profile:v": 3, "pix_fmt": "yuv422p10le", "vendor": "apl0",
                     "metadata:s:v:0": f"reel_name={reel}"},
                    dict(acodec="pcm_s24le"), timecode=timecode, tags={**(tags or {}), "reel_name": reel})
 
@@ -209,7 +215,7 @@ def h264_roundtrip(image: np.ndarray, crf: int) -> np.ndarray:
     even = np.ascontiguousarray(image[:image.shape[0] // 2 * 2, :image.shape[1] // 2 * 2])
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
+        stream = container.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": X264_PRESET})
         stream.height, stream.width = even.shape[:2]
         frame = av.VideoFrame.from_ndarray(even, format="rgb24").reformat(format="yuv420p")
         container.mux(stream.encode(frame))

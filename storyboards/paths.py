@@ -7,6 +7,7 @@ name (`../../x`, `/etc`, a symlink out) never writes outside the root.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from milimo_engine.atomic import atomic_write
 from .errors import ConfigError
 from .fields import folder_key, slug, unsafe_id
 
-MARKER = ".milimo-storyboard"  # in each storyboard's folder: the exact name of the storyboard it belongs to
+MARKER = ".milimo-storyboard"  # in each storyboard's folder: its exact name, and the store's id for it
 
 
 @dataclass(frozen=True)
@@ -37,33 +38,41 @@ class OutputLayout:
         """`<root>/<folder_key>`: one folder per storyboard name (see `fields.folder_key`)."""
         return self.inside(self.root / folder_key(storyboard))
 
-    def claim_problem(self, storyboard: str) -> str | None:
-        """Why `storyboard` cannot use its folder: another storyboard's files are there (its `.milimo-storyboard`
-        names another), or None. Read before anything is written, so a second storyboard never shares a folder."""
+    def claim_problem(self, storyboard: str, uid: Callable[[], str | None]) -> str | None:
+        """Why `storyboard` (`uid()`: its id in the store rendering it, None if that store has not seen it) cannot use
+        its folder, or None. Its `.milimo-storyboard` names the storyboard and the store's id for it; another name, or
+        the same name from another store (a second store rendering into the same --out, or a store made anew), would
+        write its take-001 over the first one's. Read before anything is written."""
         marker = self.storyboard_dir(storyboard) / MARKER
         try:
-            owner = marker.read_text(encoding="utf-8").strip()
+            owner, _, owner_uid = marker.read_text(encoding="utf-8").strip().partition("\n")
         except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, UnicodeDecodeError) as exc:
             return f"{marker} cannot be read ({type(exc).__name__})"
-        return None if owner == storyboard else f"{marker.parent} holds the takes of storyboard {owner!r}"
+        if owner.strip() != storyboard:
+            return f"{marker.parent} holds the takes of storyboard {owner.strip()!r}"
+        owner_uid = owner_uid.strip().removeprefix("store-id ").strip()
+        if owner_uid and owner_uid != uid():  # a marker with no id predates them: the first store to render claims it
+            return f"{marker.parent} holds the takes of storyboard {storyboard!r} recorded in another store"
+        return None
 
-    def check_claim(self, storyboard: str) -> Path:
+    def check_claim(self, storyboard: str, uid: Callable[[], str | None]) -> Path:
         """The storyboard's folder, if it is free or its own; ConfigError naming the owner otherwise."""
-        why = self.claim_problem(storyboard)
+        why = self.claim_problem(storyboard, uid)
         if why:
             raise ConfigError(f"storyboard {storyboard!r} cannot write its takes: {why}",
-                              "give it another --out, or its own name (metadata milimo.storyboard_id)")
+                              "give it another --out (or render with the store that made them, --db), or give it "
+                              "its own name (metadata milimo.storyboard_id)")
         return self.storyboard_dir(storyboard)
 
-    def claim(self, storyboard: str) -> Path:
-        """The storyboard's folder, created and marked as its own (refused if another storyboard holds it)."""
-        folder = self.check_claim(storyboard)
-        marker = folder / MARKER
-        if not marker.exists():
+    def claim(self, storyboard: str, uid: str) -> Path:
+        """The storyboard's folder, created and marked as this store's (refused if another storyboard holds it)."""
+        folder = self.check_claim(storyboard, lambda: uid)
+        marker, text = folder / MARKER, f"{storyboard}\nstore-id {uid}\n"
+        if not marker.is_file() or marker.read_text(encoding="utf-8") != text:
             folder.mkdir(parents=True, exist_ok=True)
-            atomic_write(marker, storyboard + "\n")
+            atomic_write(marker, text)
         return folder
 
     def take_dir(self, storyboard: str, shot_id: str, number: int) -> Path:

@@ -71,7 +71,7 @@ def test_non_latin_storyboards_render_into_folders_of_their_own(tmp_path, env, t
     for board in boards:  # each storyboard's recorded hashes still match its files (the other four shots: unrendered)
         proc = milimo("verify", board, "--db", db, env=env)
         assert "0 damaged or missing file(s), 4 shot(s) without a good take" in proc.stdout, proc.stdout + proc.stderr
-    markers = {(p.parent.name, p.read_text().strip()) for p in out.glob(f"*/{MARKER}")}
+    markers = {(p.parent.name, p.read_text().splitlines()[0]) for p in out.glob(f"*/{MARKER}")}
     assert {name for _, name in markers} == {"灯台", "ライトハウス"}
 
 
@@ -86,20 +86,50 @@ def test_a_folder_another_storyboard_holds_is_refused(tmp_path, env, tiny_model_
     assert not db_file.exists()  # nothing stored
 
 
+def test_a_second_store_rendering_into_the_same_out_is_refused_its_folder(tmp_path, env, tiny_model_dir):
+    """Before: the marker held only the name, so a second store (another --db, or the first one deleted and made
+    anew) rendering the same storyboard into the same --out wrote its take-001 over the first store's, exit 0."""
+    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
+    out, first, second = tmp_path / "renders", tmp_path / "first.db", tmp_path / "second.db"
+    folder = OutputLayout.at(out).storyboard_dir("lighthouse")
+    folder.mkdir(parents=True)
+    (folder / MARKER).write_text("lighthouse\n")  # as milimo wrote it before stores had ids: the first store claims it
+    proc = milimo("render", board, "--only", "harbour", "--model", tiny_model_dir, "--db", f"sqlite:///{first}",
+                  "--out", out, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from storyboards.store import Store
+
+    uid = Store.open(f"sqlite:///{first}").storyboard_uid("lighthouse")
+    assert uid and (folder / MARKER).read_text() == f"lighthouse\nstore-id {uid}\n"
+    files = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    again = milimo("render", board, "--only", "harbour", "--model", tiny_model_dir, "--db", f"sqlite:///{second}",
+                   "--out", out, env=env)
+    refused(again, "holds the takes of storyboard 'lighthouse' recorded in another store", "--db")
+    assert not second.exists()  # nothing stored
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == files  # the first store's takes intact
+    verified = milimo("verify", board, "--db", f"sqlite:///{first}", env=env)
+    assert "0 damaged or missing file(s), 4 shot(s) without a good take" in verified.stdout, verified.stdout
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"),
-                    reason="a read-only folder needs a read-only mount, which only root can make")
-def test_a_read_only_output_root_is_refused_before_the_first_shot(tmp_path, env, tiny_model_dir):
+                    reason="a read-only or small folder needs a mount of its own, which only root can make")
+@pytest.mark.parametrize("mount_options, problem", [
+    ("ro,size=1m", "{out} cannot be written"),
+    ("size=32m", "{out} has 32 MiB free; the 5 shot(s) planned need about"),  # the estimate: 256 MiB of margin alone
+], ids=["read-only", "small-disk"])
+def test_an_output_root_it_cannot_write_or_fill_is_refused_before_the_first_shot(tmp_path, env, tiny_model_dir,
+                                                                                    mount_options, problem):
     """Before: every chain's first shot rendered, then failed writing its take (exit 1, tracebacks in the takes)."""
     board = copy_example(tmp_path / "b", steps=FAST_STEPS)
-    out, db_file = tmp_path / "ro", tmp_path / "milimo.db"
+    out, db_file = tmp_path / "mounted", tmp_path / "milimo.db"
     out.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(out)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", mount_options, "tmpfs", str(out)], check=True)
     try:
         proc = milimo("render", board, "--model", tiny_model_dir, "--db", f"sqlite:///{db_file}", "--out", out,
                       env=env)
     finally:
         subprocess.run(["umount", str(out)], check=True)
-    refused(proc, f"{out} cannot be written", "--out")
+    refused(proc, problem.format(out=out), "--out")
     assert not db_file.exists()
 
 
@@ -390,7 +420,8 @@ def test_absolute_paths_of_older_stores_become_relative(tmp_path):
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("update alembic_version set version_num = '0006'"))
-    Store.open(url)  # upgraded
+        conn.execute(sa.text("alter table storyboards drop column uid"))  # as 0006 left it
+    assert Store.open(url).storyboard_uid("lighthouse")  # upgraded: 0007, then 0008 gives the storyboard its id
     with engine.connect() as conn:
         outputs, = conn.execute(sa.text("select outputs from takes")).one()
         uri, = conn.execute(sa.text("select uri from artifacts")).one()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,9 @@ class StoryboardRow(Base):
     # unless it names the storyboard explicitly (metadata `storyboard_id`).
     source_path: Mapped[str | None] = mapped_column(Text)
     current_revision: Mapped[int | None] = mapped_column(Integer)  # the revision the file on disk last matched
+    # Its id in this store, also in its output folder's marker: another store's storyboard of the same name is
+    # refused that folder (their take-001s would overwrite each other).
+    uid: Mapped[str | None] = mapped_column(String(32), default=lambda: secrets.token_hex(8))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revisions: Mapped[list[RevisionRow]] = relationship(back_populates="storyboard", order_by="RevisionRow.number")
     shots: Mapped[list[ShotRow]] = relationship(back_populates="storyboard", order_by="ShotRow.position")

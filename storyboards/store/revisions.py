@@ -35,6 +35,11 @@ class RevisionsMixin(StoreBase):
             sb = s.scalar(select(StoryboardRow).where(StoryboardRow.name == board.name))
             self._same_source(s, sb, board)
 
+    def storyboard_uid(self, storyboard: str) -> str | None:
+        """The storyboard's id in this store (see `StoryboardRow.uid`); None while the store has not seen it."""
+        with self.session() as s:
+            return s.scalar(select(StoryboardRow.uid).where(StoryboardRow.name == storyboard))
+
     @staticmethod
     def _same_source(s: Session, sb: StoryboardRow | None, board: Storyboard) -> None:
         """Refuse another file of the same name, unless it is this storyboard moved: the file on record is gone and
