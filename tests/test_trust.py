@@ -282,7 +282,19 @@ def test_preview_never_skips_a_shot(tmp_path, tiny_model_dir, env):
     assert proc.returncode == 1 and "render failed: lighthouse: shot harbour" in proc.stderr, proc.stderr[-2000:]
     timeline = otio.adapters.read_from_file(str(board))
     total = sum(round(c.duration().value) for c in timeline.tracks[0].find_clips())
-    assert probe(tmp_path / "out" / "lighthouse" / "preview.mp4").frames == total
+    folder = tmp_path / "out" / "lighthouse"
+    assert probe(folder / "preview.mp4").frames == total
+
+    # `milimo preview` builds what people look at again from the store, without rendering (here: no burn-ins)
+    for made in ("preview.mp4", "contact_sheet.png", "lighthouse.rendered.otio"):
+        (folder / made).unlink()
+    again = milimo("preview", board, "--db", db_url, "--out", tmp_path / "out", "--no-burn-ins", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "4 of 5 shot(s) with a good take" in again.stdout and "shot harbour: failed" in again.stderr, again
+    assert probe(folder / "preview.mp4").frames == total
+    assert (folder / "contact_sheet.png").is_file() and (folder / "lighthouse.rendered.otio").is_file()
+    missing = milimo("preview", board, "--db", f"sqlite:///{tmp_path / 'none.db'}", env=env)
+    assert missing.returncode == 2 and "no store at" in missing.stderr and "Traceback" not in missing.stderr
 
 
 # ------------------------------------------------------------------ 4, 9. interrupts and kill -9

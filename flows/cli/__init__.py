@@ -10,6 +10,8 @@
     milimo status STORYBOARD [--json]
     milimo takes STORYBOARD SHOT_ID [--json]
     milimo verify STORYBOARD                      (every artifact hashed again; exit 1 if anything is off)
+    milimo markers STORYBOARD [--format edl|csv] [-o FILE]   (each shot as a marker for the editor's timeline)
+    milimo preview STORYBOARD [--no-burn-ins]     (preview, contact sheet and timeline again from the current takes)
     milimo overrides STORYBOARD [--clear SHOT ... | --all]
     milimo model tiny DIR
     milimo model import SRC... -o DIR             (the official files as downloaded -> a model folder)

@@ -1,11 +1,13 @@
-"""Commands that read the store: `status`, `takes`, `verify`, `markers`, `overrides` and `qa` (which measures
-the seams not measured yet). None imports Prefect; none creates a database."""
+"""Commands that read the store: `status`, `takes`, `verify`, `markers`, `preview` (what people look at, built
+again from the current takes), `overrides` and `qa` (which measures the seams not measured yet). None imports
+Prefect; none creates a database."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import sys
 
 from milimo.context import Context
 from milimo.prepare import load_board
@@ -123,6 +125,30 @@ def markers(args: argparse.Namespace, context: Context) -> int:
     return 0
 
 
+def preview(args: argparse.Namespace, context: Context) -> int:
+    """The preview, the contact sheet and the rendered timeline built again from the current takes, without a render:
+    after a pin, a repaired file, or for a preview without burn-ins. Parts of takes that did not change are reused."""
+    from milimo import outputs
+    from milimo.preview import preview as build_preview
+
+    board = board_of(args)
+    store = open_store(args, context)
+    layout = context.layout()
+    rows = store.status(board.name)
+    if not any(r.take_id is not None for r in rows):
+        raise ConfigError(f"storyboard {board.name!r} has no takes in {context.settings.db_url}",
+                          f"render it first (`milimo render {args.storyboard}`), or give the --db it rendered into")
+    built = build_preview(layout, board, rows, warn=lambda line: print(line, file=sys.stderr),
+                          burn_ins=not args.no_burn_ins)
+    sheet = outputs.contact_sheet(store, layout, board.name, rows, store.seams(board.name), args.qa)
+    timeline = outputs.rendered_timeline(board, store, layout, rows)
+    good = sum(r.status == "succeeded" for r in rows)
+    print(f"{board.name}: {good} of {len(rows)} shot(s) with a good take")
+    for label, path in (("preview", built), ("contact_sheet", sheet), ("otio", timeline)):
+        print(f"  {label}: {path if path else 'none (no shot has a good take)'}")
+    return 0
+
+
 def overrides(args: argparse.Namespace, context: Context) -> int:
     name = board_name(args)
     store = open_store(args, context)
@@ -201,6 +227,13 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing -o file")
     add_out(p)
     p.set_defaults(func=markers)
+
+    p = sub.add_parser("preview", help="build the preview, contact sheet and rendered timeline again from the "
+                                       "current takes (after a pin or a repair), without rendering")
+    add_storyboard(p)
+    p.add_argument("--no-burn-ins", action="store_true", help="a preview without shot, take and timecode burn-ins")
+    add_out(p)
+    p.set_defaults(func=preview)
 
     p = sub.add_parser("overrides", help="list the stored overrides, or clear them")
     add_storyboard(p)
