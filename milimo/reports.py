@@ -25,9 +25,11 @@ def seam_notes(seams: list[SeamView], thresholds: SeamThresholds) -> dict[str, l
     return notes
 
 
-def status_notes(row: ShotStatus, seams: list[str]) -> list[str]:
-    """What `milimo status` says beside a shot: a take rendering now, overrides, a changed spec, its seams."""
-    notes = []
+def status_notes(row: ShotStatus, seams: list[str], latest: str | None = None) -> list[str]:
+    """What `milimo status` says beside a shot: a newer try that did not become current (`latest`, its newest take's
+    status: a shot whose only take failed is otherwise just "not rendered"), a take rendering now, overrides, a
+    changed spec, its seams."""
+    notes = [f"last try {latest}"] if latest and latest != row.status and latest != "running" else []
     if row.running:
         step = f" {row.running.get('stage')} step {row.running.get('step')}/{row.running.get('total')}" \
             if row.running.get("total") else ""

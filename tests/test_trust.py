@@ -290,7 +290,9 @@ def test_preview_never_skips_a_shot(tmp_path, tiny_model_dir, env):
         (folder / made).unlink()
     again = milimo("preview", board, "--db", db_url, "--out", tmp_path / "out", "--no-burn-ins", env=env)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "4 of 5 shot(s) with a good take" in again.stdout and "shot harbour: failed" in again.stderr, again
+    assert "3 of 5 shot(s) with a good take" in again.stdout and "shot harbour: not rendered" in again.stderr, again
+    table = milimo("status", board, "--db", db_url, env=env).stdout  # its only take failed: status says so
+    assert any("harbour " in line and "last try failed" in line for line in table.splitlines()), table
     assert probe(folder / "preview.mp4").frames == total
     assert (folder / "contact_sheet.png").is_file() and (folder / "lighthouse.rendered.otio").is_file()
     missing = milimo("preview", board, "--db", f"sqlite:///{tmp_path / 'none.db'}", env=env)

@@ -50,10 +50,13 @@ def _json(record: ShotStatus | TakeView) -> dict[str, object]:
 
 def status(args: argparse.Namespace, context: Context) -> int:
     name = board_name(args)
-    rows, seams = board_status(open_store(args, context), name, args.qa)
+    store = open_store(args, context)
+    rows, seams = board_status(store, name, args.qa)
+    latest = store.latest_statuses(name)
     if args.json:
         print(json.dumps([{**_json(r), "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-                           "seams": seams.get(r.shot_id, [])} for r in rows], indent=2, default=str))
+                           "seams": seams.get(r.shot_id, []), "last_try": latest.get(r.shot_id)} for r in rows],
+                         indent=2, default=str))
         return 0
     table = []
     for r in rows:
@@ -62,7 +65,7 @@ def status(args: argparse.Namespace, context: Context) -> int:
                       (r.spec_hash or "-")[:12], f"{r.seconds:.2f}" if r.seconds is not None else "-",
                       r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-",
                       prompt[:40] + ("…" if len(prompt) > 40 else ""),
-                      "; ".join(status_notes(r, seams.get(r.shot_id, [])))))
+                      "; ".join(status_notes(r, seams.get(r.shot_id, []), latest.get(r.shot_id)))))
     print_table(("shot", "chain", "take", "status", "quality", "spec", "seconds", "finished", "prompt", "notes"),
                 table)
     return 0
@@ -110,9 +113,8 @@ def markers(args: argparse.Namespace, context: Context) -> int:
     board = board_of(args)
     store = open_store(args, context)
     rows, seams = board_status(store, board.name, args.qa)
-    latest = store.latest_statuses(board.name)  # a newer try that did not become current is said beside it
-    found = markers_of(board, rows, {r.shot_id: ([f"last try {latest[r.shot_id]}"] if latest.get(r.shot_id, r.status)
-                                                  != r.status else []) + status_notes(r, seams.get(r.shot_id, []))
+    latest = store.latest_statuses(board.name)
+    found = markers_of(board, rows, {r.shot_id: status_notes(r, seams.get(r.shot_id, []), latest.get(r.shot_id))
                                      for r in rows})
     text = markers_edl(board, found) if args.format == "edl" else markers_csv(board, found)
     if not args.output:
