@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import storyboards
 from milimo_engine.atomic import sweep_partials
-from storyboards.errors import ConfigError
+from storyboards.errors import ConfigError, Problem, StoryboardInvalid
 from storyboards.graph import ShotGraph
 from storyboards.load import write_timeline
 from storyboards.overrides import apply_overrides, merge
@@ -148,12 +148,40 @@ def check(request: RenderRequest, context: Context, *, need_model: bool = True) 
     config = ValidationConfig(asset_roots=tuple(Path(r) for r in roots), max_shot_frames=request.max_shot_frames)
     storyboards.validate(board, config).raise_if_invalid(request.storyboard)
     if need_model:
+        assert manifest is not None
+        check_prompt_lengths(board, model_dir, manifest, request.storyboard)
+
         def stored_uid() -> str | None:  # read after the folder's marker: a render that claimed it had stored it
             found = store or context.existing_store(db_url)
             return found.storyboard_uid(board.name) if found is not None else None
 
         check_outputs(board, context.layout(request.out), request.shot_ids(), stored_uid)
     return CheckedBoard(request, board, model_dir, manifest, store, db_url, config)
+
+
+def check_prompt_lengths(board: storyboards.Storyboard, model_dir: str, manifest: ModelManifest, source: str) -> None:
+    """A prompt longer than the text encoder's window is cut there by the tokenizer, and the shot renders from its
+    start alone (a 23,600-character prompt rendered from its first 1,024 tokens, said nowhere): refused before
+    anything is stored, per shot and field, with its length and the window."""
+    from milimo_engine.ledger import ModelLedger
+    from milimo_engine.text import prompt_length
+
+    tokenizer = None
+    problems = []
+    limit = manifest.max_sequence_length
+    for shot in board.shots:
+        for key in ("prompt", "negative_prompt"):
+            text = effective(board, shot, key)
+            if not isinstance(text, str) or len(text) <= limit:  # a token is at least one character
+                continue
+            tokenizer = tokenizer or ModelLedger.open(model_dir).tokenizer()
+            length = prompt_length(tokenizer, text)
+            if length > limit:
+                problems.append(Problem(shot.name, shot.index, key,
+                                        f"{length} tokens ({len(text)} characters); the text encoder reads {limit} and "
+                                        "would render from the start alone", f"shorten it to {limit} tokens or less"))
+    if problems:
+        raise StoryboardInvalid(source, problems)
 
 
 FREE_SPACE_MARGIN = 256 * 1024 * 1024  # the store, previews, handoffs and logs beside the takes

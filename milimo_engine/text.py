@@ -26,6 +26,12 @@ class TextEmbeddings:
         return TextEmbeddings(self.video.chunk(2)[1], self.audio.chunk(2)[1], self.mask.chunk(2)[1], False)
 
 
+def prompt_length(tokenizer, text: str) -> int:
+    """The tokens `text` takes in the encoder's window, special tokens included, as `encode_prompt` counts them: past
+    `max_sequence_length`, the rest of the text is cut off."""
+    return len(tokenizer(text.strip(), add_special_tokens=True, verbose=False).input_ids)
+
+
 @torch.no_grad()
 def encode_prompt(tokenizer, text_encoder, connectors, prompt: str, negative_prompt: str | None, *,
                   max_sequence_length: int, device: torch.device, guided: bool) -> TextEmbeddings:

@@ -111,6 +111,22 @@ def test_a_second_store_rendering_into_the_same_out_is_refused_its_folder(tmp_pa
     assert "0 damaged or missing file(s), 4 shot(s) without a good take" in verified.stdout, verified.stdout
 
 
+def test_a_prompt_longer_than_the_text_encoders_window_is_refused_not_cut(tmp_path, env, tiny_model_dir):
+    """Before (issue 21): a 23,600-character prompt rendered from its first 1,024 tokens, and nothing said so."""
+    def long_prompt(timeline):
+        clip = list(timeline.tracks[0].find_clips())[1]
+        clip.metadata["milimo"] = {**dict(clip.metadata["milimo"]), "prompt": "the lamp turns slowly, " * 1000}
+
+    board = copy_example(tmp_path / "b", steps=FAST_STEPS, edit=long_prompt)
+    db_file = tmp_path / "milimo.db"
+    proc = milimo("render", board, "--model", tiny_model_dir, "--db", f"sqlite:///{db_file}", "--out",
+                  tmp_path / "renders", env=env)
+    refused(proc, "shot 2 'Lighthouse push in': prompt: ", "(23000 characters); the text encoder reads 128 and would",
+            "Fix: shorten it to 128 tokens or less")  # the tiny model's window (LTX-2's: 1024)
+    assert "Token indices" not in proc.stderr, proc.stderr
+    assert not db_file.exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"),
                     reason="a read-only or small folder needs a mount of its own, which only root can make")
 @pytest.mark.parametrize("mount_options, problem", [
