@@ -152,6 +152,29 @@ def test_plan_skip_stale_failed_and_damaged(store_url, board_and_specs, tmp_path
                                                                       "lighthouse-wide"]
 
 
+def test_a_take_finishing_after_a_pin_keeps_the_pin_current(store_url, board_and_specs, tmp_path):
+    """Before (issue 21): a render already running replaced a take the director pinned meanwhile."""
+    store = Store.open(store_url)
+    board, specs = board_and_specs
+    store.import_revision(board, specs)
+    _render_all(store, board.name, _plan(store, board), tmp_path)  # take 1 of every shot
+    store.rerender_from(board.name, "harbour")
+    _render_all(store, board.name, _plan(store, board), tmp_path)  # take 2 of harbour, current
+    running = store.start_take(board.name, "harbour")  # take 3 renders while...
+    store.pin_take(board.name, "harbour", 1)  # ...the director pins take 1
+    (tmp_path / "t3.mp4").write_bytes(b"take 3")
+    store.finish_take(running, outputs={"mp4": str(tmp_path / "t3.mp4")},
+                      artifacts=[artifact_record("mp4", tmp_path / "t3.mp4", 25, 24.0)])
+    assert store.current_take(board.name, "harbour").number == 1  # the pin holds
+    assert store.shot_states(board.name)["harbour"].pinned
+    assert [t.status for t in store.takes(board.name, "harbour")][-1] == "succeeded"  # take 3 kept beside it
+    later = store.start_take(board.name, "harbour")  # a take started after the pin (a render asked for it)
+    (tmp_path / "t4.mp4").write_bytes(b"take 4")
+    store.finish_take(later, outputs={"mp4": str(tmp_path / "t4.mp4")},
+                      artifacts=[artifact_record("mp4", tmp_path / "t4.mp4", 25, 24.0)])
+    assert store.current_take(board.name, "harbour").number == 4
+
+
 def test_shot_lease_is_exclusive_until_released_expired_or_its_holder_dies(store_url, board_and_specs):
     store = Store.open(store_url)
     board, specs = board_and_specs

@@ -15,7 +15,7 @@ from ..errors import UnknownShot
 from .artifacts import stored_path
 from .base import StoreBase
 from .models import ArtifactRow, ShotRow, TakeRow, TakeStatus, utcnow
-from .records import PATH_KEYS, end_take
+from .records import PATH_KEYS, aware, end_take
 
 
 class TakesMixin(StoreBase):
@@ -49,8 +49,9 @@ class TakesMixin(StoreBase):
     def finish_take(self, take_id: int, *, handoff_out_path: str | None = None,
                     handoff_out_sha256: str | None = None, outputs: dict[str, Any] | None = None,
                     timings: dict[str, Any] | None = None, artifacts: Iterable[dict[str, Any]] = ()) -> None:
-        """Mark a running take succeeded and make it its shot's current take. Its paths are recorded relative to
-        the store's output root (`artifacts.stored_path`), with that root."""
+        """Mark a running take succeeded and make it its shot's current take, unless a person pinned another take of
+        the shot while this one rendered: their choice stays current, this take is kept beside it. Its paths are
+        recorded relative to the store's output root (`artifacts.stored_path`), with that root."""
         root = self.root
         recorded = dict(outputs or {})
         for key in PATH_KEYS:
@@ -71,8 +72,10 @@ class TakesMixin(StoreBase):
                 relative = stored_path(a["uri"], root)
                 take.artifacts.append(ArtifactRow(**{**a, "uri": relative if relative and not Path(relative)
                                                      .is_absolute() else a["uri"]}))
-            s.execute(update(ShotRow).where(ShotRow.id == take.shot_pk).values(current_take_id=take.id,
-                                                                               pinned_take_id=None, pinned_at=None))
+            shot = s.get(ShotRow, take.shot_pk, with_for_update=self.is_postgres)
+            assert shot is not None
+            if not pinned_while_running(shot, take):
+                shot.current_take_id, shot.pinned_take_id, shot.pinned_at = take.id, None, None
 
     def pin_take(self, storyboard: str, shot_id: str, number: int) -> list[str]:
         """Make take `number` the shot's current take and record the pin (when, which). The shots after it in its
@@ -120,3 +123,11 @@ class TakesMixin(StoreBase):
                     s.execute(update(TakeRow).where(TakeRow.id == r.current_take_id).values(status=TakeStatus.stale))
                 r.pinned_take_id, r.pinned_at = None, None  # a rerender replaces a pin
             return [r.shot_id for r in rows]
+
+
+def pinned_while_running(shot: ShotRow, take: TakeRow) -> bool:
+    """Whether another take of the shot was pinned after `take` started (a pin made before it started was replaced
+    on purpose: `rerender_from` clears it)."""
+    pinned_at, started_at = aware(shot.pinned_at), aware(take.started_at)
+    return shot.pinned_take_id not in (None, take.id) and pinned_at is not None and started_at is not None \
+        and pinned_at >= started_at
