@@ -136,6 +136,7 @@ def preview(args: argparse.Namespace, context: Context) -> int:
     board = board_of(args)
     store = open_store(args, context)
     layout = context.layout()
+    layout.check_claim(board.name, lambda: store.storyboard_uid(board.name))  # not into another store's folder
     rows = store.status(board.name)
     if not any(r.take_id is not None for r in rows):
         raise ConfigError(f"storyboard {board.name!r} has no takes in {context.settings.db_url}",
