@@ -191,8 +191,7 @@ def encode_part(part: Part, look: Look, target: Path, font: str | None) -> Path:
             args += ["-filter_complex", f"{picture};{sound}", "-map", "[v]", "-map", "[a]",
                      "-frames:v", str(part.frames), "-r", str(rate), "-c:v", "libx264", "-preset", X264_PRESET,
                      "-pix_fmt", "yuv420p", "-crf", "20", "-g", "48", "-c:a", "pcm_s16le", "-ar", str(SAMPLE_RATE),
-                     "-ac", "2",
-                     "-f", "mov", str(tmp)]
+                     "-ac", "2", "-f", "mov", str(tmp)]
             proc = subprocess.run(args, capture_output=True, text=True,
                                   start_new_session=True)  # a stop signal to the render lets the part finish
             if proc.returncode != 0:
@@ -213,7 +212,7 @@ def join_parts(files: list[Path], target: Path) -> Path:
                                    "-c:v", "copy", "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart",
                                    "-f", "mp4", str(tmp)],
                                   capture_output=True, text=True,
-                                  start_new_session=True)  # a stop signal to the render lets the part finish
+                                  start_new_session=True)  # a stop signal to the render lets the join finish
             if proc.returncode != 0:
                 raise RuntimeError(f"ffmpeg could not join the preview {target}: {proc.stderr[-1500:]}")
     return target
