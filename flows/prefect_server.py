@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from storyboards.errors import ConfigError
@@ -53,17 +53,20 @@ def _drain_prefect_clients(timeout_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def prefect_api(timeout_s: float = 90.0, scheduler_s: float | None = None, log: Path | None = None) -> Iterator[str]:
+def prefect_api(timeout_s: float = 90.0, scheduler_s: float | None = None, log: Path | None = None,
+                meanwhile: Callable[[], object] | None = None) -> Iterator[str]:
     """Yield the Prefect API URL: PREFECT_API_URL when set, else a temporary server's (stopped at exit).
 
     `scheduler_s`: run the server's scheduler, every that many seconds (`milimo serve`: an ephemeral server runs
     no scheduler, so its cron and interval deployments would never start a run). `log`: where the server's output
-    is appended and kept (`milimo serve`); without it, a temporary file removed at exit."""
+    is appended and kept (`milimo serve`); without it, a temporary file removed at exit. `meanwhile`: work for
+    this process while a temporary server starts (~10 s of the server's own CPU here), run before waiting for it;
+    `milimo render` imports the flow and the engine's model classes then, which it would otherwise do after."""
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
     with _server_log(log) as output:
-        yield from _temporary_server(timeout_s, scheduler_s, output)
+        yield from _temporary_server(timeout_s, scheduler_s, output, meanwhile)
 
 
 @contextlib.contextmanager
@@ -84,7 +87,8 @@ def _tail(log: Path, lines: int = 5) -> str:
     return ""
 
 
-def _temporary_server(timeout_s: float, scheduler_s: float | None, log: Path) -> Iterator[str]:
+def _temporary_server(timeout_s: float, scheduler_s: float | None, log: Path,
+                      meanwhile: Callable[[], object] | None) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_FINAL": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
@@ -101,6 +105,11 @@ def _temporary_server(timeout_s: float, scheduler_s: float | None, log: Path) ->
             preexec_fn=lambda: _die_with_parent(parent))
     url = f"http://127.0.0.1:{port}/api"
     try:
+        # Set before `meanwhile` runs: Prefect reads its settings when it is first imported, and a Prefect that
+        # found no API URL starts an ephemeral server of its own (and leaves it running).
+        os.environ["PREFECT_API_URL"] = url
+        if meanwhile is not None:
+            meanwhile()
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
@@ -115,7 +124,6 @@ def _temporary_server(timeout_s: float, scheduler_s: float | None, log: Path) ->
                 raise ConfigError(f"the temporary Prefect server did not answer within {timeout_s:g} s" + _tail(log),
                                   "set PREFECT_API_URL to a running Prefect server (`prefect server start`)")
             time.sleep(0.2)
-        os.environ["PREFECT_API_URL"] = url
         yield url
     finally:
         _drain_prefect_clients()

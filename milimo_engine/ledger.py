@@ -9,6 +9,7 @@ base weights stay bit-identical however many shots and LoRAs pass through.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -109,6 +110,18 @@ def _component_class(folder: Path, fallback: str) -> Any:
             return cls
     from diffusers.pipelines.ltx2 import vocoder
     return getattr(vocoder, name)
+
+
+def import_model_classes(model_dir: str | Path) -> None:
+    """Import the class of each component of the model in `model_dir`, building nothing. diffusers' and
+    transformers' modules are the slowest imports a render makes (~3-5 s on a CPU host, torch._dynamo and peft
+    among them); `milimo render` makes them while its temporary Prefect server starts, not in the first shot."""
+    root = Path(model_dir)
+    manifest = ModelManifest.read(root)
+    for component, fallback in _FALLBACK_CLASS.items():
+        with contextlib.suppress(Exception):  # a component that cannot load says so when the shot loads it
+            path = manifest.component_path(root, component)
+            _component_class(path.parent if path.is_file() else path, fallback)
 
 
 _FALLBACK_CLASS = {

@@ -44,6 +44,7 @@ os.environ.update({
     "MILIMO_CACHE_DIR": str(ISOLATED / "cache"),
     "MILIMO_LOCK_DIR": str(ISOLATED / "locks"),
     "MILIMO_RETRY_BACKOFF_S": "0.2",  # retries back off quickly in tests
+    "PREFECT_HOME": str(ISOLATED / "prefect"),  # the Prefect servers' database too: not the user's ~/.prefect
 })
 
 
@@ -115,12 +116,44 @@ def request_256():
 
 @pytest.fixture(scope="session")
 def prefect_api():
-    """One Prefect server for the whole session (start-up ~10 s); yields its API URL for subprocesses."""
+    """One Prefect server for the whole session (start-up ~10 s), for the flows a test runs in its own process;
+    yields its API URL, which the `milimo` runs of this worker use too."""
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=60):
+        _SHARED_API.setdefault("url", PREFECT_API_URL.value())
         yield PREFECT_API_URL.value()
+        _SHARED_API.pop("url", None)
+
+
+_SHARED_API: dict[str, str] = {}
+_FLOW_COMMANDS = {"render", "rerender", "run", "demo"}  # `serve` starts a server with a scheduler of its own
+_SERVERS = contextlib.ExitStack()
+
+
+def shared_prefect_api() -> str:
+    """This worker's Prefect API for the `milimo` runs of its tests: the session fixture's server, else one
+    started at first need (milimo's own temporary server, kept until the worker ends). A render that starts its
+    own server spends ~10 s of CPU on it; the suite runs ~100 renders. A test about that server passes an
+    `environ` without PREFECT_API_URL."""
+    if "url" not in _SHARED_API:
+        from flows.prefect_server import prefect_api as temporary_prefect_api
+
+        _SHARED_API["url"] = _SERVERS.enter_context(temporary_prefect_api(log=ISOLATED / "prefect-server.log"))
+        os.environ.pop("PREFECT_API_URL", None)  # for this worker's `milimo` runs, not its own Prefect
+    return _SHARED_API["url"]
+
+
+def pytest_unconfigure(config):
+    _SERVERS.close()
+
+
+def pytest_runtest_setup(item):
+    # A `fast` test's `milimo render` is refused before Prefect starts: no server for it (~10 s of a 60 s layer).
+    _SHARED_API.pop("fast", None)
+    if item.get_closest_marker("fast") is not None:
+        _SHARED_API["fast"] = "yes"
 
 
 # ------------------------------------------------------------------ PostgreSQL, whenever a server answers
@@ -345,11 +378,10 @@ def copy_example(folder: Path, steps: int | None = None, edit=None, name: str = 
 
 def milimo(*args, env=None, environ=None, timeout=300, cwd=ROOT, **popen) -> subprocess.CompletedProcess:
     """`milimo ARGS` as a user runs it: this session's isolated environment (or `environ`), plus `env`."""
-    environment = {**(os.environ if environ is None else environ), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *map(str, args)],
         cwd=cwd,
-        env=environment,
+        env=_environment(args, environ, env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -359,5 +391,17 @@ def milimo(*args, env=None, environ=None, timeout=300, cwd=ROOT, **popen) -> sub
 
 def milimo_process(*args, env=None, environ=None, cwd=ROOT, **popen) -> subprocess.Popen:
     """`milimo ARGS` started in the background (a test waits for it, signals or kills it)."""
-    environment = {**(os.environ if environ is None else environ), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", *map(str, args)], cwd=cwd, env=environment, **popen)
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", *map(str, args)], cwd=cwd,
+                            env=_environment(args, environ, env), **popen)
+
+
+def _environment(args: tuple, environ: dict | None, env: dict | None) -> dict:
+    """`environ` as given (a test that sets up its own), else the session's environment, with the worker's Prefect
+    server for the commands that run flows here; plus `env`."""
+    if environ is not None:
+        return {**environ, **(env or {})}
+    extra = env or {}
+    runs_flows = bool(args) and str(args[0]) in _FLOW_COMMANDS and "fast" not in _SHARED_API
+    shared = {"PREFECT_API_URL": shared_prefect_api()} if runs_flows and not (
+        "PREFECT_API_URL" in extra or os.environ.get("PREFECT_API_URL")) else {}
+    return {**os.environ, **shared, **extra}
