@@ -7,6 +7,7 @@ A variable that does not parse exits 2 naming it, as a bad key in milimo.toml do
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +34,16 @@ ENVIRONMENT = {
     "MILIMO_RETRY_BACKOFF_S": ("retry_backoff_s", "the first retry's delay in seconds"),
     "MILIMO_LEASE_TTL_S": ("lease_ttl_s", "seconds a shot's lease lasts between renewals"),
     "MILIMO_DASHBOARD_TOKEN": ("dashboard_token", "the dashboard's token"),
+    "MILIMO_USER": ("user", "your name, as reviews, notes and pins record it"),
 }
+
+
+def default_user() -> str:
+    """The login name: who a review, a note or a pin made from this shell is recorded as (--by, MILIMO_USER)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's uid) and no LOGNAME/USER
+        return "unknown"
 
 
 def default_cache_dir(environ: Mapping[str, str]) -> Path:
@@ -59,6 +69,7 @@ class Settings(BaseModel):
     retry_backoff_s: float = Field(default=2.0, ge=0)
     lease_ttl_s: float = Field(default=60.0, gt=0)
     dashboard_token: str | None = None
+    user: str = Field(default_factory=default_user, min_length=1, max_length=255)
 
     @property
     def locks(self) -> Path:

@@ -93,6 +93,14 @@ class OverrideError(MilimoError, ValueError):
     """An override (`--set`, a rerun's parameters, `milimo overrides`) names an unknown key or is malformed."""
 
 
+class ReviewError(MilimoError, ValueError):
+    """A review that cannot be recorded as asked (no such take, a frame outside it, an empty note)."""
+
+    def __init__(self, message: str, fix: str):
+        self.message, self.fix = message, fix
+        super().__init__(f"{message}. Fix: {fix}")
+
+
 class ConfigError(MilimoError):
     """Configuration or environment: a path, a model folder, an option that cannot work as given."""
 

@@ -124,6 +124,7 @@ def apply_config(args: argparse.Namespace) -> Context:
     left), the environment under both; installed as this process's, and its context returned."""
     settings = Settings.load(getattr(args, "config", None), db_url=getattr(args, "db", None),
                              out_root=getattr(args, "out", None), model=getattr(args, "model", None),
+                             user=getattr(args, "by", None),
                              asset_roots=tuple(Path(r) for r in args.asset_root) if getattr(args, "asset_root", None)
                              else None)
     settings_module.install(settings)

@@ -1,16 +1,19 @@
 """The metadata store: the source of truth for what was rendered, how, and from what."""
 
-from .api import ArtifactCheck, SeamView, ShotStatus, Store, TakeOutputs, TakeView
+from .api import ArtifactCheck, NoteView, SeamView, ShotStatus, Store, TakeOutputs, TakeReview, TakeView
 from .artifacts import artifact_record
 from .db import default_url, make_engine, open_engine, upgrade
-from .models import TakeStatus
+from .models import ReviewState, TakeStatus
 
 __all__ = [
     "ArtifactCheck",
+    "NoteView",
+    "ReviewState",
     "SeamView",
     "ShotStatus",
     "Store",
     "TakeOutputs",
+    "TakeReview",
     "TakeStatus",
     "TakeView",
     "artifact_record",

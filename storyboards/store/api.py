@@ -15,14 +15,16 @@ from typing import Any, TypeVar
 from .db import on_a_fresh_connection
 from .leases import LeasesMixin
 from .reads import ReadsMixin
-from .records import ArtifactCheck, SeamView, ShotStatus, TakeOutputs, TakeView, spec_json
+from .records import ArtifactCheck, NoteView, SeamView, ShotStatus, TakeOutputs, TakeReview, TakeView, spec_json
+from .reviews import ReviewsMixin
 from .revisions import RevisionsMixin
 from .seams import SeamsMixin
 from .takes import TakesMixin
 
 T = TypeVar("T")
 
-__all__ = ["ArtifactCheck", "SeamView", "ShotStatus", "Store", "TakeOutputs", "TakeView", "spec_json"]
+__all__ = ["ArtifactCheck", "NoteView", "SeamView", "ShotStatus", "Store", "TakeOutputs", "TakeReview", "TakeView",
+           "spec_json"]
 
 
 def reconnecting(operation: Callable[..., T]) -> Callable[..., T]:
@@ -36,8 +38,8 @@ def reconnecting(operation: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-class Store(RevisionsMixin, TakesMixin, LeasesMixin, ReadsMixin, SeamsMixin):
-    """The metadata store, by concern: revisions and overrides, takes, leases, reads, seams. Every public
+class Store(RevisionsMixin, TakesMixin, ReviewsMixin, LeasesMixin, ReadsMixin, SeamsMixin):
+    """The metadata store, by concern: revisions and overrides, takes, reviews, leases, reads, seams. Every public
     operation is one transaction, retried on a fresh connection when the database dropped the old one
     (`reconnecting`)."""
 

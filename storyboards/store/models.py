@@ -27,6 +27,13 @@ class TakeStatus(str, enum.Enum):  # noqa: UP042 - StrEnum would change str(memb
     stale = "stale"
 
 
+class ReviewState(str, enum.Enum):  # noqa: UP042 - as TakeStatus
+    pending = "pending"
+    approved = "approved"
+    needs_changes = "needs changes"
+    rejected = "rejected"
+
+
 class StoryboardRow(Base):
     __tablename__ = "storyboards"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -78,6 +85,7 @@ class ShotRow(Base):
     # handoff, even when its spec is not the shot's spec now, until a rerender or a new take replaces it.
     pinned_take_id: Mapped[int | None] = mapped_column(ForeignKey("takes.id", use_alter=True, ondelete="SET NULL"))
     pinned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    pinned_by: Mapped[str | None] = mapped_column(String(255))  # who chose it (a pin or an approval)
     storyboard: Mapped[StoryboardRow] = relationship(back_populates="shots")
 
 
@@ -133,6 +141,23 @@ class ArtifactRow(Base):
     bytes: Mapped[int | None] = mapped_column(BigInteger)
     mtime_ns: Mapped[int | None] = mapped_column(BigInteger)  # when unchanged, size + mtime vouch for the sha256
     take: Mapped[TakeRow] = relationship(back_populates="artifacts")
+
+
+class ReviewRow(Base):
+    """One review event on a take, never changed afterwards: a state given (approved, needs changes, rejected) or
+    a note (text, on a frame or a frame range of the take's media, or on the whole take). The newest state row
+    is the take's state; the rows together are its history."""
+
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    take_id: Mapped[int] = mapped_column(ForeignKey("takes.id", ondelete="CASCADE"), index=True)
+    state: Mapped[ReviewState | None] = mapped_column(Enum(  # stored as its value ("needs changes")
+        ReviewState, name="review_state", native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]))
+    text: Mapped[str | None] = mapped_column(Text)
+    frame: Mapped[int | None] = mapped_column(Integer)  # the note's first frame in the take's media
+    frame_end: Mapped[int | None] = mapped_column(Integer)  # its last frame, for a range
+    author: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ShotLeaseRow(Base):

@@ -139,6 +139,41 @@ class ShotStatus:
     predecessor: str | None = None  # the shot it continues from (handoff), if any
 
 
+@dataclass(frozen=True)
+class NoteView:
+    """A note on a take: on frame `frame` of its media (to `frame_end`), or on the whole take (None)."""
+
+    id: int
+    text: str
+    author: str
+    created_at: datetime | None
+    frame: int | None = None
+    frame_end: int | None = None
+
+    @property
+    def where(self) -> str:
+        if self.frame is None:
+            return "take"
+        return f"frame {self.frame}" + (f"-{self.frame_end}" if self.frame_end is not None else "")
+
+
+@dataclass(frozen=True)
+class TakeReview:
+    """A take's review: its state now (the newest given; pending when none), who gave it and when, its notes and
+    every state it was given (state, author, time), oldest first."""
+
+    shot_id: str
+    take_number: int
+    take_id: int
+    status: str  # the take's render status
+    current: bool  # the shot's chosen take
+    state: str
+    by: str | None
+    at: datetime | None
+    notes: tuple[NoteView, ...] = ()
+    history: tuple[tuple[str, str, datetime | None], ...] = ()
+
+
 def aware(dt: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything the store writes is UTC."""
     return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt

@@ -75,11 +75,11 @@ class TakesMixin(StoreBase):
             shot = s.get(ShotRow, take.shot_pk, with_for_update=self.is_postgres)
             assert shot is not None
             if not pinned_while_running(shot, take):
-                shot.current_take_id, shot.pinned_take_id, shot.pinned_at = take.id, None, None
+                shot.current_take_id, shot.pinned_take_id, shot.pinned_at, shot.pinned_by = take.id, None, None, None
 
-    def pin_take(self, storyboard: str, shot_id: str, number: int) -> list[str]:
-        """Make take `number` the shot's current take and record the pin (when, which). The shots after it in its
-        chain continued from another take: their current takes become stale. Returns those shot ids."""
+    def pin_take(self, storyboard: str, shot_id: str, number: int, by: str | None = None) -> list[str]:
+        """Make take `number` the shot's current take and record the pin (when, which, by whom). The shots after it
+        in its chain continued from another take: their current takes become stale. Returns those shot ids."""
         with self.session.begin() as s:
             shot = self._shot(s, storyboard, shot_id, lock=True)
             take = s.scalar(select(TakeRow).where(TakeRow.shot_pk == shot.id, TakeRow.number == number))
@@ -89,17 +89,7 @@ class TakesMixin(StoreBase):
                 raise ValueError(
                     f"take {number} of {shot_id} is {take.status.value}; only a finished take can be pinned"
                 )
-            take.status = TakeStatus.succeeded
-            shot.current_take_id, shot.pinned_take_id, shot.pinned_at = take.id, take.id, utcnow()
-            later = [
-                r
-                for r in self._shots(s, storyboard)
-                if r.chain_index == shot.chain_index and r.position > shot.position
-            ]
-            for r in later:
-                if r.current_take_id:
-                    s.execute(update(TakeRow).where(TakeRow.id == r.current_take_id).values(status=TakeStatus.stale))
-            return [r.shot_id for r in later]
+            return choose_take(s, self._shots(s, storyboard), shot, take, by)
 
     def fail_take(self, take_id: int, error: str, status: TakeStatus = TakeStatus.failed) -> None:
         """A failed (or cancelled) take never replaces the shot's current (earlier, good) take."""
@@ -121,8 +111,24 @@ class TakesMixin(StoreBase):
             for r in rows:
                 if r.current_take_id:
                     s.execute(update(TakeRow).where(TakeRow.id == r.current_take_id).values(status=TakeStatus.stale))
-                r.pinned_take_id, r.pinned_at = None, None  # a rerender replaces a pin
+                r.pinned_take_id, r.pinned_at, r.pinned_by = None, None, None  # a rerender replaces a pin
             return [r.shot_id for r in rows]
+
+
+def choose_take(s: Session, shots: list[ShotRow], shot: ShotRow, take: TakeRow, by: str | None) -> list[str]:
+    """A person chose `take` for `shot` (a pin, an approval): it is current and pinned, by whom and when. When it
+    was not current already, the shots after it in its chain continued from another take: their current takes
+    are stale. Returns those shot ids."""
+    changed = shot.current_take_id != take.id or take.status != TakeStatus.succeeded
+    take.status = TakeStatus.succeeded
+    shot.current_take_id, shot.pinned_take_id, shot.pinned_at, shot.pinned_by = take.id, take.id, utcnow(), by
+    if not changed:
+        return []
+    later = [r for r in shots if r.chain_index == shot.chain_index and r.position > shot.position]
+    for r in later:
+        if r.current_take_id:
+            s.execute(update(TakeRow).where(TakeRow.id == r.current_take_id).values(status=TakeStatus.stale))
+    return [r.shot_id for r in later]
 
 
 def pinned_while_running(shot: ShotRow, take: TakeRow) -> bool:

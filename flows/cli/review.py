@@ -1,0 +1,113 @@
+"""Review from a terminal: `review` (each take's state and notes), `approve`, `needs-changes`, `reject` and
+`note`. Each records who (`--by`, else MILIMO_USER, else the login name) and when; approving a take chooses it for
+its shot, as the dashboard's pin does. None imports Prefect; none creates a database."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from milimo.context import Context
+from storyboards.store import ReviewState, TakeReview
+
+from .args import add_out, add_storyboard, positive_int
+from .reads import board_name, open_store
+from .tables import print_table
+
+VERDICTS = {"approve": ReviewState.approved, "needs-changes": ReviewState.needs_changes,
+            "reject": ReviewState.rejected}
+
+
+def review(args: argparse.Namespace, context: Context) -> int:
+    name = board_name(args)
+    found = open_store(args, context).reviews(name)
+    if args.json:
+        print(json.dumps([_json(r) for r in found], indent=2, default=str))
+        return 0
+    print_table(("shot", "take", "chosen", "state", "by", "when", "notes"),
+                [(r.shot_id, r.take_number, "yes" if r.current else "", r.state, r.by, _when(r.at), len(r.notes))
+                 for r in found])
+    notes = [(r, n) for r in found for n in r.notes]
+    if notes:
+        print()
+        print_table(("shot", "take", "where", "by", "when", "note"),
+                    [(r.shot_id, r.take_number, n.where, n.author, _when(n.created_at), n.text.replace("\n", " "))
+                     for r, n in notes])
+    return 0
+
+
+def verdict(args: argparse.Namespace, context: Context) -> int:
+    name = board_name(args)
+    store = open_store(args, context)
+    state = VERDICTS[args.command]
+    user = context.settings.user
+    stale = store.review_take(name, args.shot_id, args.take, state, user, note=args.note)
+    said = f"{name}: {args.shot_id} take {args.take}: {state.value} by {user}"
+    if state is ReviewState.approved:
+        said += "; it is the shot's chosen take"
+    print(said)
+    if stale:
+        print(f"  stale now (they continued from another take): {', '.join(stale)}; "
+              f"`milimo render {args.storyboard}` renders them from this one")
+    return 0
+
+
+def note(args: argparse.Namespace, context: Context) -> int:
+    name = board_name(args)
+    frame, frame_end = args.frame if args.frame is not None else (None, None)
+    open_store(args, context).add_note(name, args.shot_id, args.take, args.text, context.settings.user,
+                                       frame=frame, frame_end=frame_end)
+    where = "" if frame is None else f" at frame {frame}" + (f"-{frame_end}" if frame_end is not None else "")
+    print(f"{name}: {args.shot_id} take {args.take}: note{where} by {context.settings.user}")
+    return 0
+
+
+def _json(r: TakeReview) -> dict[str, object]:
+    out = dataclasses.asdict(r)
+    out["history"] = [{"state": state, "by": by, "at": at} for state, by, at in r.history]
+    return out
+
+
+def _when(at: object) -> str:
+    return at.strftime("%Y-%m-%d %H:%M") if at is not None else "-"  # type: ignore[attr-defined]
+
+
+def frames(text: str) -> tuple[int, int | None]:
+    """`N` or `A-B`: a frame of the take's media, or a range of them (first to last, both included)."""
+    first, dash, last = text.partition("-")
+    try:
+        start, end = int(first), int(last) if dash else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frame (N) or a frame range (A-B)") from None
+    if start < 0 or (end is not None and end < start):
+        raise argparse.ArgumentTypeError(f"{text!r}: frames count from 0, the first before the last")
+    return start, end
+
+
+def _take_arguments(p: argparse.ArgumentParser) -> None:
+    add_storyboard(p)
+    add_out(p)
+    p.add_argument("shot_id", metavar="SHOT")
+    p.add_argument("take", type=positive_int, metavar="TAKE", help="the take's number (`milimo takes` lists them)")
+    p.add_argument("--by", metavar="NAME", help="who says so (default: $MILIMO_USER, else your login name)")
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("review", help="each take's review state (pending, approved, needs changes, rejected) and notes")
+    add_storyboard(p)
+    add_out(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=review)
+    for command, state in VERDICTS.items():
+        p = sub.add_parser(command, help=f"mark a take {state.value}"
+                           + ("; it becomes the shot's chosen take" if state is ReviewState.approved else ""))
+        _take_arguments(p)
+        p.add_argument("--note", help="a note beside the verdict")
+        p.set_defaults(func=verdict)
+    p = sub.add_parser("note", help="a note on a take, on a frame (--frame N), a range (--frame A-B) or all of it")
+    _take_arguments(p)
+    p.add_argument("text", help="the note")
+    p.add_argument("--frame", type=frames, metavar="N|A-B", help="the frame (or range) of the take's media it is about")
+    p.set_defaults(func=note)
+

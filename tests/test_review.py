@@ -1,0 +1,90 @@
+"""Review from the command line, on takes rendered through it: approve, needs changes, reject and notes, each
+with who and when, kept as history; an approval chooses the take for its shot; bad input is refused, nothing
+stored."""
+
+import json
+
+import pytest
+from conftest import copy_example, milimo
+
+from storyboards.store import Store
+
+pytestmark = pytest.mark.xdist_group("review")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory, tiny_model_dir):
+    """The harbour chain (harbour -> harbour-pan) rendered, then harbour rendered again from a new seed: two takes
+    of each shot, the second current."""
+    folder = tmp_path_factory.mktemp("review")
+    board = copy_example(folder / "board", steps=1)
+    where = ["--db", f"sqlite:///{folder / 'milimo.db'}", "--out", folder / "renders"]
+    first = milimo("render", board, "--only", "harbour-pan", "--model", tiny_model_dir, *where, timeout=400)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = milimo("rerender", board, "--from-shot", "harbour", "--set", "seed=5", "--model", tiny_model_dir, *where,
+                   timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    return {"board": board, "where": where, "db": where[1]}
+
+
+def _review(rendered) -> dict[tuple[str, int], dict]:
+    proc = milimo("review", rendered["board"], *rendered["where"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {(r["shot_id"], r["take_number"]): r for r in json.loads(proc.stdout)}
+
+
+def test_verdicts_and_notes_are_kept_with_who_and_when_and_an_approval_chooses_the_take(rendered):
+    board, where = rendered["board"], rendered["where"]
+    before = _review(rendered)
+    assert before[("harbour", 2)]["state"] == "pending" and before[("harbour", 2)]["current"]
+    assert ("harbour", 1) not in before  # an earlier take nobody reviewed is not listed
+
+    said = milimo("needs-changes", board, "harbour", "2", *where, "--by", "Ada", "--note", "the boat drifts left")
+    assert said.returncode == 0 and "needs changes by Ada" in said.stdout, said.stderr
+    assert milimo("note", board, "harbour", "2", "gull too big", "--frame", "3-7", *where,
+                  env={"MILIMO_USER": "Ben"}).returncode == 0
+    approved = milimo("approve", board, "harbour", "1", *where, "--by", "Ada")
+    assert approved.returncode == 0, approved.stderr
+    assert "approved by Ada" in approved.stdout and "chosen take" in approved.stdout
+    assert "stale now" in approved.stdout and "harbour-pan" in approved.stdout  # it continued from take 2
+
+    after = _review(rendered)
+    one, two = after[("harbour", 1)], after[("harbour", 2)]
+    assert (one["state"], one["by"], one["current"]) == ("approved", "Ada", True)
+    assert (two["state"], two["by"], two["current"]) == ("needs changes", "Ada", False)
+    assert [(n["text"], n["author"], n["frame"], n["frame_end"]) for n in two["notes"]] == [
+        ("the boat drifts left", "Ada", None, None), ("gull too big", "Ben", 3, 7)]
+    assert after[("harbour-pan", 2)]["status"] == "stale"
+
+    # A later verdict is the take's state; the earlier one stays in its history.
+    assert milimo("reject", board, "harbour", "2", *where, "--by", "Cy").returncode == 0
+    two = _review(rendered)[("harbour", 2)]
+    assert two["state"] == "rejected" and [h["state"] for h in two["history"]] == ["needs changes", "rejected"]
+    assert [h["by"] for h in two["history"]] == ["Ada", "Cy"]
+
+    store = Store.open(rendered["db"])
+    status = {r.shot_id: r for r in store.status("lighthouse")}
+    assert status["harbour"].take_number == 1 and status["harbour"].pinned  # conform and preview use take 1
+
+    table = milimo("review", board, *where)
+    assert table.returncode == 0 and "gull too big" in table.stdout and "frame 3-7" in table.stdout
+
+
+def test_a_review_that_cannot_be_recorded_is_refused_naming_the_fix_and_nothing_is_stored(rendered):
+    board, where = rendered["board"], rendered["where"]
+    before = _review(rendered)
+    cases = [
+        (("approve", board, "harbour", "9"), "harbour has no take 9", "use one of its takes [1, 2]"),
+        (("approve", board, "nope", "1"), "no shot 'nope'", "harbour-pan"),
+        (("note", board, "harbour", "1", "too dark", "--frame", "999"), "frame 999 is not in the take", "0.."),
+        (("note", board, "harbour", "1", "   "), "the note is empty", "write what to change"),
+        (("note", board, "harbour", "1", "x", "--frame", "7-3"), "the first before the last", "--frame"),
+        (("note", board, "harbour", "1", "x", "--frame", "two"), "not a frame", "--frame"),
+    ]
+    for args, message, fix in cases:
+        proc = milimo(*args, *where)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        last = proc.stderr.strip().splitlines()[-1]  # argparse's usage comes before its one line
+        assert message in last and (fix in last or fix in proc.stderr), (args, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+    assert _review(rendered) == before
