@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from storyboards.seams import SeamThresholds, seam_verdict
-from storyboards.store import SeamView, ShotStatus, Store
+from storyboards.store import SeamView, ShotStatus, Store, TakeReview
+
+
+def current_reviews(store: Store, storyboard: str) -> dict[str, TakeReview]:
+    """Each shot's current take's review, by shot id (one read)."""
+    return {r.shot_id: r for r in store.reviews(storyboard) if r.current}
 
 
 def seam_note(seam: SeamView, thresholds: SeamThresholds) -> str:
@@ -25,11 +30,21 @@ def seam_notes(seams: list[SeamView], thresholds: SeamThresholds) -> dict[str, l
     return notes
 
 
-def status_notes(row: ShotStatus, seams: list[str], latest: str | None = None) -> list[str]:
-    """What `milimo status` says beside a shot: a newer try that did not become current (`latest`, its newest take's
-    status: a shot whose only take failed is otherwise just "not rendered"), a take rendering now, overrides, a
-    changed spec, its seams."""
-    notes = [f"last try {latest}"] if latest and latest != row.status and latest != "running" else []
+def status_notes(row: ShotStatus, seams: list[str], latest: str | None = None,
+                 review: TakeReview | None = None) -> list[str]:
+    """What `milimo status` (and `milimo markers`) says beside a shot: its current take's review (`review`: the
+    verdict, who, its newest note), a newer try that did not become current (`latest`, its newest take's status: a
+    shot whose only take failed is otherwise just "not rendered"), a take rendering now, overrides, a changed spec,
+    its seams."""
+    notes = []
+    if review is not None and (review.state != "pending" or review.notes):
+        said = f"{review.state} by {review.by}" if review.state != "pending" else "not reviewed"
+        if review.notes:
+            newest = review.notes[-1]
+            said += f", {len(review.notes)} note(s), newest {newest.author}: {newest.text[:60]}"
+        notes.append(said)
+    if latest and latest != row.status and latest != "running":
+        notes.append(f"last try {latest}")
     if row.running:
         step = f" {row.running.get('stage')} step {row.running.get('step')}/{row.running.get('total')}" \
             if row.running.get("total") else ""

@@ -69,6 +69,15 @@ def test_verdicts_and_notes_are_kept_with_who_and_when_and_an_approval_chooses_t
     table = milimo("review", board, *where)
     assert table.returncode == 0 and "gull too big" in table.stdout and "frame 3-7" in table.stdout
 
+    # What the editor and `milimo status` see of it: the chosen take's verdict beside the shot.
+    assert milimo("note", board, "harbour", "1", "hold the last frame", *where, "--by", "Ada").returncode == 0
+    status = milimo("status", board, *where, "--json")
+    by_shot = {r["shot_id"]: r for r in json.loads(status.stdout)}
+    assert by_shot["harbour"]["review"] == "approved" and by_shot["harbour-pan"]["review"] == "pending"
+    markers = milimo("markers", board, *where, "--format", "csv")
+    harbour = next(line for line in markers.stdout.splitlines() if line.startswith("harbour,"))
+    assert "approved by Ada, 1 note(s), newest Ada: hold the last frame" in harbour, markers.stdout
+
 
 def test_a_review_that_cannot_be_recorded_is_refused_naming_the_fix_and_nothing_is_stored(rendered):
     board, where = rendered["board"], rendered["where"]

@@ -361,7 +361,11 @@ def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_model_dir, sig, pref
         start_new_session=True,
     )
     assert wait_for_takes(db_file, _rendering), "never saw a shot rendering"
-    status = milimo("status", board, "--db", f"sqlite:///{db_file}")  # what a user sees while it renders
+    os.killpg(proc.pid, signal.SIGSTOP)  # held mid-shot while `status` starts (seconds on a loaded machine)
+    try:
+        status = milimo("status", board, "--db", f"sqlite:///{db_file}")  # what a user sees while it renders
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
     assert "running: take 1 on " in status.stdout, status.stdout  # with its host, and its step once it has one
     assert wait_for_takes(db_file, _rendering), "no shot rendering any more"  # (status took a moment): signal mid-shot
     children = _descendants(proc.pid)

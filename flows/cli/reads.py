@@ -12,7 +12,7 @@ import sys
 from milimo.context import Context
 from milimo.prepare import load_board
 from milimo.qa import measure_seams
-from milimo.reports import board_status, status_notes
+from milimo.reports import board_status, current_reviews, status_notes
 from milimo.request import RenderRequest
 from storyboards.errors import ConfigError
 from storyboards.load import Storyboard
@@ -53,9 +53,11 @@ def status(args: argparse.Namespace, context: Context) -> int:
     store = open_store(args, context)
     rows, seams = board_status(store, name, args.qa)
     latest = store.latest_statuses(name)
+    reviews = current_reviews(store, name)
     if args.json:
         print(json.dumps([{**_json(r), "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-                           "seams": seams.get(r.shot_id, []), "last_try": latest.get(r.shot_id)} for r in rows],
+                           "seams": seams.get(r.shot_id, []), "last_try": latest.get(r.shot_id),
+                           "review": reviews[r.shot_id].state if r.shot_id in reviews else None} for r in rows],
                          indent=2, default=str))
         return 0
     table = []
@@ -65,7 +67,8 @@ def status(args: argparse.Namespace, context: Context) -> int:
                       (r.spec_hash or "-")[:12], f"{r.seconds:.2f}" if r.seconds is not None else "-",
                       r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-",
                       prompt[:40] + ("…" if len(prompt) > 40 else ""),
-                      "; ".join(status_notes(r, seams.get(r.shot_id, []), latest.get(r.shot_id)))))
+                      "; ".join(status_notes(r, seams.get(r.shot_id, []), latest.get(r.shot_id),
+                                             reviews.get(r.shot_id)))))
     print_table(("shot", "chain", "take", "status", "quality", "spec", "seconds", "finished", "prompt", "notes"),
                 table)
     return 0
@@ -114,8 +117,9 @@ def markers(args: argparse.Namespace, context: Context) -> int:
     store = open_store(args, context)
     rows, seams = board_status(store, board.name, args.qa)
     latest = store.latest_statuses(board.name)
-    found = markers_of(board, rows, {r.shot_id: status_notes(r, seams.get(r.shot_id, []), latest.get(r.shot_id))
-                                     for r in rows})
+    reviews = current_reviews(store, board.name)
+    found = markers_of(board, rows, {r.shot_id: status_notes(r, seams.get(r.shot_id, []), latest.get(r.shot_id),
+                                                             reviews.get(r.shot_id)) for r in rows})
     text = markers_edl(board, found) if args.format == "edl" else markers_csv(board, found)
     if not args.output:
         print(text, end="")
