@@ -56,10 +56,10 @@ def verdict(args: argparse.Namespace, context: Context) -> int:
 def note(args: argparse.Namespace, context: Context) -> int:
     name = board_name(args)
     frame, frame_end = args.frame if args.frame is not None else (None, None)
-    open_store(args, context).add_note(name, args.shot_id, args.take, args.text, context.settings.user,
-                                       frame=frame, frame_end=frame_end)
-    where = "" if frame is None else f" at frame {frame}" + (f"-{frame_end}" if frame_end is not None else "")
-    print(f"{name}: {args.shot_id} take {args.take}: note{where} by {context.settings.user}")
+    added = open_store(args, context).add_note(name, args.shot_id, args.take, args.text, context.settings.user,
+                                               frame=frame, frame_end=frame_end)
+    where = f" at {added.where}" if added.frame is not None else ""
+    print(f"{name}: {args.shot_id} take {args.take}: note{where} by {added.author}")
     return 0
 
 

@@ -32,7 +32,7 @@ class ReviewsMixin(StoreBase):
             return []
 
     def add_note(self, storyboard: str, shot_id: str, number: int, text: str, author: str,
-                 frame: int | None = None, frame_end: int | None = None) -> int:
+                 frame: int | None = None, frame_end: int | None = None) -> NoteView:
         """A note on take `number`, on its media's frame `frame` (to `frame_end`), or on the whole take."""
         if not text.strip():
             raise ReviewError(f"{storyboard}: {shot_id} take {number}: the note is empty", "write what to change")
@@ -49,7 +49,7 @@ class ReviewsMixin(StoreBase):
             row = ReviewRow(take_id=take.id, text=text.strip(), frame=frame, frame_end=frame_end, author=author)
             s.add(row)
             s.flush()
-            return row.id
+            return NoteView(row.id, row.text or "", author, aware(row.created_at), frame, frame_end)
 
     def reviews(self, storyboard: str) -> list[TakeReview]:
         """Every take of the storyboard's active shots that has a review event, and every current take (pending
