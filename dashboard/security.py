@@ -12,6 +12,16 @@ from storyboards.errors import ConfigError
 
 CSRF_COOKIE = "milimo_csrf"
 TOKEN_COOKIE = "milimo_token"
+USER_COOKIE = "milimo_user"  # the display name a person gave this dashboard; every decision records it
+FLASH_COOKIE = "milimo_flash"  # what the last action said, shown once by the next page (never text from a URL)
+MAX_NAME = 60
+
+
+def display_name(text: str | None) -> str | None:
+    """A person's display name as given (the form, the cookie): printable, at most MAX_NAME characters; None
+    for anything else."""
+    name = " ".join((text or "").split())
+    return name if 0 < len(name) <= MAX_NAME and name.isprintable() else None
 
 
 def is_loopback(host: str) -> bool:

@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from fastapi import HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from milimo.context import Context
@@ -18,7 +19,7 @@ from storyboards.seams import SeamThresholds, seam_verdict
 from storyboards.store import Store
 
 from .jobs import Jobs
-from .security import CSRF_COOKIE, LOOPBACK_NAMES, new_csrf
+from .security import CSRF_COOKIE, FLASH_COOKIE, LOOPBACK_NAMES, USER_COOKIE, display_name, new_csrf
 
 HERE = Path(__file__).parent
 
@@ -44,9 +45,32 @@ class DashboardState:
 
     def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
         csrf = request.cookies.get(CSRF_COOKIE) or new_csrf()
+        flash = unquote(request.cookies.get(FLASH_COOKIE, ""))
         response = self.templates.TemplateResponse(
-            request, name, {**context, "csrf": csrf, "read_only": self.settings.read_only}, status_code=status)
+            request, name, {"message": flash or None, **context, "csrf": csrf, "read_only": self.settings.read_only,
+                            "user": self.user_of(request), "here": request.url.path}, status_code=status)
         response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
+        if flash:
+            response.delete_cookie(FLASH_COOKIE)
+        return response
+
+    @staticmethod
+    def user_of(request: Request) -> str | None:
+        """Who is acting: the display name this browser gave (asked once, kept in a cookie)."""
+        return display_name(unquote(request.cookies.get(USER_COOKIE, "")))
+
+    def acting_user(self, request: Request) -> str:
+        user = self.user_of(request)
+        if user is None:
+            raise HTTPException(400, "say who you are first: give your name at the top of the page; every "
+                                     "decision records who made it")
+        return user
+
+    @staticmethod
+    def done(url: str, said: str) -> RedirectResponse:
+        """After an action: back to a page, which shows what the action said once."""
+        response = RedirectResponse(url, status_code=303)
+        response.set_cookie(FLASH_COOKIE, quote(said[:500], safe=""), httponly=True, samesite="strict")
         return response
 
     async def form_of(self, request: Request) -> dict[str, str]:
@@ -100,6 +124,4 @@ def board_state(request: Request) -> DashboardState:
 
 
 def quoted(text: object) -> str:
-    from urllib.parse import quote
-
     return quote(str(text), safe="")

@@ -160,7 +160,11 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
     page.fill("input[name=seed]", "123")
     page.fill("textarea[name=prompt]", XSS)
     page.click("form.rerender button[type=submit]")
+    assert "rerender of lamp-close" in page.locator(".message").inner_text()  # said at once, once
+    # Typing while it renders: the page updates in place and never loses the text.
+    page.fill("textarea[name=negative_prompt]", "typed while it renders")
     page.wait_for_selector('tr.take[data-number="2"][data-status="succeeded"]', timeout=180_000)
+    assert page.input_value("textarea[name=negative_prompt]") == "typed while it renders"
     assert page.locator('tr.take[data-number="2"] td.prompt').first.inner_text() == XSS
     assert page.locator("td.prompt img").count() == 0 and dialogs == []
     # The take is recorded a moment before the render lets go of the shot; until then the page's live state
@@ -174,8 +178,13 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
     page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close?a=1&b=2")
     assert page.locator(".compare video").count() == 2 and "seed" in page.locator("table.diff").inner_text()
     screenshot(page, "dashboard-shot.png", tmp_path)
+    assert page.locator("form.verdict").count() == 0  # no name given yet: nothing to decide with
+    page.fill("header input[name=name]", "Ada")
+    page.click("header form.whoami button")
+    assert page.locator("#user").inner_text() == "Ada"
     page.click("text=Pin take 1")
-    page.wait_for_url("**/s/lighthouse?message=*")
+    page.wait_for_url(f"{dashboard_url}/s/lighthouse")
+    assert "Ada pinned lamp-close take 1" in page.locator(".message").inner_text()
     card = page.locator('.card[data-shot="lamp-close"]')
     assert card.get_attribute("data-take") == "1" and "pinned" in card.inner_text()
     assert store.current_take("lighthouse", "lamp-close").number == 1
@@ -183,6 +192,116 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
     page.wait_for_timeout(2000)  # a poll or two: the pinned take stays current
     assert page.locator('.card[data-shot="lamp-close"]').get_attribute("data-take") == "1"
     assert dialogs == []
+
+
+def test_two_directors_review_one_shot_and_neither_decision_is_lost(browser, dashboard_url, rendered, tmp_path):
+    """Ada and Ben, each in a browser of their own, open the same shot. Ada approves; Ben, on the page he opened
+    before, asks for changes: he is told what Ada did, and nothing of his is stored. Notes from both are kept and
+    shown at their frames, escaped; the storyboard's card says the verdict."""
+    store = Store.open(rendered["db"])
+    shot_url = f"{dashboard_url}/s/lighthouse/shot/harbour"
+    pages = {}
+    for who in ("Ada", "Ben"):
+        page = browser.new_context(viewport={"width": 390, "height": 844}).new_page()  # a phone's width
+        page.goto(shot_url)
+        page.fill("header input[name=name]", who)
+        page.click("header form.whoami button")
+        assert page.locator("#user").inner_text() == who
+        pages[who] = page
+    ada, ben = pages["Ada"], pages["Ben"]
+    assert ada.evaluate("document.documentElement.scrollWidth") <= 400  # the viewport meta: no 980 px page
+
+    ada.fill('article[data-number="1"] form.verdict input[name=note]', "the light is right")
+    ada.click('article[data-number="1"] button[value=approve]')
+    assert "Ada marked harbour take 1 approved" in ada.locator(".message").inner_text()
+    assert ada.locator('article[data-number="1"]').get_attribute("data-review") == "approved"
+
+    ben.click('article[data-number="1"] button[value=needs-changes]')  # his page still shows it pending
+    said = ben.locator(".message").inner_text()
+    assert "since this page was shown, Ada marked take 1 approved" in said and "nothing was changed" in said
+    assert ben.locator('article[data-number="1"]').get_attribute("data-review") == "approved"  # the page now
+    review = next(r for r in store.reviews("lighthouse") if r.shot_id == "harbour")
+    assert (review.state, review.by, [h[1] for h in review.history]) == ("approved", "Ada", ["Ada"])
+
+    ben.fill('article[data-number="1"] textarea[name=text]', "boat too fast " + XSS)
+    ben.fill('article[data-number="1"] input[name=frame]', "9999")
+    ben.click('article[data-number="1"] form.note button')
+    assert "is not in the take" in ben.locator('[data-error="note-1"]').inner_text()
+    ben.fill('article[data-number="1"] textarea[name=text]', "boat too fast " + XSS)
+    ben.fill('article[data-number="1"] input[name=frame]', "3-5")
+    ben.click('article[data-number="1"] form.note button')
+    ada.reload()
+    notes = ada.locator('article[data-number="1"] .notes li')
+    assert notes.count() == 2 and "frame 3-5" in notes.nth(1).inner_text() and "Ben" in notes.nth(1).inner_text()
+    assert ada.locator(".notes img").count() == 0
+    screenshot(ada, "dashboard-review.png", tmp_path)
+
+    ada.goto(f"{dashboard_url}/s/lighthouse")
+    card = ada.locator('.card[data-shot="harbour"] .review')
+    assert card.get_attribute("data-review") == "approved" and "Ada" in card.inner_text() \
+        and "2 notes" in card.inner_text()
+    # Contrast of every button from its computed colours (WCAG AA: 4.5:1 for text).
+    ratio = ada.evaluate("""() => {
+        const lum = c => { const [r, g, b] = c.match(/\\d+/g).slice(0, 3).map(v => v / 255)
+            .map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+            return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        return Math.min(...[...document.querySelectorAll("button")].map(button => {
+            const s = getComputedStyle(button);
+            const [a, b] = [lum(s.color), lum(s.backgroundColor)].sort((x, y) => y - x);
+            return (a + 0.05) / (b + 0.05); })); }""")
+    assert ratio >= 4.5, ratio
+
+
+def test_decisions_need_a_name_and_a_stale_page_is_told(rendered):
+    client = _client(rendered)
+    client.get("/s/lighthouse/shot/harbour-pan")
+    csrf, origin = client.cookies.get("milimo_csrf"), {"Origin": "http://127.0.0.1:8765"}
+    nameless = client.post("/s/lighthouse/shot/harbour-pan/review", data={"csrf": csrf, "take": "1",
+                                                                        "verdict": "reject"}, headers=origin)
+    assert nameless.status_code == 400 and "give your name" in nameless.text
+    named = client.post("/whoami", data={"csrf": csrf, "name": "Cy", "next": "//evil.example/"}, headers=origin,
+                        follow_redirects=False)
+    assert named.status_code == 303 and named.headers["location"] == "/"  # back to this dashboard only
+    store = Store.open(rendered["db"])
+    seen = store.decision_mark("lighthouse", "harbour-pan").token
+    store.review_take("lighthouse", "harbour-pan", 1, store_state("needs changes"), "Dee")  # meanwhile, elsewhere
+    stale = client.post("/s/lighthouse/shot/harbour-pan/pin", data={"csrf": csrf, "take": "1", "seen": seen},
+                        headers=origin)
+    assert stale.status_code == 409 and "Dee marked take 1 needs changes" in stale.text
+    assert store.pinned_at("lighthouse", "harbour-pan") is None
+    fresh = store.decision_mark("lighthouse", "harbour-pan").token
+    done = client.post("/s/lighthouse/shot/harbour-pan/review", data={"csrf": csrf, "take": "1", "seen": fresh,
+                                                                     "verdict": "reject"}, headers=origin,
+                       follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == "/s/lighthouse/shot/harbour-pan"
+    assert next(r for r in store.reviews("lighthouse", "harbour-pan")).by == "Cy"
+    assert "INJECTED" not in client.get("/s/lighthouse?message=INJECTED").text  # a URL's text is never shown
+
+
+def test_two_quick_rerenders_of_a_shot_make_two_takes(browser, dashboard_url, rendered):
+    """Seed 11, then seed 12 a moment later, before the first render has started: each is a take of its own."""
+    store = Store.open(rendered["db"])
+    before = len(store.takes("lighthouse", "harbour-pan"))
+    page = browser.new_page()
+    for seed in ("11", "12"):
+        page.goto(f"{dashboard_url}/s/lighthouse/shot/harbour-pan")
+        page.fill("input[name=seed]", seed)
+        page.click("form.rerender button[type=submit]")
+        assert "rerender of harbour-pan" in page.locator(".message").inner_text()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        takes = store.takes("lighthouse", "harbour-pan")[before:]
+        if len(takes) >= 2 and all(t.status not in ("running", "pending") for t in takes):
+            break
+        time.sleep(1)
+    specs = store.specs_by_hash(t.spec_hash for t in takes)
+    assert sorted((specs[t.spec_hash]["seed"], t.status) for t in takes) == [(11, "succeeded"), (12, "succeeded")]
+
+
+def store_state(value: str):
+    from storyboards.store import ReviewState
+
+    return ReviewState(value)
 
 
 def test_cancel_stops_a_running_render_at_its_next_step(rendered):
@@ -203,7 +322,8 @@ def test_cancel_stops_a_running_render_at_its_next_step(rendered):
     assert "rendering (stage1 step" in page.text
     answer = client.post("/s/lighthouse/cancel", data={"csrf": client.cookies.get("milimo_csrf")},
                          headers={"Origin": "http://127.0.0.1:8765"}, follow_redirects=False)
-    assert answer.status_code == 303 and "asked%201%20render" in answer.headers["location"]
+    assert answer.status_code == 303 and answer.headers["location"] == "/s/lighthouse"
+    assert "asked 1 render(s) to stop" in client.get("/s/lighthouse").text
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert store.takes("lighthouse", "lighthouse-wide")[-1].status == "cancelled"

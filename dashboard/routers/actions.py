@@ -1,22 +1,28 @@
-"""What a director does: rerender from a shot with new settings, pin a take, render, cancel. Each behind the
-CSRF token and the app's guard (token, same origin, not read-only); renders start through `Jobs`, as one
-`RenderRequest`."""
+"""What a director does: say who they are, rerender from a shot with new settings, pin, approve, ask for changes
+or reject a take, note a frame, render, cancel. Each behind the CSRF token and the app's guard (token, same
+origin, not read-only); every decision records who (the name this browser gave) and is refused, not applied,
+when another was made since the page was shown. Renders start through `Jobs`, as one `RenderRequest`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
-from storyboards.errors import UnknownShot
+from storyboards.errors import DecisionChanged, ReviewError, UnknownShot
 from storyboards.fields import check
 from storyboards.overrides import OverrideError, parse_assignments
+from storyboards.store import ReviewState
+from storyboards.store.records import frame_span
 
+from ..security import USER_COOKIE, display_name
 from ..state import DashboardState, board_state, quoted, row_id
 from .shots import RERENDER_FIELDS, shot_context
 
 router = APIRouter()
+VERDICTS = {"approve": ReviewState.approved, "needs-changes": ReviewState.needs_changes,
+            "reject": ReviewState.rejected}
 
 
 def _overrides(values: dict[str, str], spec_now: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -39,6 +45,24 @@ def _overrides(values: dict[str, str], spec_now: dict[str, Any]) -> tuple[dict[s
     return overrides, errors
 
 
+def _shot_url(name: str, shot_id: str) -> str:
+    return f"/s/{quoted(name)}/shot/{quoted(shot_id)}"
+
+
+@router.post("/whoami")
+async def whoami(request: Request, state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
+    """The display name this browser acts under, asked once and kept in a cookie."""
+    form = await state.form_of(request)
+    name = display_name(form.get("name"))
+    back = form.get("next", "/")
+    back = back if back.startswith("/") and not back.startswith("//") else "/"
+    if name is None:
+        return state.done(back, "give a name of 1 to 60 printable characters")
+    response = state.done(back, f"you are {name} here; your decisions record that name")
+    response.set_cookie(USER_COOKIE, quoted(name), httponly=True, samesite="strict", max_age=400 * 86400)
+    return response
+
+
 @router.post("/s/{name}/shot/{shot_id}/rerender")
 async def rerender(request: Request, name: str, shot_id: str,
                    state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
@@ -52,8 +76,15 @@ async def rerender(request: Request, name: str, shot_id: str,
         return state.page(request, "shot.html", shot_context(state, name, shot_id, errors=errors, values=values),
                           status=422)
     said = state.jobs.rerender(name, state.source_of(name, source), shot_id, overrides)
-    return RedirectResponse(f"/s/{quoted(name)}/shot/{quoted(shot_id)}?message=rerender+{quoted(said)}",
-                            status_code=303)
+    return state.done(_shot_url(name, shot_id), f"rerender of {shot_id}: {said}")
+
+
+def _refused(request: Request, state: DashboardState, name: str, shot_id: str, exc: Exception,
+             errors: dict[str, str] | None = None) -> Response:
+    """The shot page again, as it is now, saying why nothing was changed."""
+    status = 409 if isinstance(exc, DecisionChanged) else 422
+    return state.page(request, "shot.html", shot_context(state, name, shot_id, errors=errors, message=str(exc)),
+                      status=status)
 
 
 @router.post("/s/{name}/shot/{shot_id}/pin")
@@ -61,12 +92,59 @@ async def pin(request: Request, name: str, shot_id: str,
               state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
     form = await state.form_of(request)
     state.known(name)
+    user = state.acting_user(request)
     try:
-        stale = state.store.pin_take(name, shot_id, row_id(form.get("take", ""), "take"))
+        stale = state.store.pin_take(name, shot_id, row_id(form.get("take", ""), "take"), by=user,
+                                     seen=form.get("seen") or None)
+    except DecisionChanged as exc:
+        return _refused(request, state, name, shot_id, exc)
     except (UnknownShot, ValueError) as exc:
         raise HTTPException(404 if isinstance(exc, UnknownShot) else 409, str(exc)) from None
-    note = f"pinned {shot_id} take {form.get('take')}" + (f"; now stale: {', '.join(stale)}" if stale else "")
-    return RedirectResponse(f"/s/{quoted(name)}?message={quoted(note)}", status_code=303)
+    note = f"{user} pinned {shot_id} take {form.get('take')}" + (f"; now stale: {', '.join(stale)}" if stale else "")
+    return state.done(f"/s/{quoted(name)}", note)
+
+
+@router.post("/s/{name}/shot/{shot_id}/review")
+async def review(request: Request, name: str, shot_id: str,
+                 state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
+    form = await state.form_of(request)
+    state.known(name)
+    user = state.acting_user(request)
+    verdict = VERDICTS.get(form.get("verdict", ""))
+    if verdict is None:
+        raise HTTPException(422, f"no verdict {form.get('verdict', '')[:40]!r}; approve, needs-changes or reject")
+    number = row_id(form.get("take", ""), "take")
+    try:
+        stale = state.store.review_take(name, shot_id, number, verdict, user, note=form.get("note", "").strip() or None,
+                                        seen=form.get("seen") or None)
+    except ReviewError as exc:
+        return _refused(request, state, name, shot_id, exc)
+    except UnknownShot:
+        raise HTTPException(404, f"no shot {shot_id!r} in {name!r}") from None
+    said = f"{user} marked {shot_id} take {number} {verdict.value}"
+    if verdict is ReviewState.approved:
+        said += "; it is the shot's chosen take" + (f"; now stale: {', '.join(stale)}" if stale else "")
+    return state.done(_shot_url(name, shot_id), said)
+
+
+@router.post("/s/{name}/shot/{shot_id}/note")
+async def note(request: Request, name: str, shot_id: str,
+               state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
+    form = await state.form_of(request)
+    state.known(name)
+    user = state.acting_user(request)
+    number = row_id(form.get("take", ""), "take")
+    frame: tuple[int, int | None] = (-1, None)
+    try:
+        if form.get("frame", "").strip():
+            frame = frame_span(form["frame"])
+        added = state.store.add_note(name, shot_id, number, form.get("text", ""), user,
+                                     frame=frame[0] if frame[0] >= 0 else None, frame_end=frame[1])
+    except (ReviewError, ValueError) as exc:
+        return _refused(request, state, name, shot_id, exc, errors={f"note-{number}": str(exc)})
+    except UnknownShot:
+        raise HTTPException(404, f"no shot {shot_id!r} in {name!r}") from None
+    return state.done(_shot_url(name, shot_id), f"{user} noted {shot_id} take {number} at {added.where}")
 
 
 @router.post("/s/{name}/render")
@@ -74,7 +152,7 @@ async def render(request: Request, name: str, state: DashboardState = Depends(bo
     await state.form_of(request)
     _, _, source = state.known(name)
     said = state.jobs.render(name, state.source_of(name, source))
-    return RedirectResponse(f"/s/{quoted(name)}?message={quoted('render ' + said)}", status_code=303)
+    return state.done(f"/s/{quoted(name)}", f"render {said}")
 
 
 @router.post("/s/{name}/cancel")
@@ -83,4 +161,4 @@ async def cancel(request: Request, name: str, state: DashboardState = Depends(bo
     state.known(name)
     pids = state.jobs.cancel(name, [t.host for t in state.store.running_takes(name)])
     note = f"asked {len(pids)} render(s) to stop at their next step" if pids else "nothing was rendering"
-    return RedirectResponse(f"/s/{quoted(name)}?message={quoted(note)}", status_code=303)
+    return state.done(f"/s/{quoted(name)}", note)

@@ -53,21 +53,21 @@ def board_context(state: DashboardState, name: str) -> dict[str, Any]:
     leased = state.store.leased(name)
     seams = state.seams_of(name)
     specs = state.store.specs_by_hash(r.spec_hash for r in rows if r.spec_hash)
+    reviews = {r.shot_id: r for r in state.store.reviews(name) if r.current}
     cards = []
     for r in rows:
         spec = specs.get(r.spec_hash or "", {})
         cards.append({"row": r, "state": card_state(r, leased), "seam": seams.get(r.shot_id),
                       "seconds": (r.outputs.frames or spec.get("num_frames") or 0) / (spec.get("fps") or 24),
-                      "seed": spec.get("seed"), "continues": r.predecessor})
+                      "seed": spec.get("seed"), "continues": r.predecessor, "review": reviews.get(r.shot_id)})
     return {"name": name, "revision": revision, "source": source, "cards": cards,
             "has_preview": state.layout.preview(name).is_file(),
             "has_sheet": state.layout.contact_sheet(name).is_file()}
 
 
 @router.get("/s/{name}", response_class=HTMLResponse)
-def storyboard(request: Request, name: str, message: str | None = None,
-               state: DashboardState = Depends(board_state)) -> HTMLResponse:  # noqa: B008
-    return state.page(request, "storyboard.html", {**board_context(state, name), "message": message})
+def storyboard(request: Request, name: str, state: DashboardState = Depends(board_state)) -> HTMLResponse:  # noqa: B008
+    return state.page(request, "storyboard.html", board_context(state, name))
 
 
 @router.get("/api/s/{name}/state")

@@ -40,9 +40,12 @@ def shot_context(state: DashboardState, name: str, shot_id: str, a: int | None =
         diff = [(k, left["spec"].get(k), right["spec"].get(k)) for k in keys
                 if left["spec"].get(k) != right["spec"].get(k)]
     defaults = {k: spec_now.get(k, "") for k in RERENDER_FIELDS}
+    reviews = {r.take_number: r for r in state.store.reviews(name, shot_id)}
+    mark = state.store.decision_mark(name, shot_id)
     return {"name": name, "shot_id": shot_id, "takes": rows, "left": left, "right": right, "diff": diff,
-            "errors": errors or {}, "values": {**defaults, **(values or {})}, "message": message,
-            "pinned_at": state.store.pinned_at(name, shot_id)}
+            "errors": errors or {}, "values": {**defaults, **(values or {})},
+            **({"message": message} if message else {}), "reviews": reviews,
+            "seen": mark.token, "decided": mark.said}
 
 
 @router.get("/s/{name}/shot/{shot_id}", response_class=HTMLResponse)

@@ -1,11 +1,31 @@
-// Live state: poll the storyboard's state every 1.5 s; update each card's status, and reload the page when a
-// shot's current take changes (a new take finished, or one was pinned) so thumbnails and takes are current.
+// Live state: poll the storyboard's state every 1.5 s and update each card's status. On a storyboard, a card
+// whose current take changed (a new take finished, or one was pinned) reloads the page so thumbnails are current.
+// On a shot page nothing reloads: the takes table and the review section are fetched and swapped in place, the
+// review section only while nobody is typing in it, and the rerender form is never touched.
 (function () {
   const holder = document.getElementById("strip") || document.getElementById("takes");
   if (!holder) return;
   const url = holder.dataset.stateUrl;
   const onShot = holder.id === "takes" ? holder.dataset.shot : null;
   let last = null;
+
+  function busy(section) {
+    if (!section) return false;
+    if (section.contains(document.activeElement) && document.activeElement !== document.body) return true;
+    return [...section.querySelectorAll("input:not([type=hidden]), textarea")].some(f => f.value !== "");
+  }
+
+  async function refreshShot() {
+    const response = await fetch(location.pathname + location.search, {credentials: "same-origin"});
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    const takes = fresh.getElementById("takes");
+    if (takes) document.getElementById("takes").replaceWith(takes);
+    const review = document.getElementById("review");
+    const freshReview = fresh.getElementById("review");
+    if (review && freshReview && !busy(review)) review.replaceWith(freshReview);
+  }
+
   async function tick() {
     try {
       const response = await fetch(url, {credentials: "same-origin"});
@@ -13,7 +33,7 @@
       const state = await response.json();
       if (onShot) {
         const now = JSON.stringify(state[onShot]);
-        if (last !== null && now !== last) { location.reload(); return; }
+        if (last !== null && now !== last) await refreshShot();
         last = now;
         return;
       }

@@ -10,6 +10,7 @@ import json
 
 from milimo.context import Context
 from storyboards.store import ReviewState, TakeReview
+from storyboards.store.records import frame_span
 
 from .args import add_out, add_storyboard, positive_int
 from .reads import board_name, open_store
@@ -74,15 +75,10 @@ def _when(at: object) -> str:
 
 
 def frames(text: str) -> tuple[int, int | None]:
-    """`N` or `A-B`: a frame of the take's media, or a range of them (first to last, both included)."""
-    first, dash, last = text.partition("-")
     try:
-        start, end = int(first), int(last) if dash else None
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a frame (N) or a frame range (A-B)") from None
-    if start < 0 or (end is not None and end < start):
-        raise argparse.ArgumentTypeError(f"{text!r}: frames count from 0, the first before the last")
-    return start, end
+        return frame_span(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _take_arguments(p: argparse.ArgumentParser) -> None:

@@ -174,6 +174,29 @@ class TakeReview:
     history: tuple[tuple[str, str, datetime | None], ...] = ()
 
 
+@dataclass(frozen=True)
+class DecisionMark:
+    """Where a shot's decisions stand (its chosen take, its newest pin and review verdict), as a page saw them:
+    `token` goes back with the page's form, so a decision made meanwhile in another tab is not overwritten
+    unseen; `said` tells what that decision was."""
+
+    token: str
+    said: str | None
+
+
+def frame_span(text: str) -> tuple[int, int | None]:
+    """`N` or `A-B`: a frame of a take's media, or a range of them (first to last, both included), counted
+    from 0. ValueError says what is wrong."""
+    first, dash, last = text.strip().partition("-")
+    try:
+        start, end = int(first), int(last) if dash else None
+    except ValueError:
+        raise ValueError(f"{text!r} is not a frame (N) or a frame range (A-B)") from None
+    if start < 0 or (end is not None and end < start):
+        raise ValueError(f"{text!r}: frames count from 0, the first before the last")
+    return start, end
+
+
 def aware(dt: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything the store writes is UTC."""
     return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt

@@ -8,19 +8,22 @@ from sqlalchemy.orm import Session
 
 from ..errors import ReviewError
 from .base import StoreBase
+from .decisions import check_seen, decision_mark
 from .models import ReviewRow, ReviewState, ShotRow, TakeRow, TakeStatus
-from .records import NoteView, TakeReview, aware
+from .records import DecisionMark, NoteView, TakeReview, aware
 from .takes import choose_take
 
 
 class ReviewsMixin(StoreBase):
     def review_take(self, storyboard: str, shot_id: str, number: int, state: ReviewState, author: str,
-                    note: str | None = None) -> list[str]:
+                    note: str | None = None, seen: str | None = None) -> list[str]:
         """Give take `number` of the shot `state`, with an optional note beside it. Approving makes the take the
         shot's chosen one (as `pin_take`, and a take that finishes later does not replace it); the shots after it in
-        its chain then continued from another take and are stale. Returns those shot ids."""
+        its chain then continued from another take and are stale. Returns those shot ids. With `seen` (a
+        `decision_mark` token), refuses with `DecisionChanged` when another decision was made since."""
         with self.session.begin() as s:
             shot, take = self._reviewed_take(s, storyboard, shot_id, number)
+            check_seen(s, shot, seen)
             if state is ReviewState.approved and take.status not in (TakeStatus.succeeded, TakeStatus.stale):
                 raise ReviewError(f"{storyboard}: {shot_id} take {number} is {take.status.value}",
                                   "approve a finished take (`milimo takes` lists them)")
@@ -51,11 +54,12 @@ class ReviewsMixin(StoreBase):
             s.flush()
             return NoteView(row.id, row.text or "", author, aware(row.created_at), frame, frame_end)
 
-    def reviews(self, storyboard: str) -> list[TakeReview]:
-        """Every take of the storyboard's active shots that has a review event, and every current take (pending
-        until someone reviews it), in shot order then take number; with its notes, oldest first."""
+    def reviews(self, storyboard: str, shot_id: str | None = None) -> list[TakeReview]:
+        """Every take of the storyboard's active shots (or of `shot_id` alone) that has a review event, and every
+        current take (pending until someone reviews it), in shot order then take number; with its notes, oldest
+        first."""
         with self.session() as s:
-            shots = self._shots(s, storyboard)
+            shots = [r for r in self._shots(s, storyboard) if shot_id is None or r.shot_id == shot_id]
             by_pk = {r.id: r for r in shots}
             takes = {t.id: t for t in s.scalars(select(TakeRow).where(TakeRow.shot_pk.in_(list(by_pk))))}
             events: dict[int, list[ReviewRow]] = {}
@@ -78,6 +82,11 @@ class ReviewsMixin(StoreBase):
                     tuple((r.state.value, r.author, aware(r.created_at)) for r in states if r.state is not None)))
             return out
 
+    def decision_mark(self, storyboard: str, shot_id: str) -> DecisionMark:
+        """Where the shot's decisions stand now; a page sends its `token` back with the decision it asks for."""
+        with self.session() as s:
+            return decision_mark(s, self._shot(s, storyboard, shot_id))
+
     def _reviewed_take(self, s: Session, storyboard: str, shot_id: str, number: int) -> tuple[ShotRow, TakeRow]:
         shot = self._shot(s, storyboard, shot_id, lock=True)
         take = s.scalar(select(TakeRow).where(TakeRow.shot_pk == shot.id, TakeRow.number == number))
@@ -86,3 +95,4 @@ class ReviewsMixin(StoreBase):
             raise ReviewError(f"{storyboard}: {shot_id} has no take {number}",
                               f"use one of its takes {numbers}" if numbers else "render the shot first")
         return shot, take
+

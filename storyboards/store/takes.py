@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from ..errors import UnknownShot
 from .artifacts import stored_path
 from .base import StoreBase
+from .decisions import check_seen
 from .models import ArtifactRow, ShotRow, TakeRow, TakeStatus, utcnow
 from .records import PATH_KEYS, aware, end_take
 
@@ -77,11 +78,14 @@ class TakesMixin(StoreBase):
             if not pinned_while_running(shot, take):
                 shot.current_take_id, shot.pinned_take_id, shot.pinned_at, shot.pinned_by = take.id, None, None, None
 
-    def pin_take(self, storyboard: str, shot_id: str, number: int, by: str | None = None) -> list[str]:
+    def pin_take(self, storyboard: str, shot_id: str, number: int, by: str | None = None,
+                 seen: str | None = None) -> list[str]:
         """Make take `number` the shot's current take and record the pin (when, which, by whom). The shots after it
-        in its chain continued from another take: their current takes become stale. Returns those shot ids."""
+        in its chain continued from another take: their current takes become stale. Returns those shot ids. With
+        `seen` (a `decision_mark` token), refuses with `DecisionChanged` when another decision was made since."""
         with self.session.begin() as s:
             shot = self._shot(s, storyboard, shot_id, lock=True)
+            check_seen(s, shot, seen)
             take = s.scalar(select(TakeRow).where(TakeRow.shot_pk == shot.id, TakeRow.number == number))
             if take is None:
                 raise UnknownShot(storyboard, f"{shot_id} take {number}", [])
