@@ -17,7 +17,15 @@ from milimo_engine.errors import (
     ModelFileError,
     RenderCancelled,
 )
-from storyboards.errors import Interrupted, MilimoError, OverrideError, ShotsFailed, StoreError, UnknownShot
+from storyboards.errors import (
+    DecisionChanged,
+    Interrupted,
+    MilimoError,
+    OverrideError,
+    ShotsFailed,
+    StoreError,
+    UnknownShot,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ TABLE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int, i
     (UnknownShot, 2, 404, "Failed", True),
     (StoreError, 2, 503, "Failed", True),
     (OverrideError, 2, 422, "Failed", True),
+    (DecisionChanged, 2, 409, "Failed", True),  # someone decided since the page was shown: look again
     (MilimoError, 2, 422, "Failed", True),
     ((ModelFileError, InvalidRequestError, HandoffError, MissingComponentError), 2, 422, "Failed", True),
     (FileExistsError, 2, 409, "Failed", True),

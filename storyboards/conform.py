@@ -26,6 +26,7 @@ from .ale import TAKE_COLUMNS, ale_text, take_entries
 from .deliver import edl_text, fitted, xml_text
 from .editorial import counts_drop_frame
 from .load import Storyboard, write_timeline
+from .markers import NoteMarker, note_markers
 from .paths import OutputLayout
 from .schema import NAMESPACE
 
@@ -36,6 +37,8 @@ class TakeSource(Protocol):
     def status(self, storyboard: str) -> list[Any]: ...
 
     def takes_by_shot(self, storyboard: str) -> dict[str, list[Any]]: ...
+
+    def reviews(self, storyboard: str) -> list[Any]: ...
 
 SOUND_TRACK = "milimo audio"  # the takes' sound, clip for clip under the shots
 EXPORT_FORMATS = {"otio": ("otio_json", ".otio"), "otioz": ("otioz", ".otioz"), "fcp_xml": ("fcp_xml", ".xml"),
@@ -60,6 +63,9 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
     status = {r.shot_id: r.status for r in rows}
     current_ids = {r.shot_id: r.take_id for r in rows}
     every_take = store.takes_by_shot(board.name)  # one read for the whole cut, not two per shot
+    review_markers: dict[str, list[NoteMarker]] = {}
+    for marker in note_markers(board, rows, store.reviews(board.name)):
+        review_markers.setdefault(marker.shot_id, []).append(marker)
     clips = board.clips(timeline)
     audio_refs: dict[int, tuple[dict, str]] = {}
     for shot, clip in zip(board.shots, clips, strict=False):
@@ -84,6 +90,8 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
         else:  # offline, a clip of its own: never the cut's plate, never one file shared by every unrendered shot
             clip.media_reference = otio.schema.MissingReference(name=f"{shot.shot_id} (not rendered)",
                                                                 metadata={NAMESPACE: {"shot_id": shot.shot_id}})
+        for marker in review_markers.get(shot.shot_id, []):
+            clip.markers.append(_review_marker(marker, shot.record_in, source, board.fps))
         meta = dict(clip.metadata.get(NAMESPACE, {}))
         meta["render"] = record
         clip.metadata[NAMESPACE] = meta
@@ -103,6 +111,25 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
             audio.append(otio.schema.Gap(duration=item.duration()))
     timeline.tracks.append(audio)
     return timeline
+
+
+OTIO_COLOURS = {"Green": otio.schema.MarkerColor.GREEN, "Yellow": otio.schema.MarkerColor.YELLOW,
+                "Red": otio.schema.MarkerColor.RED, "Blue": otio.schema.MarkerColor.BLUE,
+                "Cyan": otio.schema.MarkerColor.CYAN}
+
+
+def _review_marker(marker: NoteMarker, record_in: int, source: otio.opentime.TimeRange,
+                   fps: float) -> otio.schema.Marker:
+    """A verdict or note as a marker on its clip, at the frames of the cut it is about (the clip's media time)."""
+    rate = source.start_time.rate
+    offset = otio.opentime.RationalTime(marker.record_in - record_in, fps).rescaled_to(rate)
+    return otio.schema.Marker(
+        name=marker.name, color=OTIO_COLOURS.get(marker.colour, otio.schema.MarkerColor.BLUE),
+        marked_range=otio.opentime.TimeRange(source.start_time + offset,
+                                             otio.opentime.RationalTime(marker.frames, fps).rescaled_to(rate)),
+        metadata={NAMESPACE: {"review": marker.review, "author": marker.author, "take": marker.take,
+                              "where": marker.where, "note": marker.text,
+                              "at": marker.at.isoformat() if marker.at else None}})
 
 
 def _take_reference(take: Any, shot: Any, source: otio.opentime.TimeRange,

@@ -105,8 +105,6 @@ class DecisionChanged(ReviewError):
     """Someone else decided on the shot (a pin, a verdict) after the page asking was shown; nothing was changed,
     so no decision is overwritten unseen."""
 
-    exit_code = 3  # not bad input: a conflict; the dashboard answers 409
-
 
 class ConfigError(MilimoError):
     """Configuration or environment: a path, a model folder, an option that cannot work as given."""

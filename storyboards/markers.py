@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
 from .ale import cell
 from .editorial import timecode
@@ -40,6 +43,96 @@ class Marker:
         return f"{self.shot_id}: {self.status}{take}" + (f" ({self.note})" if self.note else "")
 
 
+class Placed(Protocol):
+    """What a marker EDL event needs: where on the record, for how long, what it says, its colour."""
+
+    @property
+    def record_in(self) -> int: ...
+    @property
+    def frames(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def colour(self) -> str: ...
+
+
+REVIEW_COLOURS = {"approved": "Green", "needs changes": "Yellow", "rejected": "Red", "pending": "Blue"}
+NOTE_COLUMNS = ["shot_id", "clip", "take", "record_in", "record_out", "take_frame", "where", "author", "at",
+                "review", "note"]
+
+
+@dataclass(frozen=True)
+class NoteMarker:
+    """A review note (or verdict, `text` empty) on the chosen take of a shot, placed on the cut's record: a note
+    on frame f of the take's media sits at the shot's record in + f - the take's head handle."""
+
+    shot_id: str
+    clip: str
+    take: int
+    record_in: int
+    frames: int
+    take_frame: int | None  # of the take's media (handles included); None: the whole take
+    where: str
+    author: str
+    at: datetime | None
+    review: str
+    text: str
+
+    @property
+    def colour(self) -> str:
+        return REVIEW_COLOURS.get(self.review, "Blue") if not self.text else "Cyan"
+
+    @property
+    def name(self) -> str:
+        if not self.text:
+            return f"{self.shot_id} take {self.take}: {self.review} by {self.author}"
+        return f"{self.shot_id} take {self.take} {self.where}, {self.author}: {self.text}"
+
+
+def note_markers(board: Storyboard, rows: Sequence[Any], reviews: Sequence[Any]) -> list[NoteMarker]:
+    """The verdict and the notes of each shot's chosen take (`reviews`: the store's `TakeReview`s; `rows`: its
+    status rows, for each take's head handle), in cut order. A note in a handle, outside the cut, is placed on
+    the cut's nearest frame and says so."""
+    by_id = {r.shot_id: r for r in rows}
+    chosen = {r.shot_id: r for r in reviews if r.current}
+    out: list[NoteMarker] = []
+    for shot in board.shots:
+        review = chosen.get(shot.shot_id)
+        if review is None:
+            continue
+        row = by_id.get(shot.shot_id)
+        head = int(row.outputs.head or 0) if row is not None else 0
+        if review.by:
+            out.append(NoteMarker(shot.shot_id, shot.name, review.take_number, shot.record_in, shot.frames, None,
+                                  "take", review.by, review.at, review.state, ""))
+        for note in review.notes:
+            where, start, length = note.where, shot.record_in, shot.frames
+            if note.frame is not None:
+                last = note.frame_end if note.frame_end is not None else note.frame
+                first_cut, last_cut = note.frame - head, last - head
+                inside_first = min(max(first_cut, 0), shot.frames - 1)
+                inside_last = min(max(last_cut, inside_first), shot.frames - 1)
+                if (inside_first, inside_last) != (first_cut, last_cut):
+                    where += " (in a handle, outside the cut)"
+                start, length = shot.record_in + inside_first, inside_last - inside_first + 1
+            out.append(NoteMarker(shot.shot_id, shot.name, review.take_number, start, length, note.frame, where,
+                                  note.author, note.created_at, review.state, note.text))
+    return out
+
+
+def notes_csv(board: Storyboard, markers: Sequence[NoteMarker]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(NOTE_COLUMNS)
+    for m in markers:
+        writer.writerow([as_text(str(v)) for v in (
+            m.shot_id, m.clip, m.take, timecode(m.record_in, board.fps, board.drop_frame),
+            timecode(m.record_in + m.frames, board.fps, board.drop_frame),
+            "" if m.take_frame is None else m.take_frame, m.where, m.author,
+            m.at.strftime("%Y-%m-%d %H:%M:%S") if m.at else "", m.review, m.text)])
+    return buffer.getvalue()
+
+
 def markers_of(board: Storyboard, rows: list, notes: dict[str, list[str]]) -> list[Marker]:
     """One marker per shot of `board`, its state from `rows` (status rows by shot id), `notes` beside it."""
     by_id = {r.shot_id: r for r in rows}
@@ -57,7 +150,7 @@ def _safe(text: str) -> str:
     return cell(text).replace("|", "/")
 
 
-def markers_edl(board: Storyboard, markers: list[Marker]) -> str:
+def markers_edl(board: Storyboard, markers: Sequence[Placed]) -> str:
     """A CMX 3600 list of one-frame events, one per marker, each with Resolve's marker comment."""
     def tc(frame: int) -> str:
         return timecode(frame, board.fps, board.drop_frame)

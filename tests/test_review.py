@@ -97,3 +97,51 @@ def test_a_review_that_cannot_be_recorded_is_refused_naming_the_fix_and_nothing_
         assert message in last and (fix in last or fix in proc.stderr), (args, proc.stderr)
         assert "Traceback" not in proc.stderr, proc.stderr
     assert _review(rendered) == before
+
+
+def test_notes_go_back_to_the_editor_as_markers_on_the_cut(rendered, tmp_path):
+    """The chosen take's verdict and notes: in `milimo notes` (CSV, a Resolve marker EDL) at their record
+    timecode, and on the conformed timeline's clip (OTIO and FCP XML, read back with OpenTimelineIO)."""
+    import csv
+    import io
+
+    import opentimelineio as otio
+
+    board, where = rendered["board"], rendered["where"]
+    assert milimo("approve", board, "harbour", "1", *where, "--by", "Dee").returncode == 0
+    assert milimo("note", board, "harbour", "1", "lantern flickers", "--frame", "2", *where, "--by", "Eve"
+                  ).returncode == 0
+    # harbour starts the cut's second chain: its record in, from the storyboard itself.
+    from storyboards import load
+
+    shot = next(s for s in load(board).shots if s.shot_id == "harbour")
+    head = Store.open(rendered["db"]).current_take("lighthouse", "harbour").outputs.head or 0
+
+    listed = milimo("notes", board, *where, "--format", "csv")
+    assert listed.returncode == 0, listed.stderr
+    rows = [r for r in csv.DictReader(io.StringIO(listed.stdout)) if r["shot_id"] == "harbour"]
+    note = next(r for r in rows if r["note"] == "lantern flickers")
+    assert (note["author"], note["take"], note["take_frame"], note["review"]) == ("Eve", "1", "2", "approved")
+    verdict = next(r for r in rows if r["note"] == "")
+    assert (verdict["author"], verdict["review"]) == ("Dee", "approved")
+    from storyboards.editorial import timecode
+
+    assert note["record_in"] == timecode(shot.record_in + max(0, 2 - head), 24, False)
+
+    edl = tmp_path / "notes.edl"
+    written = milimo("notes", board, *where, "-o", edl)
+    assert written.returncode == 0 and "Timeline Markers from EDL" in written.stdout, written.stderr
+    assert "|M:harbour take 1 frame 2, Eve: lantern flickers" in edl.read_text()
+
+    for fmt, name in (("otio", "cut.otio"), ("fcp_xml", "cut.xml")):
+        out = tmp_path / name
+        done = milimo("conform", board, *where, "--format", fmt, "-o", out)
+        assert done.returncode == 0, done.stderr
+        timeline = otio.adapters.read_from_file(str(out))
+        clip = next(c for c in timeline.video_tracks()[0].find_clips() if c.name == shot.name)
+        names = [m.name for m in clip.markers]
+        assert any("lantern flickers" in n and "Eve" in n for n in names), (fmt, names)
+        assert any("approved by Dee" in n for n in names), (fmt, names)
+        marker = next(m for m in clip.markers if "lantern" in m.name)
+        offset = marker.marked_range.start_time - clip.source_range.start_time
+        assert round(offset.to_frames()) == max(0, 2 - head), fmt

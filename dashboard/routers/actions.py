@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
+from milimo.errors import outcome
 from storyboards.errors import DecisionChanged, ReviewError, UnknownShot
 from storyboards.fields import check
 from storyboards.overrides import OverrideError, parse_assignments
@@ -82,9 +83,8 @@ async def rerender(request: Request, name: str, shot_id: str,
 def _refused(request: Request, state: DashboardState, name: str, shot_id: str, exc: Exception,
              errors: dict[str, str] | None = None) -> Response:
     """The shot page again, as it is now, saying why nothing was changed."""
-    status = 409 if isinstance(exc, DecisionChanged) else 422
     return state.page(request, "shot.html", shot_context(state, name, shot_id, errors=errors, message=str(exc)),
-                      status=status)
+                      status=outcome(exc).http_status)
 
 
 @router.post("/s/{name}/shot/{shot_id}/pin")
@@ -137,10 +137,13 @@ async def note(request: Request, name: str, shot_id: str,
     frame: tuple[int, int | None] = (-1, None)
     try:
         if form.get("frame", "").strip():
-            frame = frame_span(form["frame"])
+            try:
+                frame = frame_span(form["frame"])
+            except ValueError as exc:
+                raise ReviewError(str(exc), "give a frame N or a range A-B of the take, or leave it empty") from None
         added = state.store.add_note(name, shot_id, number, form.get("text", ""), user,
                                      frame=frame[0] if frame[0] >= 0 else None, frame_end=frame[1])
-    except (ReviewError, ValueError) as exc:
+    except ReviewError as exc:
         return _refused(request, state, name, shot_id, exc, errors={f"note-{number}": str(exc)})
     except UnknownShot:
         raise HTTPException(404, f"no shot {shot_id!r} in {name!r}") from None

@@ -109,8 +109,6 @@ def verify(args: argparse.Namespace, context: Context) -> int:
 
 def markers(args: argparse.Namespace, context: Context) -> int:
     """Each shot as a marker at its record in, coloured by its state, for the editor's timeline."""
-    from milimo.targets import writable_target
-    from milimo_engine.atomic import atomic_write
     from storyboards.markers import markers_csv, markers_edl, markers_of
 
     board = board_of(args)
@@ -121,14 +119,29 @@ def markers(args: argparse.Namespace, context: Context) -> int:
     found = markers_of(board, rows, {r.shot_id: status_notes(r, seams.get(r.shot_id, []), latest.get(r.shot_id),
                                                              reviews.get(r.shot_id)) for r in rows})
     text = markers_edl(board, found) if args.format == "edl" else markers_csv(board, found)
+    return write_marker_list(args, text, f"{len(found)} marker(s), one per shot")
+
+
+def write_marker_list(args: argparse.Namespace, text: str, said: str) -> int:
+    """A marker list printed, or written to `-o` (atomically, never over the cut or its shot list)."""
+    from milimo.targets import writable_target
+    from milimo_engine.atomic import atomic_write
+
     if not args.output:
         print(text, end="")
         return 0
     target = atomic_write(writable_target(args.output, [args.storyboard, args.prompts], force=args.force,
                                           what="marker list"), text)
-    print(f"{target}: {len(found)} marker(s), one per shot" + (
+    print(f"{target}: {said}" + (
         " (DaVinci Resolve: Timeline > Import > Timeline Markers from EDL)" if args.format == "edl" else ""))
     return 0
+
+
+def add_marker_list_output(p: argparse.ArgumentParser, csv_rows: str) -> None:
+    p.add_argument("--format", choices=["edl", "csv"], default="edl",
+                   help=f"edl: a marker EDL DaVinci Resolve imports (default); csv: {csv_rows}")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: print it)")
+    p.add_argument("--force", action="store_true", help="replace an existing -o file")
 
 
 def preview(args: argparse.Namespace, context: Context) -> int:
@@ -228,10 +241,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("markers", help="each shot as a marker (shot id, state, take) for the editor's timeline")
     add_storyboard(p)
-    p.add_argument("--format", choices=["edl", "csv"], default="edl",
-                   help="edl: a marker EDL DaVinci Resolve imports (default); csv: one row per shot")
-    p.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: print it)")
-    p.add_argument("--force", action="store_true", help="replace an existing -o file")
+    add_marker_list_output(p, "one row per shot")
     add_out(p)
     p.set_defaults(func=markers)
 

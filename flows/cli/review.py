@@ -13,7 +13,7 @@ from storyboards.store import ReviewState, TakeReview
 from storyboards.store.records import frame_span
 
 from .args import add_out, add_storyboard, positive_int
-from .reads import board_name, open_store
+from .reads import add_marker_list_output, board_name, board_of, open_store, write_marker_list
 from .tables import print_table
 
 VERDICTS = {"approve": ReviewState.approved, "needs-changes": ReviewState.needs_changes,
@@ -64,6 +64,17 @@ def note(args: argparse.Namespace, context: Context) -> int:
     return 0
 
 
+def notes(args: argparse.Namespace, context: Context) -> int:
+    """The chosen takes' verdicts and notes as markers on the cut's record, for the editor."""
+    from storyboards.markers import markers_edl, note_markers, notes_csv
+
+    board = board_of(args)
+    store = open_store(args, context)
+    found = note_markers(board, store.status(board.name), store.reviews(board.name))
+    text = markers_edl(board, found) if args.format == "edl" else notes_csv(board, found)
+    return write_marker_list(args, text, f"{len(found)} marker(s): the chosen takes' verdicts and notes")
+
+
 def _json(r: TakeReview) -> dict[str, object]:
     out = dataclasses.asdict(r)
     out["history"] = [{"state": state, "by": by, "at": at} for state, by, at in r.history]
@@ -106,4 +117,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("text", help="the note")
     p.add_argument("--frame", type=frames, metavar="N|A-B", help="the frame (or range) of the take's media it is about")
     p.set_defaults(func=note)
+    p = sub.add_parser("notes", help="the chosen takes' verdicts and notes as markers at their record timecode, for "
+                                     "the editor's timeline")
+    add_storyboard(p)
+    add_marker_list_output(p, "one row per verdict or note")
+    add_out(p)
+    p.set_defaults(func=notes)
 
