@@ -242,6 +242,14 @@ def test_two_directors_review_one_shot_and_neither_decision_is_lost(browser, das
     card = ada.locator('.card[data-shot="harbour"] .review')
     assert card.get_attribute("data-review") == "approved" and "Ada" in card.inner_text() \
         and "2 notes" in card.inner_text()
+    # Filters stay in the URL: the shots with notes, then a text search.
+    ada.select_option("form.filters select[name=only]", "has-notes")
+    ada.click("form.filters button")
+    assert "only=has-notes" in ada.url and ada.locator(".card").count() == 1
+    assert ada.locator(".card").get_attribute("data-shot") == "harbour" and "1 of 5 shots" in ada.inner_text("#shown")
+    ada.goto(f"{dashboard_url}/s/lighthouse?q=PUSHES")  # in a prompt, whatever the case
+    assert [ada.locator(".card").nth(i).get_attribute("data-shot") for i in range(ada.locator(".card").count())] \
+        == ["lighthouse-push"]
     # Contrast of every button from its computed colours (WCAG AA: 4.5:1 for text).
     ratio = ada.evaluate("""() => {
         const lum = c => { const [r, g, b] = c.match(/\\d+/g).slice(0, 3).map(v => v / 255)

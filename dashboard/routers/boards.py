@@ -47,27 +47,51 @@ def index(request: Request, state: DashboardState = Depends(board_state)) -> HTM
     return state.page(request, "index.html", {"boards": boards})
 
 
-def board_context(state: DashboardState, name: str) -> dict[str, Any]:
+FILTERS = {  # what the storyboard page's state filter keeps
+    "failed": lambda c: c["state"]["state"] in ("failed", "cancelled", "missing"),
+    "stale": lambda c: c["state"]["state"] == "stale",
+    "flagged": lambda c: bool(c["seam"] and c["seam"]["flagged"]) or bool(c["seam_in"] and c["seam_in"]["flagged"]),
+    "not-approved": lambda c: c["review"] is None or c["review"].state != "approved",
+    "has-notes": lambda c: bool(c["review"] and c["review"].notes),
+}
+
+
+def board_context(state: DashboardState, name: str, only: str | None = None, text: str | None = None) -> dict[str, Any]:
+    """The storyboard's cards, in edit order; `only` (a FILTERS key) and `text` (in the shot id or prompt) keep
+    some of them."""
     _, revision, source = state.known(name)
     rows = state.store.status(name)
     leased = state.store.leased(name)
     seams = state.seams_of(name)
     specs = state.store.specs_by_hash(r.spec_hash for r in rows if r.spec_hash)
     reviews = {r.shot_id: r for r in state.store.reviews(name) if r.current}
-    cards = []
+    cards: list[dict[str, Any]] = []
     for r in rows:
         spec = specs.get(r.spec_hash or "", {})
         cards.append({"row": r, "state": card_state(r, leased), "seam": seams.get(r.shot_id),
+                      "seam_in": seams.get(r.predecessor or ""),
                       "seconds": (r.outputs.frames or spec.get("num_frames") or 0) / (spec.get("fps") or 24),
                       "seed": spec.get("seed"), "continues": r.predecessor, "review": reviews.get(r.shot_id)})
-    return {"name": name, "revision": revision, "source": source, "cards": cards,
+    shown = [c for c in cards if (only not in FILTERS or FILTERS[only](c)) and _matches(c, text)]
+    for before, card in zip([None, *shown], shown, strict=False):  # a link only between neighbours shown
+        card["linked"] = before is not None and card["continues"] == before["row"].shot_id
+    return {"name": name, "revision": revision, "source": source, "cards": shown, "total": len(cards),
+            "only": only if only in FILTERS else "", "text": text or "", "filters": list(FILTERS),
             "has_preview": state.layout.preview(name).is_file(),
             "has_sheet": state.layout.contact_sheet(name).is_file()}
 
 
+def _matches(card: dict[str, Any], text: str | None) -> bool:
+    if not text:
+        return True
+    needle = text.casefold()
+    return needle in card["row"].shot_id.casefold() or needle in (card["row"].prompt or "").casefold()
+
+
 @router.get("/s/{name}", response_class=HTMLResponse)
-def storyboard(request: Request, name: str, state: DashboardState = Depends(board_state)) -> HTMLResponse:  # noqa: B008
-    return state.page(request, "storyboard.html", board_context(state, name))
+def storyboard(request: Request, name: str, only: str | None = None, q: str | None = None,
+               state: DashboardState = Depends(board_state)) -> HTMLResponse:  # noqa: B008
+    return state.page(request, "storyboard.html", board_context(state, name, only, q))
 
 
 @router.get("/api/s/{name}/state")
