@@ -20,7 +20,7 @@ from milimo.context import Context
 
 from .routers import actions, boards, files, shots
 from .routers.boards import card_state
-from .security import TOKEN_COOKIE, host_ok, same_origin, token_ok
+from .security import TOKEN_COOKIE, host_ok, same_origin, token_ok, token_user
 from .state import HERE, DashboardSettings, DashboardState
 
 __all__ = ["DashboardSettings", "card_state", "create_app"]
@@ -38,8 +38,9 @@ def create_app(settings: DashboardSettings, context: Context | None = None) -> F
         if refused is not None:
             return refused
         response = await call_next(request)
-        if settings.token and request.query_params.get("token") and not request.cookies.get(TOKEN_COOKIE):
-            response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
+        given = request.query_params.get("token")
+        if (settings.token or settings.users) and given and request.cookies.get(TOKEN_COOKIE) != given:
+            response.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="strict")  # it passed the guard
         return response
 
     @app.exception_handler(StarletteHTTPException)
@@ -59,14 +60,17 @@ def create_app(settings: DashboardSettings, context: Context | None = None) -> F
 
 
 def _refused(request: Request, settings: DashboardSettings) -> Response | None:
-    """The host named, the token (when one is set), then, for anything that changes state: not read-only, same
-    origin."""
+    """The host named, the token (the shared one, or a person's own: then the request acts as them), then, for
+    anything that changes state: not read-only, same origin."""
     if not host_ok(request.headers.get("host"), settings.hosts):
         return PlainTextResponse("this dashboard is not served under that host name", status_code=403)
-    if settings.token:
+    if settings.token or settings.users:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or \
-            request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token")
-        if not token_ok(given, settings.token):
+            request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
+        person = token_user(given, settings.users)
+        if person is not None:
+            request.state.user = person  # their own token: they act as themselves, whatever name was typed
+        elif not (settings.token and token_ok(given, settings.token)):
             return PlainTextResponse("a token is required", status_code=401)
     if request.method not in ("GET", "HEAD"):
         if settings.read_only:

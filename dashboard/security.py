@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,16 +35,39 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def resolve_token(host: str, token: str | None, token_file: str | None) -> str | None:
-    """The token a non-loopback dashboard requires (from --token-file, else `token`: [dashboard] token, else
-    MILIMO_DASHBOARD_TOKEN, as the settings hold them); on loopback none is needed. Refuses to start without one
-    elsewhere."""
+def resolve_token(host: str, token: str | None, token_file: str | None,
+                  users: Mapping[str, str] | None = None) -> str | None:
+    """The shared token a non-loopback dashboard requires (from --token-file, else `token`: [dashboard] token,
+    else MILIMO_DASHBOARD_TOKEN, as the settings hold them), unless each person has a token of their own
+    ([dashboard.users]); on loopback none is needed. Refuses to start without either elsewhere."""
     if token_file:
         token = Path(token_file).read_text().strip()
-    if not is_loopback(host) and not token:
+    if not is_loopback(host) and not token and not users:
         raise ConfigError(f"the dashboard would listen on {host}, beyond this machine, with no token",
-                          "set MILIMO_DASHBOARD_TOKEN (or --token-file FILE), or bind 127.0.0.1")
+                          "set MILIMO_DASHBOARD_TOKEN (or --token-file FILE), give each person a token of their "
+                          "own (`milimo dashboard users add NAME`), or bind 127.0.0.1")
     return token or None
+
+
+def new_user_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    """What `[dashboard.users]` keeps of a person's token: its sha256, never the token."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_user(given: str | None, users: Mapping[str, str]) -> str | None:
+    """The person whose own token `given` is, if any."""
+    if not given:
+        return None
+    digest = token_hash(given)
+    found = None
+    for name, expected in users.items():  # every entry compared, in constant time each
+        if hmac.compare_digest(digest.encode(), expected.encode()):
+            found = name
+    return found
 
 
 def token_ok(given: str | None, expected: str) -> bool:

@@ -33,6 +33,7 @@ class DashboardSettings:
     token: str | None = None
     qa: SeamThresholds = field(default_factory=SeamThresholds)
     hosts: tuple[str, ...] | None = LOOPBACK_NAMES  # what `Host` may name (security.served_names); None: any
+    users: dict[str, str] = field(default_factory=dict)  # a person -> their token's hash ([dashboard.users])
 
 
 class DashboardState:
@@ -48,7 +49,8 @@ class DashboardState:
         flash = unquote(request.cookies.get(FLASH_COOKIE, ""))
         response = self.templates.TemplateResponse(
             request, name, {"message": flash or None, **context, "csrf": csrf, "read_only": self.settings.read_only,
-                            "user": self.user_of(request), "here": request.url.path}, status_code=status)
+                            "user": self.user_of(request), "user_by_token": _token_user(request) is not None,
+                            "here": request.url.path}, status_code=status)
         response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
         if flash:
             response.delete_cookie(FLASH_COOKIE)
@@ -56,8 +58,9 @@ class DashboardState:
 
     @staticmethod
     def user_of(request: Request) -> str | None:
-        """Who is acting: the display name this browser gave (asked once, kept in a cookie)."""
-        return display_name(unquote(request.cookies.get(USER_COOKIE, "")))
+        """Who is acting: the person whose own token the request carries, else the display name this browser gave
+        (asked once, kept in a cookie)."""
+        return _token_user(request) or display_name(unquote(request.cookies.get(USER_COOKIE, "")))
 
     def acting_user(self, request: Request) -> str:
         user = self.user_of(request)
@@ -104,6 +107,11 @@ class DashboardState:
             score, flagged = seam_verdict(seam, self.settings.qa)
             out[seam.left_shot_id] = {"score": round(score, 2), "flagged": flagged, "kind": seam.kind}
         return out
+
+
+def _token_user(request: Request) -> str | None:
+    """Set by the app's guard when the request's token is a person's own."""
+    return getattr(request.state, "user", None)
 
 
 MAX_ROW_ID = 2**63 - 1  # the largest id a store's integer key holds (SQLite and PostgreSQL BIGINT)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, StringConstraints, ValidationError
 
 from milimo_engine.limits import DEFAULT_HANDLES, MAX_HANDLES
 from storyboards.errors import ConfigError, MilimoError
@@ -85,6 +86,9 @@ class DashboardConfig(_Section):
     port: int = Field(default=8765, ge=1, le=65535)
     token: str | None = None  # required to bind anything but loopback
     names: tuple[str, ...] = ()  # other host names it is reached by (a DNS name, a proxy's): `Host` must be one of them
+    # A person's name -> "sha256:<hex>" of their own token (`milimo dashboard users add NAME` prints it once): a
+    # request carrying it acts as that person, whatever name its browser gave.
+    users: dict[str, Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]] = {}
 
 
 class MilimoConfig(_Section):
@@ -210,3 +214,33 @@ def with_cli(config: MilimoConfig, *, storyboard: str | None, cron: str | None, 
         serve = serve.model_copy(update={"watch": WatchConfig(
             **rules, folder=folder, interval_s=interval_s or (serve.watch.interval_s if serve.watch else 30.0))})
     return config.model_copy(update={"serve": serve})
+
+
+def with_dashboard_user(text: str, name: str, digest: str) -> str:
+    """`text` (a milimo.toml) with `name`'s token hash in `[dashboard.users]`, replacing theirs if any; the rest of
+    the file as it was. Refuses what would not read back as a valid configuration."""
+    import json
+
+    entry = f"{json.dumps(name, ensure_ascii=False)} = \"{digest}\""
+    lines = text.splitlines()
+    header = next((i for i, line in enumerate(lines) if line.strip() == "[dashboard.users]"), None)
+    if header is None:
+        lines += ["", "[dashboard.users]", entry]
+    else:
+        end = next((i for i in range(header + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+        kept = [line for line in lines[header + 1:end] if name not in _keys(line)]
+        lines[header + 1:end] = [entry, *kept]
+    new = "\n".join(lines).lstrip("\n") + "\n"
+    try:
+        MilimoConfig.model_validate(tomllib.loads(new))
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ConfigError(f"adding {name!r} would leave the configuration invalid ({str(exc).splitlines()[0]})",
+                          "fix the file's [dashboard] section first") from None
+    return new
+
+
+def _keys(line: str) -> set[str]:
+    try:
+        return set(tomllib.loads(line))
+    except tomllib.TOMLDecodeError:
+        return set()

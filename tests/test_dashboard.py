@@ -308,6 +308,38 @@ def test_two_quick_rerenders_of_a_shot_make_two_takes(browser, dashboard_url, re
     assert sorted((specs[t.spec_hash]["seed"], t.status) for t in takes) == [(11, "succeeded"), (12, "succeeded")]
 
 
+def test_each_person_has_a_token_of_their_own(rendered, tmp_path):
+    """Off loopback each person can carry their own token: they act as themselves, whatever name was typed;
+    milimo.toml keeps only its hash, and the dashboard may start beyond loopback with no shared token."""
+    from dashboard.security import resolve_token
+    from milimo.config import MilimoConfig
+
+    config = tmp_path / "milimo.toml"
+    config.write_text("[dashboard]\nport = 8765\n")
+    tokens = {}
+    for who in ("Ada", "Ben"):
+        added = milimo("dashboard", "users", "add", who, "--config", config)
+        assert added.returncode == 0 and "shown once" in added.stdout, added.stderr
+        tokens[who] = added.stdout.split()[-1]
+    assert all(t not in config.read_text() for t in tokens.values())
+    users = dict(MilimoConfig.read(config).dashboard.users)
+    assert sorted(users) == ["Ada", "Ben"] and resolve_token("0.0.0.0", None, None, users) is None
+    assert milimo("dashboard", "users", "add", "", "--config", config).returncode == 2
+
+    client = _client(rendered, users=users)
+    assert client.get("/").status_code == 401
+    assert client.get("/", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    client.cookies.set("milimo_user", "Mallory")
+    page = client.get(f"/s/lighthouse/shot/lighthouse-push?token={tokens['Ben']}")
+    assert page.status_code == 200 and "you are <b id=\"user\">Ben</b> (your token)" in page.text
+    noted = client.post("/s/lighthouse/shot/lighthouse-push/note", headers={"Origin": "http://127.0.0.1:8765"},
+                        data={"csrf": client.cookies.get("milimo_csrf"), "take": "1", "text": "horizon tilts"},
+                        follow_redirects=False)  # the token is a cookie now
+    assert noted.status_code == 303, noted.text
+    note = next(r for r in Store.open(rendered["db"]).reviews("lighthouse", "lighthouse-push")).notes[-1]
+    assert (note.text, note.author) == ("horizon tilts", "Ben")
+
+
 def store_state(value: str):
     from storyboards.store import ReviewState
 

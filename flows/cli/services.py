@@ -17,16 +17,43 @@ def dashboard(args: argparse.Namespace, context: Context) -> int:
     from dashboard import DashboardSettings, create_app
     from dashboard.security import resolve_token, served_names
 
+    if getattr(args, "users_command", None):
+        return dashboard_users(args, context)
     settings = context.settings
     section = settings.config.dashboard
     host, port = args.host or section.host, args.port or section.port
-    token = resolve_token(host, section.token or settings.dashboard_token, args.token_file)
+    token = resolve_token(host, section.token or settings.dashboard_token, args.token_file, section.users)
     app = create_app(DashboardSettings(db_url=settings.db_url, out_root=settings.out_root, model=settings.model,
                                        read_only=args.read_only, token=token, qa=args.qa,
-                                       hosts=served_names(host, tuple(section.names))), context)
+                                       hosts=served_names(host, tuple(section.names)), users=dict(section.users)),
+                     context)
     print(f"milimo dashboard on http://{host}:{port}/" + (" (read-only)" if args.read_only else "")
-          + (" (token required)" if token else ""), flush=True)
+          + (" (token required)" if token or section.users else ""), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
+
+
+def dashboard_users(args: argparse.Namespace, context: Context) -> int:
+    """`users add NAME`: a token of their own, printed once; milimo.toml keeps its hash. `users list`: the names."""
+    from dashboard.security import display_name, new_user_token, token_hash
+    from milimo.config import CONFIG_NAME, with_dashboard_user
+    from milimo_engine.atomic import atomic_write
+    from storyboards.errors import ConfigError
+
+    config = context.settings.config
+    if args.users_command == "list":
+        for person in sorted(config.dashboard.users):
+            print(person)
+        return 0
+    name = display_name(args.name)
+    if name is None:
+        raise ConfigError(f"{args.name!r} is not a display name", "give 1 to 60 printable characters")
+    path = config.source or Path(CONFIG_NAME)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    token = new_user_token()
+    atomic_write(path, with_dashboard_user(text, name, token_hash(token)))
+    print(f"{path}: [dashboard.users] {name}: token written as its sha256; give {name} this token (shown once):")
+    print(token)
     return 0
 
 
@@ -104,6 +131,14 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model for renders started from the dashboard")
     add_config(p)
     p.set_defaults(func=dashboard)
+    users = p.add_subparsers(dest="users_group", metavar="users")
+    people = users.add_parser("users", help="each person's own token ([dashboard.users] in milimo.toml)")
+    which = people.add_subparsers(dest="users_command", required=True)
+    add = which.add_parser("add", help="a token for NAME, printed once; milimo.toml keeps only its hash")
+    add.add_argument("name", metavar="NAME")
+    add_config(add)
+    listed = which.add_parser("list", help="the names that have a token")
+    add_config(listed)
 
     p = sub.add_parser("worker", help="farm: one Dask worker per GPU (or one CPU worker) for a scheduler")
     p.add_argument("--scheduler", required=True, metavar="tcp://HOST:8786")
