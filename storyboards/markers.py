@@ -121,15 +121,19 @@ def note_markers(board: Storyboard, rows: Sequence[Any], reviews: Sequence[Any])
 
 
 def notes_csv(board: Storyboard, markers: Sequence[NoteMarker]) -> str:
+    return _csv_text(NOTE_COLUMNS, [(
+        m.shot_id, m.clip, m.take, timecode(m.record_in, board.fps, board.drop_frame),
+        timecode(m.record_in + m.frames, board.fps, board.drop_frame), "" if m.take_frame is None else m.take_frame,
+        m.where, m.author, m.at.strftime("%Y-%m-%d %H:%M:%S") if m.at else "", m.review, m.text) for m in markers])
+
+
+def _csv_text(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A spreadsheet's CSV; a cell a spreadsheet would run as a formula (a clip name, a note) stays text."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(NOTE_COLUMNS)
-    for m in markers:
-        writer.writerow([as_text(str(v)) for v in (
-            m.shot_id, m.clip, m.take, timecode(m.record_in, board.fps, board.drop_frame),
-            timecode(m.record_in + m.frames, board.fps, board.drop_frame),
-            "" if m.take_frame is None else m.take_frame, m.where, m.author,
-            m.at.strftime("%Y-%m-%d %H:%M:%S") if m.at else "", m.review, m.text)])
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([as_text(str(v)) for v in row])
     return buffer.getvalue()
 
 
@@ -166,12 +170,7 @@ def markers_edl(board: Storyboard, markers: Sequence[Placed]) -> str:
 
 
 def markers_csv(board: Storyboard, markers: list[Marker]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for m in markers:
-        writer.writerow([as_text(str(v)) for v in (
-            m.shot_id, m.clip, timecode(m.record_in, board.fps, board.drop_frame),
-            timecode(m.record_in + m.frames, board.fps, board.drop_frame), m.frames, m.status, m.take or "", m.colour,
-            m.note)])  # a clip name a spreadsheet would run as a formula stays text
-    return buffer.getvalue()
+    return _csv_text(CSV_COLUMNS, [(
+        m.shot_id, m.clip, timecode(m.record_in, board.fps, board.drop_frame),
+        timecode(m.record_in + m.frames, board.fps, board.drop_frame), m.frames, m.status, m.take or "", m.colour,
+        m.note) for m in markers])

@@ -87,12 +87,17 @@ def _refused(request: Request, state: DashboardState, name: str, shot_id: str, e
                       status=outcome(exc).http_status)
 
 
+async def _decision(request: Request, state: DashboardState, name: str) -> tuple[dict[str, str], str]:
+    """A decision's form (its CSRF token checked) and who makes it, on a storyboard that exists."""
+    form = await state.form_of(request)
+    state.known(name)
+    return form, state.acting_user(request)
+
+
 @router.post("/s/{name}/shot/{shot_id}/pin")
 async def pin(request: Request, name: str, shot_id: str,
               state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
-    form = await state.form_of(request)
-    state.known(name)
-    user = state.acting_user(request)
+    form, user = await _decision(request, state, name)
     try:
         stale = state.store.pin_take(name, shot_id, row_id(form.get("take", ""), "take"), by=user,
                                      seen=form.get("seen") or None)
@@ -107,9 +112,7 @@ async def pin(request: Request, name: str, shot_id: str,
 @router.post("/s/{name}/shot/{shot_id}/review")
 async def review(request: Request, name: str, shot_id: str,
                  state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
-    form = await state.form_of(request)
-    state.known(name)
-    user = state.acting_user(request)
+    form, user = await _decision(request, state, name)
     verdict = VERDICTS.get(form.get("verdict", ""))
     if verdict is None:
         raise HTTPException(422, f"no verdict {form.get('verdict', '')[:40]!r}; approve, needs-changes or reject")
@@ -130,9 +133,7 @@ async def review(request: Request, name: str, shot_id: str,
 @router.post("/s/{name}/shot/{shot_id}/note")
 async def note(request: Request, name: str, shot_id: str,
                state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
-    form = await state.form_of(request)
-    state.known(name)
-    user = state.acting_user(request)
+    form, user = await _decision(request, state, name)
     number = row_id(form.get("take", ""), "take")
     frame: tuple[int, int | None] = (-1, None)
     try:
