@@ -14,7 +14,7 @@ from milimo.errors import outcome
 from storyboards.errors import DecisionChanged, ReviewError, UnknownShot
 from storyboards.fields import check
 from storyboards.overrides import OverrideError, parse_assignments
-from storyboards.store import ReviewState
+from storyboards.store import VERDICTS, ReviewState
 from storyboards.store.records import frame_span
 
 from ..security import USER_COOKIE, display_name
@@ -22,8 +22,6 @@ from ..state import DashboardState, board_state, quoted, row_id
 from .shots import RERENDER_FIELDS, shot_context
 
 router = APIRouter()
-VERDICTS = {"approve": ReviewState.approved, "needs-changes": ReviewState.needs_changes,
-            "reject": ReviewState.rejected}
 
 
 def _overrides(values: dict[str, str], spec_now: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -135,15 +133,15 @@ async def note(request: Request, name: str, shot_id: str,
                state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
     form, user = await _decision(request, state, name)
     number = row_id(form.get("take", ""), "take")
-    frame: tuple[int, int | None] = (-1, None)
+    frame: tuple[int | None, int | None] = (None, None)  # the whole take
     try:
         if form.get("frame", "").strip():
             try:
                 frame = frame_span(form["frame"])
             except ValueError as exc:
                 raise ReviewError(str(exc), "give a frame N or a range A-B of the take, or leave it empty") from None
-        added = state.store.add_note(name, shot_id, number, form.get("text", ""), user,
-                                     frame=frame[0] if frame[0] >= 0 else None, frame_end=frame[1])
+        added = state.store.add_note(name, shot_id, number, form.get("text", ""), user, frame=frame[0],
+                                     frame_end=frame[1])
     except ReviewError as exc:
         return _refused(request, state, name, shot_id, exc, errors={f"note-{number}": str(exc)})
     except UnknownShot:

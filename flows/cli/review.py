@@ -9,15 +9,12 @@ import dataclasses
 import json
 
 from milimo.context import Context
-from storyboards.store import ReviewState, TakeReview
+from storyboards.store import VERDICTS, ReviewState, TakeReview
 from storyboards.store.records import frame_span
 
 from .args import add_out, add_storyboard, positive_int
 from .reads import add_marker_list_output, board_name, board_of, open_store, write_marker_list
 from .tables import print_table
-
-VERDICTS = {"approve": ReviewState.approved, "needs-changes": ReviewState.needs_changes,
-            "reject": ReviewState.rejected}
 
 
 def review(args: argparse.Namespace, context: Context) -> int:

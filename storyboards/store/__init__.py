@@ -3,9 +3,10 @@
 from .api import ArtifactCheck, NoteView, SeamView, ShotStatus, Store, TakeOutputs, TakeReview, TakeView
 from .artifacts import artifact_record
 from .db import default_url, make_engine, open_engine, upgrade
-from .models import ReviewState, TakeStatus
+from .models import VERDICTS, ReviewState, TakeStatus
 
 __all__ = [
+    "VERDICTS",
     "ArtifactCheck",
     "NoteView",
     "ReviewState",

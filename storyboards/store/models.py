@@ -34,6 +34,11 @@ class ReviewState(str, enum.Enum):  # noqa: UP042 - as TakeStatus
     rejected = "rejected"
 
 
+# The words a person uses for a verdict (the CLI's commands, the dashboard's buttons) and the state each gives.
+VERDICTS = {"approve": ReviewState.approved, "needs-changes": ReviewState.needs_changes,
+            "reject": ReviewState.rejected}
+
+
 class StoryboardRow(Base):
     __tablename__ = "storyboards"
     id: Mapped[int] = mapped_column(primary_key=True)
