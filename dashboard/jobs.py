@@ -1,7 +1,9 @@
-"""Starting and stopping renders from the dashboard, each one `RenderRequest`: on the `rerun` deployment when
-`milimo serve` runs, else in a `milimo run` process in the background (the request as a JSON file, never a string
-of flags). Cancel sends SIGINT to the render holding the storyboard's running takes, which stops its shot at the
-next step (the take becomes cancelled), as Ctrl-C does."""
+"""Starting and stopping renders from the dashboard, each one `RenderRequest` naming who asked: on the `rerun`
+deployment when `milimo serve` runs, else in a `milimo run` process in the background (the request as a JSON file,
+never a string of flags). Each start is a `Job` the storyboard page lists at once (queued, running, finished), before
+its render has a take to show. Cancel sends SIGINT to the renders holding the storyboard's running takes, which stop
+at their next step (their takes become cancelled), as Ctrl-C does; one take alone stops through the store
+(`Store.request_cancel`), not here."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from milimo.request import RenderRequest
@@ -19,28 +22,56 @@ from storyboards.paths import OutputLayout
 RERUN_DEPLOYMENT = "rerender-storyboard/rerun"
 
 
+@dataclass(frozen=True)
+class Job:
+    """One render this dashboard started: what, for whom, when, and its process (None on the deployment)."""
+
+    number: int
+    what: str  # "render" or "rerender from SHOT (key=value, ...)"
+    shot_id: str | None
+    by: str
+    at: datetime
+    proc: subprocess.Popen | None = None
+    said: str = ""
+
+    @property
+    def state(self) -> str:
+        """queued (on the deployment: its flow run shows the rest), running, finished, or exited N."""
+        if self.proc is None:
+            return "queued"
+        code = self.proc.poll()
+        return "running" if code is None else "finished" if code == 0 else f"exited {code}"
+
+    @property
+    def live(self) -> bool:
+        return self.state in ("queued", "running")
+
+
 @dataclass
 class Jobs:
     db_url: str
     layout: OutputLayout
     model: str | None = None
-    running: dict[str, list[subprocess.Popen]] = field(default_factory=dict)
+    started: dict[str, list[Job]] = field(default_factory=dict)  # by storyboard, oldest first
 
-    def request(self, source: str, **fields: Any) -> RenderRequest:
-        return RenderRequest(storyboard=source, db=self.db_url, out=str(self.layout.root), model=self.model,
-                             **fields)
+    def _fields(self, by: str) -> dict[str, Any]:
+        """What every request from this dashboard carries: its store, output root, model, and who asks."""
+        return {"db": self.db_url, "out": str(self.layout.root), "model": self.model, "requested_by": by}
 
-    def render(self, name: str, source: str) -> str:
-        return self.start(name, self.request(source))
+    def render(self, name: str, source: str, by: str) -> Job:
+        return self.start(name, RenderRequest(storyboard=source, **self._fields(by)), "render")
 
-    def rerender(self, name: str, source: str, shot_id: str, overrides: dict[str, Any]) -> str:
-        request = RenderRequest.rerender(source, shot_id, overrides, db=self.db_url, out=str(self.layout.root),
-                                         model=self.model)
-        return self._via_deployment(request) or self.start(name, request)
+    def rerender(self, name: str, source: str, shot_id: str, overrides: dict[str, Any], by: str) -> Job:
+        request = RenderRequest.rerender(source, shot_id, overrides, **self._fields(by))
+        what = f"rerender from {shot_id} ({', '.join(f'{k}={v}' for k, v in sorted(overrides.items()))[:200]})"
+        queued = self._via_deployment(request)
+        if queued:
+            return self._keep(name, Job(self._next(name), what, shot_id, by, _now(), said=queued))
+        return self.start(name, request, what, shot_id)
 
-    def start(self, name: str, request: RenderRequest) -> str:
+    def start(self, name: str, request: RenderRequest, what: str, shot_id: str | None = None) -> Job:
         """`milimo run REQUEST.json` in the background, its output in the storyboard's job log."""
-        number = len(self.running.get(name, [])) + 1
+        number = self._next(name)
         log_path = self.layout.job_log(name, number)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         request_path = log_path.with_suffix(".request.json")
@@ -48,8 +79,19 @@ class Jobs:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(request_path)], stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
-        self.running.setdefault(name, []).append(proc)
-        return f"started (process {proc.pid})"
+        return self._keep(name, Job(number, what, shot_id, request.requested_by or "", _now(), proc,
+                                    f"started (process {proc.pid})"))
+
+    def of(self, name: str) -> list[Job]:
+        """The storyboard's jobs, newest first."""
+        return list(reversed(self.started.get(name, [])))
+
+    def _next(self, name: str) -> int:
+        return len(self.started.get(name, [])) + 1
+
+    def _keep(self, name: str, job: Job) -> Job:
+        self.started.setdefault(name, []).append(job)
+        return job
 
     def _via_deployment(self, request: RenderRequest) -> str | None:
         if not os.environ.get("PREFECT_API_URL"):
@@ -73,10 +115,14 @@ class Jobs:
             hostname, _, number = (host or "").rpartition(":")
             if hostname == socket.gethostname() and number.isdigit():
                 pids.add(int(number))
-        pids |= {p.pid for p in self.running.get(name, []) if p.poll() is None}
+        pids |= {j.proc.pid for j in self.started.get(name, []) if j.proc is not None and j.proc.poll() is None}
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
         return sorted(pids)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

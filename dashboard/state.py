@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 from milimo.context import Context
 from storyboards.paths import OutputLayout
 from storyboards.seams import SeamThresholds, seam_verdict
-from storyboards.store import Store
+from storyboards.store import Store, TakeView
 
 from .jobs import Jobs
 from .security import CSRF_COOKIE, FLASH_COOKIE, LOOPBACK_NAMES, USER_COOKIE, display_name, new_csrf
@@ -43,6 +43,7 @@ class DashboardState:
         self.layout: OutputLayout = context.layout(settings.out_root)
         self.jobs = Jobs(settings.db_url, self.layout, settings.model)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
+        self.templates.env.filters["running_words"] = running_words
 
     def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
         csrf = request.cookies.get(CSRF_COOKIE) or new_csrf()
@@ -124,6 +125,28 @@ def row_id(value: object, what: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_ROW_ID:
         raise HTTPException(404, f"no {what} {text[:40]!r}")
     return int(text)
+
+
+def running_words(take: TakeView) -> str:
+    """A rendering take in words: stage and step, how long it has run, the time left at its pace so far, who asked
+    for it, and a stop someone asked for."""
+    p = take.progress or {}
+    where = f"{p.get('stage')} step {p.get('step')} of {p.get('total')}" if p.get("total") else "starting"
+    said = f"{where}, {duration(take.seconds_running)} in"
+    if take.eta_s is not None:
+        said += f", about {duration(take.eta_s)} left"
+    if take.requested_by:
+        said += f", asked by {take.requested_by}"
+    if take.cancel_requested_by:
+        said += f"; {take.cancel_requested_by} asked it to stop"
+    return said
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    return f"{whole // 60} min {whole % 60:02d} s" if whole >= 60 else f"{whole} s"
 
 
 def board_state(request: Request) -> DashboardState:

@@ -149,7 +149,9 @@ def _submit(plan: RenderPlan, request: RenderRequest) -> dict[str, PrefectFuture
         cut = plan.board.shot(shot.shot_id)
         job = ShotJob(storyboard=name, shot_id=shot.shot_id, model_dir=plan.model_dir, out_root=str(plan.layout.root),
                       db_url=plan.db_url, needs_handoff=shot.needs_handoff, devices=devices,
-                      time_limit_s=request.time_limit_s, timecode=cut.source_timecode, reel=cut.reel, clip=cut.name)
+                      time_limit_s=request.time_limit_s, timecode=cut.source_timecode, reel=cut.reel, clip=cut.name,
+                      spec_hash=spec.spec_hash if (spec := plan.specs.get(shot.shot_id)) else None,
+                      requested_by=request.requested_by)
         # No tags on the shot tasks: Prefect asks its server for tag concurrency slots before every tagged task
         # run (1-2 s a shot, measured by bench/orchestration.py); the flow run carries the storyboard's tag.
         with _one_gpu(request.farm):
@@ -174,6 +176,7 @@ def _render(request: RenderRequest) -> dict[str, Any]:
              [s.shot_id for s in plan.shots], len(plan.skipped), plan.skipped, plan.model_id)
     futures = _submit(plan, request)
     failed: dict[str, str] = {}
+    stopped: dict[str, str] = {}  # a person asked the shot's take to stop, or one before it in its chain
     rendered: list[str] = []
     kept = list(plan.skipped)
     for shot_id, future in futures.items():
@@ -181,8 +184,14 @@ def _render(request: RenderRequest) -> dict[str, Any]:
         state = future.state
         if state.is_completed():
             (rendered if state.result().rendered else kept).append(shot_id)
+        elif state.is_cancelled() and not interrupted():
+            stopped[shot_id] = state.message or "stopped"
+        elif (before := plan.graph.predecessor(shot_id)) in stopped:
+            stopped[shot_id] = f"not rendered: {before} before it was stopped"
         else:
             failed[shot_id] = state.message or state.name or "failed"
+    for shot_id, why in stopped.items():
+        log.warning("%s: shot %s %s", name, shot_id, why)
     signum = interrupted()
     if signum:
         shots, done = replan(plan.graph, plan.store.shot_states(name))
@@ -202,12 +211,12 @@ def _render(request: RenderRequest) -> dict[str, Any]:
         log.error("%s: the timeline, preview or contact sheet were not written: %s", name, exc)
         raise ShotsFailed(name, failed, [f"the timeline, preview or contact sheet were not written "
                                          f"({type(exc).__name__}: {str(exc)[:200]})"]) from exc
-    summary = summarise(rows, rendered, failed)
+    summary = summarise(rows, rendered, failed, stopped)
     create_table_artifact(summary.rows, key=_key(f"shots-{name}"), description=f"{name}: shots after this run")
     create_markdown_artifact(f"# {name}\n\n{summary.markdown}\n\nOutputs: `{otio_path}`, `{preview}`, `{sheet}`",
                              key=_key(f"render-{name}"), description=f"{name}: render summary")
     result = {"storyboard": name, "revision": plan.revision, "rendered": rendered, "skipped": kept,
-              "failed": failed, "abandoned": plan.abandoned, "otio": otio_path, "preview": preview,
+              "failed": failed, "stopped": stopped, "abandoned": plan.abandoned, "otio": otio_path, "preview": preview,
               "contact_sheet": sheet, "out_dir": str(plan.out_dir),
               "seams_flagged": [s.label for s in seams if s.flagged]}
     if failed:

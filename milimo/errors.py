@@ -21,6 +21,7 @@ from storyboards.errors import (
     DecisionChanged,
     Interrupted,
     MilimoError,
+    NotRunning,
     OverrideError,
     ShotsFailed,
     StoreError,
@@ -47,6 +48,7 @@ TABLE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int, i
     (StoreError, 2, 503, "Failed", True),
     (OverrideError, 2, 422, "Failed", True),
     (DecisionChanged, 2, 409, "Failed", True),  # someone decided since the page was shown: look again
+    (NotRunning, 2, 409, "Failed", True),  # a stop asked of a take that already ended
     (MilimoError, 2, 422, "Failed", True),
     ((ModelFileError, InvalidRequestError, HandoffError, MissingComponentError), 2, 422, "Failed", True),
     (FileExistsError, 2, 409, "Failed", True),

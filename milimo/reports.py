@@ -69,10 +69,12 @@ class Summary:
                                 f"`{r['spec']}` | {r['seconds']} |\n" for r in self.rows)
 
 
-def summarise(rows: list[ShotStatus], rendered: list[str], failed: dict[str, str]) -> Summary:
+def summarise(rows: list[ShotStatus], rendered: list[str], failed: dict[str, str],
+              stopped: dict[str, str] | None = None) -> Summary:
     out = []
     for r in rows:
-        this_run = "rendered" if r.shot_id in rendered else "failed" if r.shot_id in failed else "kept"
+        this_run = ("rendered" if r.shot_id in rendered else "failed" if r.shot_id in failed
+                    else "stopped" if r.shot_id in (stopped or {}) else "kept")
         out.append({"shot": r.shot_id, "chain": r.chain_index, "take": r.take_number, "status": r.status,
                     "this run": this_run, "spec": (r.spec_hash or "")[:12],
                     "seconds": round(r.seconds, 2) if r.seconds is not None else None})

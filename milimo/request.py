@@ -38,6 +38,7 @@ class RenderRequest(BaseModel):
     asset_roots: list[str] | None = Field(None, description="where storyboard paths may point")
     qa: SeamThresholds = Field(default_factory=SeamThresholds, description="seam QA thresholds")
     farm: str | None = Field(None, description="a Dask scheduler to render on (tcp://host:8786)")
+    requested_by: str | None = Field(None, description="who asks (each take records it)")
 
     @classmethod
     def rerender(cls, storyboard: str, from_shot: str, overrides: dict[str, Any] | None = None,

@@ -106,6 +106,10 @@ class DecisionChanged(ReviewError):
     so no decision is overwritten unseen."""
 
 
+class NotRunning(ReviewError):
+    """A stop asked of a take that is not rendering (it finished, failed or was stopped already): nothing to do."""
+
+
 class ConfigError(MilimoError):
     """Configuration or environment: a path, a model folder, an option that cannot work as given."""
 

@@ -41,6 +41,7 @@ class ProgressWriter:
         self.store, self.take_id, self.log = store, take_id, log
         self.key, self.description = artifact_key, description
         self.artifact: Any = None
+        self.stop_asked_by: str | None = None  # a person asked this take to stop (read back with each write)
         self.pending: dict[str, Any] | None = None
         self.done = False
         self.wake = threading.Condition()
@@ -82,7 +83,7 @@ class ProgressWriter:
 
     def _write(self, progress: dict[str, Any]) -> None:
         try:
-            self.store.set_progress(self.take_id, progress)
+            self.stop_asked_by = self.store.set_progress(self.take_id, progress) or self.stop_asked_by
         except Exception as exc:  # noqa: BLE001 - a dropped write is replaced by the next step's
             self.log.debug("progress not stored: %s", exc)
         if self.artifact is not None:
@@ -96,7 +97,8 @@ class ProgressWriter:
 
 class StepReporter:
     """The engine's step callback for one take. Returns False (stop at this step) once the process is
-    interrupted or the shot's lease was taken over. Progress never goes backwards, across stages or the segments
+    interrupted, the shot's lease was taken over, or a person asked this take to stop (`stop_asked_by`).
+    Progress never goes backwards, across stages or the segments
     of a long take; it is written by a `ProgressWriter` (call `close` when the take ends)."""
 
     def __init__(self, shot_id: str, store: Any, take_id: int, lease: LeaseKeeper | None, storyboard: str,
@@ -109,8 +111,12 @@ class StepReporter:
         self.writer = ProgressWriter(store, take_id, slug(f"progress-{storyboard}-{shot_id}"),
                                      f"shot {shot_id}: denoising", self.log)
 
+    @property
+    def stop_asked_by(self) -> str | None:
+        return self.writer.stop_asked_by
+
     def __call__(self, info: StepInfo) -> bool:
-        if interrupted() or (self.lease is not None and self.lease.lost):
+        if interrupted() or (self.lease is not None and self.lease.lost) or self.stop_asked_by:
             return False
         now = time.monotonic()
         if now - self.last < self.every_s and info.step != info.total:

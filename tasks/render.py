@@ -65,6 +65,8 @@ class ShotJob:
     timecode: str | None = None  # the clip's source-in timecode: the take's start timecode, for relinking
     reel: str | None = None  # the clip's reel or tape name in the cut (the take has a reel of its own)
     clip: str | None = None  # the clip's name in the cut
+    spec_hash: str | None = None  # the spec this render planned: a rerender asked for meanwhile is its own take
+    requested_by: str | None = None  # who asked for the render (the take records it)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,15 @@ class ShotOutcome:
         """A recorded take as the outcome a later shot continues from."""
         return cls(take.shot_id, take.id, take.number, take.outputs.mp4, take.outputs.thumbnail,
                    take.handoff_out_path, take.handoff_out_sha256, 0.0, rendered=rendered)
+
+
+class StoppedByPerson(RenderCancelled):
+    """A person asked this take to stop (the dashboard's or the CLI's stop): the shot ends Cancelled, not failed;
+    the rest of the render goes on."""
+
+    def __init__(self, stage: str, step: int, by: str):
+        self.by = by
+        super().__init__(stage, step, f"stopped by {by}")
 
 
 class TransientRenderError(RuntimeError):
@@ -157,16 +168,19 @@ def render_shot(job: ShotJob, upstream: ShotOutcome | None = None) -> ShotOutcom
             if lost:
                 log.warning("shot %s: takes %s were running where the lease was lost; marked abandoned",
                             job.shot_id, lost)
-            done = store.done_take(job.storyboard, job.shot_id, upstream.handoff_sha256 if upstream else None)
+            done = store.done_take(job.storyboard, job.shot_id, upstream.handoff_sha256 if upstream else None,
+                                   job.spec_hash)
             if done is not None and (done.handoff_out_path or not job.needs_handoff):
                 log.info("shot %s: take %d is already done with this spec and upstream; kept", job.shot_id,
                          done.number)
                 return ShotOutcome.of_take(done)
             return _on_a_device(job, upstream, store, holder, lease)
-    except Exception:
+    except Exception as exc:
         signum = interrupted()
         if signum:
             return Cancelled(message=f"shot {job.shot_id}: interrupted", data=Interrupted(signum))
+        if isinstance(exc, StoppedByPerson):
+            return Cancelled(message=f"{exc.by} asked it to stop")
         raise
 
 
@@ -185,7 +199,8 @@ def _on_a_device(job: ShotJob, upstream: ShotOutcome | None, store: Store, holde
             handoff_in_path=upstream.handoff_path if upstream else None,
             handoff_in_sha256=upstream.handoff_sha256 if upstream else None,
             flow_run_id=str(flow_run.id) if flow_run.id else None,
-            task_run_id=str(task_run.id) if task_run.id else None, host=holder, worker=worker_name(device))
+            task_run_id=str(task_run.id) if task_run.id else None, host=holder, worker=worker_name(device),
+            spec_hash=job.spec_hash, requested_by=job.requested_by)
         lease.take_id = take_id
         take = store.take(take_id)
         try:
@@ -242,6 +257,10 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store: Store, take: Take
 
     try:
         result, written = on_device_thread(device, on_the_device)
+    except RenderCancelled as exc:
+        if reporter.stop_asked_by and not interrupted():
+            raise StoppedByPerson(exc.stage, exc.step, reporter.stop_asked_by) from None
+        raise
     finally:
         reporter.close()
     stop_if_interrupted()
@@ -316,8 +335,9 @@ def _settle_failed_take(store: Store, take: TakeView, shot_id: str, exc: BaseExc
     fixes), or failed with the traceback (anything else). Frees device memory before a retry of an OOM."""
     log = get_run_logger()
     if interrupted() or isinstance(exc, (Interrupted, KeyboardInterrupt)):
-        store.fail_take(take.id, f"cancelled: interrupted by signal {interrupted() or 'SIGINT'}",
-                        status=TakeStatus.cancelled)
+        asked = store.take(take.id).cancel_requested_by  # the dashboard's cancel names who, then signals
+        store.fail_take(take.id, f"cancelled{f' by {asked}' if asked else ''}: interrupted by signal "
+                                 f"{interrupted() or 'SIGINT'}", status=TakeStatus.cancelled)
         log.warning("shot %s take %d cancelled (interrupted)", shot_id, take.number)
         return
     if isinstance(exc, RenderCancelled):

@@ -78,6 +78,7 @@ def test_pages_files_and_errors(rendered):
 def test_actions_need_csrf_same_origin_and_not_read_only(rendered):
     client = _client(rendered)
     client.get("/s/lighthouse")  # sets the CSRF cookie
+    client.cookies.set("milimo_user", "Ada")
     csrf = client.cookies.get("milimo_csrf")
     origin = {"Origin": "http://127.0.0.1:8765"}
     assert client.post("/s/lighthouse/shot/lamp-close/pin", data={"take": "1"}, headers=origin).status_code == 403
@@ -147,6 +148,13 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
     page.wait_for_function("[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
     screenshot(page, "dashboard-storyboard.png", tmp_path)
 
+    # No name yet: nothing to decide or rerender with. Then Ada says who she is.
+    page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close")
+    assert page.locator("form.verdict").count() == 0 and page.locator("form.rerender").count() == 0
+    page.fill("header input[name=name]", "Ada")
+    page.click("header form.whoami button")
+    assert page.locator("#user").inner_text() == "Ada"
+
     # An invalid value: the message next to the field, nothing stored.
     page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close")
     page.fill("input[name=steps]", "-5")
@@ -178,10 +186,6 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
     page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close?a=1&b=2")
     assert page.locator(".compare video").count() == 2 and "seed" in page.locator("table.diff").inner_text()
     screenshot(page, "dashboard-shot.png", tmp_path)
-    assert page.locator("form.verdict").count() == 0  # no name given yet: nothing to decide with
-    page.fill("header input[name=name]", "Ada")
-    page.click("header form.whoami button")
-    assert page.locator("#user").inner_text() == "Ada"
     page.click("text=Pin take 1")
     page.wait_for_url(f"{dashboard_url}/s/lighthouse")
     assert "Ada pinned lamp-close take 1" in page.locator(".message").inner_text()
@@ -288,19 +292,48 @@ def test_decisions_need_a_name_and_a_stale_page_is_told(rendered):
     assert "INJECTED" not in client.get("/s/lighthouse?message=INJECTED").text  # a URL's text is never shown
 
 
-@pytest.mark.xfail(reason="issue 21, open: on a loaded machine (a clean-clone `make test`) the second rerender "
-                          "made no take; it passed alone here. Not yet understood; not strict while it is not",
-                   strict=False)
 def test_two_quick_rerenders_of_a_shot_make_two_takes(browser, dashboard_url, rendered):
-    """Seed 11, then seed 12 a moment later, before the first render has started: each is a take of its own."""
+    """Seed 11, then seed 12 while the first still waits for the device: each renders its own seed as a take of
+    its own. The test holds the host's only device (the real per-device lock) so the two overlap every time; the
+    first used to start its take after the second had re-imported the shot, render seed 12, and the second then
+    kept it as done."""
+    from tasks.worker import device_pool, visible_devices
+
     store = Store.open(rendered["db"])
     before = len(store.takes("lighthouse", "harbour-pan"))
     page = browser.new_page()
-    for seed in ("11", "12"):
+    page.goto(f"{dashboard_url}/s/lighthouse/shot/harbour-pan")
+    page.fill("header input[name=name]", "Ben")
+    page.click("header form.whoami button")
+
+    def rerender(seed: str) -> None:
         page.goto(f"{dashboard_url}/s/lighthouse/shot/harbour-pan")
         page.fill("input[name=seed]", seed)
         page.click("form.rerender button[type=submit]")
         assert "rerender of harbour-pan" in page.locator(".message").inner_text()
+
+    def wait_for(what, seconds: float = 120) -> None:
+        deadline = time.monotonic() + seconds
+        while not what():
+            assert time.monotonic() < deadline, f"timed out: {what.__doc__}"
+            time.sleep(0.2)
+
+    with device_pool(tuple(visible_devices())).take():
+        rerender("11")
+
+        def first_waits():
+            """the seed-11 render holds the shot and waits for the device"""
+            return "harbour-pan" in store.leased("lighthouse") and store.spec("lighthouse", "harbour-pan").seed == 11
+
+        wait_for(first_waits)
+        rerender("12")
+
+        def second_planned():
+            """the seed-12 render re-imported the shot"""
+            return store.spec("lighthouse", "harbour-pan").seed == 12
+
+        wait_for(second_planned)
+        time.sleep(1)  # the second render reaches the shot's lease, behind the first
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         takes = store.takes("lighthouse", "harbour-pan")[before:]
@@ -308,7 +341,9 @@ def test_two_quick_rerenders_of_a_shot_make_two_takes(browser, dashboard_url, re
             break
         time.sleep(1)
     specs = store.specs_by_hash(t.spec_hash for t in takes)
-    assert sorted((specs[t.spec_hash]["seed"], t.status) for t in takes) == [(11, "succeeded"), (12, "succeeded")]
+    assert [(specs[t.spec_hash]["seed"], t.status) for t in takes] == [(11, "succeeded"), (12, "succeeded")]
+    assert store.current_take("lighthouse", "harbour-pan").number == takes[-1].number
+    assert {t.requested_by for t in takes} == {"Ben"}
 
 
 def test_each_person_has_a_token_of_their_own(rendered, tmp_path):
@@ -349,26 +384,78 @@ def store_state(value: str):
     return ReviewState(value)
 
 
-def test_cancel_stops_a_running_render_at_its_next_step(rendered):
-    """Last in this file: it leaves lighthouse-wide with a cancelled take and a stored steps override."""
-    proc = milimo_process("rerender", rendered["board"], "--from-shot", "lighthouse-wide", "--set", "steps=400",
-                          "--model", rendered["model"], "--db", rendered["db"], "--out", rendered["out"],
+def _long_rerender(rendered, by: str):
+    """A rerender of lighthouse-wide at 1000 steps (minutes, unless stopped), once its take is in stage 1:
+    (process, take)."""
+    proc = milimo_process("rerender", rendered["board"], "--from-shot", "lighthouse-wide", "--set", "steps=1000",
+                          "--by", by, "--model", rendered["model"], "--db", rendered["db"], "--out", rendered["out"],
                           environ=rendered["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     store = Store.open(rendered["db"])
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
+    running = []
+    while time.monotonic() < deadline and proc.poll() is None and not running:
         running = [t for t in store.running_takes("lighthouse") if (t.progress or {}).get("stage") == "stage1"]
-        if running:
-            break
         time.sleep(0.2)
     assert running, proc.communicate()[1][-2000:]
+    return proc, running[0]
+
+
+def test_a_director_stops_one_take_after_saying_so_twice(browser, dashboard_url, rendered, tmp_path):
+    """The storyboard page says what renders now (step, time in, who asked) with a Stop link per take; the stop is
+    asked on a page of its own ("Keep rendering" changes nothing), then only that take stops, recorded with who
+    asked for it and who stopped it. The render it belongs to ends normally (exit 0) and says what was stopped."""
+    proc, take = _long_rerender(rendered, "Cy")
+    store = Store.open(rendered["db"])
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(f"{dashboard_url}/s/lighthouse")
+    assert "Give your name" in page.locator("main").inner_text() and page.locator("#cancel").count() == 0
+    page.fill("header input[name=name]", "Ada")
+    page.click("header form.whoami button")
+    row = page.locator(f'tr.running-take[data-shot="lighthouse-wide"][data-number="{take.number}"]')
+    assert "stage1 step" in row.inner_text() and "asked by Cy" in row.inner_text()
+    screenshot(page, "dashboard-now.png", tmp_path)
+    row.locator("text=Stop…").click()
+    assert page.locator("h1").inner_text() == f"Stop take {take.number} of lighthouse-wide?"
+    screenshot(page, "dashboard-stop.png", tmp_path)
+    page.click("#keep")
+    page.wait_for_url(f"{dashboard_url}/s/lighthouse/shot/lighthouse-wide")
+    time.sleep(1.5)
+    assert store.take(take.id).status == "running" and store.take(take.id).cancel_requested_by is None
+    page.locator(f'tr.take[data-number="{take.number}"] a.stop').click()
+    page.click("text=Stop it")
+    assert f"Ada asked lighthouse-wide take {take.number} to stop" in page.locator(".message").inner_text()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopped: lighthouse-wide: Ada asked it to stop" in out, out
+    assert "stopped: lighthouse-push: not rendered: lighthouse-wide before it was stopped" in out, out
+    stopped = store.take(take.id)
+    assert (stopped.status, stopped.requested_by, stopped.cancel_requested_by) == ("cancelled", "Cy", "Ada")
+    assert "stopped by Ada" in (stopped.error or "")
+    assert store.current_take("lighthouse", "lighthouse-wide").number < take.number  # the earlier take stands
+    page.goto(f"{dashboard_url}/s/lighthouse/shot/lighthouse-wide")
+    assert "stopped by Ada" in page.locator(f'tr.take[data-number="{take.number}"]').inner_text()
+
+
+def test_cancel_asks_first_then_stops_the_storyboards_renders(rendered):
+    """Last in this file: it leaves lighthouse-wide with a cancelled take and a stored steps override."""
+    proc, take = _long_rerender(rendered, "Cy")
+    store = Store.open(rendered["db"])
     client = _client(rendered)
+    client.cookies.set("milimo_user", "Ada")
     page = client.get("/s/lighthouse")
     assert "rendering (stage1 step" in page.text
-    answer = client.post("/s/lighthouse/cancel", data={"csrf": client.cookies.get("milimo_csrf")},
-                         headers={"Origin": "http://127.0.0.1:8765"}, follow_redirects=False)
+    asked = client.get("/s/lighthouse/cancel")
+    assert asked.status_code == 200 and f"lighthouse-wide take {take.number}: stage1 step" in asked.text
+    origin = {"Origin": "http://127.0.0.1:8765"}
+    csrf = client.cookies.get("milimo_csrf")
+    unconfirmed = client.post("/s/lighthouse/cancel", data={"csrf": csrf}, headers=origin, follow_redirects=False)
+    assert unconfirmed.status_code == 303 and unconfirmed.headers["location"] == "/s/lighthouse/cancel"
+    assert store.take(take.id).status == "running"
+    answer = client.post("/s/lighthouse/cancel", data={"csrf": csrf, "confirm": "yes"}, headers=origin,
+                         follow_redirects=False)
     assert answer.status_code == 303 and answer.headers["location"] == "/s/lighthouse"
-    assert "asked 1 render(s) to stop" in client.get("/s/lighthouse").text
+    assert "Ada asked 1 render(s) to stop" in client.get("/s/lighthouse").text
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
-    assert store.takes("lighthouse", "lighthouse-wide")[-1].status == "cancelled"
+    cancelled = store.takes("lighthouse", "lighthouse-wide")[-1]
+    assert cancelled.status == "cancelled" and (cancelled.error or "").startswith("cancelled by Ada: interrupted")

@@ -439,6 +439,8 @@ def test_absolute_paths_of_older_stores_become_relative(tmp_path):
         conn.execute(sa.text("alter table storyboards drop column uid"))  # as 0006 left it: no 0008,
         conn.execute(sa.text("alter table shots drop column pinned_by"))  # no 0009
         conn.execute(sa.text("drop table reviews"))
+        for column in ("requested_by", "cancel_requested_by", "cancel_requested_at"):  # no 0010
+            conn.execute(sa.text(f"alter table takes drop column {column}"))
     assert Store.open(url).storyboard_uid("lighthouse")  # upgraded: 0007, then 0008 gives the storyboard its id
     with engine.connect() as conn:
         outputs, = conn.execute(sa.text("select outputs from takes")).one()

@@ -1,24 +1,26 @@
 """What a director does: say who they are, rerender from a shot with new settings, pin, approve, ask for changes
-or reject a take, note a frame, render, cancel. Each behind the CSRF token and the app's guard (token, same
-origin, not read-only); every decision records who (the name this browser gave) and is refused, not applied,
-when another was made since the page was shown. Renders start through `Jobs`, as one `RenderRequest`."""
+or reject a take, note a frame, render, stop one take, cancel the storyboard's renders. Each behind the CSRF token
+and the app's guard (token, same origin, not read-only); every action records who (the name this browser gave, or
+the person's own token); a decision is refused, not applied, when another was made since the page was shown; a
+stop or a cancel is asked on a page that says what it stops, then confirmed. Renders start through `Jobs`, as one
+`RenderRequest`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 
 from milimo.errors import outcome
-from storyboards.errors import DecisionChanged, ReviewError, UnknownShot
+from storyboards.errors import DecisionChanged, NotRunning, ReviewError, UnknownShot
 from storyboards.fields import check
 from storyboards.overrides import OverrideError, parse_assignments
 from storyboards.store import VERDICTS, ReviewState
 from storyboards.store.records import frame_span
 
 from ..security import USER_COOKIE, display_name
-from ..state import DashboardState, board_state, quoted, row_id
+from ..state import DashboardState, board_state, quoted, row_id, running_words
 from .shots import RERENDER_FIELDS, shot_context
 
 router = APIRouter()
@@ -67,6 +69,7 @@ async def rerender(request: Request, name: str, shot_id: str,
                    state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
     form = await state.form_of(request)
     _, _, source = state.known(name)
+    user = state.acting_user(request)
     values = {k: form.get(k, "").strip() for k in RERENDER_FIELDS}
     overrides, errors = _overrides(values, state.store.spec_data(name, shot_id))
     if not errors and not overrides:
@@ -74,8 +77,8 @@ async def rerender(request: Request, name: str, shot_id: str,
     if errors:
         return state.page(request, "shot.html", shot_context(state, name, shot_id, errors=errors, values=values),
                           status=422)
-    said = state.jobs.rerender(name, state.source_of(name, source), shot_id, overrides)
-    return state.done(_shot_url(name, shot_id), f"rerender of {shot_id}: {said}")
+    job = state.jobs.rerender(name, state.source_of(name, source), shot_id, overrides, user)
+    return state.done(_shot_url(name, shot_id), f"rerender of {shot_id} for {user}: {job.said}")
 
 
 def _refused(request: Request, state: DashboardState, name: str, shot_id: str, exc: Exception,
@@ -153,14 +156,83 @@ async def note(request: Request, name: str, shot_id: str,
 async def render(request: Request, name: str, state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
     await state.form_of(request)
     _, _, source = state.known(name)
-    said = state.jobs.render(name, state.source_of(name, source))
-    return state.done(f"/s/{quoted(name)}", f"render {said}")
+    user = state.acting_user(request)
+    job = state.jobs.render(name, state.source_of(name, source), user)
+    return state.done(f"/s/{quoted(name)}", f"render for {user}: {job.said}")
+
+
+def _running_take(state: DashboardState, name: str, shot_id: str, number: int):
+    take = next((t for t in state.store.running_takes(name) if t.shot_id == shot_id and t.number == number), None)
+    if take is None:
+        raise NotRunning(f"take {number} of {shot_id} is not rendering", "nothing to stop; it finished or stopped")
+    return take
+
+
+@router.get("/s/{name}/shot/{shot_id}/stop", response_class=HTMLResponse)
+def stop_page(request: Request, name: str, shot_id: str, take: str = "",
+              state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
+    """What stopping this take means, asked before it is done."""
+    state.known(name)
+    number = row_id(take, "take")
+    try:
+        running = _running_take(state, name, shot_id, number)
+    except NotRunning as exc:
+        return state.done(_shot_url(name, shot_id), str(exc))
+    return state.page(request, "confirm.html", {
+        "name": name, "title": f"Stop take {number} of {shot_id}?",
+        "lines": [f"It stops at its next step and is kept as cancelled, with your name; take "
+                  f"{running.number} of {shot_id} is {running_words(running)}.",
+                  "The shot's current take stays current. The rest of its render goes on; the shots after it in "
+                  "its chain are not rendered this time."],
+        "action": f"{_shot_url(name, shot_id)}/stop", "fields": {"take": str(number)}, "confirm": "Stop it",
+        "back": _shot_url(name, shot_id), "keep": "Keep rendering"})
+
+
+@router.post("/s/{name}/shot/{shot_id}/stop")
+async def stop(request: Request, name: str, shot_id: str,
+               state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
+    form, user = await _decision(request, state, name)
+    number = row_id(form.get("take", ""), "take")
+    if form.get("confirm") != "yes":
+        return state.done(f"{_shot_url(name, shot_id)}/stop?take={number}", "confirm the stop first")
+    try:
+        state.store.request_cancel(name, shot_id, number, user)
+    except NotRunning as exc:
+        return state.done(_shot_url(name, shot_id), str(exc))
+    except UnknownShot:
+        raise HTTPException(404, f"no take {number} of {shot_id!r} in {name!r}") from None
+    return state.done(_shot_url(name, shot_id), f"{user} asked {shot_id} take {number} to stop at its next step")
+
+
+@router.get("/s/{name}/cancel", response_class=HTMLResponse)
+def cancel_page(request: Request, name: str, state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
+    state.known(name)
+    running = state.store.running_takes(name)
+    jobs = [j for j in state.jobs.of(name) if j.live]
+    if not running and not jobs:
+        return state.done(f"/s/{quoted(name)}", "nothing is rendering")
+    lines = [f"{t.shot_id} take {t.number}: {running_words(t)}" for t in running]
+    lines += [f"job {j.number}: {j.what} for {j.by}, {j.state}" for j in jobs]
+    return state.page(request, "confirm.html", {
+        "name": name, "title": f"Cancel every render of {name} on this host?",
+        "intro": "Each render stops at its next step; what it finished stays. This stops:", "lines": lines,
+        "action": f"/s/{quoted(name)}/cancel", "fields": {}, "confirm": "Cancel them",
+        "back": f"/s/{quoted(name)}", "keep": "Keep rendering"})
 
 
 @router.post("/s/{name}/cancel")
 async def cancel(request: Request, name: str, state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
-    await state.form_of(request)
-    state.known(name)
-    pids = state.jobs.cancel(name, [t.host for t in state.store.running_takes(name)])
-    note = f"asked {len(pids)} render(s) to stop at their next step" if pids else "nothing was rendering"
+    form, user = await _decision(request, state, name)
+    if form.get("confirm") != "yes":
+        return state.done(f"/s/{quoted(name)}/cancel", "confirm the cancel first")
+    running = state.store.running_takes(name)
+    for take in running:  # who asked, on each take it stops (the render names them when it settles the take)
+        try:
+            state.store.request_cancel(name, take.shot_id, take.number, user)
+        except NotRunning:
+            continue
+    pids = state.jobs.cancel(name, [t.host for t in running])
+    note = (f"{user} asked {len(pids)} render(s) to stop at their next step" if pids
+            else "nothing was rendering on this host")
     return state.done(f"/s/{quoted(name)}", note)
+

@@ -9,20 +9,24 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from storyboards.store import ShotStatus
 
+from ..jobs import Job
 from ..state import DashboardState, board_state
 
 router = APIRouter()
 
 
-def card_state(row: ShotStatus, leased: set[str]) -> dict[str, Any]:
-    """What a shot card says: queued / waiting for a GPU / rendering (stage, step k of n) / done / failed /
-    cancelled / stale / missing."""
+def card_state(row: ShotStatus, leased: set[str], queued: dict[str, Job] | None = None) -> dict[str, Any]:
+    """What a shot card says: queued (a job this dashboard started, not yet at the shot) / waiting for a GPU /
+    rendering (stage, step k of n) / done / failed / cancelled / stale / missing."""
     if row.running:
         total = row.running.get("total") or 0
         detail = f"{row.running.get('stage')} step {row.running.get('step')} of {total}" if total else "starting"
         return {"state": "rendering", "label": f"rendering ({detail})", "worker": row.running.get("host")}
     if row.shot_id in leased:
         return {"state": "waiting", "label": "waiting for a GPU"}
+    job = (queued or {}).get(row.shot_id)
+    if job is not None:
+        return {"state": "queued", "label": f"queued: {job.what.split(' (')[0]} for {job.by}"}
     if row.problem:
         return {"state": "missing", "label": f"missing: {row.problem}"}
     label = {"succeeded": "done", "not rendered": "queued"}.get(row.status, row.status)
@@ -62,13 +66,14 @@ def board_context(state: DashboardState, name: str, only: str | None = None, tex
     _, revision, source = state.known(name)
     rows = state.store.status(name)
     leased = state.store.leased(name)
+    queued = queued_shots(state, name)
     seams = state.seams_of(name)
     specs = state.store.specs_by_hash(r.spec_hash for r in rows if r.spec_hash)
     reviews = {r.shot_id: r for r in state.store.reviews(name) if r.current}
     cards: list[dict[str, Any]] = []
     for r in rows:
         spec = specs.get(r.spec_hash or "", {})
-        cards.append({"row": r, "state": card_state(r, leased), "seam": seams.get(r.shot_id),
+        cards.append({"row": r, "state": card_state(r, leased, queued), "seam": seams.get(r.shot_id),
                       "seam_in": seams.get(r.predecessor or ""),
                       "seconds": (r.outputs.frames or spec.get("num_frames") or 0) / (spec.get("fps") or 24),
                       "seed": spec.get("seed"), "continues": r.predecessor, "review": reviews.get(r.shot_id)})
@@ -77,8 +82,21 @@ def board_context(state: DashboardState, name: str, only: str | None = None, tex
         card["linked"] = before is not None and card["continues"] == before["row"].shot_id
     return {"name": name, "revision": revision, "source": source, "cards": shown, "total": len(cards),
             "only": only if only in FILTERS else "", "text": text or "", "filters": list(FILTERS),
-            "has_preview": state.layout.preview(name).is_file(),
+            "now": now_context(state, name, rows, leased), "has_preview": state.layout.preview(name).is_file(),
             "has_sheet": state.layout.contact_sheet(name).is_file()}
+
+
+def queued_shots(state: DashboardState, name: str) -> dict[str, Job]:
+    """The shot each live rerender this dashboard started begins from: queued until its render reaches it."""
+    return {j.shot_id: j for j in reversed(state.jobs.of(name)) if j.live and j.shot_id}
+
+
+def now_context(state: DashboardState, name: str, rows: list[ShotStatus], leased: set[str]) -> dict[str, Any]:
+    """What is happening to the storyboard: the takes rendering (step, time left, who asked), the shots waiting
+    for a device, and the renders this dashboard started (queued, running, how they ended)."""
+    running = [r.running_take for r in rows if r.running_take is not None]
+    rendering = {t.shot_id for t in running}
+    return {"running": running, "waiting": sorted(leased - rendering), "jobs": state.jobs.of(name)[:8]}
 
 
 def _matches(card: dict[str, Any], text: str | None) -> bool:
@@ -98,5 +116,6 @@ def storyboard(request: Request, name: str, only: str | None = None, q: str | No
 def live_state(name: str, state: DashboardState = Depends(board_state)) -> JSONResponse:  # noqa: B008
     state.known(name)
     leased = state.store.leased(name)
-    return JSONResponse({r.shot_id: {**card_state(r, leased), "take": r.take_number}
+    queued = queued_shots(state, name)
+    return JSONResponse({r.shot_id: {**card_state(r, leased, queued), "take": r.take_number}
                          for r in state.store.status(name)})

@@ -1,5 +1,6 @@
 // Live state: poll the storyboard's state every 1.5 s and update each card's status. On a storyboard, a card
-// whose current take changed (a new take finished, or one was pinned) reloads the page so thumbnails are current.
+// whose current take changed (a new take finished, or one was pinned) reloads the page so thumbnails are current;
+// any other change swaps the "rendering now" section (steps, time left, jobs) in place.
 // On a shot page nothing reloads: the takes table and the review section are fetched and swapped in place, the
 // review section only while nobody is typing in it, and the rerender form is never touched.
 (function () {
@@ -15,10 +16,21 @@
     return [...section.querySelectorAll("input:not([type=hidden]), textarea")].some(f => f.value !== "");
   }
 
-  async function refreshShot() {
+  async function freshPage() {
     const response = await fetch(location.pathname + location.search, {credentials: "same-origin"});
-    if (!response.ok) return;
-    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    if (!response.ok) return null;
+    return new DOMParser().parseFromString(await response.text(), "text/html");
+  }
+
+  async function refreshNow() {
+    const fresh = await freshPage();
+    const now = fresh && fresh.getElementById("now");
+    if (now) document.getElementById("now").replaceWith(now);
+  }
+
+  async function refreshShot() {
+    const fresh = await freshPage();
+    if (!fresh) return;
     const takes = fresh.getElementById("takes");
     if (takes) document.getElementById("takes").replaceWith(takes);
     const review = document.getElementById("review");
@@ -44,6 +56,9 @@
         card.className = "card state-" + s.state;
         if (String(s.take || "") !== card.dataset.take && s.state !== "rendering") { location.reload(); return; }
       }
+      const now = JSON.stringify(state);
+      if (last !== null && now !== last && document.getElementById("now")) await refreshNow();
+      last = now;
     } catch (e) { /* the server restarts: try again next tick */ }
   }
   setInterval(tick, 1500);

@@ -16,6 +16,7 @@
     milimo review STORYBOARD [--json]            (each take's review state and notes)
     milimo approve|needs-changes|reject STORYBOARD SHOT TAKE [--by NAME] [--note TEXT]
     milimo note STORYBOARD SHOT TAKE "text" [--frame N|A-B] [--by NAME]
+    milimo stop STORYBOARD SHOT [TAKE] [--by NAME]   (a rendering take stops at its next step; the rest goes on)
     milimo model tiny DIR
     milimo model import SRC... -o DIR             (the official files as downloaded -> a model folder)
     milimo model info DIR [--json]

@@ -135,6 +135,8 @@ def run_request(args: argparse.Namespace, context: Context) -> int:
 def report(result: dict[str, Any]) -> None:
     print(f"{result['storyboard']}: rendered {len(result['rendered'])} shot(s) {result['rendered']}, "
           f"kept {len(result['skipped'])} {result['skipped']}")
+    for shot_id, why in (result.get("stopped") or {}).items():
+        print(f"  stopped: {shot_id}: {why}")
     for key in ("otio", "preview", "contact_sheet"):
         if result.get(key):
             print(f"  {key}: {result[key]}")

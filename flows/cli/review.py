@@ -1,6 +1,7 @@
-"""Review from a terminal: `review` (each take's state and notes), `approve`, `needs-changes`, `reject` and
-`note`. Each records who (`--by`, else MILIMO_USER, else the login name) and when; approving a take chooses it for
-its shot, as the dashboard's pin does. None imports Prefect; none creates a database."""
+"""Review from a terminal: `review` (each take's state and notes), `approve`, `needs-changes`, `reject`, `note`
+and `stop` (a rendering take, at its next step). Each records who (`--by`, else MILIMO_USER, else the login name)
+and when; approving a take chooses it for its shot, as the dashboard's pin does. None imports Prefect; none
+creates a database."""
 
 from __future__ import annotations
 
@@ -61,6 +62,24 @@ def note(args: argparse.Namespace, context: Context) -> int:
     return 0
 
 
+def stop(args: argparse.Namespace, context: Context) -> int:
+    """Ask one rendering take to stop at its next step; the render it belongs to goes on with its other shots."""
+    from storyboards.errors import NotRunning
+
+    name = board_name(args)
+    store = open_store(args, context)
+    number = args.take
+    if number is None:
+        running = [t for t in store.running_takes(name) if t.shot_id == args.shot_id]
+        if not running:
+            raise NotRunning(f"{args.shot_id} has no take rendering", "nothing to stop; `milimo status` shows "
+                             "what renders")
+        number = running[0].number
+    take = store.request_cancel(name, args.shot_id, number, context.settings.user)
+    print(f"{name}: {args.shot_id} take {take.number}: asked to stop at its next step by {take.cancel_requested_by}")
+    return 0
+
+
 def notes(args: argparse.Namespace, context: Context) -> int:
     """The chosen takes' verdicts and notes as markers on the cut's record, for the editor."""
     from storyboards.markers import markers_edl, note_markers, notes_csv
@@ -114,6 +133,14 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("text", help="the note")
     p.add_argument("--frame", type=frames, metavar="N|A-B", help="the frame (or range) of the take's media it is about")
     p.set_defaults(func=note)
+    p = sub.add_parser("stop", help="ask a rendering take to stop at its next step (its render goes on with the "
+                                    "other shots)")
+    add_storyboard(p)
+    add_out(p)
+    p.add_argument("shot_id", metavar="SHOT")
+    p.add_argument("take", type=positive_int, nargs="?", metavar="TAKE", help="default: the shot's take rendering now")
+    p.add_argument("--by", metavar="NAME", help="who asks (default: $MILIMO_USER, else your login name)")
+    p.set_defaults(func=stop)
     p = sub.add_parser("notes", help="the chosen takes' verdicts and notes as markers at their record timecode, for "
                                      "the editor's timeline")
     add_storyboard(p)

@@ -131,6 +131,11 @@ class TakeRow(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who asked for the render that made it (a dashboard user, --by, MILIMO_USER or the login name), and who
+    # asked it to stop and when: its render reads that between steps and stops this take only.
+    requested_by: Mapped[str | None] = mapped_column(String(255))
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(255))
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     artifacts: Mapped[list[ArtifactRow]] = relationship(back_populates="take", cascade="all, delete-orphan")
 
 

@@ -49,15 +49,18 @@ class ReadsMixin(StoreBase):
                     pinned=row.pinned_take_id == take.id)
             return states
 
-    def done_take(self, storyboard: str, shot_id: str, upstream_handoff_sha256: str | None) -> TakeView | None:
-        """The shot's current take when it needs no new one: succeeded under the shot's spec, from this
-        upstream handoff, with every artifact as recorded. What a render that waited for another
-        render of the same shot, or whose upstream re-rendered, checks before rendering."""
+    def done_take(self, storyboard: str, shot_id: str, upstream_handoff_sha256: str | None,
+                  spec_hash: str | None = None) -> TakeView | None:
+        """The shot's current take when it needs no new one: succeeded under `spec_hash` (the spec the render
+        planned; by default the shot's now), from this upstream handoff, with every artifact as recorded. What a
+        render that waited for another render of the same shot, or whose upstream re-rendered, checks before
+        rendering."""
         with self.session() as s:
             shot = self._shot(s, storyboard, shot_id)
             take = s.get(TakeRow, shot.current_take_id) if shot.current_take_id else None
             pinned = take is not None and shot.pinned_take_id == take.id
-            if (take is None or take.status != TakeStatus.succeeded or (take.spec_hash != shot.spec_hash and not pinned)
+            wanted = spec_hash or shot.spec_hash
+            if (take is None or take.status != TakeStatus.succeeded or (take.spec_hash != wanted and not pinned)
                     or take.handoff_in_sha256 != upstream_handoff_sha256 or take_problem(take, self.root)):
                 return None
             return view(take, shot_id, root=self.root)
@@ -108,7 +111,8 @@ class ReadsMixin(StoreBase):
                     {"take": live.number, "host": live.host, **(live.progress or {})} if live else None,
                     take is None or take.spec_hash == shot.spec_hash,
                     specs.get(shot.spec_hash or "", {}).get("quality"),
-                    take is not None and shot.pinned_take_id == take.id, shot.predecessor_shot_id))
+                    take is not None and shot.pinned_take_id == take.id, shot.predecessor_shot_id,
+                    view(live, shot.shot_id, root=self.root) if live else None))
             return out
 
     def pinned_at(self, storyboard: str, shot_id: str) -> datetime | None:

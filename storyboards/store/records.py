@@ -80,6 +80,25 @@ class TakeView:
     artifacts: tuple[dict[str, Any], ...] = ()
     worker: str | None = None
     heartbeat_at: datetime | None = None
+    started_at: datetime | None = None
+    requested_by: str | None = None  # who asked for the render that made it
+    cancel_requested_by: str | None = None  # who asked it to stop (it stops at its next step)
+    cancel_requested_at: datetime | None = None
+
+    @property
+    def seconds_running(self) -> float | None:
+        """Seconds since the take started rendering, while it runs."""
+        if self.status != "running" or self.started_at is None:
+            return None
+        return max(0.0, (datetime.now(UTC) - self.started_at).total_seconds())
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the pace so far (its progress fraction over its time running), once it is 5 % in."""
+        fraction, seconds = (self.progress or {}).get("fraction") or 0.0, self.seconds_running
+        if seconds is None or fraction < 0.05:
+            return None
+        return seconds * (1 - fraction) / fraction
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,7 @@ class ShotStatus:
     quality: str | None = None  # "final" or "draft", of the shot's spec now
     pinned: bool = False  # the current take was pinned by a person
     predecessor: str | None = None  # the shot it continues from (handoff), if any
+    running_take: TakeView | None = None  # the take rendering now, whole (who asked, since when, a stop asked)
 
 
 @dataclass(frozen=True)
@@ -254,6 +274,10 @@ def view(take: TakeRow, shot_id: str, artifacts: bool = False, root: Path | None
         tuple(artifact_dict(a, roots) for a in take.artifacts) if artifacts else (),
         take.worker,
         aware(take.heartbeat_at),
+        aware(take.started_at),
+        take.requested_by,
+        take.cancel_requested_by,
+        aware(take.cancel_requested_at),
     )
 
 

@@ -168,7 +168,7 @@ class RevisionsMixin(StoreBase):
         return ShotSpec.from_data(self.spec_data(storyboard, shot_id))
 
     def take_spec(self, take_id: int) -> ShotSpec:
-        """The spec a take was started under (fixed then: a re-import during the render does not change it)."""
+        """The spec a take renders: the one its render planned (a re-import during the render does not change it)."""
         with self.session() as s:
             take = s.get(TakeRow, take_id)
             if take is None:

@@ -1,5 +1,6 @@
-"""A take's life: started (numbered, under the shot's spec), its progress, finished (current), failed or
-cancelled (the earlier good take stays current), pinned by a person, or marked stale for a re-render."""
+"""A take's life: started (numbered, under the spec its render planned, with who asked), its progress, a stop a
+person asked for, finished (current), failed or cancelled (the earlier good take stays current), pinned by a
+person, or marked stale for a re-render."""
 
 from __future__ import annotations
 
@@ -11,41 +12,64 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ..errors import UnknownShot
+from ..errors import NotRunning, UnknownShot
 from .artifacts import stored_path
 from .base import StoreBase
 from .decisions import check_seen
 from .models import ArtifactRow, ShotRow, TakeRow, TakeStatus, utcnow
-from .records import PATH_KEYS, aware, end_take
+from .records import PATH_KEYS, TakeView, aware, end_take, view
 
 
 class TakesMixin(StoreBase):
     def start_take(self, storyboard: str, shot_id: str, *, handoff_in_take_id: int | None = None,
                    handoff_in_path: str | None = None, handoff_in_sha256: str | None = None,
                    flow_run_id: str | None = None, task_run_id: str | None = None, host: str | None = None,
-                   worker: str | None = None) -> int:
+                   worker: str | None = None, spec_hash: str | None = None,
+                   requested_by: str | None = None) -> int:
+        """A running take of the shot under `spec_hash`: the spec its render planned, which a later import (another
+        rerender of the shot asked for meanwhile) does not change; by default the shot's spec now."""
         def work(s: Session) -> int:
             shot = self._shot(s, storyboard, shot_id, lock=True)
             if shot.spec_hash is None:
                 raise ValueError(f"shot {shot_id!r} has no spec yet; give it a prompt and import again")
             take = TakeRow(shot_pk=shot.id, number=self._next_number(s, TakeRow.number, TakeRow.shot_pk == shot.id),
-                           status=TakeStatus.running, spec_hash=shot.spec_hash,
+                           status=TakeStatus.running, spec_hash=spec_hash or shot.spec_hash,
                            handoff_in_take_id=handoff_in_take_id,
                            handoff_in_path=stored_path(handoff_in_path, self.root),
                            handoff_in_sha256=handoff_in_sha256, host=host or socket.gethostname(),
                            flow_run_id=flow_run_id, task_run_id=task_run_id, started_at=utcnow(), outputs={},
                            timings={}, progress={"stage": "starting", "step": 0, "total": 0},
-                           worker=worker or host or socket.gethostname(), heartbeat_at=utcnow())
+                           worker=worker or host or socket.gethostname(), heartbeat_at=utcnow(),
+                           requested_by=requested_by)
             s.add(take)
             s.flush()
             return take.id
 
         return self._retrying(work, attempts=5)
 
-    def set_progress(self, take_id: int, progress: dict[str, Any]) -> None:
+    def set_progress(self, take_id: int, progress: dict[str, Any]) -> str | None:
+        """Record a running take's progress; returns who asked it to stop, if anyone did (its render stops at its
+        next step): the render reads the request with the write it makes anyway."""
         with self.session.begin() as s:
             s.execute(update(TakeRow).where(TakeRow.id == take_id, TakeRow.status == TakeStatus.running)
                       .values(progress=progress))
+            return s.scalar(select(TakeRow.cancel_requested_by).where(TakeRow.id == take_id))
+
+    def request_cancel(self, storyboard: str, shot_id: str, number: int, by: str) -> TakeView:
+        """Ask a running take to stop at its next step, recording who and when; only that take stops (the rest of
+        its render goes on: the shots after it in its chain wait for it, and fail for want of its handoff)."""
+        with self.session.begin() as s:
+            shot = self._shot(s, storyboard, shot_id, lock=True)
+            take = s.scalar(select(TakeRow).where(TakeRow.shot_pk == shot.id, TakeRow.number == number))
+            if take is None:
+                raise UnknownShot(storyboard, f"{shot_id} take {number}", [])
+            if take.status != TakeStatus.running:
+                raise NotRunning(f"take {number} of {shot_id} is {take.status.value}, not rendering",
+                                 "nothing to stop; reload the page to see it")
+            if take.cancel_requested_by is None:
+                take.cancel_requested_by, take.cancel_requested_at = by, utcnow()
+            s.flush()
+            return view(take, shot_id, root=self.root)
 
     def finish_take(self, take_id: int, *, handoff_out_path: str | None = None,
                     handoff_out_sha256: str | None = None, outputs: dict[str, Any] | None = None,
