@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from milimo import context as app_context
 from milimo.context import Context
 
-from .routers import actions, boards, files, shots
+from .routers import actions, boards, files, player, shots
 from .routers.boards import card_state
 from .security import TOKEN_COOKIE, host_ok, same_origin, token_ok, token_user
 from .state import HERE, DashboardSettings, DashboardState
@@ -54,7 +54,7 @@ def create_app(settings: DashboardSettings, context: Context | None = None) -> F
     async def any_error(request: Request, exc: Exception) -> Response:
         return PlainTextResponse(f"internal error: {type(exc).__name__}", status_code=500)
 
-    for router in (boards.router, shots.router, files.router, actions.router):
+    for router in (boards.router, shots.router, player.router, files.router, actions.router):
         app.include_router(router)
     return app
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -51,7 +51,7 @@ class DashboardState:
         response = self.templates.TemplateResponse(
             request, name, {"message": flash or None, **context, "csrf": csrf, "read_only": self.settings.read_only,
                             "user": self.user_of(request), "user_by_token": _token_user(request) is not None,
-                            "here": request.url.path}, status_code=status)
+                            "here": here(request)}, status_code=status)
         response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
         if flash:
             response.delete_cookie(FLASH_COOKIE)
@@ -125,6 +125,15 @@ def row_id(value: object, what: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_ROW_ID:
         raise HTTPException(404, f"no {what} {text[:40]!r}")
     return int(text)
+
+
+PAGE_PARAMETERS = ("a", "b", "note_frame", "only", "q")  # what a page's URL may carry back after "change name"
+
+
+def here(request: Request) -> str:
+    """This page's path and its own parameters (no other text from the URL is ever written into a page)."""
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k in PAGE_PARAMETERS]
+    return request.url.path + (f"?{urlencode(kept)}" if kept else "")
 
 
 def running_words(take: TakeView) -> str:

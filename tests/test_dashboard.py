@@ -198,6 +198,83 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
     assert dialogs == []
 
 
+def test_the_cut_plays_frame_by_frame_with_its_shots_marked(browser, dashboard_url, rendered, tmp_path):
+    """The cut player: the preview with one mark per shot, record timecode from the cut's start, a frame at a
+    time with the arrows, a shot at a time, L to play and K to stop, J back; a shot's mark jumps to it, and "Note
+    this frame" opens the shot with that frame of its take ready for a note."""
+    import storyboards
+    from storyboards.editorial import timecode
+
+    board = storyboards.load(rendered["board"])
+    first = board.shots[0]
+    first_frames = round(first.duration) if hasattr(first, "duration") else None
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(f"{dashboard_url}/s/lighthouse/play")
+    page.fill("header input[name=name]", "Ada")
+    page.click("header form.whoami button")
+    page.wait_for_url(f"{dashboard_url}/s/lighthouse/play")
+    page.wait_for_function("document.getElementById('cut').readyState >= 2")
+    assert page.locator("#timeline li.shot").count() == len(board.shots)
+
+    def frame() -> int:
+        return page.evaluate("milimoPlayer.frame()")
+
+    def shows(frames: int) -> None:
+        page.wait_for_function("([id, text]) => document.getElementById(id).textContent === text",
+                               arg=["tc", timecode(board.record_start + frames, board.fps)], timeout=10_000)
+
+    shows(0)
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    shows(3)
+    assert frame() == 3 and page.locator("#shot-frame").inner_text() == "3"
+    page.keyboard.press("ArrowDown")  # the next shot
+    second = page.locator("#timeline li.shot").nth(1)
+    at = int(second.get_attribute("data-at"))
+    shows(at)
+    assert page.locator("#shot-label").inner_text().startswith(board.shots[1].shot_id)
+    if first_frames is not None:
+        assert at == int(page.locator("#timeline li.shot").nth(0).get_attribute("data-frames"))
+    page.keyboard.press("l")
+    page.wait_for_function(f"milimoPlayer.frame() > {at + 3}", timeout=10_000)
+    page.keyboard.press("k")
+    moved = frame()
+    assert page.evaluate("document.getElementById('cut').paused")
+    page.keyboard.press("j")
+    page.wait_for_function(f"milimoPlayer.frame() < {moved}", timeout=10_000)
+    page.keyboard.press("k")
+    last = page.locator("#timeline li.shot").last
+    last.locator("button").click()
+    shows(int(last.get_attribute("data-at")))
+    assert page.locator("#shot-label").inner_text().startswith(board.shots[-1].shot_id)
+    page.keyboard.press("ArrowRight")
+    screenshot(page, "dashboard-player.png", tmp_path)
+    head = int(last.get_attribute("data-head"))
+    page.click("#note-here")
+    page.wait_for_url(f"**/s/lighthouse/shot/{board.shots[-1].shot_id}?note_frame={head + 1}*")
+    values = page.locator("form.note input[name=frame]").evaluate_all("fs => fs.map(f => f.value)")
+    assert sorted(values)[-1] == str(head + 1) and values.count(str(head + 1)) == 1  # the current take's form
+
+
+def test_two_takes_play_on_one_clock(browser, dashboard_url, rendered):
+    """A/B: the two takes of a compare play, stop and step together, never more than half a frame apart."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close?a=1&b=2")
+    page.wait_for_function("[...document.querySelectorAll('.compare video')].every(v => v.readyState >= 2)")
+    fps = page.evaluate("milimoPlayer.fps")
+    page.click("#ab-play")
+    page.wait_for_function("milimoPlayer.frame() > 5", timeout=10_000)
+    page.click("#ab-play")
+    times = page.evaluate("[...document.querySelectorAll('.compare video')].map(v => [v.currentTime, v.paused])")
+    assert all(paused for _, paused in times) and abs(times[0][0] - times[1][0]) <= 0.5 / fps, times
+    stopped = page.evaluate("milimoPlayer.frame()")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(f"milimoPlayer.frame() === {stopped + 1}")
+    page.wait_for_function("(() => { const [a, b] = document.querySelectorAll('.compare video');"
+                           " return Math.abs(a.currentTime - b.currentTime) < 1e-3; })()")
+    assert page.locator("#ab-frame").inner_text() == str(stopped + 1)
+
+
 def test_two_directors_review_one_shot_and_neither_decision_is_lost(browser, dashboard_url, rendered, tmp_path):
     """Ada and Ben, each in a browser of their own, open the same shot. Ada approves; Ben, on the page he opened
     before, asks for changes: he is told what Ada did, and nothing of his is stored. Notes from both are kept and

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
+from milimo_engine.media import rational_fps
 from storyboards.errors import UnknownShot
 
 from ..state import DashboardState, board_state
@@ -18,7 +19,7 @@ RERENDER_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "quality")
 
 def shot_context(state: DashboardState, name: str, shot_id: str, a: int | None = None, b: int | None = None,
                  errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
-                 message: str | None = None) -> dict[str, Any]:
+                 message: str | None = None, note_frame: int | None = None) -> dict[str, Any]:
     state.known(name)
     try:
         takes = state.store.takes(name, shot_id)
@@ -42,7 +43,9 @@ def shot_context(state: DashboardState, name: str, shot_id: str, a: int | None =
     defaults = {k: spec_now.get(k, "") for k in RERENDER_FIELDS}
     reviews = {r.take_number: r for r in state.store.reviews(name, shot_id)}
     mark = state.store.decision_mark(name, shot_id)
+    fps = (right or left or {"spec": {}})["spec"].get("fps") or spec_now.get("fps") or 24
     return {"name": name, "shot_id": shot_id, "takes": rows, "left": left, "right": right, "diff": diff,
+            "ab_rate": rational_fps(float(fps)), "note_frame": note_frame,
             "errors": errors or {}, "values": {**defaults, **(values or {})},
             **({"message": message} if message else {}), "reviews": reviews,
             "seen": mark.token, "decided": mark.said}
@@ -50,5 +53,6 @@ def shot_context(state: DashboardState, name: str, shot_id: str, a: int | None =
 
 @router.get("/s/{name}/shot/{shot_id}", response_class=HTMLResponse)
 def shot(request: Request, name: str, shot_id: str, a: int | None = None, b: int | None = None,
-         state: DashboardState = Depends(board_state)) -> HTMLResponse:  # noqa: B008
-    return state.page(request, "shot.html", shot_context(state, name, shot_id, a, b))
+         note_frame: int | None = None, state: DashboardState = Depends(board_state)) -> HTMLResponse:  # noqa: B008
+    """`note_frame` (from the cut player's "Note this frame") fills the current take's note frame."""
+    return state.page(request, "shot.html", shot_context(state, name, shot_id, a, b, note_frame=note_frame))

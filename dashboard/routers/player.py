@@ -1,0 +1,51 @@
+"""The cut player: the storyboard's preview with its shots marked on a timeline, record timecode, frame stepping
+and J/K/L, and from any frame a note on the take under it. The parts come from the preview's own plan
+(`milimo.preview.parts_of`), so the marks are where the preview put each shot, gaps and all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse
+
+import storyboards
+from milimo.preview import parts_of
+from milimo_engine.media import rational_fps
+from storyboards.editorial import counts_drop_frame
+from storyboards.errors import MilimoError
+
+from ..state import DashboardState, board_state
+
+router = APIRouter()
+
+
+def player_context(state: DashboardState, name: str) -> dict[str, Any]:
+    _, revision, source = state.known(name)
+    if not state.layout.preview(name).is_file():
+        raise HTTPException(404, f"{name!r} has no preview yet; render it first")
+    try:
+        board = storyboards.load(state.source_of(name, source))
+    except (MilimoError, OSError) as exc:
+        raise HTTPException(409, f"the storyboard file of {name!r} cannot be read now: {exc}") from None
+    rows = state.store.status(name)
+    by_id = {r.shot_id: r for r in rows}
+    shots = iter(board.shots)
+    start = board.record_start
+    parts = []
+    for part in parts_of(board, rows):
+        shot = next(shots).shot_id if part.source_in is not None else None  # a shot's part has its source-in
+        row = by_id.get(shot or "")
+        parts.append({"at": part.record_in - start, "frames": part.frames, "label": part.label, "shot": shot,
+                      "take": row.take_number if row is not None and part.take_id else None,
+                      "head": part.span.start if part.span else 0, "speed": part.span.speed if part.span else 1.0})
+    total = sum(p["frames"] for p in parts)
+    rate = rational_fps(board.fps)
+    return {"name": name, "revision": revision, "parts": parts, "total": max(1, total),
+            "rate_num": rate.numerator, "rate_den": rate.denominator, "record_start": start,
+            "drop_frame": counts_drop_frame(board.fps, board.drop_frame)}
+
+
+@router.get("/s/{name}/play", response_class=HTMLResponse)
+def play(request: Request, name: str, state: DashboardState = Depends(board_state)) -> HTMLResponse:  # noqa: B008
+    return state.page(request, "play.html", player_context(state, name))
