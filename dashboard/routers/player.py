@@ -32,14 +32,14 @@ def player_context(state: DashboardState, name: str) -> dict[str, Any]:
     by_id = {r.shot_id: r for r in rows}
     shots = iter(board.shots)
     start = board.record_start
-    parts = []
+    parts: list[dict[str, Any]] = []
     for part in parts_of(board, rows):
         shot = next(shots).shot_id if part.source_in is not None else None  # a shot's part has its source-in
         row = by_id.get(shot or "")
         parts.append({"at": part.record_in - start, "frames": part.frames, "label": part.label, "shot": shot,
                       "take": row.take_number if row is not None and part.take_id else None,
                       "head": part.span.start if part.span else 0, "speed": part.span.speed if part.span else 1.0})
-    total = sum(p["frames"] for p in parts)
+    total = sum(int(p["frames"]) for p in parts)
     rate = rational_fps(board.fps)
     return {"name": name, "revision": revision, "parts": parts, "total": max(1, total),
             "rate_num": rate.numerator, "rate_den": rate.denominator, "record_start": start,
