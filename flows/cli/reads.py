@@ -82,8 +82,9 @@ def takes(args: argparse.Namespace, context: Context) -> int:
     if args.json:
         print(json.dumps([_json(t) for t in found], indent=2, default=str))
         return 0
-    print_table(("take", "id", "status", "current", "spec", "handoff in", "handoff out", "mp4 / error"), [
-        (t.number, t.id, t.status, "*" if current and current.id == t.id else "", t.spec_hash[:12],
+    print_table(("take", "id", "status", "current", "asked by", "spec", "handoff in", "handoff out", "mp4 / error"), [
+        (t.number, t.id, t.status, "*" if current and current.id == t.id else "", t.requested_by or "-",
+         t.spec_hash[:12],
          (t.handoff_in_sha256 or "-")[:12], (t.handoff_out_sha256 or "-")[:12],
          t.outputs.mp4 or (t.error or "").strip().rsplit("\n", 1)[-1][:80]) for t in found])
     return 0
