@@ -79,6 +79,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/engine.py
 	$(PY) bench/orchestration.py
+	$(PY) bench/review_pages.py
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) renders .pytest_cache

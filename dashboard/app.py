@@ -48,7 +48,7 @@ def create_app(settings: DashboardSettings, context: Context | None = None) -> F
         if request.url.path.startswith(("/files/", "/api/")) or exc.status_code in (401, 403, 416):
             return PlainTextResponse(str(exc.detail), status_code=exc.status_code)
         return state.templates.TemplateResponse(request, "error.html", {
-            "status": exc.status_code, "detail": exc.detail, "read_only": True}, status_code=exc.status_code)
+            "status": exc.status_code, "detail": exc.detail, "bare": True}, status_code=exc.status_code)
 
     @app.exception_handler(Exception)
     async def any_error(request: Request, exc: Exception) -> Response:

@@ -73,6 +73,7 @@ def test_pages_files_and_errors(rendered):
                 "/files/storyboard/lighthouse/..%2F..%2Fetc%2Fpasswd", "/files/storyboard/nope/preview"):
         response = client.get(url)
         assert response.status_code == 404 and "Traceback" not in response.text, url
+        assert "read-only" not in response.text, url  # an error page of a writable dashboard says nothing of modes
 
 
 def test_actions_need_csrf_same_origin_and_not_read_only(rendered):
