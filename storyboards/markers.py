@@ -174,3 +174,56 @@ def markers_csv(board: Storyboard, markers: list[Marker]) -> str:
         m.shot_id, m.clip, timecode(m.record_in, board.fps, board.drop_frame),
         timecode(m.record_in + m.frames, board.fps, board.drop_frame), m.frames, m.status, m.take or "", m.colour,
         m.note) for m in markers])
+
+
+@dataclass(frozen=True)
+class CutMarker:
+    """A marker the editor put in the cut (on a shot's clip or on the shots track): where it falls in the cut as it
+    plays (`frame` from the cut's first frame, `frames` long), what it says, and the shot it is on, if any."""
+
+    frame: int
+    frames: int
+    name: str
+    colour: str
+    comment: str
+    shot_id: str | None
+
+
+def cut_markers(board: Storyboard) -> list[CutMarker]:
+    """The editor's markers of the shots track and its clips, in cut order, each placed where the cut plays it
+    (a clip's marker is in its source time: counted from the clip's source in). Markers outside what the cut
+    shows of a clip are left out; transitions take no time, as in the preview."""
+    import opentimelineio as otio
+
+    from .load import is_shot
+
+    fps = board.fps
+    track = board.shots_track()
+    found: list[CutMarker] = []
+
+    def frames_of(t: otio.opentime.RationalTime) -> int:
+        return round(t.rescaled_to(fps).value)
+
+    def add(marker: otio.schema.Marker, at: int, shot_id: str | None) -> None:
+        comment = str(getattr(marker, "comment", "") or "") or str(marker.metadata.get("comment", "") or "")
+        found.append(CutMarker(at, max(1, frames_of(marker.marked_range.duration)), marker.name or "",
+                               str(marker.color or ""), comment, shot_id))
+
+    for marker in track.markers:
+        add(marker, frames_of(marker.marked_range.start_time), None)
+    shots = iter(board.shots)
+    position = 0
+    for item in track:
+        if isinstance(item, otio.schema.Transition):
+            continue
+        length = frames_of(item.duration())
+        if length <= 0:
+            continue
+        shot_id = next(shots).shot_id if is_shot(item) else None
+        start = frames_of(item.trimmed_range().start_time)
+        for marker in getattr(item, "markers", ()):
+            offset = frames_of(marker.marked_range.start_time) - start
+            if 0 <= offset < length:
+                add(marker, position + offset, shot_id)
+        position += length
+    return sorted(found, key=lambda m: m.frame)

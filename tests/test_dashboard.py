@@ -248,6 +248,16 @@ def test_the_cut_plays_frame_by_frame_with_its_shots_marked(browser, dashboard_u
     last.locator("button").click()
     shows(int(last.get_attribute("data-at")))
     assert page.locator("#shot-label").inner_text().startswith(board.shots[-1].shot_id)
+    # The editor's marker (the example's director's note on its first clip) is listed where the cut plays it.
+    from storyboards.markers import cut_markers
+
+    note = next(m for m in cut_markers(board) if m.name == "director: keep the horizon level")
+    listed = page.locator(f'#markers li[data-frame="{note.frame}"]')
+    assert note.name in listed.inner_text() and note.shot_id in listed.inner_text()
+    listed.locator("button").click()
+    shows(note.frame)
+    last.locator("button").click()
+    shows(int(last.get_attribute("data-at")))
     page.keyboard.press("ArrowRight")
     screenshot(page, "dashboard-player.png", tmp_path)
     head = int(last.get_attribute("data-head"))

@@ -12,8 +12,9 @@ from fastapi.responses import HTMLResponse
 import storyboards
 from milimo.preview import parts_of
 from milimo_engine.media import rational_fps
-from storyboards.editorial import counts_drop_frame
+from storyboards.editorial import counts_drop_frame, timecode
 from storyboards.errors import MilimoError
+from storyboards.markers import cut_markers
 
 from ..state import DashboardState, board_state
 
@@ -41,7 +42,9 @@ def player_context(state: DashboardState, name: str) -> dict[str, Any]:
                       "head": part.span.start if part.span else 0, "speed": part.span.speed if part.span else 1.0})
     total = sum(int(p["frames"]) for p in parts)
     rate = rational_fps(board.fps)
-    return {"name": name, "revision": revision, "parts": parts, "total": max(1, total),
+    markers = [{"marker": m, "tc": timecode(start + m.frame, board.fps, board.drop_frame)}
+               for m in cut_markers(board) if m.frame < max(1, total)]
+    return {"name": name, "revision": revision, "parts": parts, "total": max(1, total), "markers": markers,
             "rate_num": rate.numerator, "rate_den": rate.denominator, "record_start": start,
             "drop_frame": counts_drop_frame(board.fps, board.drop_frame)}
 

@@ -131,6 +131,9 @@
       return false;
     });
     for (const p of parts) p.querySelector("button").addEventListener("click", () => { clock.stop(); clock.seek(Number(p.dataset.at)); });
+    for (const b of document.querySelectorAll("button[data-seek]")) {
+      b.addEventListener("click", () => { clock.stop(); clock.seek(Number(b.dataset.seek)); });
+    }
     video.addEventListener("loadedmetadata", () => clock.seek(0));
     window.milimoPlayer = clock;  // for a person's console, and the browser tests
   }
