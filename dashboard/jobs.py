@@ -70,17 +70,30 @@ class Jobs:
         return self.start(name, request, what, shot_id)
 
     def start(self, name: str, request: RenderRequest, what: str, shot_id: str | None = None) -> Job:
-        """`milimo run REQUEST.json` in the background, its output in the storyboard's job log."""
+        """`milimo run REQUEST.json` in the background (the request beside the job's log)."""
         number = self._next(name)
+        request_path = self.layout.job_log(name, number).with_suffix(".request.json")
+        request_path.parent.mkdir(parents=True, exist_ok=True)
+        request_path.write_text(request.model_dump_json(indent=2))
+        return self._spawn(name, number, ["run", str(request_path)], what, shot_id, request.requested_by or "",
+                           "started")
+
+    def refresh_outputs(self, name: str, source: str, by: str, why: str) -> Job:
+        """`milimo preview` in the background: the preview, contact sheet and rendered timeline again from the
+        current takes (after a pin or an approval chose another take), reusing the parts that did not change."""
+        return self._spawn(name, self._next(name), ["preview", source, "--db", self.db_url, "--out",
+                                                    str(self.layout.root)],
+                           f"preview and contact sheet again ({why})", None, by, "the preview is being built again")
+
+    def _spawn(self, name: str, number: int, args: list[str], what: str, shot_id: str | None, by: str,
+               said: str) -> Job:
+        """`milimo ARGS` in a session of its own, its output in the storyboard's job log `number`."""
         log_path = self.layout.job_log(name, number)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        request_path = log_path.with_suffix(".request.json")
-        request_path.write_text(request.model_dump_json(indent=2))
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(request_path)], stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
-        return self._keep(name, Job(number, what, shot_id, request.requested_by or "", _now(), proc,
-                                    f"started (process {proc.pid})"))
+            proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env=os.environ.copy())
+        return self._keep(name, Job(number, what, shot_id, by, _now(), proc, f"{said} (process {proc.pid})"))
 
     def of(self, name: str) -> list[Job]:
         """The storyboard's jobs, newest first."""

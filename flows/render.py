@@ -23,6 +23,7 @@ from prefect.tasks import exponential_backoff
 
 from milimo import context as app_context
 from milimo.errors import outcome
+from milimo.notify import notify, render_events
 from milimo.prepare import RenderPlan, prepare
 from milimo.reports import summarise
 from milimo.request import RenderRequest
@@ -219,6 +220,10 @@ def _render(request: RenderRequest) -> dict[str, Any]:
               "failed": failed, "stopped": stopped, "abandoned": plan.abandoned, "otio": otio_path, "preview": preview,
               "contact_sheet": sheet, "out_dir": str(plan.out_dir),
               "seams_flagged": [s.label for s in seams if s.flagged]}
+    hooks = app_context.current().settings.config.notify.webhooks
+    if hooks:
+        notify(hooks, render_events(name, result, {r.shot_id: r.take_number for r in rows if r.take_number}),
+               warn=log.warning)
     if failed:
         raise ShotsFailed(name, failed)
     return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, StringConstraints, ValidationError
 
@@ -91,6 +91,25 @@ class DashboardConfig(_Section):
     users: dict[str, Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]] = {}
 
 
+NotifyEvent = Literal["storyboard.rendered", "shot.failed", "take.ready_for_review"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("storyboard.rendered", "shot.failed", "take.ready_for_review")
+
+
+class WebhookConfig(_Section):
+    """One receiver (`[[notify.webhooks]]`): a JSON POST per event, retried on a timeout, a refused connection, 429
+    or 5xx; never a reason for a render to fail."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+    events: tuple[NotifyEvent, ...] = NOTIFY_EVENTS
+    timeout_s: PositiveFloat = 5.0
+    retries: int = Field(default=3, ge=0, le=10)
+    secret: str | None = None  # signs each body: X-Milimo-Signature: sha256=<HMAC-SHA256 of the body>
+
+
+class NotifyConfig(_Section):
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+
 class MilimoConfig(_Section):
     paths: PathsConfig = PathsConfig()
     rates: RatesConfig = RatesConfig()
@@ -99,6 +118,7 @@ class MilimoConfig(_Section):
     serve: ServeConfig = ServeConfig()
     farm: FarmConfig = FarmConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    notify: NotifyConfig = NotifyConfig()
     source: Path | None = Field(default=None, exclude=True)  # the file it came from
 
     @classmethod

@@ -187,11 +187,18 @@ def test_a_director_reruns_compares_and_pins_in_the_browser(browser, dashboard_u
     page.goto(f"{dashboard_url}/s/lighthouse/shot/lamp-close?a=1&b=2")
     assert page.locator(".compare video").count() == 2 and "seed" in page.locator("table.diff").inner_text()
     screenshot(page, "dashboard-shot.png", tmp_path)
+    preview = Path(rendered["out"]) / "lighthouse" / "preview.mp4"
+    built = preview.stat().st_mtime_ns
     page.click("text=Pin take 1")
     page.wait_for_url(f"{dashboard_url}/s/lighthouse")
     assert "Ada pinned lamp-close take 1" in page.locator(".message").inner_text()
     card = page.locator('.card[data-shot="lamp-close"]')
     assert card.get_attribute("data-take") == "1" and "pinned" in card.inner_text()
+    assert "seed 123" not in card.inner_text() and XSS not in card.inner_text()  # take 1's seed and prompt
+    deadline = time.monotonic() + 120  # the preview and contact sheet are built again with take 1
+    while preview.stat().st_mtime_ns == built and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert preview.stat().st_mtime_ns != built
     assert store.current_take("lighthouse", "lamp-close").number == 1
     page.goto(f"{dashboard_url}/s/lighthouse")
     page.wait_for_timeout(2000)  # a poll or two: the pinned take stays current
@@ -252,10 +259,22 @@ def test_the_cut_plays_frame_by_frame_with_its_shots_marked(browser, dashboard_u
     from storyboards.markers import cut_markers
 
     note = next(m for m in cut_markers(board) if m.name == "director: keep the horizon level")
-    listed = page.locator(f'#markers li[data-frame="{note.frame}"]')
+    listed = page.locator(f'#markers li[data-frame="{note.frame}"][data-kind="marker"]')
     assert note.name in listed.inner_text() and note.shot_id in listed.inner_text()
     listed.locator("button").click()
     shows(note.frame)
+    # A review note is listed where the cut plays its frame (its shot's first frame in the cut + frame - head).
+    head = int(last.get_attribute("data-head"))
+    noted = milimo("note", rendered["board"], board.shots[-1].shot_id, "1", "gull too big", "--frame", head + 2,
+                   "--by", "Ben", "--db", rendered["db"], "--out", rendered["out"])
+    assert noted.returncode == 0, noted.stderr
+    page.reload()
+    page.wait_for_function("document.getElementById('cut').readyState >= 2")
+    at_last = int(last.get_attribute("data-at")) + 2
+    listed = page.locator(f'#markers li[data-kind="note"][data-frame="{at_last}"]')
+    assert "Ben: gull too big" in listed.inner_text()
+    listed.locator("button").click()
+    shows(at_last)
     last.locator("button").click()
     shows(int(last.get_attribute("data-at")))
     page.keyboard.press("ArrowRight")
@@ -284,6 +303,16 @@ def test_two_takes_play_on_one_clock(browser, dashboard_url, rendered):
     page.wait_for_function("(() => { const [a, b] = document.querySelectorAll('.compare video');"
                            " return Math.abs(a.currentTime - b.currentTime) < 1e-3; })()")
     assert page.locator("#ab-frame").inner_text() == str(stopped + 1)
+    visible = "[...document.querySelectorAll('.compare figure')].map(f => getComputedStyle(f).visibility)"
+    page.keyboard.press("f")  # flip: one picture at a time, on the same frame
+    assert page.evaluate(visible) == ["visible", "hidden"] and "showing A" in page.locator(".ab-controls").inner_text()
+    page.click("#ab-flip")
+    assert page.evaluate(visible) == ["hidden", "visible"] and page.evaluate("milimoPlayer.frame()") == stopped + 1
+    # Either side can be any take ("as A", "as B" on each take), and the two swap.
+    assert page.locator('tr.take[data-number="1"] a.as-b').get_attribute("href") == "?a=1&b=1"
+    page.click("#ab-swap")
+    page.wait_for_url("**/s/lighthouse/shot/lamp-close?a=2&b=1")
+    assert page.locator(".compare figcaption").all_inner_texts() == ["A: take 2", "B: take 1"]
 
 
 def test_two_directors_review_one_shot_and_neither_decision_is_lost(browser, dashboard_url, rendered, tmp_path):
@@ -337,8 +366,9 @@ def test_two_directors_review_one_shot_and_neither_decision_is_lost(browser, das
     # Filters stay in the URL: the shots with notes, then a text search.
     ada.select_option("form.filters select[name=only]", "has-notes")
     ada.click("form.filters button")
-    assert "only=has-notes" in ada.url and ada.locator(".card").count() == 1
-    assert ada.locator(".card").get_attribute("data-shot") == "harbour" and "1 of 5 shots" in ada.inner_text("#shown")
+    with_notes = [ada.locator(".card").nth(i).get_attribute("data-shot") for i in range(ada.locator(".card").count())]
+    assert "only=has-notes" in ada.url and with_notes == ["harbour", "harbour-pan"]  # the player's test noted the last
+    assert f"{len(with_notes)} of 5 shots" in ada.inner_text("#shown")
     ada.goto(f"{dashboard_url}/s/lighthouse?q=PUSHES")  # in a prompt, whatever the case
     assert [ada.locator(".card").nth(i).get_attribute("data-shot") for i in range(ada.locator(".card").count())] \
         == ["lighthouse-push"]

@@ -107,7 +107,13 @@ async def pin(request: Request, name: str, shot_id: str,
     except (UnknownShot, ValueError) as exc:
         raise HTTPException(404 if isinstance(exc, UnknownShot) else 409, str(exc)) from None
     note = f"{user} pinned {shot_id} take {form.get('take')}" + (f"; now stale: {', '.join(stale)}" if stale else "")
-    return state.done(f"/s/{quoted(name)}", note)
+    return state.done(f"/s/{quoted(name)}", f"{note}; {_refresh(state, name, user, f'{shot_id} pinned')}")
+
+
+def _refresh(state: DashboardState, name: str, user: str, why: str) -> str:
+    """The storyboard's preview and contact sheet built again, now that another take is chosen."""
+    _, _, source = state.known(name)
+    return state.jobs.refresh_outputs(name, state.source_of(name, source), user, why).said
 
 
 @router.post("/s/{name}/shot/{shot_id}/review")
@@ -128,6 +134,7 @@ async def review(request: Request, name: str, shot_id: str,
     said = f"{user} marked {shot_id} take {number} {verdict.value}"
     if verdict is ReviewState.approved:
         said += "; it is the shot's chosen take" + (f"; now stale: {', '.join(stale)}" if stale else "")
+        said += f"; {_refresh(state, name, user, f'{shot_id} take {number} approved')}"
     return state.done(_shot_url(name, shot_id), said)
 
 

@@ -68,15 +68,16 @@ def board_context(state: DashboardState, name: str, only: str | None = None, tex
     leased = state.store.leased(name)
     queued = queued_shots(state, name)
     seams = state.seams_of(name)
-    specs = state.store.specs_by_hash(r.spec_hash for r in rows if r.spec_hash)
+    specs = state.store.specs_by_hash(h for r in rows for h in (r.take_spec_hash, r.spec_hash) if h)
     reviews = {r.shot_id: r for r in state.store.reviews(name) if r.current}
     cards: list[dict[str, Any]] = []
     for r in rows:
-        spec = specs.get(r.spec_hash or "", {})
+        spec = specs.get(r.take_spec_hash or r.spec_hash or "", {})  # what the card's take was made with
         cards.append({"row": r, "state": card_state(r, leased, queued), "seam": seams.get(r.shot_id),
                       "seam_in": seams.get(r.predecessor or ""),
                       "seconds": (r.outputs.frames or spec.get("num_frames") or 0) / (spec.get("fps") or 24),
-                      "seed": spec.get("seed"), "continues": r.predecessor, "review": reviews.get(r.shot_id)})
+                      "seed": spec.get("seed"), "prompt": spec.get("prompt") or r.prompt,
+                      "continues": r.predecessor, "review": reviews.get(r.shot_id)})
     shown = [c for c in cards if (only not in FILTERS or FILTERS[only](c)) and _matches(c, text)]
     for before, card in zip([None, *shown], shown, strict=False):  # a link only between neighbours shown
         card["linked"] = before is not None and card["continues"] == before["row"].shot_id
@@ -103,7 +104,7 @@ def _matches(card: dict[str, Any], text: str | None) -> bool:
     if not text:
         return True
     needle = text.casefold()
-    return needle in card["row"].shot_id.casefold() or needle in (card["row"].prompt or "").casefold()
+    return needle in card["row"].shot_id.casefold() or needle in (card["prompt"] or "").casefold()
 
 
 @router.get("/s/{name}", response_class=HTMLResponse)

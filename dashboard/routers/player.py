@@ -14,7 +14,7 @@ from milimo.preview import parts_of
 from milimo_engine.media import rational_fps
 from storyboards.editorial import counts_drop_frame, timecode
 from storyboards.errors import MilimoError
-from storyboards.markers import cut_markers
+from storyboards.markers import cut_markers, note_markers
 
 from ..state import DashboardState, board_state
 
@@ -42,8 +42,14 @@ def player_context(state: DashboardState, name: str) -> dict[str, Any]:
                       "head": part.span.start if part.span else 0, "speed": part.span.speed if part.span else 1.0})
     total = sum(int(p["frames"]) for p in parts)
     rate = rational_fps(board.fps)
-    markers = [{"marker": m, "tc": timecode(start + m.frame, board.fps, board.drop_frame)}
-               for m in cut_markers(board) if m.frame < max(1, total)]
+    markers: list[dict[str, Any]] = [{"frame": m.frame, "name": m.name, "colour": m.colour.lower(),
+                                      "comment": m.comment, "shot_id": m.shot_id, "kind": "marker"}
+                                     for m in cut_markers(board)]
+    markers += [{"frame": n.record_in - start, "name": f"{n.author}: {n.text}", "colour": "cyan",
+                 "comment": f"take {n.take} {n.where}", "shot_id": n.shot_id, "kind": "note"}
+                for n in note_markers(board, rows, state.store.reviews(name)) if n.text]
+    markers = sorted((dict(m, tc=timecode(start + int(m["frame"]), board.fps, board.drop_frame)) for m in markers
+                      if 0 <= int(m["frame"]) < max(1, total)), key=lambda m: int(m["frame"]))
     return {"name": name, "revision": revision, "parts": parts, "total": max(1, total), "markers": markers,
             "rate_num": rate.numerator, "rate_den": rate.denominator, "record_start": start,
             "drop_frame": counts_drop_frame(board.fps, board.drop_frame)}

@@ -146,7 +146,18 @@
     const readout = document.getElementById("ab-frame");
     const clock = new Clock(videos, fps, () => { readout.textContent = String(clock.frame()); });
     document.getElementById("ab-play").addEventListener("click", () => (videos[0].paused ? clock.forward() : clock.stop()));
-    keys(clock);
+    // Flip: the two pictures in one place, one shown at a time; both stay decoded on the same frame, so a flip
+    // is never a black frame or a seek.
+    const figures = [...compare.querySelectorAll("figure")];
+    let shown = -1;
+    const flip = () => {
+      shown = (shown + 1) % 2;
+      compare.classList.add("flip");
+      figures.forEach((f, i) => f.classList.toggle("hidden", i !== shown));
+      document.getElementById("ab-showing").textContent = ` · showing ${shown === 0 ? "A" : "B"}`;
+    };
+    document.getElementById("ab-flip").addEventListener("click", flip);
+    keys(clock, key => { if (key === "f" || key === "F") { flip(); return true; } return false; });
     window.milimoPlayer = clock;
   }
 })();

@@ -112,7 +112,8 @@ class ReadsMixin(StoreBase):
                     take is None or take.spec_hash == shot.spec_hash,
                     specs.get(shot.spec_hash or "", {}).get("quality"),
                     take is not None and shot.pinned_take_id == take.id, shot.predecessor_shot_id,
-                    view(live, shot.shot_id, root=self.root) if live else None))
+                    view(live, shot.shot_id, root=self.root) if live else None,
+                    take.spec_hash if take is not None else None))
             return out
 
     def pinned_at(self, storyboard: str, shot_id: str) -> datetime | None:

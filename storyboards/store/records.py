@@ -157,6 +157,7 @@ class ShotStatus:
     pinned: bool = False  # the current take was pinned by a person
     predecessor: str | None = None  # the shot it continues from (handoff), if any
     running_take: TakeView | None = None  # the take rendering now, whole (who asked, since when, a stop asked)
+    take_spec_hash: str | None = None  # the current take's spec (a pinned take's may not be the shot's now)
 
 
 @dataclass(frozen=True)
