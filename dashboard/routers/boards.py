@@ -26,7 +26,7 @@ def card_state(row: ShotStatus, leased: set[str], queued: dict[str, Job] | None 
         return {"state": "waiting", "label": "waiting for a GPU"}
     job = (queued or {}).get(row.shot_id)
     if job is not None:
-        return {"state": "queued", "label": f"queued: {job.what.split(' (')[0]} for {job.by}"}
+        return {"state": "queued", "label": f"queued: rerender for {job.by}"}  # only a rerender names its shot
     if row.problem:
         return {"state": "missing", "label": f"missing: {row.problem}"}
     label = {"succeeded": "done", "not rendered": "queued"}.get(row.status, row.status)

@@ -45,7 +45,6 @@
       this.speed = 0;
       for (const v of this.videos) v.pause();
       this.seek(this.frame());
-      this.onChange();
     }
     step(n) { this.stop(); this.seek(this.frame() + n); }
     forward() {  // L: play; again: twice as fast (to 4x)
@@ -60,7 +59,7 @@
       this.reverse = setInterval(() => {
         const f = this.frame();
         if (f <= 0) { this.stop(); return; }
-        this.seek(f - 1); this.onChange();
+        this.seek(f - 1);
       }, 1000 / (this.fps * -this.speed));
     }
     key(key, shift) {
@@ -130,8 +129,7 @@
       if (key === "ArrowDown") { shot(1); return true; }
       return false;
     });
-    for (const p of parts) p.querySelector("button").addEventListener("click", () => { clock.stop(); clock.seek(Number(p.dataset.at)); });
-    for (const b of document.querySelectorAll("button[data-seek]")) {
+    for (const b of document.querySelectorAll("button[data-seek]")) {  // a shot's mark, a marker, a note
       b.addEventListener("click", () => { clock.stop(); clock.seek(Number(b.dataset.seek)); });
     }
     video.addEventListener("loadedmetadata", () => clock.seek(0));
