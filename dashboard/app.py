@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from milimo import context as app_context
 from milimo.context import Context
 
-from .routers import actions, boards, files, player, shots
+from .routers import actions, boards, files, player, queue, shots
 from .routers.boards import card_state
 from .security import TOKEN_COOKIE, host_ok, same_origin, token_ok, token_user
 from .state import HERE, DashboardSettings, DashboardState
@@ -50,13 +51,28 @@ def create_app(settings: DashboardSettings, context: Context | None = None) -> F
         return state.templates.TemplateResponse(request, "error.html", {
             "status": exc.status_code, "detail": exc.detail, "bare": True}, status_code=exc.status_code)
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
+        """A hand-made URL (`?note_frame=x`, a take that is not a number): 400 naming each parameter, on the same
+        page as every other error, not FastAPI's JSON."""
+        said = "; ".join(_parameter_problem(e) for e in exc.errors()[:5])
+        return await http_error(request, StarletteHTTPException(400, said))
+
     @app.exception_handler(Exception)
     async def any_error(request: Request, exc: Exception) -> Response:
         return PlainTextResponse(f"internal error: {type(exc).__name__}", status_code=500)
 
-    for router in (boards.router, shots.router, player.router, files.router, actions.router):
+    for router in (boards.router, shots.router, player.router, queue.router, files.router, actions.router):
         app.include_router(router)
     return app
+
+
+def _parameter_problem(error: dict) -> str:
+    where = error.get("loc") or ()
+    name = str(where[-1]) if where else "request"
+    given = error.get("input")
+    shown = f" {str(given)[:40]!r}" if isinstance(given, (str, int, float)) else ""
+    return f"{name}:{shown} {str(error.get('msg', 'is not valid')).lower()}"
 
 
 def _refused(request: Request, settings: DashboardSettings) -> Response | None:

@@ -37,6 +37,15 @@ def ranged_file(request: Request, path: Path) -> Response:
         "Content-Range": f"bytes {start}-{end}/{size}", "Accept-Ranges": "bytes", "Content-Length": str(len(data))})
 
 
+def text_file(path: Path, missing: str) -> Response:
+    """A log as plain text, never sniffed as HTML (it holds prompts and other text people typed), never cached (it
+    grows while its render runs)."""
+    if not path.is_file():
+        raise HTTPException(404, missing)
+    return FileResponse(path, media_type="text/plain; charset=utf-8",
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+
+
 def inside(path: str | os.PathLike, root: Path) -> Path | None:
     """A recorded path, only when it lies under the output root."""
     resolved = Path(path).resolve()

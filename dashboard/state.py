@@ -34,6 +34,7 @@ class DashboardSettings:
     qa: SeamThresholds = field(default_factory=SeamThresholds)
     hosts: tuple[str, ...] | None = LOOPBACK_NAMES  # what `Host` may name (security.served_names); None: any
     users: dict[str, str] = field(default_factory=dict)  # a person -> their token's hash ([dashboard.users])
+    farm: str | None = None  # the farm's Dask scheduler ([farm] scheduler, --farm): its workers on the queue page
 
 
 class DashboardState:

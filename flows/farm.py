@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -44,16 +45,60 @@ def _worker_view(probe: str, model_dir: str, asset_roots: list[str]) -> dict:
             "versions": versions(), "name": milimo_settings.current().worker_name}
 
 
-def connect(address: str, option: str):
+def connect(address: str, option: str, timeout_s: float = 10):
     """A Dask client of the scheduler at `address`; ConfigError naming `option` (the flag that gave the address)
     when none answers."""
     from distributed import Client
 
     try:
-        return Client(address, timeout=10)
+        return Client(address, timeout=timeout_s)
     except (OSError, TimeoutError) as exc:
         raise ConfigError(f"no Dask scheduler answers at {address} ({exc})",
                           f"start `milimo farm scheduler` there, or give the right {option} address") from None
+
+
+@dataclass(frozen=True)
+class FarmWorker:
+    """A worker as the farm's scheduler sees it now: its name and address, its GPU slots, the models it keeps
+    warm, and the shots it renders."""
+
+    name: str
+    address: str
+    gpus: str
+    warm: tuple[str, ...]
+    rendering: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FarmView:
+    address: str
+    workers: tuple[FarmWorker, ...]
+    queued: tuple[str, ...]  # shots waiting for a worker (queued, or no worker with a free GPU)
+
+
+def farm_view(address: str, option: str = "--scheduler", timeout_s: float = 10) -> FarmView:
+    """What the scheduler at `address` says of its workers and queue (`milimo farm status`, the dashboard's queue
+    page); ConfigError naming `option` when no scheduler answers."""
+    from tasks.worker import warm_models
+
+    client = connect(address, option, timeout_s)
+    try:
+        workers = client.scheduler_info()["workers"]
+        processing = client.processing()
+        warm = client.run(warm_models)
+        queued = client.run_on_scheduler(_queued_on_scheduler)
+    finally:
+        client.close()
+    return FarmView(address, tuple(
+        FarmWorker(str(info.get("name") or a), a, str(info.get("resources", {}).get(GPU, "-")),
+                   tuple(Path(m).name for m in warm.get(a) or ()), tuple(str(k) for k in processing.get(a, ())))
+        for a, info in sorted(workers.items(), key=lambda kv: str(kv[1].get("name", "")))), tuple(queued))
+
+
+def _queued_on_scheduler(dask_scheduler: object = None) -> list[str]:
+    """Runs on the scheduler: tasks waiting for a worker (queued, or no worker with a free GPU)."""
+    waiting = list(getattr(dask_scheduler, "queued", ())) + list(getattr(dask_scheduler, "unrunnable", ()))
+    return [str(getattr(ts, "key", ts)) for ts in waiting]
 
 
 def check_farm(address: str, db_url: str, out_root: Path, model_dir: str, asset_roots: list[str]) -> list[str]:

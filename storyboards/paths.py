@@ -107,6 +107,10 @@ class OutputLayout:
         """The log of the `number`th render the dashboard started for `storyboard` in this process."""
         return self.inside(self.root / ".dashboard-logs" / f"{folder_key(storyboard)}-{number}.log")
 
+    def take_log(self, storyboard: str, shot_id: str, number: int) -> Path:
+        """What the render of take `number` said (`tasks.take_log`), beside its files."""
+        return self.take_file(storyboard, shot_id, number, ".log")
+
     def server_log(self) -> Path:
         """Where `milimo serve` keeps the output of the Prefect server it runs."""
         return self.inside(self.root / ".serve" / "prefect-server.log")

@@ -33,6 +33,7 @@ from storyboards.spec import ShotSpec
 from storyboards.store import Store, TakeOutputs, TakeStatus, TakeView, artifact_record
 
 from .progress import StepReporter, TaskRunState
+from .take_log import TakeLog
 from .worker import (
     LeaseKeeper,
     device_pool,
@@ -203,11 +204,16 @@ def _on_a_device(job: ShotJob, upstream: ShotOutcome | None, store: Store, holde
             spec_hash=job.spec_hash, requested_by=job.requested_by)
         lease.take_id = take_id
         take = store.take(take_id)
-        try:
-            return _render(job, upstream, store, take, lease, device)
-        except BaseException as exc:
-            _settle_failed_take(store, take, job.shot_id, exc)
-            raise
+        log_path = OutputLayout.at(job.out_root).take_log(job.storyboard, job.shot_id, take.number)
+        with TakeLog(log_path, str(task_run.id) if task_run.id else None) as take_log:
+            take_log.said(f"{job.storyboard}: shot {job.shot_id} take {take.number} on {take.worker} ({holder}), "
+                          f"asked by {job.requested_by or 'nobody named'}; Prefect flow run {take.flow_run_id}, "
+                          f"task run {take.task_run_id}")
+            try:
+                return _render(job, upstream, store, take, lease, device)
+            except BaseException as exc:
+                _settle_failed_take(store, take, job.shot_id, exc)
+                raise
 
 
 def _handoff_in(upstream: ShotOutcome | None):

@@ -74,6 +74,25 @@ def test_pages_files_and_errors(rendered):
         response = client.get(url)
         assert response.status_code == 404 and "Traceback" not in response.text, url
         assert "read-only" not in response.text, url  # an error page of a writable dashboard says nothing of modes
+    for url, said in (("/s/lighthouse/shot/harbour-pan?note_frame=x", "note_frame: &#39;x&#39;"),
+                      ("/s/lighthouse/shot/harbour-pan?a=1&b=%3Cb%3E", "b: &#39;&lt;b&gt;&#39;"),
+                      ("/s/lighthouse/shot/harbour-pan/take/x/log", "no take &#39;x&#39;")):
+        response = client.get(url)  # a hand-made URL: the error page, naming the parameter, not FastAPI's JSON
+        assert response.status_code in (400, 404) and said in response.text, (url, response.text[-500:])
+        assert response.headers["content-type"].startswith("text/html") and '"detail"' not in response.text, url
+
+    # The take's log (what its render said) and the queue (nothing renders now; the worker that rendered)
+    log = client.get("/s/lighthouse/shot/harbour-pan/take/1/log")
+    assert log.status_code == 200 and log.headers["content-type"].startswith("text/plain"), log.text
+    assert log.headers["x-content-type-options"] == "nosniff"
+    assert "lighthouse: shot harbour-pan take 1 on " in log.text and "harbour-pan take 1 done in" in log.text
+    assert "harbour-pan: stage1 step" in log.text, log.text
+    assert 'class="take-log" href="/s/lighthouse/shot/harbour-pan/take/1/log"' in client.get(
+        "/s/lighthouse/shot/harbour-pan").text
+    queue = client.get("/queue")
+    assert queue.status_code == 200 and "Nothing renders now." in queue.text
+    assert queue.text.count('class="worker"') == 1 and "<td>idle</td>" in queue.text, queue.text
+
 
 
 def test_actions_need_csrf_same_origin_and_not_read_only(rendered):
@@ -532,6 +551,15 @@ def test_a_director_stops_one_take_after_saying_so_twice(browser, dashboard_url,
     row = page.locator(f'tr.running-take[data-shot="lighthouse-wide"][data-number="{take.number}"]')
     assert "stage1 step" in row.inner_text() and "asked by Cy" in row.inner_text()
     screenshot(page, "dashboard-now.png", tmp_path)
+    # The queue: the take rendering, where, who asked, its log as far as it got; the worker rendering it
+    page.click("a.queue-link")
+    queued = page.locator(f'#queue-running tr.running-take[data-shot="lighthouse-wide"][data-number="{take.number}"]')
+    assert "stage1 step" in queued.inner_text() and "asked by Cy" in queued.inner_text()
+    assert f"rendering lighthouse / lighthouse-wide take {take.number}" in page.locator("#queue-workers").inner_text()
+    screenshot(page, "dashboard-queue.png", tmp_path)
+    log = page.request.get(dashboard_url + queued.locator("a.take-log").get_attribute("href"))
+    assert log.ok and "asked by Cy" in log.text() and "lighthouse-wide: stage1 step" in log.text(), log.text()
+    page.go_back()
     row.locator("text=Stop…").click()
     assert page.locator("h1").inner_text() == f"Stop take {take.number} of lighthouse-wide?"
     screenshot(page, "dashboard-stop.png", tmp_path)
@@ -552,6 +580,12 @@ def test_a_director_stops_one_take_after_saying_so_twice(browser, dashboard_url,
     assert store.current_take("lighthouse", "lighthouse-wide").number < take.number  # the earlier take stands
     page.goto(f"{dashboard_url}/s/lighthouse/shot/lighthouse-wide")
     assert "stopped by Ada" in page.locator(f'tr.take[data-number="{take.number}"]').inner_text()
+    page.locator(f'tr.take[data-number="{take.number}"] a.take-log').click()
+    assert "cancelled" in page.locator("body").inner_text()  # its log says how it ended
+    page.goto(f"{dashboard_url}/s/lighthouse")
+    earlier = store.current_take("lighthouse", "lighthouse-wide").number
+    card = page.locator('.card[data-shot="lighthouse-wide"] [data-status]')
+    assert card.inner_text() == f"stale: its rerender was stopped; take {earlier} still plays", card.inner_text()
 
 
 def test_cancel_asks_first_then_stops_the_storyboards_renders(rendered):

@@ -114,6 +114,18 @@ def test_two_chains_render_on_two_workers_and_a_killed_worker_loses_no_shot(tmp_
     status = milimo("farm", "status", "--scheduler", farm.address, environ=farm.env)
     assert status.returncode == 0 and status.stdout.count("(warm)") == 2 and "0 shot(s) queued" in status.stdout, \
         status.stdout + status.stderr
+    # The dashboard's queue page: the farm's workers as its scheduler sees them, and as the store saw them render
+    from fastapi.testclient import TestClient
+
+    from dashboard import DashboardSettings, create_app
+
+    client = TestClient(create_app(DashboardSettings(db_url=pg_url, out_root=out, farm=farm.address)),
+                        base_url="http://127.0.0.1:8765")
+    queue = client.get("/queue")
+    assert queue.status_code == 200 and queue.text.count('class="farm-worker"') == 2, queue.text
+    assert queue.text.count("(warm)") == 2 and "2 worker(s) connected; 0 shot(s) waiting for one" in queue.text
+    assert [w in queue.text for w in ('<tr class="worker" data-worker="w1">', '<tr class="worker" data-worker="w2">')] \
+        == [True, True], queue.text
 
     # Again, slower, and kill -9 the worker of the first shot that is mid-render.
     board = copy_example(tmp_path / "again" / "board", steps=40)

@@ -1,13 +1,15 @@
-"""Files by take id or storyboard name, never by a path from the URL; with HTTP Range for seeking."""
+"""Files by take id or storyboard name, never by a path from the URL; with HTTP Range for seeking. Logs (a take's,
+a job's this dashboard started) by the names the output layout gives them."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
+from storyboards.errors import UnknownShot
 from storyboards.store.records import PATH_KEYS
 
-from ..files import inside, ranged_file
+from ..files import inside, ranged_file, text_file
 from ..state import DashboardState, board_state, row_id
 
 router = APIRouter()
@@ -37,3 +39,27 @@ def board_file(request: Request, name: str, kind: str,
         raise HTTPException(404, "no such file kind")
     state.known(name)
     return ranged_file(request, files[kind](name))
+
+
+@router.get("/s/{name}/shot/{shot_id}/take/{number}/log")
+def take_log(name: str, shot_id: str, number: str, state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
+    """What the render of the take said (`tasks.take_log`), as far as it got."""
+    state.known(name)
+    n = row_id(number, "take")
+    try:
+        known = any(t.number == n for t in state.store.takes(name, shot_id))
+    except UnknownShot:
+        known = False
+    if not known:
+        raise HTTPException(404, f"no take {n} of shot {shot_id!r} in {name!r}")
+    return text_file(state.layout.take_log(name, shot_id, n),
+                     f"take {n} of {shot_id} has no log (takes rendered before milimo kept them have none)")
+
+
+@router.get("/s/{name}/jobs/{number}/log")
+def job_log(name: str, number: str, state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
+    """The output of a `milimo` process this dashboard started."""
+    n = row_id(number, "job")
+    if not any(j.number == n and j.proc is not None for j in state.jobs.of(name)):
+        raise HTTPException(404, f"no job {n} of {name!r} was started as a process by this dashboard")
+    return text_file(state.layout.job_log(name, n), f"job {n} of {name!r} has no log")

@@ -29,7 +29,8 @@ def shot_context(state: DashboardState, name: str, shot_id: str, a: int | None =
         raise HTTPException(404, f"no shot {shot_id!r} in {name!r}") from None
     specs = state.store.specs_by_hash(t.spec_hash for t in takes)
     rows: list[dict[str, Any]] = [
-        {"take": t, "spec": specs.get(t.spec_hash, {}), "current": current is not None and current.id == t.id}
+        {"take": t, "spec": specs.get(t.spec_hash, {}), "current": current is not None and current.id == t.id,
+         "log": state.layout.take_log(name, shot_id, t.number).is_file()}
         for t in reversed(takes)]
     with_media = [r for r in rows if r["take"].outputs.mp4]
     by_number = {r["take"].number: r for r in with_media}

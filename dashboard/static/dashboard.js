@@ -1,9 +1,25 @@
-// Live state: poll the storyboard's state every 1.5 s and update each card's status. On a storyboard, a card
+// The queue page swaps its sections every 2 s. Live state: poll the storyboard's state every 1.5 s and update each card's status. On a storyboard, a card
 // whose current take changed (a new take finished, or one was pinned) reloads the page so thumbnails are current;
 // any other change swaps the "rendering now" section (steps, time left, jobs) in place.
 // On a shot page nothing reloads: the takes table and the review section are fetched and swapped in place, the
 // review section only while nobody is typing in it, and the rerender form is never touched.
 (function () {
+  // The queue page: its sections fetched again every 2 s and swapped in place (no form on it to keep).
+  const queue = document.getElementById("queue-running");
+  if (queue) {
+    setInterval(async () => {
+      try {
+        const response = await fetch(location.pathname, {credentials: "same-origin"});
+        if (!response.ok) return;
+        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+        for (const id of ["queue-running", "queue-jobs", "queue-workers"]) {
+          const part = fresh.getElementById(id);
+          if (part) document.getElementById(id).replaceWith(part);
+        }
+      } catch (e) { /* the server restarts: try again */ }
+    }, 2000);
+    return;
+  }
   const holder = document.getElementById("strip") || document.getElementById("takes");
   if (!holder) return;
   const url = holder.dataset.stateUrl;

@@ -80,7 +80,9 @@ def takes(args: argparse.Namespace, context: Context) -> int:
     found = store.takes(name, args.shot_id)
     current = store.current_take(name, args.shot_id)
     if args.json:
-        print(json.dumps([_json(t) for t in found], indent=2, default=str))
+        layout = context.layout()
+        print(json.dumps([{**_json(t), "log": str(layout.take_log(name, t.shot_id, t.number))} for t in found],
+                         indent=2, default=str))
         return 0
     print_table(("take", "id", "status", "current", "asked by", "spec", "handoff in", "handoff out", "mp4 / error"), [
         (t.number, t.id, t.status, "*" if current and current.id == t.id else "", t.requested_by or "-",

@@ -25,7 +25,8 @@ def dashboard(args: argparse.Namespace, context: Context) -> int:
     token = resolve_token(host, section.token or settings.dashboard_token, args.token_file, section.users)
     app = create_app(DashboardSettings(db_url=settings.db_url, out_root=settings.out_root, model=settings.model,
                                        read_only=args.read_only, token=token, qa=args.qa,
-                                       hosts=served_names(host, tuple(section.names)), users=dict(section.users)),
+                                       hosts=served_names(host, tuple(section.names)), users=dict(section.users),
+                                       farm=args.farm or settings.config.farm.scheduler),
                      context)
     print(f"milimo dashboard on http://{host}:{port}/" + (" (read-only)" if args.read_only else "")
           + (" (token required)" if token or section.users else ""), flush=True)
@@ -89,34 +90,17 @@ def _all_gpus() -> list[int] | None:
 
 
 def farm(args: argparse.Namespace, context: Context) -> int:
-    from flows.farm import connect, run_scheduler
-    from tasks.worker import warm_models
+    from flows.farm import farm_view, run_scheduler
 
     if args.farm_command == "scheduler":
         return run_scheduler(args.host, args.port)
-    client = connect(args.scheduler, "--scheduler")
-    try:
-        workers = client.scheduler_info()["workers"]
-        processing = client.processing()
-        warm = client.run(warm_models)
-        queued = client.run_on_scheduler(_queued_on_scheduler)
-    finally:
-        client.close()
-    rows = []
-    for address, info in sorted(workers.items(), key=lambda kv: str(kv[1].get("name", ""))):
-        models = warm.get(address) or []
-        rows.append((info.get("name"), address, info.get("resources", {}).get("GPU", "-"),
-                     ", ".join(Path(m).name for m in models) + " (warm)" if models else "cold",
-                     ", ".join(str(k) for k in processing.get(address, [])) or "-"))
-    print_table(("worker", "address", "GPU", "model", "rendering"), rows)
-    print(f"{len(workers)} worker(s); {len(queued)} shot(s) queued" + (f": {', '.join(queued)}" if queued else ""))
+    seen = farm_view(args.scheduler)
+    print_table(("worker", "address", "GPU", "model", "rendering"), [
+        (w.name, w.address, w.gpus, ", ".join(w.warm) + " (warm)" if w.warm else "cold", ", ".join(w.rendering) or "-")
+        for w in seen.workers])
+    print(f"{len(seen.workers)} worker(s); {len(seen.queued)} shot(s) queued"
+          + (f": {', '.join(seen.queued)}" if seen.queued else ""))
     return 0
-
-
-def _queued_on_scheduler(dask_scheduler: object = None) -> list[str]:
-    """Runs on the scheduler: tasks waiting for a worker (queued, or no worker with a free GPU)."""
-    waiting = list(getattr(dask_scheduler, "queued", ())) + list(getattr(dask_scheduler, "unrunnable", ()))
-    return [str(getattr(ts, "key", ts)) for ts in waiting]
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -129,6 +113,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db")
     p.add_argument("--out", help="the output root the renders write to (default [paths] out, else ./renders)")
     p.add_argument("--model", help="model for renders started from the dashboard")
+    p.add_argument("--farm", metavar="tcp://HOST:8786",
+                   help="the farm's scheduler, whose workers the queue page lists (default [farm] scheduler)")
     add_config(p)
     p.set_defaults(func=dashboard)
     users = p.add_subparsers(dest="users_group", metavar="users")

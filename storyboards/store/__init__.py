@@ -1,6 +1,17 @@
 """The metadata store: the source of truth for what was rendered, how, and from what."""
 
-from .api import ArtifactCheck, NoteView, SeamView, ShotStatus, Store, TakeOutputs, TakeReview, TakeView
+from .api import (
+    ArtifactCheck,
+    NoteView,
+    RunningTake,
+    SeamView,
+    ShotStatus,
+    Store,
+    TakeOutputs,
+    TakeReview,
+    TakeView,
+    WorkerView,
+)
 from .artifacts import artifact_record
 from .db import default_url, make_engine, open_engine, upgrade
 from .models import VERDICTS, ReviewState, TakeStatus
@@ -10,6 +21,7 @@ __all__ = [
     "ArtifactCheck",
     "NoteView",
     "ReviewState",
+    "RunningTake",
     "SeamView",
     "ShotStatus",
     "Store",
@@ -17,6 +29,7 @@ __all__ = [
     "TakeReview",
     "TakeStatus",
     "TakeView",
+    "WorkerView",
     "artifact_record",
     "default_url",
     "make_engine",

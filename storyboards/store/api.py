@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from .db import on_a_fresh_connection
 from .leases import LeasesMixin
+from .queue import QueueMixin, RunningTake, WorkerView
 from .reads import ReadsMixin
 from .records import ArtifactCheck, NoteView, SeamView, ShotStatus, TakeOutputs, TakeReview, TakeView, spec_json
 from .reviews import ReviewsMixin
@@ -24,7 +25,7 @@ from .takes import TakesMixin
 T = TypeVar("T")
 
 __all__ = ["ArtifactCheck", "NoteView", "SeamView", "ShotStatus", "Store", "TakeOutputs", "TakeReview", "TakeView",
-           "spec_json"]
+           "RunningTake", "WorkerView", "spec_json"]
 
 
 def reconnecting(operation: Callable[..., T]) -> Callable[..., T]:
@@ -38,8 +39,9 @@ def reconnecting(operation: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-class Store(RevisionsMixin, TakesMixin, ReviewsMixin, LeasesMixin, ReadsMixin, SeamsMixin):
-    """The metadata store, by concern: revisions and overrides, takes, reviews, leases, reads, seams. Every public
+class Store(RevisionsMixin, TakesMixin, ReviewsMixin, LeasesMixin, ReadsMixin, QueueMixin, SeamsMixin):
+    """The metadata store, by concern: revisions and overrides, takes, reviews, leases, reads, what renders now
+    (the queue), seams. Every public
     operation is one transaction, retried on a fresh connection when the database dropped the old one
     (`reconnecting`)."""
 
