@@ -35,12 +35,11 @@ class SheetCell:
     notes: tuple[str, ...] = ()
 
 
-def contact_sheet(store: Store, layout: OutputLayout, name: str, rows: list[ShotStatus], seams: list[SeamView],
+def contact_sheet(layout: OutputLayout, name: str, rows: list[ShotStatus], seams: list[SeamView],
                   thresholds: SeamThresholds) -> Path:
     """One cell per shot; under it, the seam into the next shot (score, FLAGGED) and its long-shot seams."""
     notes = seam_notes(seams, thresholds)
-    latest = store.latest_statuses(name)
-    cells = [SheetCell(r.shot_id, r.take_number, r.status, latest.get(r.shot_id), r.outputs.thumbnail,
+    cells = [SheetCell(r.shot_id, r.take_number, r.status, r.latest_status, r.outputs.thumbnail,
                        tuple(notes.get(r.shot_id, []))) for r in rows]
     return draw_contact_sheet(cells, layout.contact_sheet(name))
 

@@ -30,11 +30,10 @@ def seam_notes(seams: list[SeamView], thresholds: SeamThresholds) -> dict[str, l
     return notes
 
 
-def status_notes(row: ShotStatus, seams: list[str], latest: str | None = None,
-                 review: TakeReview | None = None) -> list[str]:
+def status_notes(row: ShotStatus, seams: list[str], review: TakeReview | None = None) -> list[str]:
     """What `milimo status` (and `milimo markers`) says beside a shot: its current take's review (`review`: the
-    verdict, who, its newest note), a newer try that did not become current (`latest`, its newest take's status: a
-    shot whose only take failed is otherwise just "not rendered"), a take rendering now, overrides, a changed spec,
+    verdict, who, its newest note), a newer try that did not become current (its newest take's status: a shot
+    whose only take failed is otherwise just "not rendered"), a take rendering now, overrides, a changed spec,
     its seams."""
     notes = []
     if review is not None and (review.state != "pending" or review.notes):
@@ -43,6 +42,7 @@ def status_notes(row: ShotStatus, seams: list[str], latest: str | None = None,
             newest = review.notes[-1]
             said += f", {len(review.notes)} note(s), newest {newest.author}: {newest.text[:60]}"
         notes.append(said)
+    latest = row.latest_status
     if latest and latest != row.status and latest != "running":
         notes.append(f"last try {latest}")
     if row.running:

@@ -36,4 +36,4 @@ def seam_qa_task(plan: RenderPlan, rows: list[ShotStatus], thresholds: SeamThres
 @task(name="contact-sheet", cache_policy=NO_CACHE)
 def contact_sheet_task(plan: RenderPlan, rows: list[ShotStatus], seams: list[SeamView],
                        thresholds: SeamThresholds) -> str:
-    return str(outputs.contact_sheet(plan.store, plan.layout, plan.board.name, rows, seams, thresholds))
+    return str(outputs.contact_sheet(plan.layout, plan.board.name, rows, seams, thresholds))

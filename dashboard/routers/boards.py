@@ -15,11 +15,10 @@ from ..state import DashboardState, board_state
 router = APIRouter()
 
 
-def card_state(row: ShotStatus, leased: set[str], queued: dict[str, Job] | None = None,
-               latest: str | None = None) -> dict[str, Any]:
+def card_state(row: ShotStatus, leased: set[str], queued: dict[str, Job] | None = None) -> dict[str, Any]:
     """What a shot card says: queued (a job this dashboard started, not yet at the shot) / waiting for a GPU /
-    rendering (stage, step k of n) / done / failed / cancelled / stale (and why, from `latest`, the status of the
-    shot's newest take) / missing."""
+    rendering (stage, step k of n) / done / failed / cancelled / stale (and why, from the status of the shot's
+    newest take) / missing."""
     if row.running:
         total = row.running.get("total") or 0
         detail = f"{row.running.get('stage')} step {row.running.get('step')} of {total}" if total else "starting"
@@ -33,14 +32,15 @@ def card_state(row: ShotStatus, leased: set[str], queued: dict[str, Job] | None 
         return {"state": "missing", "label": f"missing: {row.problem}"}
     label = {"succeeded": "done", "not rendered": "queued"}.get(row.status, row.status)
     if row.status == "stale":
-        return {"state": "stale", "label": stale_words(row, latest)}
+        return {"state": "stale", "label": stale_words(row)}
     return {"state": label, "label": label + (" (pinned)" if row.pinned else "")}
 
 
-def stale_words(row: ShotStatus, latest: str | None) -> str:
+def stale_words(row: ShotStatus) -> str:
     """Why a shot's take is stale, and that it still plays: a rerender asked for it that was stopped or failed
     (its new take never replaced this one), or a change before it in its chain."""
     plays = f"take {row.take_number} still plays" if row.take_number else "nothing plays"
+    latest = row.latest_status
     if latest == "cancelled":
         return f"stale: its rerender was stopped; {plays}"
     if latest == "failed":
@@ -85,11 +85,10 @@ def board_context(state: DashboardState, name: str, only: str | None = None, tex
     seams = state.seams_of(name)
     specs = state.store.specs_by_hash(h for r in rows for h in (r.take_spec_hash, r.spec_hash) if h)
     reviews = {r.shot_id: r for r in state.store.reviews(name) if r.current}
-    latest = state.store.latest_statuses(name)
     cards: list[dict[str, Any]] = []
     for r in rows:
         spec = specs.get(r.take_spec_hash or r.spec_hash or "", {})  # what the card's take was made with
-        cards.append({"row": r, "state": card_state(r, leased, queued, latest.get(r.shot_id)),
+        cards.append({"row": r, "state": card_state(r, leased, queued),
                       "seam": seams.get(r.shot_id),
                       "seam_in": seams.get(r.predecessor or ""),
                       "seconds": (r.outputs.frames or spec.get("num_frames") or 0) / (spec.get("fps") or 24),
@@ -136,6 +135,5 @@ def live_state(name: str, state: DashboardState = Depends(board_state)) -> JSONR
     state.known(name)
     leased = state.store.leased(name)
     queued = queued_shots(state, name)
-    latest = state.store.latest_statuses(name)
-    return JSONResponse({r.shot_id: {**card_state(r, leased, queued, latest.get(r.shot_id)), "take": r.take_number}
+    return JSONResponse({r.shot_id: {**card_state(r, leased, queued), "take": r.take_number}
                          for r in state.store.status(name)})

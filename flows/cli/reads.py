@@ -52,11 +52,10 @@ def status(args: argparse.Namespace, context: Context) -> int:
     name = board_name(args)
     store = open_store(args, context)
     rows, seams = board_status(store, name, args.qa)
-    latest = store.latest_statuses(name)
     reviews = current_reviews(store, name)
     if args.json:
         print(json.dumps([{**_json(r), "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-                           "seams": seams.get(r.shot_id, []), "last_try": latest.get(r.shot_id),
+                           "seams": seams.get(r.shot_id, []), "last_try": r.latest_status,
                            "review": reviews[r.shot_id].state if r.shot_id in reviews else None} for r in rows],
                          indent=2, default=str))
         return 0
@@ -67,8 +66,7 @@ def status(args: argparse.Namespace, context: Context) -> int:
                       (r.spec_hash or "-")[:12], f"{r.seconds:.2f}" if r.seconds is not None else "-",
                       r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-",
                       prompt[:40] + ("…" if len(prompt) > 40 else ""),
-                      "; ".join(status_notes(r, seams.get(r.shot_id, []), latest.get(r.shot_id),
-                                             reviews.get(r.shot_id)))))
+                      "; ".join(status_notes(r, seams.get(r.shot_id, []), reviews.get(r.shot_id)))))
     print_table(("shot", "chain", "take", "status", "quality", "spec", "seconds", "finished", "prompt", "notes"),
                 table)
     return 0
@@ -117,10 +115,9 @@ def markers(args: argparse.Namespace, context: Context) -> int:
     board = board_of(args)
     store = open_store(args, context)
     rows, seams = board_status(store, board.name, args.qa)
-    latest = store.latest_statuses(board.name)
     reviews = current_reviews(store, board.name)
-    found = markers_of(board, rows, {r.shot_id: status_notes(r, seams.get(r.shot_id, []), latest.get(r.shot_id),
-                                                             reviews.get(r.shot_id)) for r in rows})
+    found = markers_of(board, rows, {r.shot_id: status_notes(r, seams.get(r.shot_id, []), reviews.get(r.shot_id))
+                                     for r in rows})
     text = markers_edl(board, found) if args.format == "edl" else markers_csv(board, found)
     return write_marker_list(args, text, f"{len(found)} marker(s), one per shot")
 
@@ -163,7 +160,7 @@ def preview(args: argparse.Namespace, context: Context) -> int:
                           f"render it first (`milimo render {args.storyboard}`), or give the --db it rendered into")
     built = build_preview(layout, board, rows, warn=lambda line: print(line, file=sys.stderr),
                           burn_ins=not args.no_burn_ins)
-    sheet = outputs.contact_sheet(store, layout, board.name, rows, store.seams(board.name), args.qa)
+    sheet = outputs.contact_sheet(layout, board.name, rows, store.seams(board.name), args.qa)
     timeline = outputs.rendered_timeline(board, store, layout, rows)
     good = sum(r.status == "succeeded" for r in rows)
     print(f"{board.name}: {good} of {len(rows)} shot(s) with a good take")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import selectinload
 
 from ..planner import ShotState
@@ -93,6 +93,10 @@ class ReadsMixin(StoreBase):
                 .order_by(TakeRow.number))}
             specs = {spec.spec_hash: spec.data for spec in s.scalars(select(SpecRow).where(
                 SpecRow.spec_hash.in_([shot.spec_hash for shot, _ in rows if shot.spec_hash])))}
+            newest = select(TakeRow.shot_pk, func.max(TakeRow.number).label("number")).where(
+                TakeRow.shot_pk.in_([shot.id for shot, _ in rows])).group_by(TakeRow.shot_pk).subquery()
+            latest = {pk: status.value for pk, status in s.execute(select(TakeRow.shot_pk, TakeRow.status).join(
+                newest, (TakeRow.shot_pk == newest.c.shot_pk) & (TakeRow.number == newest.c.number)))}
             out = []
             for shot, take in rows:
                 seconds = None
@@ -113,7 +117,7 @@ class ReadsMixin(StoreBase):
                     specs.get(shot.spec_hash or "", {}).get("quality"),
                     take is not None and shot.pinned_take_id == take.id, shot.predecessor_shot_id,
                     view(live, shot.shot_id, root=self.root) if live else None,
-                    take.spec_hash if take is not None else None))
+                    take.spec_hash if take is not None else None, latest.get(shot.id)))
             return out
 
     def pinned_at(self, storyboard: str, shot_id: str) -> datetime | None:
@@ -157,16 +161,6 @@ class ReadsMixin(StoreBase):
         return {t.id: t for t in s.scalars(select(TakeRow).where(
             TakeRow.id.in_([r.current_take_id for r in shots if r.current_take_id]))
             .options(selectinload(TakeRow.artifacts)))}
-
-    def latest_statuses(self, storyboard: str) -> dict[str, str]:
-        """Each shot's newest take's status (one read): what the contact sheet says beside a kept take."""
-        with self.session() as s:
-            shots = {r.id: r.shot_id for r in self._shots(s, storyboard)}
-            out: dict[str, str] = {}
-            for shot_pk, status in s.execute(select(TakeRow.shot_pk, TakeRow.status)
-                                             .where(TakeRow.shot_pk.in_(list(shots))).order_by(TakeRow.number)):
-                out[shots[shot_pk]] = status.value
-            return out
 
     def current_take(self, storyboard: str, shot_id: str) -> TakeView | None:
         with self.session() as s:

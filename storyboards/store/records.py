@@ -158,6 +158,7 @@ class ShotStatus:
     predecessor: str | None = None  # the shot it continues from (handoff), if any
     running_take: TakeView | None = None  # the take rendering now, whole (who asked, since when, a stop asked)
     take_spec_hash: str | None = None  # the current take's spec (a pinned take's may not be the shot's now)
+    latest_status: str | None = None  # the shot's newest take's status: a try that did not become current shows
 
 
 @dataclass(frozen=True)
