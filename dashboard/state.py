@@ -45,6 +45,7 @@ class DashboardState:
         self.jobs = Jobs(settings.db_url, self.layout, settings.model)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
         self.templates.env.filters["running_words"] = running_words
+        self.farm_seen: tuple[float | None, Any, str | None] = (None, None, None)  # the queue page's (routers.queue)
 
     def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
         csrf = request.cookies.get(CSRF_COOKIE) or new_csrf()

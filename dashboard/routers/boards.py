@@ -88,8 +88,7 @@ def board_context(state: DashboardState, name: str, only: str | None = None, tex
     cards: list[dict[str, Any]] = []
     for r in rows:
         spec = specs.get(r.take_spec_hash or r.spec_hash or "", {})  # what the card's take was made with
-        cards.append({"row": r, "state": card_state(r, leased, queued),
-                      "seam": seams.get(r.shot_id),
+        cards.append({"row": r, "state": card_state(r, leased, queued), "seam": seams.get(r.shot_id),
                       "seam_in": seams.get(r.predecessor or ""),
                       "seconds": (r.outputs.frames or spec.get("num_frames") or 0) / (spec.get("fps") or 24),
                       "seed": spec.get("seed"), "prompt": spec.get("prompt") or r.prompt,

@@ -1,6 +1,6 @@
 """Reading what renders now, in every storyboard of the store: the takes rendering, the shots waiting for a device,
-and the workers that rendered lately (a farm's `host/gpuN`, or `host:pid` on one host). The queue page of the
-dashboard and `milimo farm status` read it; one query each, whatever the number of storyboards."""
+and the workers that rendered lately (a farm's `host/gpuN`, or `host:pid` on one host). The dashboard's queue page
+reads it; one query each, whatever the number of storyboards."""
 
 from __future__ import annotations
 
