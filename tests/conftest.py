@@ -356,24 +356,73 @@ def oracle(tmp_path_factory):
 
 
 # ------------------------------------------------------------------ the helpers every test module uses
-def copy_example(folder: Path, steps: int | None = None, edit=None, name: str = "lighthouse.otio") -> Path:
-    """The 5-shot example with its assets in a folder of its own (its own asset root), optionally with fewer
-    steps (quick to render) or edited (`edit(timeline)`)."""
+# The example's shots are 256 px as shipped; the tests render them at 128 (stage 1 at 64): a render's CPU 19.5 s ->
+# 12.7 s. What a test checks of a render (frames, takes, handoffs, files) does not depend on the size.
+TEST_SIZE = 128
+
+
+def copy_example(folder: Path, steps: int | None = None, edit=None, name: str = "lighthouse.otio",
+                 size: int | None = TEST_SIZE) -> Path:
+    """The 5-shot example with its assets in a folder of its own (its own asset root), at the tests' size (`size=None`:
+    as shipped), optionally with fewer steps (quick to render) or edited (`edit(timeline)`)."""
     import opentimelineio as otio
 
     if not folder.exists():
         shutil.copytree(EXAMPLES, folder)
     path = folder / name
     timeline = otio.adapters.read_from_file(str(EXAMPLES / "lighthouse.otio"))
+    defaults = dict(timeline.metadata["milimo"]["defaults"])
     if steps is not None:
-        timeline.metadata["milimo"] = {
-            **dict(timeline.metadata["milimo"]),
-            "defaults": {**dict(timeline.metadata["milimo"]["defaults"]), "steps": steps},
-        }
+        defaults["steps"] = steps
+    if size is not None:
+        defaults.update(width=size, height=size)
+    timeline.metadata["milimo"] = {**dict(timeline.metadata["milimo"]), "defaults": defaults}
     if edit is not None:
         edit(timeline)
     otio.adapters.write_to_file(timeline, str(path))
     return path
+
+
+RENDERED_STEPS = 4
+# Every column of the store that holds a path under the folder the example was rendered in.
+RECORDED_PATHS = {"storyboards": ["source_path"], "revisions": ["source_path"], "files_seen": ["path"],
+                  "takes": ["outputs", "handoff_in_path", "handoff_out_path"], "artifacts": ["uri"]}
+
+
+@pytest.fixture(scope="session")
+def rendered_example_template(tmp_path_factory, tiny_model_dir, prefect_api) -> Path:
+    """The example rendered once per worker (RENDERED_STEPS, on SQLite), for the tests that start from a rendered
+    storyboard rather than test the first render: each gets a copy (`rendered_example`), not a render of its own."""
+    folder = tmp_path_factory.mktemp("rendered-example")
+    board = copy_example(folder / "b", steps=RENDERED_STEPS)
+    proc = milimo("render", board, "--model", tiny_model_dir, "--db", f"sqlite:///{folder / 'm.db'}",
+                  "--out", folder / "out", env={"PREFECT_API_URL": prefect_api}, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder
+
+
+def copy_rendered_example(template: Path, folder: Path) -> tuple[Path, str, Path]:
+    """(storyboard, store URL, output root) of a copy of the rendered example in `folder`, its store's recorded
+    paths moved there as a user moving the whole folder would find them (the files, their sizes and hashes, as
+    rendered)."""
+    import sqlite3
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(template / "b", folder / "b")
+    shutil.copytree(template / "out", folder / "out")
+    for db in template.glob("m.db*"):
+        shutil.copy2(db, folder / db.name)
+    with sqlite3.connect(folder / "m.db") as conn:
+        for table, columns in RECORDED_PATHS.items():
+            for column in columns:
+                conn.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (str(template), str(folder)))
+    return folder / "b" / "lighthouse.otio", f"sqlite:///{folder / 'm.db'}", folder / "out"
+
+
+@pytest.fixture
+def rendered_example(rendered_example_template):
+    """`rendered_example(folder)`: a copy of the rendered example in `folder` (see `copy_rendered_example`)."""
+    return lambda folder: copy_rendered_example(rendered_example_template, folder)
 
 
 def milimo(*args, env=None, environ=None, timeout=300, cwd=ROOT, **popen) -> subprocess.CompletedProcess:

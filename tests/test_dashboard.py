@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_example, free_port, milimo, milimo_process
+from conftest import copy_rendered_example, free_port, milimo, milimo_process
 from fastapi.testclient import TestClient
 
 from storyboards.store import Store
@@ -32,15 +32,12 @@ XSS = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory, tiny_model_dir, prefect_api):
-    """The example storyboard rendered through the CLI: what a director finds in the store."""
-    folder = tmp_path_factory.mktemp("dash")
-    board = copy_example(folder / "board", steps=4)
+def rendered(tmp_path_factory, tiny_model_dir, prefect_api, rendered_example_template):
+    """The example storyboard rendered through the CLI (a copy of the session's): what a director finds in the
+    store."""
+    board, db, out = copy_rendered_example(rendered_example_template, tmp_path_factory.mktemp("dash"))
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "DO_NOT_TRACK": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    db, out = f"sqlite:///{folder / 'milimo.db'}", folder / "renders"
-    proc = milimo("render", board, "--model", tiny_model_dir, "--db", db, "--out", out, environ=env, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
     return {"board": board, "db": db, "out": out, "env": env, "model": str(tiny_model_dir)}
 
 

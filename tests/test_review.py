@@ -5,7 +5,7 @@ stored."""
 import json
 
 import pytest
-from conftest import copy_example, milimo
+from conftest import copy_rendered_example, milimo
 
 from storyboards.store import Store
 
@@ -13,14 +13,11 @@ pytestmark = pytest.mark.xdist_group("review")
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory, tiny_model_dir):
-    """The harbour chain (harbour -> harbour-pan) rendered, then harbour rendered again from a new seed: two takes
-    of each shot, the second current."""
-    folder = tmp_path_factory.mktemp("review")
-    board = copy_example(folder / "board", steps=1)
-    where = ["--db", f"sqlite:///{folder / 'milimo.db'}", "--out", folder / "renders"]
-    first = milimo("render", board, "--only", "harbour-pan", "--model", tiny_model_dir, *where, timeout=400)
-    assert first.returncode == 0, first.stderr[-3000:]
+def rendered(tmp_path_factory, tiny_model_dir, rendered_example_template):
+    """The example rendered (a copy of the session's), then its harbour chain (harbour -> harbour-pan) rendered again
+    from a new seed: two takes of each of those shots, the second current."""
+    board, db, out = copy_rendered_example(rendered_example_template, tmp_path_factory.mktemp("review"))
+    where = ["--db", db, "--out", out]
     again = milimo("rerender", board, "--from-shot", "harbour", "--set", "seed=5", "--model", tiny_model_dir, *where,
                    timeout=400)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import opentimelineio as otio
 import pytest
-from conftest import copy_example, milimo, milimo_process, wait_for_takes
+from conftest import RENDERED_STEPS, copy_example, milimo, milimo_process, wait_for_takes
 
 from milimo_engine.media import probe
 from storyboards.fields import derived_id, folder_key
@@ -21,7 +21,7 @@ from storyboards.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "storyboards" / "examples"
-FAST_STEPS = 4
+FAST_STEPS = RENDERED_STEPS  # as the session's rendered example (conftest's `rendered_example`)
 
 
 def clean_error(proc, code=2):
@@ -161,11 +161,9 @@ def test_hostile_names_never_write_outside_the_output_root(tmp_path, tiny_model_
 
 
 # ------------------------------------------------------------------ 7. --set goes through validation first
-def test_set_is_validated_before_it_is_stored_and_null_removes_it(tmp_path, tiny_model_dir, env):
-    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
-    db_url = f"sqlite:///{tmp_path / 'm.db'}"
-    common = ["--model", tiny_model_dir, "--db", db_url, "--out", tmp_path / "out"]
-    assert milimo("render", board, *common, env=env).returncode == 0
+def test_set_is_validated_before_it_is_stored_and_null_removes_it(tmp_path, tiny_model_dir, env, rendered_example):
+    board, db_url, out = rendered_example(tmp_path)
+    common = ["--model", tiny_model_dir, "--db", db_url, "--out", out]
     for value, message in (
         ("-5", "overrides.steps: -5 should be greater than or equal to 1"),
         ("abc", "overrides.steps: 'abc' should be a valid integer"),
@@ -195,10 +193,20 @@ def test_set_is_validated_before_it_is_stored_and_null_removes_it(tmp_path, tiny
 
 
 # ------------------------------------------------------------------ 1. reverting the file
-def test_reverting_the_storyboard_file_brings_its_takes_back(tmp_path, tiny_model_dir, env, db):
-    original = copy_example(tmp_path / "b", steps=FAST_STEPS)
-    common = ["--model", tiny_model_dir, "--db", db, "--out", tmp_path / "out"]
-    assert milimo("render", original, *common, env=env).returncode == 0
+def example_rendered(tmp_path, db, rendered_example, model, env) -> tuple[Path, str, list]:
+    """(storyboard, store URL, the render options) of the example rendered with FAST_STEPS: on SQLite a copy of the
+    session's rendered example, on PostgreSQL rendered here."""
+    if db.startswith("sqlite"):
+        board, db, out = rendered_example(tmp_path)
+        return board, db, ["--model", model, "--db", db, "--out", out]
+    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
+    common = ["--model", model, "--db", db, "--out", tmp_path / "out"]
+    assert milimo("render", board, *common, env=env).returncode == 0
+    return board, db, common
+
+
+def test_reverting_the_storyboard_file_brings_its_takes_back(tmp_path, tiny_model_dir, env, db, rendered_example):
+    original, db, common = example_rendered(tmp_path, db, rendered_example, tiny_model_dir, env)
 
     def edit(tl):
         clip = list(tl.tracks[0].find_clips())[2]
@@ -233,10 +241,8 @@ def test_three_concurrent_renders_render_each_shot_once(tmp_path, tiny_model_dir
 
 
 # ------------------------------------------------------------------ 5, 6. damaged and missing files
-def test_missing_or_damaged_files_are_seen_and_repaired(tmp_path, tiny_model_dir, env, db):
-    board = copy_example(tmp_path / "b", steps=FAST_STEPS)
-    common = ["--model", tiny_model_dir, "--db", db, "--out", tmp_path / "out"]
-    assert milimo("render", board, *common, env=env).returncode == 0
+def test_missing_or_damaged_files_are_seen_and_repaired(tmp_path, tiny_model_dir, env, db, rendered_example):
+    board, db, common = example_rendered(tmp_path, db, rendered_example, tiny_model_dir, env)
     assert milimo("verify", board, "--db", db).returncode == 0
     store = Store.open(db)
     Path(store.current_take("lighthouse", "harbour-pan").outputs.mp4).unlink()
