@@ -63,11 +63,13 @@ class Look:
 @dataclass(frozen=True)
 class Part:
     """One stretch of the cut, `frames` long from record frame `record_in`: a take's span (`media`), else a card
-    (`card` text on grey; None: black). `label` and `source_in` are its burn-in."""
+    (`card` text on grey; None: black). `label` and `source_in` are its burn-in; `shot_id` the shot it plays, if
+    any (the player's marks)."""
 
     frames: int
     record_in: int
     label: str
+    shot_id: str | None = None
     media: str | None = None
     take_id: int | None = None
     span: Span | None = None
@@ -98,12 +100,14 @@ def parts_of(board: Storyboard, rows: list[ShotStatus]) -> Iterator[Part]:
             if row is not None and row.status == "succeeded" and row.outputs.mp4:
                 head, tail, length = int(row.outputs.head or 0), int(row.outputs.tail or 0), int(row.outputs.frames
                                                                                                  or 0)
-                yield Part(frames, position, f"{shot.shot_id}  take {row.take_number}", media=str(row.outputs.mp4),
+                yield Part(frames, position, f"{shot.shot_id}  take {row.take_number}", shot.shot_id,
+                           media=str(row.outputs.mp4),
                            take_id=row.take_id, span=Span(head, length - tail, frames, shot.speed),
                            source_in=shot.source_in)
             else:
                 status = row.status if row is not None else "not rendered"
-                yield Part(frames, position, shot.shot_id, card=f"{shot.shot_id}: {status}", source_in=shot.source_in)
+                yield Part(frames, position, shot.shot_id, shot.shot_id, card=f"{shot.shot_id}: {status}",
+                           source_in=shot.source_in)
         elif is_generator(item):
             yield Part(frames, position, item.name or "generator")
         elif isinstance(item, otio.schema.Gap):

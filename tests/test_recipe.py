@@ -4,7 +4,7 @@ Each test names the official file it follows; what can be run is compared in tes
 
 import numpy as np
 import torch
-from conftest import milimo
+from conftest import copy_example, milimo
 
 from milimo_engine import ShotRequest
 from milimo_engine.components.latents import AudioNorm, unpack_audio
@@ -106,12 +106,10 @@ def test_recipe_and_quality_are_part_of_the_spec_hash():
 def test_draft_and_final_takes_coexist_through_the_cli(tmp_path, tiny_model_dir, prefect_api):
     import json
     import os
-    import shutil
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    shutil.copytree(root / "storyboards" / "examples", tmp_path / "b")
-    board = tmp_path / "b" / "lighthouse.otio"
+    board = copy_example(tmp_path / "b", steps=2)  # the final's steps; a draft has the distilled recipe's own
     common = ["--model", str(tiny_model_dir), "--db", f"sqlite:///{tmp_path / 'm.db'}", "--out", str(tmp_path / "o")]
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "DO_NOT_TRACK": "1"}
 

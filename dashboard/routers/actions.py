@@ -168,13 +168,6 @@ async def render(request: Request, name: str, state: DashboardState = Depends(bo
     return state.done(f"/s/{quoted(name)}", f"render for {user}: {job.said}")
 
 
-def _running_take(state: DashboardState, name: str, shot_id: str, number: int):
-    take = next((t for t in state.store.running_takes(name) if t.shot_id == shot_id and t.number == number), None)
-    if take is None:
-        raise NotRunning(f"take {number} of {shot_id} is not rendering", "nothing to stop; it finished or stopped")
-    return take
-
-
 @router.get("/s/{name}/shot/{shot_id}/stop", response_class=HTMLResponse)
 def stop_page(request: Request, name: str, shot_id: str, take: str = "",
               state: DashboardState = Depends(board_state)) -> Response:  # noqa: B008
@@ -182,7 +175,7 @@ def stop_page(request: Request, name: str, shot_id: str, take: str = "",
     state.known(name)
     number = row_id(take, "take")
     try:
-        running = _running_take(state, name, shot_id, number)
+        running = state.store.running_take(name, shot_id, number)
     except NotRunning as exc:
         return state.done(_shot_url(name, shot_id), str(exc))
     return state.page(request, "confirm.html", {

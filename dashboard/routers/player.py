@@ -31,13 +31,11 @@ def player_context(state: DashboardState, name: str) -> dict[str, Any]:
         raise HTTPException(409, f"the storyboard file of {name!r} cannot be read now: {exc}") from None
     rows = state.store.status(name)
     by_id = {r.shot_id: r for r in rows}
-    shots = iter(board.shots)
     start = board.record_start
     parts: list[dict[str, Any]] = []
     for part in parts_of(board, rows):
-        shot = next(shots).shot_id if part.source_in is not None else None  # a shot's part has its source-in
-        row = by_id.get(shot or "")
-        parts.append({"at": part.record_in - start, "frames": part.frames, "label": part.label, "shot": shot,
+        row = by_id.get(part.shot_id or "")
+        parts.append({"at": part.record_in - start, "frames": part.frames, "label": part.label, "shot": part.shot_id,
                       "take": row.take_number if row is not None and part.take_id else None,
                       "head": part.span.start if part.span else 0, "speed": part.span.speed if part.span else 1.0})
     total = sum(int(p["frames"]) for p in parts)

@@ -64,17 +64,9 @@ def note(args: argparse.Namespace, context: Context) -> int:
 
 def stop(args: argparse.Namespace, context: Context) -> int:
     """Ask one rendering take to stop at its next step; the render it belongs to goes on with its other shots."""
-    from storyboards.errors import NotRunning
-
     name = board_name(args)
     store = open_store(args, context)
-    number = args.take
-    if number is None:
-        running = [t for t in store.running_takes(name) if t.shot_id == args.shot_id]
-        if not running:
-            raise NotRunning(f"{args.shot_id} has no take rendering", "nothing to stop; `milimo status` shows "
-                             "what renders")
-        number = running[0].number
+    number = args.take if args.take is not None else store.running_take(name, args.shot_id).number
     take = store.request_cancel(name, args.shot_id, number, context.settings.user)
     print(f"{name}: {args.shot_id} take {take.number}: asked to stop at its next step by {take.cancel_requested_by}")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import selectinload
 
+from ..errors import NotRunning
 from ..planner import ShotState
 from .artifacts import resolved_path
 from .base import StoreBase
@@ -79,6 +80,16 @@ class ReadsMixin(StoreBase):
             shots = {r.id: r.shot_id for r in self._shots(s, storyboard)}
             return [view(t, shots[t.shot_pk], root=self.root) for t in s.scalars(
                 select(TakeRow).where(TakeRow.shot_pk.in_(list(shots)), TakeRow.status == TakeStatus.running))]
+
+    def running_take(self, storyboard: str, shot_id: str, number: int | None = None) -> TakeView:
+        """The shot's take rendering now (take `number`, else its first); NotRunning names what to do instead."""
+        running = [t for t in self.running_takes(storyboard) if t.shot_id == shot_id]
+        take = next((t for t in running if number is None or t.number == number), None)
+        if take is None:
+            what = f"{shot_id} has no take rendering" if number is None else \
+                f"take {number} of {shot_id} is not rendering"
+            raise NotRunning(what, "nothing to stop; it finished or stopped (`milimo status` shows what renders)")
+        return take
 
     def status(self, storyboard: str) -> list[ShotStatus]:
         """Every active shot with its current take (artifacts checked) and any take rendering now."""
