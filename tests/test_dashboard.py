@@ -585,6 +585,25 @@ def test_a_director_stops_one_take_after_saying_so_twice(browser, dashboard_url,
     assert card.inner_text() == f"stale: its rerender was stopped; take {earlier} still plays", card.inner_text()
 
 
+def test_milimo_stop_stops_one_take_from_a_terminal(rendered):
+    """`milimo stop` asks the shot's rendering take to stop, as the dashboard's Stop does; a shot with nothing
+    rendering is told so (exit 2), nothing changed."""
+    proc, take = _long_rerender(rendered, "Cy")
+    where = ["--db", rendered["db"], "--out", rendered["out"]]
+    idle = milimo("stop", rendered["board"], "harbour", *where, "--by", "Bo")
+    assert idle.returncode == 2 and "harbour has no take rendering" in idle.stderr, idle.stderr
+    assert "Traceback" not in idle.stderr and len(idle.stderr.strip().splitlines()) == 1
+    asked = milimo("stop", rendered["board"], "lighthouse-wide", *where, "--by", "Bo")
+    assert asked.returncode == 0, asked.stderr
+    assert f"lighthouse-wide take {take.number}: asked to stop at its next step by Bo" in asked.stdout
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "stopped: lighthouse-wide: Bo asked it to stop" in out, (out, err[-2000:])
+    stopped = Store.open(rendered["db"]).take(take.id)
+    assert (stopped.status, stopped.cancel_requested_by) == ("cancelled", "Bo")
+    again = milimo("stop", rendered["board"], "lighthouse-wide", str(take.number), *where)
+    assert again.returncode == 2 and f"take {take.number} of lighthouse-wide is cancelled" in again.stderr
+
+
 def test_cancel_asks_first_then_stops_the_storyboards_renders(rendered):
     """Last in this file: it leaves lighthouse-wide with a cancelled take and a stored steps override."""
     proc, take = _long_rerender(rendered, "Cy")
