@@ -30,7 +30,7 @@ from milimo.request import RenderRequest
 from storyboards.errors import Interrupted, MilimoError, ShotsFailed
 from storyboards.fields import slug
 from storyboards.planner import plan as replan
-from tasks.outputs import conform_task, contact_sheet_task, preview_task, seam_qa_task
+from tasks.outputs import conform_task, contact_sheet_task, deliver_task, preview_task, seam_qa_task
 from tasks.render import ShotJob, ShotOutcome, render_shot
 from tasks.worker import holder_is_dead, interrupted, visible_devices
 
@@ -204,6 +204,8 @@ def _render(request: RenderRequest) -> dict[str, Any]:
         preview = preview_task(plan, rows)
         seams = seam_qa_task(plan, rows, request.qa)
         sheet = contact_sheet_task(plan, rows, seams, request.qa)
+        config = app_context.current().settings.config
+        delivered = {name: deliver_task(plan, rows, name, config) for name in request.deliveries or ()}
     except Exception as exc:
         if not failed:
             raise
@@ -218,7 +220,7 @@ def _render(request: RenderRequest) -> dict[str, Any]:
                              key=_key(f"render-{name}"), description=f"{name}: render summary")
     result = {"storyboard": name, "revision": plan.revision, "rendered": rendered, "skipped": kept,
               "failed": failed, "stopped": stopped, "abandoned": plan.abandoned, "otio": otio_path, "preview": preview,
-              "contact_sheet": sheet, "out_dir": str(plan.out_dir),
+              "contact_sheet": sheet, "out_dir": str(plan.out_dir), "deliveries": delivered,
               "seams_flagged": [s.label for s in seams if s.flagged]}
     hooks = app_context.current().settings.config.notify.webhooks
     if hooks:

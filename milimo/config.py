@@ -13,7 +13,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from milimo_engine.limits import DEFAULT_HANDLES, MAX_HANDLES
 from storyboards.errors import ConfigError, MilimoError
@@ -110,6 +119,39 @@ class NotifyConfig(_Section):
     webhooks: tuple[WebhookConfig, ...] = ()
 
 
+DeliveryFormat = Literal["prores_hq", "dnxhr_hq", "h264", "png", "exr"]
+NAMING_FIELDS = ("storyboard", "shot", "take", "quality", "profile", "reel")
+DEFAULT_NAMING = "{storyboard}_{shot}_{quality}_v{take:03d}"
+
+
+class DeliveryProfile(_Section):
+    """One way a studio takes its renders (`[delivery.NAME]`, `milimo deliver --delivery NAME`): a format, a naming
+    template and, for image sequences, the first frame number and whether a QuickTime reference goes beside it."""
+
+    format: DeliveryFormat
+    naming: str = DEFAULT_NAMING  # fields: storyboard, shot, take, quality, profile, reel; [A-Za-z0-9._-] around them
+    first_frame: int = Field(default=1001, ge=0, le=9_000_000)  # an image sequence's first frame number
+    reference: bool = True  # an image sequence gets a ProRes QuickTime of the same frames beside it
+
+    @property
+    def sequence(self) -> bool:
+        return self.format in ("png", "exr")
+
+    @field_validator("naming")
+    @classmethod
+    def _naming(cls, value: str) -> str:
+        from .naming import check_template
+
+        return check_template(value)
+
+
+BUILT_IN_DELIVERIES: dict[str, DeliveryProfile] = {
+    "preview": DeliveryProfile(format="h264"),
+    "editorial": DeliveryProfile(format="prores_hq"),
+    "vfx": DeliveryProfile(format="png"),
+}
+
+
 class MilimoConfig(_Section):
     paths: PathsConfig = PathsConfig()
     rates: RatesConfig = RatesConfig()
@@ -119,7 +161,12 @@ class MilimoConfig(_Section):
     farm: FarmConfig = FarmConfig()
     dashboard: DashboardConfig = DashboardConfig()
     notify: NotifyConfig = NotifyConfig()
+    delivery: dict[str, DeliveryProfile] = {}  # beside (or replacing) the built-in preview, editorial and vfx
     source: Path | None = Field(default=None, exclude=True)  # the file it came from
+
+    def deliveries(self) -> dict[str, DeliveryProfile]:
+        """Every delivery profile by name: the built-in ones, with the file's on top."""
+        return {**BUILT_IN_DELIVERIES, **self.delivery}
 
     @classmethod
     def find(cls, explicit: str | None = None) -> MilimoConfig:

@@ -134,6 +134,11 @@ def check(request: RenderRequest, context: Context, *, need_model: bool = True) 
     board = load_board(request)
     for shot_id in request.shot_ids():
         board.shot(shot_id)  # UnknownShot naming the known shots
+    if request.deliveries:
+        from .delivery import chosen_profile
+
+        for name in request.deliveries:
+            chosen_profile(context.settings.config, name)  # a profile unknown, or its encoder missing: exit 2 now
     model_dir, manifest = _model(request, board, context) if need_model else ("", None)
     db_url = request.db or context.settings.db_url
     store = context.existing_store(db_url)

@@ -39,6 +39,8 @@ class RenderRequest(BaseModel):
     qa: SeamThresholds = Field(default_factory=SeamThresholds, description="seam QA thresholds")
     farm: str | None = Field(None, description="a Dask scheduler to render on (tcp://host:8786)")
     requested_by: str | None = Field(None, description="who asks (each take records it)")
+    deliveries: list[str] | None = Field(None, description="after the render, the chosen takes delivered in these "
+                                         "profiles ([delivery.NAME]; built in: preview, editorial, vfx)")
 
     @classmethod
     def rerender(cls, storyboard: str, from_shot: str, overrides: dict[str, Any] | None = None,

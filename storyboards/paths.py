@@ -103,6 +103,10 @@ class OutputLayout:
         """The folder of the preview's parts (one .mov per stretch of the cut, named by what it shows)."""
         return self.inside(self.storyboard_dir(storyboard) / ".preview-parts")
 
+    def delivery_dir(self, storyboard: str, profile: str) -> Path:
+        """`<storyboard>/delivery/<profile>`: what `milimo deliver` writes in that profile's format and names."""
+        return self.inside(self.storyboard_dir(storyboard) / "delivery" / slug(profile, "delivery"))
+
     def job_log(self, storyboard: str, number: int) -> Path:
         """The log of the `number`th render the dashboard started for `storyboard` in this process."""
         return self.inside(self.root / ".dashboard-logs" / f"{folder_key(storyboard)}-{number}.log")

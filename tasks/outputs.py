@@ -9,6 +9,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from milimo import outputs
+from milimo.config import MilimoConfig
+from milimo.delivery import chosen_profile, deliver
 from milimo.prepare import RenderPlan
 from milimo.preview import preview
 from milimo.qa import measure_seams
@@ -31,6 +33,17 @@ def preview_task(plan: RenderPlan, rows: list[ShotStatus]) -> str | None:
 @task(name="seam-qa", cache_policy=NO_CACHE)
 def seam_qa_task(plan: RenderPlan, rows: list[ShotStatus], thresholds: SeamThresholds) -> list[SeamView]:
     return measure_seams(plan.store, plan.board.name, thresholds, rows, warn=get_run_logger().warning)
+
+
+@task(name="deliver", cache_policy=NO_CACHE)
+def deliver_task(plan: RenderPlan, rows: list[ShotStatus], profile_name: str, config: MilimoConfig) -> str:
+    """The chosen takes in a delivery profile's format and names (`milimo.delivery`); what is intact is kept."""
+    log = get_run_logger()
+    report = deliver(plan.layout, plan.store, plan.board, rows, profile_name, chosen_profile(config, profile_name),
+                     say=log.info)
+    log.info("%s: %s: %d take(s) delivered, %d kept", plan.board.name, profile_name, len(report.delivered),
+             len(report.kept))
+    return str(report.folder)
 
 
 @task(name="contact-sheet", cache_policy=NO_CACHE)

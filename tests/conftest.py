@@ -425,6 +425,22 @@ def rendered_example(rendered_example_template):
     return lambda folder: copy_rendered_example(rendered_example_template, folder)
 
 
+def ffprobe(path: Path, entries: str = "stream=codec_type,codec_name,sample_rate:stream_tags=timecode,reel_name:"
+            "format_tags=reel_name,title,comment") -> dict:
+    """What Debian's ffprobe reads of a file (JSON), as an editor's tools would; `make system` installs it."""
+    import json
+
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("ffprobe is missing: `make system` installs Debian's ffmpeg")
+        pytest.skip("ffprobe is not installed (`make system` installs Debian's ffmpeg as root)")
+    proc = subprocess.run([exe, "-v", "error", "-show_entries", entries, "-of", "json", str(path)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 def milimo(*args, env=None, environ=None, timeout=300, cwd=ROOT, **popen) -> subprocess.CompletedProcess:
     """`milimo ARGS` as a user runs it: this session's isolated environment (or `environ`), plus `env`."""
     return subprocess.run(

@@ -3,15 +3,12 @@
 
 import csv
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import opentimelineio as otio
 import pytest
-from conftest import milimo
+from conftest import ffprobe, milimo
 
 import storyboards
 from milimo_engine.media import probe as media_facts
@@ -83,20 +80,6 @@ def _fill(path: Path, rows: list[dict], delimiter: str = ";") -> None:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter=delimiter)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def _ffprobe(path: Path) -> dict:
-    exe = shutil.which("ffprobe")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("ffprobe is missing: `make setup` installs Debian's ffmpeg")
-        pytest.skip("ffprobe is not installed (`make setup` installs Debian's ffmpeg as root)")
-    entries = ("stream=codec_type,codec_name,sample_rate:stream_tags=timecode,reel_name:"
-               "format_tags=reel_name,title,comment")
-    proc = subprocess.run([exe, "-v", "error", "-show_entries", entries, "-of", "json", str(path)], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 def test_shot_list_out_prefills_prompts_and_counts_at_the_sequence_rate(tmp_path):
@@ -208,16 +191,16 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
     assert sorted(p.name for p in takes) == sorted(f"harbour-cut-25_{s}_t001.mp4" for s in
                                                    ("harbour-establishing", "boat-close-up", "lanterns", "quay"))
     boat = next(p for p in takes if "boat" in p.name)
-    probe = _ffprobe(boat)
+    probe = ffprobe(boat)
     kinds = {s["codec_type"]: s for s in probe["streams"]}
     assert kinds["audio"]["sample_rate"] == "48000"
     assert kinds["video"]["tags"]["timecode"] == "01:00:09:17"  # its source-in, less its 8-frame head handle
     # each take its own reel (HARB_B02 is the tape of two clips: a reel + timecode conform would find either)
-    reels = {p.name: _ffprobe(p)["format"]["tags"]["reel_name"] for p in takes}
+    reels = {p.name: ffprobe(p)["format"]["tags"]["reel_name"] for p in takes}
     assert len(set(reels.values())) == 4 and all(re.fullmatch(r"[A-Z0-9]{1,8}", r) for r in reels.values()), reels
     assert probe["format"]["tags"]["title"] == "Boat close up" and "source reel HARB_B02" in probe["format"]["tags"][
         "comment"]
-    mov = _ffprobe(boat.with_suffix(".mov"))  # the take to conform: ProRes, PCM, a timecode track with the reel
+    mov = ffprobe(boat.with_suffix(".mov"))  # the take to conform: ProRes, PCM, a timecode track with the reel
     streams = {s["codec_type"]: s for s in mov["streams"]}
     assert streams["video"]["codec_name"] == "prores" and streams["audio"]["codec_name"] == "pcm_s24le"
     assert streams["data"]["tags"] == {"timecode": "01:00:09:17", "reel_name": reels[boat.name]}
@@ -247,7 +230,7 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
             url = clip.media_reference.target_url
             path = Path(url.removeprefix("file://")) if url.startswith("file://") else target.parent / url
             assert path.is_file() and "_t001.mov" in path.name, (fmt, clip.name, url)
-            tmcd = next(s for s in _ffprobe(path)["streams"] if s["codec_type"] == "data")["tags"]
+            tmcd = next(s for s in ffprobe(path)["streams"] if s["codec_type"] == "data")["tags"]
             head, tail = handles[clip.name]
             first = clip.source_range.start_time - otio.opentime.RationalTime(head, 25)
             assert tmcd["timecode"] == otio.opentime.to_timecode(first, 25), (fmt, clip.name)  # media starts there
@@ -272,7 +255,7 @@ def test_editor_round_trip_relinks_every_take(tmp_path, tiny_model_dir, env):
     assert [c.metadata["ALE"]["Shot"] for c in logged] == [  # one row per clip, not one more per audio clip
         "harbour-establishing", "boat-close-up", "lanterns", "quay"]
     for row in logged:  # Tape and Start as each take's own timecode track says, for a Tape + timecode relink
-        tmcd = next(s for s in _ffprobe(Path(row.media_reference.target_url.removeprefix("file://")))["streams"]
+        tmcd = next(s for s in ffprobe(Path(row.media_reference.target_url.removeprefix("file://")))["streams"]
                     if s["codec_type"] == "data")["tags"]
         assert (row.metadata["ALE"]["Tape"], otio.opentime.to_timecode(row.source_range.start_time, 25)) == (
             tmcd["reel_name"], tmcd["timecode"]), row.name

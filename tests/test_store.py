@@ -229,7 +229,7 @@ def test_migrations_ship_inside_the_package():
 
     assert (db.MIGRATIONS_DIR / "env.py").is_file()
     assert db.MIGRATIONS_DIR.is_relative_to(Path(db.__file__).parent)
-    assert sorted(p.name for p in (db.MIGRATIONS_DIR / "versions").glob("0*.py"))[-1].startswith("0010")
+    assert sorted(p.name for p in (db.MIGRATIONS_DIR / "versions").glob("0*.py"))[-1].startswith("0011")
 
 
 def test_store_problems_are_one_line_naming_the_fix(tmp_path):

@@ -12,6 +12,7 @@
     milimo verify STORYBOARD                      (every artifact hashed again; exit 1 if anything is off)
     milimo markers STORYBOARD [--format edl|csv] [-o FILE]   (each shot as a marker for the editor's timeline)
     milimo preview STORYBOARD [--no-burn-ins]     (preview, contact sheet and timeline again from the current takes)
+    milimo deliver STORYBOARD [--delivery NAME] [--only SHOT ...]   (the chosen takes in a studio's format and names)
     milimo overrides STORYBOARD [--clear SHOT ... | --all]
     milimo review STORYBOARD [--json]            (each take's review state and notes)
     milimo approve|needs-changes|reject STORYBOARD SHOT TAKE [--by NAME] [--note TEXT]
@@ -45,7 +46,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from . import boards, models, reads, render, review, services  # noqa: E402
+from . import boards, deliver, models, reads, render, review, services  # noqa: E402
 from .args import apply_config  # noqa: E402
 
 __all__ = ["apply_config", "build_parser", "main", "run"]
@@ -54,7 +55,7 @@ __all__ = ["apply_config", "build_parser", "main", "run"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="milimo", description="Milimo: LTX-2 render pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
-    for family in (models, boards, render, reads, review, services):
+    for family in (models, boards, render, reads, deliver, review, services):
         family.add(sub)
     return parser
 

@@ -53,6 +53,8 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", action="append",
                    help="device for the GPU pool (repeat; default: every visible GPU, or cpu)")
     p.add_argument("--time-limit", type=positive_float, help="per-shot limit in seconds, checked between steps")
+    p.add_argument("--delivery", action="append", metavar="NAME",
+                   help="after the render, deliver the chosen takes in this profile too (repeat; see `milimo deliver`)")
     p.add_argument("--by", metavar="NAME", help="who asks for the render, as each take records it "
                    "(default: $MILIMO_USER, else your login name)")
     p.add_argument("--farm", metavar="tcp://HOST:8786",
@@ -157,4 +159,5 @@ def render_request(args: argparse.Namespace, context: Context, **fields: Any) ->
         model=settings.model, out=str(settings.out_root), db=settings.db_url,
         devices=getattr(args, "device", None) or None, time_limit_s=getattr(args, "time_limit", None),
         asset_roots=[str(r) for r in settings.asset_roots] or None, qa=args.qa,
-        farm=getattr(args, "farm", None), requested_by=settings.user, **fields)
+        farm=getattr(args, "farm", None), requested_by=settings.user,
+        deliveries=getattr(args, "delivery", None) or None, **fields)

@@ -30,7 +30,11 @@ def _checked(args: argparse.Namespace, context: Context) -> storyboards.Storyboa
 
 
 def validate(args: argparse.Namespace, context: Context) -> int:
+    from milimo.delivery import DeliveryProblems, profile_problems
+
     board = _checked(args, context)
+    if problems := profile_problems(context.settings.config):
+        raise DeliveryProblems(problems)
     graph = storyboards.ShotGraph.of(board)
     print(f"{args.storyboard}: ok, {len(board.shots)} shot(s) in {len(graph.chains)} chain(s) at {board.fps:g} fps")
     for chain in graph.chains:

@@ -140,6 +140,8 @@ def report(result: dict[str, Any]) -> None:
     for key in ("otio", "preview", "contact_sheet"):
         if result.get(key):
             print(f"  {key}: {result[key]}")
+    for name, folder in (result.get("deliveries") or {}).items():
+        print(f"  delivery {name}: {folder}")
     if result.get("seams_flagged"):
         print(f"  seams flagged: {', '.join(result['seams_flagged'])} (`milimo qa` shows the metrics)")
 

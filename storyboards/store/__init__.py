@@ -2,6 +2,7 @@
 
 from .api import (
     ArtifactCheck,
+    DeliveredFile,
     NoteView,
     RunningTake,
     SeamView,
@@ -19,6 +20,7 @@ from .models import VERDICTS, ReviewState, TakeStatus
 __all__ = [
     "VERDICTS",
     "ArtifactCheck",
+    "DeliveredFile",
     "NoteView",
     "ReviewState",
     "RunningTake",

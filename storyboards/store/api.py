@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .db import on_a_fresh_connection
+from .deliveries import DeliveredFile, DeliveriesMixin
 from .leases import LeasesMixin
 from .queue import QueueMixin, RunningTake, WorkerView
 from .reads import ReadsMixin
@@ -24,8 +25,8 @@ from .takes import TakesMixin
 
 T = TypeVar("T")
 
-__all__ = ["ArtifactCheck", "NoteView", "SeamView", "ShotStatus", "Store", "TakeOutputs", "TakeReview", "TakeView",
-           "RunningTake", "WorkerView", "spec_json"]
+__all__ = ["ArtifactCheck", "DeliveredFile", "NoteView", "SeamView", "ShotStatus", "Store", "TakeOutputs",
+           "TakeReview", "TakeView", "RunningTake", "WorkerView", "spec_json"]
 
 
 def reconnecting(operation: Callable[..., T]) -> Callable[..., T]:
@@ -39,7 +40,8 @@ def reconnecting(operation: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-class Store(RevisionsMixin, TakesMixin, ReviewsMixin, LeasesMixin, ReadsMixin, QueueMixin, SeamsMixin):
+class Store(RevisionsMixin, TakesMixin, ReviewsMixin, LeasesMixin, ReadsMixin, QueueMixin, SeamsMixin,
+            DeliveriesMixin):
     """The metadata store, by concern: revisions and overrides, takes, reviews, leases, reads, what renders now
     (the queue), seams. Every public
     operation is one transaction, retried on a fresh connection when the database dropped the old one

@@ -170,6 +170,26 @@ class ReviewRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class DeliveryRow(Base):
+    """One file (or image sequence) a take delivered in a delivery profile's format and name (`milimo deliver`):
+    recorded as written, checked before it is trusted again. Its own table, not the take's artifacts: a delivered
+    copy that is gone is delivered again, never a reason to render the take again."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("take_id", "profile", "kind"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    take_id: Mapped[int] = mapped_column(ForeignKey("takes.id", ondelete="CASCADE"), index=True)
+    profile: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # movie, sequence (its sha256 file), reference
+    path: Mapped[str] = mapped_column(Text)  # relative to the output root, as the take's files
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    frames: Mapped[int] = mapped_column(Integer)
+    first_frame: Mapped[int | None] = mapped_column(Integer)  # an image sequence's first frame number
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ShotLeaseRow(Base):
     """Who renders a shot right now. One row per shot (the primary key makes taking it atomic); the holder
     renews `expires_at` while it renders and deletes the row when done. A holder that died on this host is
