@@ -26,7 +26,7 @@ EXAMPLES = ROOT / "storyboards" / "examples"
 
 @pytest.fixture
 def render_env(tmp_path, tiny_model_dir, prefect_api):
-    board = copy_example(tmp_path / "board")
+    board = copy_example(tmp_path / "board", steps=2)
     return {"storyboard": str(board), "model": str(tiny_model_dir), "out": str(tmp_path / "renders"),
             "db": f"sqlite:///{tmp_path / 'milimo.db'}"}
 
