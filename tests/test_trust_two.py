@@ -441,6 +441,7 @@ def test_absolute_paths_of_older_stores_become_relative(tmp_path):
         conn.execute(sa.text("drop table reviews"))
         for column in ("requested_by", "cancel_requested_by", "cancel_requested_at"):  # no 0010
             conn.execute(sa.text(f"alter table takes drop column {column}"))
+        conn.execute(sa.text("drop table deliveries"))  # no 0011
     assert Store.open(url).storyboard_uid("lighthouse")  # upgraded: 0007, then 0008 gives the storyboard its id
     with engine.connect() as conn:
         outputs, = conn.execute(sa.text("select outputs from takes")).one()
