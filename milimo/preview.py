@@ -81,7 +81,7 @@ class Part:
         return hashlib.sha256(repr((PART_VERSION, self, look, burn_ins)).encode()).hexdigest()[:24]
 
 
-def parts_of(board: Storyboard, rows: list[ShotStatus]) -> Iterator[Part]:
+def parts_of(board: Storyboard, rows: list[ShotStatus], verdicts: dict[str, str] | None = None) -> Iterator[Part]:
     """The shots track, item by item, as parts in record order. A transition takes no time of its own (it
     overlaps its neighbours), so each clip plays its own length: the cut lands where the transition is centred."""
     fps = board.fps
@@ -100,7 +100,9 @@ def parts_of(board: Storyboard, rows: list[ShotStatus]) -> Iterator[Part]:
             if row is not None and row.status == "succeeded" and row.outputs.mp4:
                 head, tail, length = int(row.outputs.head or 0), int(row.outputs.tail or 0), int(row.outputs.frames
                                                                                                  or 0)
-                yield Part(frames, position, f"{shot.shot_id}  take {row.take_number}", shot.shot_id,
+                verdict = (verdicts or {}).get(shot.shot_id)
+                label = f"{shot.shot_id}  take {row.take_number}" + (f"  {verdict}" if verdict else "")
+                yield Part(frames, position, label, shot.shot_id,
                            media=str(row.outputs.mp4),
                            take_id=row.take_id, span=Span(head, length - tail, frames, shot.speed),
                            source_in=shot.source_in)
@@ -118,10 +120,11 @@ def parts_of(board: Storyboard, rows: list[ShotStatus]) -> Iterator[Part]:
 
 
 def preview(layout: OutputLayout, board: Storyboard, rows: list[ShotStatus],
-            warn: Callable[[str], None] = lambda _: None, burn_ins: bool = True) -> Path | None:
+            warn: Callable[[str], None] = lambda _: None, burn_ins: bool = True,
+            verdicts: dict[str, str] | None = None) -> Path | None:
     """preview.mp4: the cut as it plays (see the module), at the first good take's size and the cut's exact rate;
     None while no shot has a good take. A shot with no good take is not skipped: a slate of its length says so
-    (and `warn` names it)."""
+    (and `warn` names it). `verdicts`: by shot, its chosen take's review ("approved by Ada"), burnt in beside it."""
     from milimo_engine.media import rational_fps, stream_facts
 
     good = [r for r in rows if r.status == "succeeded" and r.outputs.mp4]
@@ -135,7 +138,7 @@ def preview(layout: OutputLayout, board: Storyboard, rows: list[ShotStatus],
     folder = layout.preview_parts(board.name)
     with _building(folder):
         files = []
-        for part in parts_of(board, rows):
+        for part in parts_of(board, rows, verdicts):
             if part.card and part.source_in is not None:
                 warn(f"preview: shot {part.card}, no good take; a slate stands in for it")
             target = folder / f"{part.key(look, font is not None)}.mov"

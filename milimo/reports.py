@@ -15,6 +15,12 @@ def current_reviews(store: Store, storyboard: str) -> dict[str, TakeReview]:
     return {r.shot_id: r for r in store.reviews(storyboard) if r.current}
 
 
+def verdict_labels(store: Store, storyboard: str) -> dict[str, str]:
+    """Each shot's chosen take's review as the preview burns it in ("approved by Ada"); none while pending."""
+    return {shot: f"{r.state} by {r.by}" if r.by else r.state
+            for shot, r in current_reviews(store, storyboard).items() if r.state != "pending"}
+
+
 def seam_note(seam: SeamView, thresholds: SeamThresholds) -> str:
     """`-> boat cut 0.42` / `@48 seg 1.9 FLAGGED`: one seam as a short caption (scored on today's thresholds)."""
     score, flagged = seam_verdict(seam, thresholds)

@@ -63,8 +63,10 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
     status = {r.shot_id: r.status for r in rows}
     current_ids = {r.shot_id: r.take_id for r in rows}
     every_take = store.takes_by_shot(board.name)  # one read for the whole cut, not two per shot
+    reviews = store.reviews(board.name)
+    verdicts = {(r.shot_id, r.take_id): r for r in reviews}
     review_markers: dict[str, list[NoteMarker]] = {}
-    for marker in note_markers(board, rows, store.reviews(board.name)):
+    for marker in note_markers(board, rows, reviews):
         review_markers.setdefault(marker.shot_id, []).append(marker)
     clips = board.clips(timeline)
     audio_refs: dict[int, tuple[dict, str]] = {}
@@ -79,8 +81,10 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
             if ref is not None:
                 references[f"take-{take.number}"] = ref
         # A shot with no good take keeps its clip and says so (status), never silently dropped.
+        verdict = verdicts.get((shot.shot_id, current.id)) if current else None
         record = {"shot_id": shot.shot_id, "takes": [t.id for t in takes],
-                  "current_take": current.id if current else None, "status": status.get(shot.shot_id)}
+                  "current_take": current.id if current else None, "status": status.get(shot.shot_id),
+                  "review": verdict.state if verdict else None, "review_by": verdict.by if verdict else None}
         if references:
             active = f"take-{current.number}" if current and f"take-{current.number}" in references \
                 else next(reversed(references))

@@ -14,6 +14,7 @@ from milimo.delivery import chosen_profile, deliver
 from milimo.prepare import RenderPlan
 from milimo.preview import preview
 from milimo.qa import measure_seams
+from milimo.reports import verdict_labels
 from storyboards.seams import SeamThresholds
 from storyboards.store import SeamView, ShotStatus
 
@@ -26,7 +27,8 @@ def conform_task(plan: RenderPlan, rows: list[ShotStatus]) -> str:
 
 @task(name="preview", cache_policy=NO_CACHE)
 def preview_task(plan: RenderPlan, rows: list[ShotStatus]) -> str | None:
-    path = preview(plan.layout, plan.board, rows, warn=get_run_logger().warning)
+    path = preview(plan.layout, plan.board, rows, warn=get_run_logger().warning,
+                   verdicts=verdict_labels(plan.store, plan.board.name))
     return str(path) if path else None
 
 

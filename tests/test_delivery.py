@@ -143,3 +143,30 @@ def test_a_render_delivers_its_chosen_takes_when_asked(tmp_path, rendered_exampl
     assert f"delivery preview: {folder}" in proc.stdout, proc.stdout
     assert (folder / "lighthouse_harbour-pan_final_v002.mp4").is_file()  # the new take
     assert (folder / "lighthouse_harbour_final_v001.mp4").is_file()  # and every other chosen take
+
+
+def test_the_takes_ale_says_each_chosen_takes_review(tmp_path, rendered_example):
+    import opentimelineio as otio
+
+    board, db, out = rendered_example(tmp_path)
+    where = ["--db", db, "--out", out]
+    assert milimo("approve", board, "harbour", "1", *where, "--by", "Ada").returncode == 0
+    assert milimo("needs-changes", board, "lamp-close", "1", *where, "--by", "Ben").returncode == 0
+    ale = milimo("conform", board, "--format", "ale", "-o", tmp_path / "takes.ale", *where)
+    assert ale.returncode == 0, ale.stderr
+    rows = {c.metadata["ALE"]["Shot"]: c.metadata["ALE"]
+            for c in otio.adapters.read_from_file(str(tmp_path / "takes.ale"), fps=24).find_clips()}
+    assert len(rows) == 5  # one row per clip
+    assert (rows["harbour"]["Review"], rows["lamp-close"]["Review"], rows["harbour-pan"]["Review"]) == (
+        "approved by Ada", "needs changes by Ben", "pending")
+    # The preview burns each chosen take's verdict in beside its shot and take (none while pending).
+    import storyboards
+    from milimo.preview import parts_of
+    from milimo.reports import verdict_labels
+
+    store = Store.open(db).under(out)
+    labels = {p.shot_id: p.label for p in parts_of(storyboards.load(board), store.status("lighthouse"),
+                                                   verdict_labels(store, "lighthouse"))}
+    assert labels["harbour"] == "harbour  take 1  approved by Ada" and labels["harbour-pan"] == "harbour-pan  take 1"
+    rebuilt = milimo("preview", board, *where)
+    assert rebuilt.returncode == 0 and "5 of 5 shot(s) with a good take" in rebuilt.stdout, rebuilt.stderr

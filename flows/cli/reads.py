@@ -12,7 +12,7 @@ import sys
 from milimo.context import Context
 from milimo.prepare import load_board
 from milimo.qa import measure_seams
-from milimo.reports import board_status, current_reviews, status_notes
+from milimo.reports import board_status, current_reviews, status_notes, verdict_labels
 from milimo.request import RenderRequest
 from storyboards.errors import ConfigError
 from storyboards.load import Storyboard
@@ -159,7 +159,7 @@ def preview(args: argparse.Namespace, context: Context) -> int:
         raise ConfigError(f"storyboard {board.name!r} has no takes in {context.settings.db_url}",
                           f"render it first (`milimo render {args.storyboard}`), or give the --db it rendered into")
     built = build_preview(layout, board, rows, warn=lambda line: print(line, file=sys.stderr),
-                          burn_ins=not args.no_burn_ins)
+                          burn_ins=not args.no_burn_ins, verdicts=verdict_labels(store, board.name))
     sheet = outputs.contact_sheet(layout, board.name, rows, store.seams(board.name), args.qa)
     timeline = outputs.rendered_timeline(board, store, layout, rows)
     good = sum(r.status == "succeeded" for r in rows)
