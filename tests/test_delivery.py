@@ -154,8 +154,8 @@ def test_the_takes_ale_says_each_chosen_takes_review(tmp_path, rendered_example)
     assert milimo("needs-changes", board, "lamp-close", "1", *where, "--by", "Ben").returncode == 0
     ale = milimo("conform", board, "--format", "ale", "-o", tmp_path / "takes.ale", *where)
     assert ale.returncode == 0, ale.stderr
-    rows = {c.metadata["ALE"]["Shot"]: c.metadata["ALE"]
-            for c in otio.adapters.read_from_file(str(tmp_path / "takes.ale"), fps=24).find_clips()}
+    logged = otio.adapters.read_from_file(str(tmp_path / "takes.ale"), fps=24)
+    rows = {c.metadata["ALE"]["Shot"]: dict(c.metadata["ALE"]) for c in logged.find_clips()}
     assert len(rows) == 5  # one row per clip
     assert (rows["harbour"]["Review"], rows["lamp-close"]["Review"], rows["harbour-pan"]["Review"]) == (
         "approved by Ada", "needs changes by Ben", "pending")
