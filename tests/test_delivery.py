@@ -2,6 +2,7 @@
 vendor's image sequences), read back with ffprobe and sha256sum as the people receiving them would; bad profiles and
 names are refused before anything is written."""
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -66,6 +67,12 @@ def test_each_built_in_profile_delivers_every_chosen_take(tmp_path, rendered_exa
     recorded = Store.open(db).under(out).deliveries([harbour.take_id], "vfx")[harbour.take_id]
     assert {f.kind for f in recorded} == {"sequence", "reference"}
     assert all(f.bytes == f.path.stat().st_size for f in recorded)
+    listed = json.loads(milimo("takes", board, "harbour", *where, "--json").stdout)[0]["deliveries"]
+    assert {(d["profile"], d["kind"]) for d in listed} == {("editorial", "movie"), ("preview", "movie"),
+                                                            ("vfx", "sequence"), ("vfx", "reference")}
+    movie = next(d for d in listed if d["profile"] == "editorial")
+    assert movie["path"] == str(mov) and movie["bytes"] == mov.stat().st_size and movie["frames"] == len(frames)
+    assert movie["sha256"] == hashlib.sha256(mov.read_bytes()).hexdigest()
 
     # Again: what is still as delivered is kept; a frame someone deleted is delivered again, with its take alone.
     frames[3].unlink()

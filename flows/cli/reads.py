@@ -79,7 +79,9 @@ def takes(args: argparse.Namespace, context: Context) -> int:
     current = store.current_take(name, args.shot_id)
     if args.json:
         layout = context.layout()
-        print(json.dumps([{**_json(t), "log": str(layout.take_log(name, t.shot_id, t.number))} for t in found],
+        delivered = store.deliveries([t.id for t in found])
+        print(json.dumps([{**_json(t), "log": str(layout.take_log(name, t.shot_id, t.number)),
+                           "deliveries": [dataclasses.asdict(f) for f in delivered.get(t.id, [])]} for t in found],
                          indent=2, default=str))
         return 0
     print_table(("take", "id", "status", "current", "asked by", "spec", "handoff in", "handoff out", "mp4 / error"), [

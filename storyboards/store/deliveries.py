@@ -24,6 +24,7 @@ class DeliveredFile:
     sha256: str
     frames: int
     first_frame: int | None = None
+    profile: str = ""  # as read back; `record_delivery` is told it
 
 
 class DeliveriesMixin(StoreBase):
@@ -35,16 +36,19 @@ class DeliveriesMixin(StoreBase):
                                   bytes=f.bytes, mtime_ns=f.mtime_ns, sha256=f.sha256, frames=f.frames,
                                   first_frame=f.first_frame) for f in files)
 
-    def deliveries(self, take_ids: list[int], profile: str) -> dict[int, list[DeliveredFile]]:
-        """By take: the files each delivered in `profile`, as recorded (one query)."""
+    def deliveries(self, take_ids: list[int], profile: str | None = None) -> dict[int, list[DeliveredFile]]:
+        """By take: the files each delivered in `profile` (None: in every profile), as recorded (one query)."""
         roots = [r for r in (self.root,) if r is not None]
         out: dict[int, list[DeliveredFile]] = {}
         with self.session() as s:
-            for row in s.scalars(select(DeliveryRow).where(DeliveryRow.take_id.in_(take_ids),
-                                                           DeliveryRow.profile == profile).order_by(DeliveryRow.id)):
+            query = select(DeliveryRow).where(DeliveryRow.take_id.in_(take_ids))
+            if profile is not None:
+                query = query.where(DeliveryRow.profile == profile)
+            for row in s.scalars(query.order_by(DeliveryRow.id)):
                 path = Path(resolved_path(row.path, roots) or row.path)
                 out.setdefault(row.take_id, []).append(DeliveredFile(row.kind, path, row.bytes, row.mtime_ns,
-                                                                     row.sha256, row.frames, row.first_frame))
+                                                                     row.sha256, row.frames, row.first_frame,
+                                                                     row.profile))
         return out
 
 
