@@ -131,32 +131,52 @@ class MediaInfo(StreamFacts):
     frames: int = 0
 
 
-def _facts(path: str | os.PathLike, report: str) -> StreamFacts:
-    if "Stream #" not in report:
-        raise RuntimeError(f"ffmpeg could not read {path}: {report[-1000:]}")
-    video = re.search(r"Video: .*?(\d{2,5})x(\d{2,5}).*?, ([\d.]+(?:k)?) (?:fps|tbr)", report)
-    fps_match = re.search(r"([\d.]+) fps", report)
-    audio = re.search(r"Audio: \w+.*?(\d+) Hz", report)
-    fps = rational_fps(float(fps_match.group(1))) if fps_match else Fraction(0)
-    return StreamFacts(fps, int(video.group(1)) if video else 0, int(video.group(2)) if video else 0,
-                       audio is not None, int(audio.group(1)) if audio else None)
+def _rate(stream) -> Fraction:
+    """A video stream's frame rate as the container states it (r_frame_rate, else the average), exact: 24000/1001,
+    not 23.976 read back from text. A rate only a long fraction states (a variable-rate file's average) is taken as
+    the nearest rate editors use."""
+    rate = stream.base_rate or stream.average_rate or stream.guessed_rate
+    if not rate:
+        return Fraction(0)
+    exact = Fraction(rate.numerator, rate.denominator)
+    return exact if exact.denominator <= 1001 else rational_fps(float(exact))
+
+
+def _opened(path: str | os.PathLike):
+    import av
+
+    try:
+        return av.open(str(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise RuntimeError(f"ffmpeg could not read {path}: {exc}") from None
+
+
+def _stream_facts(container) -> StreamFacts:
+    video = next(iter(container.streams.video), None)
+    audio = next(iter(container.streams.audio), None)
+    return StreamFacts(_rate(video) if video is not None else Fraction(0),
+                       video.codec_context.width if video is not None else 0,
+                       video.codec_context.height if video is not None else 0,
+                       audio is not None, audio.codec_context.sample_rate if audio is not None else None)
 
 
 def stream_facts(path: str | os.PathLike) -> StreamFacts:
-    """The header's stream facts (size, rate, audio) in one short read: a preview of thousands of takes does not
-    decode each of them to learn its size."""
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
-    return _facts(path, proc.stderr)  # without an output ffmpeg always exits 1; the report is what counts
+    """The header's stream facts (size, rate, audio), read with PyAV in one short open: a preview of thousands of
+    takes does not decode each of them to learn its size."""
+    with _opened(path) as container:
+        return _stream_facts(container)
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:
-    """Count frames by decoding (exact), and read stream facts from ffmpeg's report."""
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg could not read {path}: {proc.stderr[-1000:]}")
-    frames = int(re.findall(r"frame=\s*(\d+)", proc.stderr)[-1])
-    return MediaInfo(**asdict(_facts(path, proc.stderr)), frames=frames)
+    """The stream facts and the exact number of video frames: every packet of the first video stream counted (one
+    frame each in the QuickTime and mp4 files milimo reads), without decoding a picture."""
+    with _opened(path) as container:
+        facts = _stream_facts(container)
+        video = next(iter(container.streams.video), None)
+        if video is None:
+            raise RuntimeError(f"ffmpeg could not read {path}: it has no video stream")
+        frames = sum(1 for packet in container.demux(video) if packet.size)
+    return MediaInfo(**asdict(facts), frames=frames)
 
 
 def _decode(path: str | os.PathLike, args: list[str], what: str = "") -> bytes:
