@@ -120,7 +120,6 @@ class NotifyConfig(_Section):
 
 
 DeliveryFormat = Literal["prores_hq", "dnxhr_hq", "h264", "png", "exr"]
-NAMING_FIELDS = ("storyboard", "shot", "take", "quality", "profile", "reel")
 DEFAULT_NAMING = "{storyboard}_{shot}_{quality}_v{take:03d}"
 
 

@@ -79,11 +79,14 @@ def available_encoders() -> frozenset[str]:
     return frozenset(names)
 
 
-def profile_problems(config: MilimoConfig) -> list[str]:
-    """Every configured profile whose encoder the shipped ffmpeg lacks (what `milimo validate` says)."""
+def profile_problems(config: MilimoConfig, only: str | None = None) -> list[str]:
+    """Every configured profile (or profile `only`) whose encoder the shipped ffmpeg lacks (what `milimo validate`
+    says)."""
     where = config.source or "milimo.toml"
     problems = []
     for name, profile in config.deliveries().items():
+        if only is not None and name != only:
+            continue
         needed = [ENCODINGS[profile.format].encoder]
         if profile.sequence and profile.reference:
             needed.append(ENCODINGS["prores_hq"].encoder)
@@ -100,8 +103,7 @@ def chosen_profile(config: MilimoConfig, name: str) -> DeliveryProfile:
     if name not in profiles:
         raise ConfigError(f"no delivery profile {name!r}", f"use one of {', '.join(sorted(profiles))}, or add "
                           f"[delivery.{name}] to milimo.toml")
-    problems = [p for p in profile_problems(config) if f"delivery.{name}." in p]
-    if problems:
+    if problems := profile_problems(config, only=name):
         raise DeliveryProblems(problems)
     return profiles[name]
 

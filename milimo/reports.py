@@ -17,8 +17,7 @@ def current_reviews(store: Store, storyboard: str) -> dict[str, TakeReview]:
 
 def verdict_labels(store: Store, storyboard: str) -> dict[str, str]:
     """Each shot's chosen take's review as the preview burns it in ("approved by Ada"); none while pending."""
-    return {shot: f"{r.state} by {r.by}" if r.by else r.state
-            for shot, r in current_reviews(store, storyboard).items() if r.state != "pending"}
+    return {shot: r.said for shot, r in current_reviews(store, storyboard).items() if r.state != "pending"}
 
 
 def seam_note(seam: SeamView, thresholds: SeamThresholds) -> str:
@@ -43,7 +42,7 @@ def status_notes(row: ShotStatus, seams: list[str], review: TakeReview | None = 
     its seams."""
     notes = []
     if review is not None and (review.state != "pending" or review.notes):
-        said = f"{review.state} by {review.by}" if review.state != "pending" else "not reviewed"
+        said = review.said if review.state != "pending" else "not reviewed"
         if review.notes:
             newest = review.notes[-1]
             said += f", {len(review.notes)} note(s), newest {newest.author}: {newest.text[:60]}"

@@ -70,7 +70,7 @@ def take_entries(conformed: otio.schema.Timeline, board: Storyboard) -> list[Ent
         out.append(Entry(Path(ref.name or str(ref.target_url)).stem, take.get("reel") or "",
                          round(have.start_time.rescaled_to(rate).value), round(have.duration.rescaled_to(rate).value),
                          {"Shot": render.get("shot_id", ""), "Clip": clip.name, "Take": str(take.get("take", "")),
-                          "Status": take.get("status", ""), "Review": _review(render),
+                          "Status": take.get("status", ""), "Review": render.get("review") or "",
                           "Prompt": clip.metadata.get(NAMESPACE, {}).get("prompt", "")},
                          _file_url(ref.target_url)))
     return out
@@ -82,12 +82,6 @@ def shot_entries(board: Storyboard) -> list[Entry]:
                   {"Shot": shot.shot_id, "Record In": shot.record_timecode,
                    "Prompt": shot.metadata.get("prompt") or clip_prompt(clip) or ""})
             for shot, clip in zip(board.shots, board.clips(), strict=False)]
-
-
-def _review(render: dict) -> str:
-    """The chosen take's review state and who gave it ("approved by Ada"; "pending" until someone says)."""
-    state, by = render.get("review") or "", render.get("review_by")
-    return f"{state} by {by}" if state and by else state
 
 
 def _file_url(url: str) -> str:

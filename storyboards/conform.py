@@ -84,7 +84,7 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
         verdict = verdicts.get((shot.shot_id, current.id)) if current else None
         record = {"shot_id": shot.shot_id, "takes": [t.id for t in takes],
                   "current_take": current.id if current else None, "status": status.get(shot.shot_id),
-                  "review": verdict.state if verdict else None, "review_by": verdict.by if verdict else None}
+                  "review": verdict.said if verdict else None}
         if references:
             active = f"take-{current.number}" if current and f"take-{current.number}" in references \
                 else next(reversed(references))

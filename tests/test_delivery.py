@@ -99,6 +99,8 @@ def test_a_studios_own_profile_and_names(tmp_path, rendered_example):
     small = milimo("deliver", board, *where, "--delivery", "avid")
     assert small.returncode == 2 and "Traceback" not in small.stderr, small.stderr
     assert "is 128x128; dnxhr_hq needs at least 256x120" in small.stderr and "Fix:" in small.stderr
+    nope = milimo("deliver", board, *where, "--only", "nope")
+    assert nope.returncode == 2 and "nope" in nope.stderr and "Traceback" not in nope.stderr, nope.stderr
     unknown = milimo("deliver", board, *where, "--delivery", "dailies")
     assert unknown.returncode == 2 and "no delivery profile 'dailies'" in unknown.stderr
     assert "avid, comp, editorial, preview, vfx" in unknown.stderr

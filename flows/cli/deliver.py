@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 
 from milimo.context import Context
-from storyboards.errors import ConfigError
 
 from .args import add_out, add_storyboard
 from .reads import board_of, open_store
@@ -18,14 +17,12 @@ def deliver(args: argparse.Namespace, context: Context) -> int:
 
     profile = chosen_profile(context.settings.config, args.delivery)
     board = board_of(args)
+    for shot_id in args.only or ():
+        board.shot(shot_id)  # UnknownShot naming the storyboard's shots
     store = open_store(args, context)
     layout = context.layout()
     layout.check_claim(board.name, lambda: store.storyboard_uid(board.name))  # not into another store's folder
     rows = store.status(board.name)
-    unknown = sorted(set(args.only or ()) - {r.shot_id for r in rows})
-    if unknown:
-        raise ConfigError(f"--only: no shot {', '.join(map(repr, unknown))} in {board.name!r}",
-                          "give shot ids `milimo status` lists")
     print(f"{board.name}: delivering as {args.delivery} ({profile.format}, named {profile.naming!r})")
     report = deliver_takes(layout, store, board, rows, args.delivery, profile, set(args.only or ()) or None,
                            say=lambda line: print(line, flush=True))

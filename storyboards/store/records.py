@@ -195,6 +195,11 @@ class TakeReview:
     notes: tuple[NoteView, ...] = ()
     history: tuple[tuple[str, str, datetime | None], ...] = ()
 
+    @property
+    def said(self) -> str:
+        """The state with who gave it ("approved by Ada"); "pending" until someone says."""
+        return f"{self.state} by {self.by}" if self.by else self.state
+
 
 @dataclass(frozen=True)
 class DecisionMark:
