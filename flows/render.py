@@ -143,6 +143,7 @@ def _submit(plan: RenderPlan, request: RenderRequest) -> dict[str, PrefectFuture
                                     retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_backoff_s))
     futures: dict[str, PrefectFuture] = {}
     name = plan.board.name
+    memory = request.memory(settings.config)
     for shot in plan.shots:
         upstream: Any = None
         if shot.predecessor:
@@ -152,7 +153,7 @@ def _submit(plan: RenderPlan, request: RenderRequest) -> dict[str, PrefectFuture
                       db_url=plan.db_url, needs_handoff=shot.needs_handoff, devices=devices,
                       time_limit_s=request.time_limit_s, timecode=cut.source_timecode, reel=cut.reel, clip=cut.name,
                       spec_hash=spec.spec_hash if (spec := plan.specs.get(shot.shot_id)) else None,
-                      requested_by=request.requested_by)
+                      requested_by=request.requested_by, memory_mode=memory.mode, device_memory=memory.device_memory)
         # No tags on the shot tasks: Prefect asks its server for tag concurrency slots before every tagged task
         # run (1-2 s a shot, measured by bench/orchestration.py); the flow run carries the storyboard's tag.
         with _one_gpu(request.farm):

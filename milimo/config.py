@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from milimo_engine.limits import DEFAULT_HANDLES, MAX_HANDLES
+from milimo_engine.limits import DEFAULT_HANDLES, MAX_HANDLES, parse_bytes
 from storyboards.errors import ConfigError, MilimoError
 from storyboards.schema import suggest
 from storyboards.seams import SeamThresholds
@@ -41,6 +41,20 @@ class PathsConfig(_Section):
     out: Path | None = None  # the output root (default ./renders)
     db: str | None = None  # the store URL (default MILIMO_DB_URL, else sqlite:///renders/milimo.db)
     model: Path | None = None  # the model folder (default: the embedded tiny bundle)
+
+
+MemoryModeName = Literal["auto", "resident", "release", "fp8", "stream"]
+
+
+class EngineConfig(_Section):
+    memory_mode: MemoryModeName = "auto"  # how a shot's weights sit on its device (milimo_engine.memory)
+    # What each device has for a render, e.g. "24GB" (default: what it reports free); the planner fits to it.
+    device_memory: PositiveInt | None = None
+
+    @field_validator("device_memory", mode="before")
+    @classmethod
+    def _amount(cls, value: object) -> object:
+        return parse_bytes(value) if isinstance(value, str) else value
 
 
 class RatesConfig(_Section):
@@ -154,6 +168,7 @@ BUILT_IN_DELIVERIES: dict[str, DeliveryProfile] = {
 class MilimoConfig(_Section):
     paths: PathsConfig = PathsConfig()
     rates: RatesConfig = RatesConfig()
+    engine: EngineConfig = EngineConfig()
     cuts: CutsConfig = CutsConfig()
     qa: SeamThresholds = SeamThresholds()
     serve: ServeConfig = ServeConfig()

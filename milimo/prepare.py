@@ -155,6 +155,7 @@ def check(request: RenderRequest, context: Context, *, need_model: bool = True) 
     if need_model:
         assert manifest is not None
         check_prompt_lengths(board, model_dir, manifest, request.storyboard)
+        check_memory(board, model_dir, manifest, request, context, config)
 
         def stored_uid() -> str | None:  # read after the folder's marker: a render that claimed it had stored it
             found = store or context.existing_store(db_url)
@@ -187,6 +188,52 @@ def check_prompt_lengths(board: storyboards.Storyboard, model_dir: str, manifest
                                         "would render from the start alone", f"shorten it to {limit} tokens or less"))
     if problems:
         raise StoryboardInvalid(source, problems)
+
+
+def check_memory(board: storyboards.Storyboard, model_dir: str, manifest: ModelManifest, request: RenderRequest,
+                 context: Context, config: ValidationConfig) -> None:
+    """A shot that fits its device in no memory mode (or not in the mode asked for) is refused now, per shot, with
+    what it needs, what the device has and what would fit; found at its turn, it failed after the shots before it.
+    Checked against the memory told (`--device-memory`, [engine] device_memory) or this host's GPU; a CPU host's
+    memory is checked when each shot starts (the planner's meta builds cost seconds a validate need not pay)."""
+    import torch
+
+    memory = request.memory(context.settings.config)
+    on_gpu = not request.farm and torch.cuda.is_available()
+    if memory.device_memory is None and not on_gpu:
+        return
+    from milimo_engine.ledger import render_dtype
+    from milimo_engine.memory import DeviceMemory, DeviceMemoryError, MemoryPlanner, ShotShape
+
+    device = (request.devices or (["cuda:0"] if on_gpu else ["cpu"]))[0]
+    capacity = DeviceMemory.of(device, memory.device_memory).capacity
+    planner = MemoryPlanner(model_dir, render_dtype(device), manifest)
+    specs = storyboards.resolve_specs(board, manifest.model_id, config, manifest.shot_defaults(), validated=True)
+    scope = None  # every shot; a rerender or --only: the shots it may render
+    if request.only or request.from_shot:
+        graph = ShotGraph.of(board)
+        scope = set(request.only or ())
+        scope |= {s for named in scope for s in _upstream(graph, named)}
+        if request.from_shot:
+            scope |= {request.from_shot, *graph.downstream(request.from_shot)}
+    problems = []
+    for shot in board.shots:
+        if scope is not None and shot.shot_id not in scope:
+            continue
+        shape = ShotShape.of(specs[shot.shot_id].request(), manifest, Path(model_dir))
+        try:
+            planner.choose(shape, memory.mode, capacity)
+        except DeviceMemoryError as exc:
+            problems.append(Problem(shot.name, shot.index, "memory", exc.needs, exc.fix))
+    if problems:
+        raise StoryboardInvalid(request.storyboard, problems)
+
+
+def _upstream(graph: ShotGraph, shot_id: str) -> list[str]:
+    found = []
+    while (shot_id := graph.predecessor(shot_id)) is not None:  # type: ignore[assignment]
+        found.append(shot_id)
+    return found
 
 
 FREE_SPACE_MARGIN = 256 * 1024 * 1024  # the store, previews, handoffs and logs beside the takes

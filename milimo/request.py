@@ -7,11 +7,23 @@ from a shot with that shot's overrides.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from storyboards.seams import SeamThresholds
+
+if TYPE_CHECKING:
+    from .config import MilimoConfig
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """How the shots of a render fit their devices: the request's choice, else milimo.toml's [engine]."""
+
+    mode: str  # auto, or one of `milimo_engine.limits.MEMORY_MODES`
+    device_memory: int | None  # bytes each device has (None: what it reports free)
 
 
 class RenderRequest(BaseModel):
@@ -39,6 +51,11 @@ class RenderRequest(BaseModel):
     qa: SeamThresholds = Field(default_factory=SeamThresholds, description="seam QA thresholds")
     farm: str | None = Field(None, description="a Dask scheduler to render on (tcp://host:8786)")
     requested_by: str | None = Field(None, description="who asks (each take records it)")
+    memory_mode: Literal["auto", "resident", "release", "fp8", "stream"] | None = Field(
+        None, description="how each shot's weights sit on its device (default: [engine] memory_mode, auto: the "
+        "fastest that fits)")
+    device_memory: PositiveInt | None = Field(None, description="bytes each device has for a render (default: "
+                                              "[engine] device_memory, else what the device reports free)")
     deliveries: list[str] | None = Field(None, description="after the render, the chosen takes delivered in these "
                                          "profiles ([delivery.NAME]; built in: preview, editorial, vfx)")
 
@@ -47,6 +64,10 @@ class RenderRequest(BaseModel):
                  **fields: Any) -> RenderRequest:
         return cls(storyboard=storyboard, from_shot=from_shot,
                    overrides={from_shot: dict(overrides)} if overrides else None, **fields)
+
+    def memory(self, config: MilimoConfig) -> MemorySettings:
+        return MemorySettings(self.memory_mode or config.engine.memory_mode,
+                              self.device_memory or config.engine.device_memory)
 
     def shot_ids(self) -> list[str]:
         """Every shot id the request names (each must exist in the storyboard)."""

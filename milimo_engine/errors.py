@@ -66,6 +66,12 @@ class UnsupportedDtypeError(InvalidRequestError):
     """The requested dtype cannot run on the requested device."""
 
 
+class OutOfMemoryBudgetError(InvalidRequestError):
+    """A component that would not fit its device's budget even with everything else released: never loaded
+    anyway (the planner chooses a mode whose budget fits every phase, so this names a planner that was not asked
+    or a device shared with another process)."""
+
+
 class RenderCancelled(MilimoEngineError):
     """A step callback (or a time limit) asked the render to stop between denoising steps."""
 

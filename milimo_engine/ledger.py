@@ -24,10 +24,23 @@ from typing import Any
 
 import torch
 
-from .errors import MissingComponentError, UnsupportedDtypeError
+from .errors import MissingComponentError, OutOfMemoryBudgetError, UnsupportedDtypeError
 from .hashing import file_sha256
+from .limits import format_bytes
 from .lora import LoraWeights, adapter_name, check_lora_fits, read_lora
 from .manifest import REQUIRED_COMPONENTS, ModelManifest
+from .memory import (
+    RELEASED_AFTER,
+    STREAMED,
+    DeviceMemory,
+    MemoryMode,
+    MemoryPlanner,
+    ModePlan,
+    ShotShape,
+    apply_storage,
+    device_bytes,
+    place,
+)
 from .request import LoraSpec
 
 # A ledger keeps several LoRA adapters on one transformer on purpose (each stage's set, switched with
@@ -44,7 +57,7 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 @dataclass(frozen=True)
 class LoadEvent:
     component: str
-    action: str  # "load", "evict", "offload", "restore", "lora"
+    action: str  # "load", "evict", "offload", "restore", "release", "lora"
     bytes: int
     seconds: float
     at: float  # time.time()
@@ -70,10 +83,9 @@ class _Slot:
     on_device: bool = True
 
 
-def module_bytes(module: Any) -> int:
-    if not isinstance(module, torch.nn.Module):
-        return 0
-    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+def render_dtype(device: str, dtype: str = "auto") -> str:
+    """The dtype a render runs at on `device`: bf16 on a GPU, float32 on a CPU, unless one is named."""
+    return dtype if dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -132,16 +144,36 @@ _FALLBACK_CLASS = {
 }
 
 
+def _keep_adapter_precision(transformer: torch.nn.Module, state: dict[str, torch.Tensor], adapter: str,
+                            dtype: torch.dtype) -> None:
+    """peft makes an adapter's layers in its base layer's dtype: float8 when that layer is stored as fp8. An adapter
+    is small; it is kept at the render dtype, its values copied again from the file at that precision."""
+    marker = f".{adapter}."
+    for pname, param in transformer.named_parameters():
+        if marker in pname and "lora_" in pname:
+            key = "transformer." + pname.replace(marker, ".")
+            value = state.get(key)
+            param.data = (value if value is not None else param.data).to(device=param.device, dtype=dtype)
+
+
 class ModelLedger:
-    """Owns the weights of one LTX-2 model on one device. Thread-safe; one render at a time per ledger."""
+    """Owns the weights of one LTX-2 model on one device. Thread-safe; one render at a time per ledger.
+
+    Its memory mode (`milimo_engine.memory`) decides how the weights are stored and placed and what is released
+    after each phase; `fit` chooses it per shot from the planner, and a component stored otherwise than the new
+    mode wants is built again."""
 
     def __init__(self, model_dir: Path, manifest: ModelManifest, device: torch.device, dtype: torch.dtype,
-                 vram_budget: int | None):
+                 vram_budget: int | None, memory_mode: MemoryMode = "resident"):
         self.model_dir = model_dir
         self.manifest = manifest
         self.device = device
         self.dtype = dtype
         self.vram_budget = vram_budget
+        self.memory_mode: MemoryMode = memory_mode
+        self.memory_plan: ModePlan | None = None  # the plan of the shot `fit` was last asked about
+        self.random_seed: int | None = None  # set: components are built from their configs with random weights
+        self._planner: MemoryPlanner | None = None
         self.events: list[LoadEvent] = []
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._adapters: dict[str, AppliedLora] = {}
@@ -151,7 +183,7 @@ class ModelLedger:
     # ---------------------------------------------------------------- opening
     @classmethod
     def open(cls, model_dir: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-             vram_budget: int | None = None) -> ModelLedger:
+             vram_budget: int | None = None, memory_mode: MemoryMode = "resident") -> ModelLedger:
         """Check the folder (manifest, every required component) and return a ledger; loads nothing yet."""
         root = Path(model_dir)
         if not root.is_dir():
@@ -170,7 +202,18 @@ class ModelLedger:
         if manifest.distilled_lora and not (root / manifest.distilled_lora).is_file():
             raise MissingComponentError("distilled_lora", root / manifest.distilled_lora)
         manifest.check_stg_blocks(root)
-        return cls(root, manifest, dev, resolved, vram_budget)
+        return cls(root, manifest, dev, resolved, vram_budget, memory_mode)
+
+    @classmethod
+    def with_random_weights(cls, model_dir: str | Path, device: str | torch.device = "cpu",
+                            dtype: str | torch.dtype = "float32", memory_mode: MemoryMode = "resident",
+                            seed: int = 0) -> ModelLedger:
+        """A ledger for a folder of configs (its tokenizer and LoRA files read as usual) whose components are built
+        from their configs with random weights instead of read: `bench/gpu.py` at full size, where 70 GiB of random
+        safetensors would be written only to be read back. The real model classes, placed by the memory mode."""
+        ledger = cls.open(model_dir, device, dtype, memory_mode=memory_mode)
+        ledger.random_seed = seed
+        return ledger
 
     @property
     def model_id(self) -> str:
@@ -219,6 +262,66 @@ class ModelLedger:
             h.update(f"{f.name}:{file_sha256(f)}\n".encode())
         return h.hexdigest()
 
+    # ---------------------------------------------------------------- memory
+    @property
+    def planner(self) -> MemoryPlanner:
+        if self._planner is None:
+            self._planner = MemoryPlanner(self.model_dir, self.dtype, self.manifest)
+        return self._planner
+
+    def fit(self, request: Any, mode: str = "auto", device_memory: int | None = None) -> ModePlan:
+        """Choose the memory mode this shot renders in (`mode`: auto or one of them) on this device (it has
+        `device_memory` bytes when told, else what it reports free) and switch to it. Raises DeviceMemoryError
+        before anything loads when the shot fits in no mode (or not in the one asked for)."""
+        capacity = DeviceMemory.of(self.device, device_memory).capacity
+        if device_memory is None and capacity is not None:
+            capacity += self.resident_bytes()  # what this ledger holds now is the device's to give back
+        plan = self.planner.choose(ShotShape.of(request, self.manifest, self.model_dir), mode, capacity)
+        self.use_memory_mode(plan.mode, plan.budget)
+        self.memory_plan = plan
+        return plan
+
+    def use_memory_mode(self, mode: MemoryMode, budget: int | None) -> None:
+        """Switch modes: a component stored or placed otherwise in the new mode is dropped (built again when
+        asked for), and the budget applies from the next load."""
+        with self._lock:
+            if mode != self.memory_mode:
+                for name in ("transformer", "text_encoder"):
+                    changed = {m for m in (mode, self.memory_mode) if m in ("fp8", "stream")}
+                    if changed and name in self._slots:
+                        del self._slots[name]
+                        if name == "transformer":
+                            self._adapters.clear()
+                        self._event(name, "evict", 0, 0.0, f"memory mode {self.memory_mode} -> {mode}")
+                self.memory_mode = mode
+            self.vram_budget = budget
+            self._make_room(0, keep="")
+
+    def _streamed(self, component: str) -> bool:
+        """Streamed, a component lives in host memory already: nothing to offload or release."""
+        return self.memory_mode == "stream" and component in STREAMED
+
+    def phase_done(self, phase: str) -> None:
+        """A render phase ended: outside `resident`, release what only it needed (the text encoder and connectors
+        after encoding, an upsampler after upsampling), as the official pipelines free each model per stage."""
+        if self.memory_mode == "resident":
+            return
+        with self._lock:
+            for name in RELEASED_AFTER.get(phase, ()):
+                slot = self._slots.get(name)
+                if slot is None or not slot.on_device or self._streamed(name):
+                    continue
+                t0 = time.perf_counter()
+                if self.device.type == "cpu":
+                    del self._slots[name]
+                    self._event(name, "release", slot.bytes, time.perf_counter() - t0)
+                else:
+                    slot.module.to("cpu")
+                    slot.on_device = False
+                    self._event(name, "offload", slot.bytes, time.perf_counter() - t0, "released after " + phase)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
     # ---------------------------------------------------------------- reporting
     def loaded(self) -> dict[str, int]:
         """Components resident on the device now, with their bytes."""
@@ -247,17 +350,17 @@ class ModelLedger:
                 if not slot.on_device:
                     self._make_room(slot.bytes, keep=component)
                     t0 = time.perf_counter()
-                    slot.module.to(self.device)
+                    place(component, slot.module, self.memory_mode, self.device)
                     slot.on_device = True
                     self._event(component, "restore", slot.bytes, time.perf_counter() - t0)
                 return slot.module
             path = self.manifest.component_path(self.model_dir, component)
             if not path.exists():
                 raise MissingComponentError(component, path)
-            self._make_room(self._estimate_bytes(path), keep=component)
+            self._make_room(self._incoming_bytes(component, path), keep=component)
             t0 = time.perf_counter()
             module = self._build(component, path)
-            size = module_bytes(module)
+            size = device_bytes(component, module, self.memory_mode)
             self._slots[component] = _Slot(module, size)
             self._event(component, "load", size, time.perf_counter() - t0, str(path))
             if component == "transformer" and self._active:
@@ -268,7 +371,9 @@ class ModelLedger:
         if component == "tokenizer":
             from transformers import AutoTokenizer
             return AutoTokenizer.from_pretrained(path)
-        if path.is_file() and path.suffix == ".safetensors":
+        if self.random_seed is not None:
+            module = self._build_random(component, path)
+        elif path.is_file() and path.suffix == ".safetensors":
             cls = _component_class(path.parent, _FALLBACK_CLASS[component])
             module = cls.from_single_file(str(path), torch_dtype=self.dtype)
         else:
@@ -277,12 +382,36 @@ class ModelLedger:
             if component == "text_encoder":
                 kwargs = {"dtype": self.dtype}
             module = cls.from_pretrained(path, **kwargs)
-        return module.to(self.device).eval().requires_grad_(False)
+        return self._stored_and_placed(component, module)
 
-    @staticmethod
-    def _estimate_bytes(path: Path) -> int:
-        files = [path] if path.is_file() else list(path.glob("*.safetensors"))
-        return sum(f.stat().st_size for f in files)
+    def _stored_and_placed(self, component: str, module: Any) -> Any:
+        module = apply_storage(component, module.eval().requires_grad_(False), self.memory_mode, self.dtype)
+        return place(component, module, self.memory_mode, self.device)
+
+    def _build_random(self, component: str, path: Path) -> Any:
+        """The component from its config alone, its weights drawn at random (seeded), made where it will live."""
+        folder = path.parent if path.is_file() else path
+        cls = _component_class(folder, _FALLBACK_CLASS[component])
+        where = "cpu" if self._streamed(component) else self.device
+        torch.manual_seed((self.random_seed or 0) + sorted(_FALLBACK_CLASS).index(component))
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+        try:
+            with torch.device(where):
+                if component == "text_encoder":
+                    from transformers import AutoConfig
+                    module = cls._from_config(AutoConfig.from_pretrained(folder), dtype=self.dtype)
+                else:
+                    module = cls.from_config(json.loads((folder / "config.json").read_text())).to(self.dtype)
+        finally:
+            torch.set_default_dtype(previous)
+        return module
+
+    def _incoming_bytes(self, component: str, path: Path) -> int:
+        """What a component will hold once built: the planner's count in this mode, when a budget asks."""
+        if self.vram_budget is None or component == "tokenizer":
+            return 0
+        return self.planner.weights(self.memory_mode).get(component, 0)
 
     def _make_room(self, incoming: int, keep: str) -> None:
         if self.vram_budget is None:
@@ -291,7 +420,7 @@ class ModelLedger:
             if self.resident_bytes() + incoming <= self.vram_budget:
                 return
             slot = self._slots[name]
-            if name == keep or not slot.on_device or slot.bytes == 0:
+            if name == keep or not slot.on_device or slot.bytes == 0 or self._streamed(name):
                 continue
             t0 = time.perf_counter()
             if self.device.type == "cpu":
@@ -304,9 +433,11 @@ class ModelLedger:
                 slot.on_device = False
                 self._event(name, "offload", slot.bytes, time.perf_counter() - t0)
                 torch.cuda.empty_cache()
-        if self.resident_bytes() + incoming > self.vram_budget:
-            log.warning("component %s (%d bytes) exceeds the VRAM budget on its own (%d bytes); loading anyway",
-                        keep, incoming, self.vram_budget)
+        if keep and self.resident_bytes() + incoming > self.vram_budget:
+            raise OutOfMemoryBudgetError(
+                keep, f"{format_bytes(incoming)} with {format_bytes(self.resident_bytes())} kept",
+                f"the {self.memory_mode} mode's budget on {self.device} is {format_bytes(self.vram_budget)}",
+                nearest="--memory-mode stream")
 
     def _event(self, component: str, action: str, size: int, seconds: float, detail: str = "") -> None:
         self.events.append(LoadEvent(component, action, size, seconds, time.time(), detail))
@@ -361,7 +492,13 @@ class ModelLedger:
         t0 = time.perf_counter()
         state = {f"transformer.{k}": v.to(self.dtype) for k, v in weights.state_dict.items()}
         transformer.load_lora_adapter(state, prefix="transformer", adapter_name=name)
-        transformer.to(self.device)
+        if self.memory_mode == "fp8":
+            _keep_adapter_precision(transformer, state, name, self.dtype)
+        if self.memory_mode != "stream":  # streamed, diffusers applies its offloading to the new layers itself
+            transformer.to(self.device)
+        slot = self._slots.get("transformer")
+        if slot is not None:  # the adapters count in the budget
+            slot.bytes = device_bytes("transformer", transformer, self.memory_mode)
         self._adapters[name] = AppliedLora(str(weights.path), weights.sha256, 1.0, name, weights.source_format,
                                            weights.ignored)
         self._event("transformer", "lora", sum(v.numel() * v.element_size() for v in state.values()),

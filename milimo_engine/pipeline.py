@@ -89,6 +89,7 @@ class TwoStagePipeline:
         try:
             t0 = time.perf_counter()
             text = self.encode(request, guided=guider.wants_uncond)
+            led.phase_done("encode")
             text_seconds = time.perf_counter() - t0
             if trace is not None:
                 trace["text.video"], trace["text.audio"] = text.video, text.audio
@@ -319,6 +320,7 @@ class TwoStagePipeline:
         raw = norm.denormalize(unpack_video(s1.video, g.frames, g.height, g.width))
         up = self.ledger.spatial_upsampler()
         raw = up(raw.to(up.dtype)).float()
+        self.ledger.phase_done("upsample")
         grid = LatentGrid(raw.shape[2], raw.shape[3], raw.shape[4], g.audio_frames, g.fps)
         return StageLatents(pack_video(norm.normalize(raw)), s1.audio, grid)
 
@@ -391,7 +393,9 @@ class TwoStagePipeline:
     def upsample_temporal(self, raw: torch.Tensor) -> torch.Tensor:
         """F latent frames -> 2F-1 (the causal first frame is not doubled)."""
         up = self.ledger.temporal_upsampler()
-        return up(raw.to(up.dtype)).float()
+        raw = up(raw.to(up.dtype)).float()
+        self.ledger.phase_done("temporal")
+        return raw
 
 
 class KeyframeInterpolationPipeline(TwoStagePipeline):

@@ -50,6 +50,7 @@ def encode_prompt(tokenizer, text_encoder, connectors, prompt: str, negative_pro
     for row in range(ids.shape[0]):
         out = language_model(input_ids=ids[row:row + 1], attention_mask=mask[row:row + 1], output_hidden_states=True)
         hidden.append(torch.stack(out.hidden_states, dim=-1).flatten(2, 3))
-    embeds = torch.cat(hidden, dim=0).to(dtype=text_encoder.dtype)
+    # The connectors' dtype, not the encoder's: stored as fp8, the encoder computes at the render dtype.
+    embeds = torch.cat(hidden, dim=0).to(dtype=connectors.dtype)
     video, audio, conn_mask = connectors(embeds, mask, padding_side="left")
     return TextEmbeddings(video, audio, conn_mask, guided)

@@ -307,21 +307,22 @@ def _lora_targets(transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Line
 
 
 def random_lora_state_dict(
-    transformer: torch.nn.Module, *, rank: int, seed: int, scale: float, key_format: str
+    transformer: torch.nn.Module, *, rank: int, seed: int, scale: float, key_format: str,
+    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor]:
     """A random LoRA over the transformer's attention and feed-forward projections.
 
     `key_format="ltx"` writes the official LTX-2 keys (`diffusion_model.` prefix, as the
     distilled LoRA ships); `"diffusers"` writes diffusers' `transformer.` keys.
     """
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device).manual_seed(seed)
     prefix = {"ltx": "diffusion_model", "diffusers": "transformer"}[key_format]
     state: dict[str, torch.Tensor] = {}
     for name, module in _lora_targets(transformer):
-        a = torch.randn(rank, module.in_features, generator=gen) * scale
-        b = torch.randn(module.out_features, rank, generator=gen) * scale
-        state[f"{prefix}.{name}.lora_A.weight"] = a.contiguous()
-        state[f"{prefix}.{name}.lora_B.weight"] = b.contiguous()
+        a = torch.randn(rank, module.in_features, generator=gen, device=device) * scale
+        b = torch.randn(module.out_features, rank, generator=gen, device=device) * scale
+        state[f"{prefix}.{name}.lora_A.weight"] = a.to(dtype).contiguous()
+        state[f"{prefix}.{name}.lora_B.weight"] = b.to(dtype).contiguous()
     return state
 
 

@@ -26,6 +26,8 @@ from prefect.states import State
 from milimo import context as app_context
 from milimo_engine.atomic import atomic_path
 from milimo_engine.errors import MilimoEngineError, RenderCancelled
+from milimo_engine.limits import format_bytes
+from milimo_engine.memory import ModePlan
 from storyboards.editorial import media_start, take_reel
 from storyboards.errors import Interrupted, MilimoError
 from storyboards.paths import OutputLayout
@@ -68,6 +70,8 @@ class ShotJob:
     clip: str | None = None  # the clip's name in the cut
     spec_hash: str | None = None  # the spec this render planned: a rerender asked for meanwhile is its own take
     requested_by: str | None = None  # who asked for the render (the take records it)
+    memory_mode: str = "auto"  # `milimo_engine.memory`: auto picks the fastest mode that fits the device
+    device_memory: int | None = None  # bytes the device has for a render (None: what it reports free)
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,12 @@ def _run_engine(job: ShotJob, spec: ShotSpec, handoff: Any, device: str, reporte
 
     ledger = ledger_for(job.model_dir, device, job.dtype)
     request = spec.request(handoff)
+    engine = app_context.current().settings.config.engine  # this worker's own [engine] and flags
+    memory = ledger.fit(request, job.memory_mode if job.memory_mode != "auto" else engine.memory_mode,
+                        engine.device_memory or job.device_memory)
+    get_run_logger().info("shot %s renders in %s mode: %s planned of %s", job.shot_id, memory.mode,
+                          format_bytes(memory.peak),
+                          format_bytes(memory.capacity) if memory.capacity else "no limit known")
     if spec.reference_video and spec.ic_lora:
         return ledger, ICLoraPipeline(ledger, progress=job.progress)(
             request, reference_video=spec.reference_video, ic_lora=LoraSpec(Path(spec.ic_lora), 1.0),
@@ -256,13 +266,14 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store: Store, take: Take
     handoff = _handoff_in(upstream)
     reporter = StepReporter(job.shot_id, store, take.id, lease, job.storyboard, stages_of(spec))
 
-    def on_the_device() -> tuple[Any, Written]:
+    def on_the_device() -> tuple[Any, Written, ModePlan]:
         ledger, result = _run_engine(job, spec, handoff, device, reporter)
         log.info("shot %s take %d rendered on %s (%s)", job.shot_id, take.number, device, ledger.model_id)
-        return result, _write_outputs(job, take, result, spec.head)  # the handoff is encoded here, on the device too
+        # the handoff is encoded here, on the device too
+        return result, _write_outputs(job, take, result, spec.head), ledger.memory_plan
 
     try:
-        result, written = on_device_thread(device, on_the_device)
+        result, written, memory = on_device_thread(device, on_the_device)
     except RenderCancelled as exc:
         if reporter.stop_asked_by and not interrupted():
             raise StoppedByPerson(exc.stage, exc.step, reporter.stop_asked_by) from None
@@ -277,6 +288,7 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store: Store, take: Take
         fps=summary["fps"],
         rendered_frames=summary["rendered_frames"], audio_samples=summary["audio_samples"],
         sample_rate=summary["sample_rate"], device=device, loras=summary["loras"], model_id=summary["model_id"],
+        memory_mode=memory.mode, memory_peak=memory.peak, device_memory=memory.capacity,
         recipe=summary["recipe"], segments=summary["segments"], segment_starts=tuple(summary["segment_starts"]),
         timecode=written.timecode, reel=written.reel, source_reel=job.reel, head=spec.head, tail=spec.tail)
     store.finish_take(

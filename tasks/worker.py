@@ -196,8 +196,9 @@ def device_pool(devices: tuple[str, ...] | None = None) -> DevicePool:
 def ledger_for(model_dir: str, device: str, dtype: str = "auto"):
     """The process's ledger for this model on this device, opened once and kept warm."""
     from milimo_engine import ModelLedger
+    from milimo_engine.ledger import render_dtype
 
-    resolved = dtype if dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+    resolved = render_dtype(device, dtype)
     key = (str(Path(model_dir).resolve()), device, resolved)
     with _lock:
         if key not in _ledgers:

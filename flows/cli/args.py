@@ -61,6 +61,30 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
                    help="render on a Dask farm (default: [farm] scheduler in milimo.toml, else this host)")
     p.add_argument("--draft", action="store_true",
                    help="this run renders every shot on the fast draft recipe (its own takes, beside the finals)")
+    add_memory_options(p)
+
+
+def add_memory_options(p: argparse.ArgumentParser) -> None:
+    from milimo_engine.limits import MEMORY_MODE_CHOICES
+
+    p.add_argument("--memory-mode", choices=MEMORY_MODE_CHOICES,
+                   help="how each shot's weights sit on its device: resident, release, fp8 or stream; auto (the "
+                   "default, else [engine] memory_mode) picks the fastest that fits (see `milimo model plan`)")
+    p.add_argument("--device-memory", type=memory_amount, metavar="24GB",
+                   help="what each device has for a render (default: [engine] device_memory, else what it reports "
+                   "free); the planner fits every shot to it")
+
+
+def memory_amount(text: str) -> int:
+    from milimo_engine.limits import parse_bytes
+
+    try:
+        value = parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not above 0")
+    return value
 
 
 def gpu_list(text: str) -> list[int]:
@@ -131,6 +155,11 @@ def apply_config(args: argparse.Namespace) -> Context:
                              user=getattr(args, "by", None),
                              asset_roots=tuple(Path(r) for r in args.asset_root) if getattr(args, "asset_root", None)
                              else None)
+    engine = {k: v for k in ("memory_mode", "device_memory") if (v := getattr(args, k, None)) is not None}
+    if engine:  # the command line over [engine]: one place the render, its flow and a farm worker read
+        config = settings.config
+        settings = settings.model_copy(update={"config": config.model_copy(
+            update={"engine": config.engine.model_copy(update=engine)})})
     settings_module.install(settings)
     config = settings.config
     args.config_loaded, args.qa = config, config.qa

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from milimo.context import Context
 
+from .args import memory_amount, positive_int, size
 from .tables import print_table
 
 NOISE_NOTICE = ("NOTE: no --model given, so this uses the embedded tiny LTX-2 bundle with RANDOM weights. "
@@ -53,6 +54,50 @@ def model_info(args: argparse.Namespace, context: Context) -> int:
     defaults = {k: v for k, v in info["defaults"].items() if k != "negative_prompt"}
     print("defaults: " + ", ".join(f"{k}={v}" for k, v in defaults.items()))
     print(f"negative prompt: {info['defaults']['negative_prompt'][:100]}...")
+    return 0
+
+
+def model_plan(args: argparse.Namespace, context: Context) -> int:
+    import tempfile
+
+    from milimo_engine.limits import format_bytes
+    from milimo_engine.memory import PHASES, MemoryPlanner, ShotShape
+
+    with tempfile.TemporaryDirectory(prefix="milimo-plan-") as scratch:
+        if args.full_size:
+            from milimo_engine.full_size import write_full_size_configs
+
+            folder = write_full_size_configs(Path(scratch) / "ltx", args.full_size)
+        else:
+            folder = Path(args.dir)
+        planner = MemoryPlanner(folder, args.dtype)
+        width, height = args.size or planner.manifest.default_size
+        shape = ShotShape(width, height, args.frames, rows=1 if args.draft else 4,
+                          lora_files=tuple(Path(p) for p in args.lora or ())
+                          + ((folder / planner.manifest.distilled_lora,) if planner.manifest.distilled_lora else ()),
+                          temporal=args.temporal, lora_ranks=tuple(args.lora_rank or ()))
+        plan = planner.plan(shape)
+        capacity = args.gpu_memory
+        if args.json:
+            print(json.dumps({"model": str(args.full_size or folder), "dtype": plan.dtype, "width": width,
+                              "height": height, "frames": args.frames, "device_memory": capacity,
+                              "modes": plan.table(), "activations": dict(plan.activations),
+                              "fits": [m.mode for m in plan.modes if m.fits(capacity)]}, indent=2))
+            return 0
+        name = f"LTX-{args.full_size} at full size (configs only)" if args.full_size else str(folder)
+        print(f"{name}: {width}x{height}x{args.frames}, {plan.dtype}"
+              + (f", on a device with {format_bytes(capacity)}" if capacity else ""))
+        phases = [p for p in PHASES if p in plan.modes[0].phases]
+        print_table(("mode", "peak", *phases, *(("fits",) if capacity else ())), [
+            (m.mode, format_bytes(m.peak), *(format_bytes(m.phases[p]) for p in phases),
+             *(("yes" if m.fits(capacity) else "no",) if capacity else ())) for m in plan.modes])
+        weights = plan.modes[0].weights
+        print("weights: " + ", ".join(f"{k} {format_bytes(v)}" for k, v in weights.items()))
+        if capacity:
+            chosen = plan.fitting("auto", capacity)
+            print(f"auto picks: {chosen.mode}" if chosen else "fits in no mode: " + (
+                f"{s[0]}x{s[1]} would ({s[2]})" if (s := planner.largest_fitting(shape, "auto", capacity))
+                else "no smaller size fits either"))
     return 0
 
 
@@ -105,6 +150,21 @@ def add(sub: argparse._SubParsersAction) -> None:
     info.add_argument("dir")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=model_info)
+    plan = model_sub.add_parser("plan", help="the memory one shot needs on a device in each memory mode")
+    which = plan.add_mutually_exclusive_group(required=True)
+    which.add_argument("dir", nargs="?", help="a model folder (its configs are read; no weights load)")
+    which.add_argument("--full-size", choices=("2.0",), help="the official full-size LTX-2 configuration")
+    plan.add_argument("--gpu-memory", type=memory_amount, metavar="24GB", help="what the device has")
+    plan.add_argument("--size", type=size, metavar="WxH", help="the final size (default: the model's)")
+    plan.add_argument("--frames", type=positive_int, default=121)
+    plan.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    plan.add_argument("--draft", action="store_true", help="the unguided draft recipe (one row a step)")
+    plan.add_argument("--temporal", action="store_true", help="with the temporal x2 upsampler")
+    plan.add_argument("--lora", action="append", metavar="FILE", help="a LoRA the shot carries (repeat)")
+    plan.add_argument("--lora-rank", action="append", type=positive_int, metavar="R",
+                      help="a LoRA of rank R on every layer, planned before it is downloaded (repeat)")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=model_plan)
 
     p = sub.add_parser("demo", help="render one demo shot (tiny model unless --model)")
     p.add_argument("--model", help="model folder (diffusers LTX-2 layout + milimo-model.json)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from milimo.context import Context
 
-from .args import add_config, gpu_list, port_number, positive_float
+from .args import add_config, add_memory_options, gpu_list, port_number, positive_float
 from .tables import print_table
 
 
@@ -132,6 +132,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--gpus", metavar="0,1", type=gpu_list, help="the GPUs to serve (default: every visible GPU)")
     which.add_argument("--cpu", action="store_true", help="one CPU worker (tests, a machine without GPU)")
     p.add_argument("--name", help="worker name (default: host/gpuN, host/cpu)")
+    add_memory_options(p)
     add_config(p)
     p.set_defaults(func=worker)
 

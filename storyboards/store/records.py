@@ -27,6 +27,9 @@ class TakeOutputs:
     audio_samples: int | None = None
     sample_rate: int | None = None
     device: str | None = None
+    memory_mode: str | None = None  # the mode it rendered in (`milimo_engine.memory`)
+    memory_peak: int | None = None  # the planner's peak for it in that mode, bytes
+    device_memory: int | None = None  # what the device had for it, bytes (told, or reported free)
     loras: dict[str, Any] | None = None
     model_id: str | None = None
     recipe: str | None = None
