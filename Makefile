@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast lint setup system reference bench clean
+.PHONY: demo test test-fast lint setup system reference bench gpu-bench gpu-wheels clean
 
 # The oracle: Lightricks' ltx-core / ltx-pipelines 1.0.0 in their own venv, run by the parity tests as a
 # subprocess. They declare torch~=2.7 and torchaudio: torch is the CPU 2.13.0 build on disk (as in .venv), and
@@ -75,6 +75,22 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# A bare GPU machine with PyPI: PyPI's torch wheel for Linux is the CUDA build (the CPU one is this machine's own).
+GPU_VENV := .venv-gpu
+gpu-bench:
+	python3 -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install -q "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cu130
+	$(GPU_VENV)/bin/python -m pip install -q -e .
+	$(GPU_VENV)/bin/python bench/gpu.py
+
+# The wheels a lent H200 lacks (its image has torch, transformers, peft, accelerate; no network there): carried
+# as `.whl` (see bench/gpu.py's docstring).
+gpu-wheels:
+	grep -qx '/.whl/' .git/info/exclude || echo '/.whl/' >> .git/info/exclude
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl "diffusers==0.42.1" "importlib_metadata"
 
 bench: $(STAMP)
 	$(PY) bench/engine.py

@@ -43,12 +43,31 @@ class DiffusersRecipe:
     """diffusers' own two-stage LTX-2 recipe, on the same folder."""
 
     def __init__(self, model_dir: Path, device: str, dtype: torch.dtype, distilled: Path):
-        from diffusers import FlowMatchEulerDiscreteScheduler, LTX2LatentUpsamplePipeline, LTX2Pipeline
+        from diffusers import LTX2Pipeline
         from diffusers.pipelines.ltx2 import LTX2LatentUpsamplerModel
 
-        self.pipe = LTX2Pipeline.from_pretrained(model_dir, torch_dtype=dtype).to(device)
-        self.pipe.set_progress_bar_config(disable=True)
+        pipe = LTX2Pipeline.from_pretrained(model_dir, torch_dtype=dtype).to(device)
         upsampler = LTX2LatentUpsamplerModel.from_pretrained(model_dir / "latent_upsampler", torch_dtype=dtype)
+        self._use(pipe, upsampler, device, distilled)
+
+    @classmethod
+    def on_ledger(cls, ledger: ModelLedger, distilled: Path) -> DiffusersRecipe:
+        """The recipe on the modules a ledger holds (random weights at full size: bench/gpu.py), not read again."""
+        from diffusers import FlowMatchEulerDiscreteScheduler, LTX2Pipeline
+
+        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(ledger.model_dir / "scheduler")
+        pipe = LTX2Pipeline(scheduler=scheduler, vae=ledger.video_decoder(), audio_vae=ledger.audio_decoder(),
+                            text_encoder=ledger.text_encoder(), tokenizer=ledger.tokenizer(),
+                            connectors=ledger.connectors(), transformer=ledger.transformer(), vocoder=ledger.vocoder())
+        recipe = cls.__new__(cls)
+        recipe._use(pipe, ledger.spatial_upsampler(), str(ledger.device), distilled)
+        return recipe
+
+    def _use(self, pipe, upsampler, device: str, distilled: Path) -> None:
+        from diffusers import FlowMatchEulerDiscreteScheduler, LTX2LatentUpsamplePipeline
+
+        self.pipe = pipe
+        self.pipe.set_progress_bar_config(disable=True)
         self.upsample = LTX2LatentUpsamplePipeline(vae=self.pipe.vae, latent_upsampler=upsampler).to(device)
         self.upsample.set_progress_bar_config(disable=True)
         self.pipe.load_lora_weights(str(distilled), adapter_name="distilled")
@@ -105,12 +124,15 @@ class DiffusersRecipe:
         return out.frames, out.audio
 
 
-def transformer_flops(ledger: ModelLedger, request: ShotRequest) -> dict[str, float]:
+def transformer_flops(ledger: ModelLedger, request: ShotRequest,
+                      steps: dict[str, int] | None = None) -> dict[str, float]:
     """Transformer forward FLOPs per stage: each forward's FLOPs are counted, and each step
-    callback files what was counted since the previous step under that step's stage."""
+    callback files what was counted since the previous step under that step's stage (and counts the step in
+    `steps`, when given)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counts = {"stage1": 0.0, "stage2": 0.0}
+    steps = steps if steps is not None else {}
     pending = 0.0
     transformer = ledger.transformer()
     forward = transformer.forward
@@ -124,7 +146,8 @@ def transformer_flops(ledger: ModelLedger, request: ShotRequest) -> dict[str, fl
 
     def on_step(info) -> None:
         nonlocal pending
-        counts[info.stage] += pending
+        counts[info.stage] = counts.get(info.stage, 0.0) + pending
+        steps[info.stage] = steps.get(info.stage, 0) + 1
         pending = 0.0
 
     transformer.forward = counted

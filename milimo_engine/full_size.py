@@ -9,6 +9,7 @@ text encoder is Gemma 3 12B (google/gemma-3-12b's published configuration).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,11 @@ def _default_config(class_name: str) -> dict[str, Any]:
     return {"_class_name": class_name, **{k: v for k, v in config.items() if not k.startswith("_")}}
 
 
-def write_full_size_configs(folder: str | Path, version: str = "2.0") -> Path:
+def write_full_size_configs(folder: str | Path, version: str = "2.0", tokenizer_from: Path | None = None) -> Path:
     """A folder of LTX-2's full-size configs (`version` "2.0"; the 2.3 and 2.5 configs are not published in a
-    form this machine has, see docs/engine.md)."""
+    form this machine has, see docs/engine.md). `tokenizer_from`: a model folder whose tokenizer and scheduler it
+    takes (the tiny bundle's: the official scheduler config and a tokenizer whose ids Gemma 3's vocabulary holds),
+    so a ledger with random weights renders from it."""
     if version != "2.0":
         raise ValueError(f"full-size configs for LTX-{version} are not known here; use a downloaded model folder")
     root = Path(folder)
@@ -58,7 +61,9 @@ def write_full_size_configs(folder: str | Path, version: str = "2.0") -> Path:
         (root / name / "config.json").write_text(json.dumps(_default_config(class_name), indent=1, default=list))
     (root / "text_encoder").mkdir(parents=True, exist_ok=True)
     (root / "text_encoder" / "config.json").write_text(json.dumps(GEMMA_3_12B, indent=1))
-    for empty in ("tokenizer", "scheduler", "loras"):
-        (root / empty).mkdir(exist_ok=True)
+    for part in ("tokenizer", "scheduler", "loras"):
+        if tokenizer_from is not None and (tokenizer_from / part).is_dir() and part != "loras":
+            shutil.copytree(tokenizer_from / part, root / part, dirs_exist_ok=True)
+        (root / part).mkdir(exist_ok=True)
     ModelManifest(model_id="Lightricks/LTX-2 (full-size configs, no weights)").write(root)
     return root

@@ -392,7 +392,10 @@ class ModelLedger:
         """The component from its config alone, its weights drawn at random (seeded), made where it will live."""
         folder = path.parent if path.is_file() else path
         cls = _component_class(folder, _FALLBACK_CLASS[component])
-        where = "cpu" if self._streamed(component) else self.device
+        where = self.device
+        if self._streamed(component) and (self.device.type != "cuda" or torch.cuda.mem_get_info(self.device)[0]
+                                          < 1.2 * self.planner.weights("resident").get(component, 0)):
+            where = torch.device("cpu")  # drawn where it fits (drawing on the GPU is far faster), kept on the host
         torch.manual_seed((self.random_seed or 0) + sorted(_FALLBACK_CLASS).index(component))
         previous = torch.get_default_dtype()
         torch.set_default_dtype(self.dtype)
