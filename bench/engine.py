@@ -11,6 +11,7 @@ on CUDA also the transformer's achieved TFLOP/s per stage.
     python bench/engine.py --model DIR --device cuda --dtype bfloat16 --width 768 --height 512 --frames 121
     python bench/engine.py --chain              # shot A, then shot B continuing from A's last 9 frames
     python bench/engine.py --draft              # ours: draft (distilled, 8 unguided steps) vs final, same shot
+    python bench/engine.py --fuse-distilled     # ours with opt-in speed-ups (also --attention, --compile) vs without
 
 With --chain, ours is A (which also builds its handoff) then B taking that handoff; diffusers'
 is its recipe for A, then B through LTX2ConditionPipeline with A's last 9 frames as a video
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from milimo_engine import Guidance, ModelLedger, ShotRequest, TwoStagePipeline, build_tiny_model  # noqa: E402
 from milimo_engine.manifest import DISTILLED_SIGMAS  # noqa: E402
+from milimo_engine.speed import SpeedOptions  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -178,6 +180,22 @@ def draft_vs_final(ours: TwoStagePipeline, request: ShotRequest, repeats: int) -
     print(f"ratio draft/final = {med['draft'] / med['final']:.3f}")
 
 
+def speed_vs_eager(eager: TwoStagePipeline, model_dir: Path, args, speed: SpeedOptions, request: ShotRequest) -> None:
+    """Ours with the opt-in speed-ups against ours without them (the adapter path, native SDPA, eager), alternating,
+    and how far apart their latents are."""
+    fast = TwoStagePipeline(ModelLedger.open(model_dir, device=args.device, dtype=args.dtype, speed=speed),
+                            progress=False)
+    reference, candidate = eager(request, output_type="latent"), fast(request, output_type="latent")  # warm
+    error = ((candidate.latent - reference.latent).norm() / reference.latent.norm()).item()
+    times, _ = alternate(lambda: fast(request), lambda: eager(request), args.repeats, args.device)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"shot: {request.width}x{request.height}, {request.num_frames} frames, {request.steps} steps; "
+          f"{args.repeats} alternating runs; options {speed}")
+    print(f"with    median {med['ours']:.3f}s  runs {[round(t, 3) for t in times['ours']]}")
+    print(f"without median {med['diffusers']:.3f}s  runs {[round(t, 3) for t in times['diffusers']]}")
+    print(f"ratio with/without = {med['ours'] / med['diffusers']:.3f}; latents differ by {error:.2e} relative L2")
+
+
 def alternate(run_ours, run_theirs, repeats: int, device: str):
     """Wall times of both sides, alternating (and our stage times), after both are warm."""
     times: dict[str, list[float]] = {"ours": [], "diffusers": []}
@@ -211,6 +229,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--cfg-only", action="store_true", help="plain CFG instead of the full guidance recipe")
     ap.add_argument("--chain", action="store_true", help="time shot A then shot B continuing from A (a handoff)")
     ap.add_argument("--draft", action="store_true", help="time our draft recipe against our final one")
+    ap.add_argument("--fuse-distilled", action="store_true", help="ours with the distilled LoRA fused in stage 2, "
+                    "against the adapter path")
+    ap.add_argument("--attention", default="native", help="ours with this attention backend, against native SDPA")
+    ap.add_argument("--compile", action="store_true", help="ours with the transformer's blocks compiled, against "
+                    "eager")
     return ap.parse_args()
 
 
@@ -227,6 +250,10 @@ def main() -> None:
     stg_blocks = list(guidance.video.stg_blocks or ledger.manifest.stg_blocks)  # diffusers: one list, both streams
     if args.draft:
         draft_vs_final(ours, request, args.repeats)
+        return
+    speed = SpeedOptions(args.attention, args.compile, args.fuse_distilled)
+    if speed != SpeedOptions():
+        speed_vs_eager(ours, model_dir, args, speed, request)
         return
     assert ledger.manifest.distilled_lora is not None, "the bundle has its distilled LoRA"
     theirs = DiffusersRecipe(model_dir, args.device, ledger.dtype, model_dir / ledger.manifest.distilled_lora)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,6 +25,9 @@ from pydantic import (
 )
 
 from milimo_engine.limits import DEFAULT_HANDLES, MAX_HANDLES, parse_bytes
+
+if TYPE_CHECKING:
+    from milimo_engine.speed import SpeedOptions
 from storyboards.errors import ConfigError, MilimoError
 from storyboards.schema import suggest
 from storyboards.seams import SeamThresholds
@@ -50,6 +53,24 @@ class EngineConfig(_Section):
     memory_mode: MemoryModeName = "auto"  # how a shot's weights sit on its device (milimo_engine.memory)
     # What each device has for a render, e.g. "24GB" (default: what it reports free); the planner fits to it.
     device_memory: PositiveInt | None = None
+    # Opt-in speed-ups (milimo_engine.speed): they change numerics or cost start-up time, so each is off by default.
+    attention: str = "native"  # diffusers' attention backend: native (torch SDPA), flash, _flash_3, sage, flex
+    compile: bool = False  # torch.compile the transformer's repeated blocks
+    fuse_distilled: bool = False  # stage 2 with the distilled LoRA fused into the weights (restored exactly after)
+
+    @field_validator("attention")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        from milimo_engine.speed import ATTENTION_BACKENDS
+
+        if value not in ATTENTION_BACKENDS:
+            raise ValueError(f"{value!r} is not one of {list(ATTENTION_BACKENDS)}")
+        return value
+
+    def speed(self) -> SpeedOptions:
+        from milimo_engine.speed import SpeedOptions
+
+        return SpeedOptions(self.attention, self.compile, self.fuse_distilled)
 
     @field_validator("device_memory", mode="before")
     @classmethod

@@ -134,6 +134,7 @@ def check(request: RenderRequest, context: Context, *, need_model: bool = True) 
     board = load_board(request)
     for shot_id in request.shot_ids():
         board.shot(shot_id)  # UnknownShot naming the known shots
+    _check_speed(context)
     if request.deliveries:
         from .delivery import chosen_profile
 
@@ -188,6 +189,20 @@ def check_prompt_lengths(board: storyboards.Storyboard, model_dir: str, manifest
                                         "would render from the start alone", f"shorten it to {limit} tokens or less"))
     if problems:
         raise StoryboardInvalid(source, problems)
+
+
+def _check_speed(context: Context) -> None:
+    """An attention backend whose package is missing is refused before anything is stored, not in every shot."""
+    engine = context.settings.config.engine
+    if engine.attention == "native":
+        return
+    from milimo_engine.errors import InvalidRequestError
+
+    try:
+        engine.speed().check()
+    except InvalidRequestError as exc:
+        raise ConfigError(f"--attention {engine.attention} ([engine] attention): {exc.reason}",
+                          "install its package, or leave attention at native (torch SDPA)") from None
 
 
 def check_memory(board: storyboards.Storyboard, model_dir: str, manifest: ModelManifest, request: RenderRequest,

@@ -42,6 +42,7 @@ from .memory import (
     place,
 )
 from .request import LoraSpec
+from .speed import SpeedOptions, apply_speed, fused
 
 # A ledger keeps several LoRA adapters on one transformer on purpose (each stage's set, switched with
 # `set_adapters`); peft warns about exactly that on every adapter after the first.
@@ -164,7 +165,7 @@ class ModelLedger:
     mode wants is built again."""
 
     def __init__(self, model_dir: Path, manifest: ModelManifest, device: torch.device, dtype: torch.dtype,
-                 vram_budget: int | None, memory_mode: MemoryMode = "resident"):
+                 vram_budget: int | None, memory_mode: MemoryMode = "resident", speed: SpeedOptions | None = None):
         self.model_dir = model_dir
         self.manifest = manifest
         self.device = device
@@ -173,6 +174,8 @@ class ModelLedger:
         self.memory_mode: MemoryMode = memory_mode
         self.memory_plan: ModePlan | None = None  # the plan of the shot `fit` was last asked about
         self.random_seed: int | None = None  # set: components are built from their configs with random weights
+        self.speed = speed or SpeedOptions()
+        self.fused_last = False  # whether the last stage 2 ran with the distilled LoRA fused
         self._planner: MemoryPlanner | None = None
         self.events: list[LoadEvent] = []
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
@@ -183,7 +186,8 @@ class ModelLedger:
     # ---------------------------------------------------------------- opening
     @classmethod
     def open(cls, model_dir: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-             vram_budget: int | None = None, memory_mode: MemoryMode = "resident") -> ModelLedger:
+             vram_budget: int | None = None, memory_mode: MemoryMode = "resident",
+             speed: SpeedOptions | None = None) -> ModelLedger:
         """Check the folder (manifest, every required component) and return a ledger; loads nothing yet."""
         root = Path(model_dir)
         if not root.is_dir():
@@ -202,7 +206,9 @@ class ModelLedger:
         if manifest.distilled_lora and not (root / manifest.distilled_lora).is_file():
             raise MissingComponentError("distilled_lora", root / manifest.distilled_lora)
         manifest.check_stg_blocks(root)
-        return cls(root, manifest, dev, resolved, vram_budget, memory_mode)
+        if speed is not None:
+            speed.check()
+        return cls(root, manifest, dev, resolved, vram_budget, memory_mode, speed)
 
     @classmethod
     def with_random_weights(cls, model_dir: str | Path, device: str | torch.device = "cpu",
@@ -386,7 +392,10 @@ class ModelLedger:
 
     def _stored_and_placed(self, component: str, module: Any) -> Any:
         module = apply_storage(component, module.eval().requires_grad_(False), self.memory_mode, self.dtype)
-        return place(component, module, self.memory_mode, self.device)
+        module = place(component, module, self.memory_mode, self.device)
+        if component == "transformer":
+            apply_speed(module, self.speed)
+        return module
 
     def _build_random(self, component: str, path: Path) -> Any:
         """The component from its config alone, its weights drawn at random (seeded), made where it will live."""
@@ -506,6 +515,14 @@ class ModelLedger:
                                            weights.ignored)
         self._event("transformer", "lora", sum(v.numel() * v.element_size() for v in state.values()),
                     time.perf_counter() - t0, f"{weights.path.name} as {name}")
+
+    def fused_distilled(self, applied: Sequence[AppliedLora]) -> contextlib.AbstractContextManager[None]:
+        """Stage 2 with the distilled LoRA merged into the weights (`SpeedOptions.fuse_distilled`), the base
+        weights restored exactly after; where the weights are stored as fp8 or streamed, the adapter path."""
+        distilled = self.distilled_lora()
+        names = [a.adapter for a in applied if distilled is not None and Path(a.path) == Path(distilled.path)]
+        self.fused_last = bool(self.speed.fuse_distilled and names and self.memory_mode in ("resident", "release"))
+        return fused(self.transformer(), names) if self.fused_last else contextlib.nullcontext()
 
     def close(self) -> None:
         with self._lock:

@@ -182,7 +182,8 @@ class TwoStagePipeline:
                                      + ([distilled] if distilled else []))
         cond2 = self.conditions.build(images, request.handoff, up.grid, False, up.video, up.audio, None,
                                       self.keyframes_only)
-        s2 = self.stage2(request, text, up.grid, noise, callback, cond2)
+        with led.fused_distilled(stage2_loras):
+            s2 = self.stage2(request, text, up.grid, noise, callback, cond2)
         timings["stage2"] = time.perf_counter() - t0
         trace_stage(trace, "stage2", s2)
         return s1, s2, {"stage1": stage1_loras, "stage2": stage2_loras}

@@ -242,9 +242,9 @@ def stages_of(spec: ShotSpec) -> tuple[str, ...]:
 def _run_engine(job: ShotJob, spec: ShotSpec, handoff: Any, device: str, reporter: StepReporter):
     from milimo_engine import ICLoraPipeline, LoraSpec, TwoStagePipeline
 
-    ledger = ledger_for(job.model_dir, device, job.dtype)
-    request = spec.request(handoff)
     engine = app_context.current().settings.config.engine  # this worker's own [engine] and flags
+    ledger = ledger_for(job.model_dir, device, job.dtype, engine.speed())
+    request = spec.request(handoff)
     memory = ledger.fit(request, job.memory_mode if job.memory_mode != "auto" else engine.memory_mode,
                         engine.device_memory or job.device_memory)
     get_run_logger().info("shot %s renders in %s mode: %s planned of %s", job.shot_id, memory.mode,
@@ -266,14 +266,15 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store: Store, take: Take
     handoff = _handoff_in(upstream)
     reporter = StepReporter(job.shot_id, store, take.id, lease, job.storyboard, stages_of(spec))
 
-    def on_the_device() -> tuple[Any, Written, ModePlan]:
+    def on_the_device() -> tuple[Any, Written, Any]:
         ledger, result = _run_engine(job, spec, handoff, device, reporter)
         log.info("shot %s take %d rendered on %s (%s)", job.shot_id, take.number, device, ledger.model_id)
         # the handoff is encoded here, on the device too
-        return result, _write_outputs(job, take, result, spec.head), ledger.memory_plan
+        return result, _write_outputs(job, take, result, spec.head), ledger
 
     try:
-        result, written, memory = on_device_thread(device, on_the_device)
+        result, written, ledger = on_device_thread(device, on_the_device)
+        memory: ModePlan = ledger.memory_plan
     except RenderCancelled as exc:
         if reporter.stop_asked_by and not interrupted():
             raise StoppedByPerson(exc.stage, exc.step, reporter.stop_asked_by) from None
@@ -289,6 +290,7 @@ def _render(job: ShotJob, upstream: ShotOutcome | None, store: Store, take: Take
         rendered_frames=summary["rendered_frames"], audio_samples=summary["audio_samples"],
         sample_rate=summary["sample_rate"], device=device, loras=summary["loras"], model_id=summary["model_id"],
         memory_mode=memory.mode, memory_peak=memory.peak, device_memory=memory.capacity,
+        speed={"attention": ledger.speed.attention, "compile": ledger.speed.compile, "fused": ledger.fused_last},
         recipe=summary["recipe"], segments=summary["segments"], segment_starts=tuple(summary["segment_starts"]),
         timecode=written.timecode, reel=written.reel, source_reel=job.reel, head=spec.head, tail=spec.tail)
     store.finish_take(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from milimo import settings as milimo_settings
 from milimo_engine.atomic import pid_alive
@@ -193,16 +193,16 @@ def device_pool(devices: tuple[str, ...] | None = None) -> DevicePool:
         return _pools[key]
 
 
-def ledger_for(model_dir: str, device: str, dtype: str = "auto"):
-    """The process's ledger for this model on this device, opened once and kept warm."""
+def ledger_for(model_dir: str, device: str, dtype: str = "auto", speed: Any = None):
+    """The process's ledger for this model on this device (and these `SpeedOptions`), opened once and kept warm."""
     from milimo_engine import ModelLedger
     from milimo_engine.ledger import render_dtype
 
     resolved = render_dtype(device, dtype)
-    key = (str(Path(model_dir).resolve()), device, resolved)
+    key = (str(Path(model_dir).resolve()), device, resolved, speed)
     with _lock:
         if key not in _ledgers:
-            _ledgers[key] = ModelLedger.open(model_dir, device=device, dtype=resolved)
+            _ledgers[key] = ModelLedger.open(model_dir, device=device, dtype=resolved, speed=speed)
         return _ledgers[key]
 
 

@@ -7,10 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from milimo import settings as settings_module
 from milimo.context import Context
 from milimo.request import RenderRequest
 from milimo.settings import Settings
+from storyboards.errors import ConfigError
 
 
 def add_config(p: argparse.ArgumentParser) -> None:
@@ -73,6 +76,13 @@ def add_memory_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device-memory", type=memory_amount, metavar="24GB",
                    help="what each device has for a render (default: [engine] device_memory, else what it reports "
                    "free); the planner fits every shot to it")
+    p.add_argument("--attention", metavar="BACKEND", help="diffusers' attention backend for the transformer: native "
+                   "(torch SDPA, the default), flash, _flash_3, sage, flex (where installed)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the transformer's repeated blocks (slower first shot)")
+    p.add_argument("--fuse-distilled", action="store_true", default=None,
+                   help="stage 2 with the distilled LoRA fused into the weights, as official (numerics differ "
+                   "slightly; the base weights are restored exactly after)")
 
 
 def memory_amount(text: str) -> int:
@@ -155,11 +165,17 @@ def apply_config(args: argparse.Namespace) -> Context:
                              user=getattr(args, "by", None),
                              asset_roots=tuple(Path(r) for r in args.asset_root) if getattr(args, "asset_root", None)
                              else None)
-    engine = {k: v for k in ("memory_mode", "device_memory") if (v := getattr(args, k, None)) is not None}
+    engine = {k: v for k in ("memory_mode", "device_memory", "attention", "compile", "fuse_distilled")
+              if (v := getattr(args, k, None)) is not None}
     if engine:  # the command line over [engine]: one place the render, its flow and a farm worker read
         config = settings.config
-        settings = settings.model_copy(update={"config": config.model_copy(
-            update={"engine": config.engine.model_copy(update=engine)})})
+        try:
+            merged = type(config.engine).model_validate({**config.engine.model_dump(), **engine})
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            raise ConfigError(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}",
+                              "see `milimo render --help`") from None
+        settings = settings.model_copy(update={"config": config.model_copy(update={"engine": merged})})
     settings_module.install(settings)
     config = settings.config
     args.config_loaded, args.qa = config, config.qa

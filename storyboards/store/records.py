@@ -30,6 +30,7 @@ class TakeOutputs:
     memory_mode: str | None = None  # the mode it rendered in (`milimo_engine.memory`)
     memory_peak: int | None = None  # the planner's peak for it in that mode, bytes
     device_memory: int | None = None  # what the device had for it, bytes (told, or reported free)
+    speed: dict[str, Any] | None = None  # the opt-in speed-ups it rendered with (attention, compile, fused)
     loras: dict[str, Any] | None = None
     model_id: str | None = None
     recipe: str | None = None
