@@ -65,7 +65,7 @@ demo: $(STAMP)
 # Two workers (this machine's two cores): a test's renders run beside another test's start-up, I/O and waits.
 # A module whose tests share one render stays on one worker (`xdist_group`).
 test: $(STAMP) system reference
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
 
 # The pure layer (no render, no browser, no oracle): the inner loop, under a minute.
 test-fast: $(STAMP)

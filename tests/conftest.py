@@ -384,6 +384,10 @@ def copy_example(folder: Path, steps: int | None = None, edit=None, name: str = 
 
 
 RENDERED_STEPS = 4
+# The rendered example is rendered as on a device this small: every shot's `resident` peak is above it and its
+# `release` peak below (the tiny model at TEST_SIZE: 12.6-14.3 MiB against 9.0-10.6 MiB), so each take renders,
+# bit for bit as resident would, in `release` mode and records it (tests/test_memory.py reads them).
+RENDERED_DEVICE_MEMORY = 13_000_000
 # Every column of the store that holds a path under the folder the example was rendered in.
 RECORDED_PATHS = {"storyboards": ["source_path"], "revisions": ["source_path"], "files_seen": ["path"],
                   "takes": ["outputs", "handoff_in_path", "handoff_out_path"], "artifacts": ["uri"]}
@@ -396,7 +400,8 @@ def rendered_example_template(tmp_path_factory, tiny_model_dir, prefect_api) -> 
     folder = tmp_path_factory.mktemp("rendered-example")
     board = copy_example(folder / "b", steps=RENDERED_STEPS)
     proc = milimo("render", board, "--model", tiny_model_dir, "--db", f"sqlite:///{folder / 'm.db'}",
-                  "--out", folder / "out", env={"PREFECT_API_URL": prefect_api}, timeout=400)
+                  "--out", folder / "out", "--device-memory", RENDERED_DEVICE_MEMORY,
+                  env={"PREFECT_API_URL": prefect_api}, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return folder
 

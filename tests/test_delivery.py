@@ -146,8 +146,11 @@ def test_a_render_delivers_its_chosen_takes_when_asked(tmp_path, rendered_exampl
     assert unknown.returncode == 2 and "no delivery profile 'dailies'" in unknown.stderr, unknown.stderr
     assert Store.open(db).overrides("lighthouse") == {}  # refused before anything was stored
     proc = milimo("rerender", board, "--from-shot", "harbour-pan", "--set", "seed=9", *common, "--delivery",
-                  "preview", env=env)
+                  "preview", "--fuse-distilled", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    newest = json.loads(milimo("takes", board, "harbour-pan", "--db", db, "--out", out, "--json").stdout)[-1]
+    # this host's memory holds the tiny model whole; the opt-in fused distilled LoRA is recorded with the take
+    assert newest["outputs"]["memory_mode"] == "resident" and newest["outputs"]["speed"]["fused"] is True
     folder = out / "lighthouse" / "delivery" / "preview"
     assert f"delivery preview: {folder}" in proc.stdout, proc.stdout
     assert (folder / "lighthouse_harbour-pan_final_v002.mp4").is_file()  # the new take
