@@ -40,7 +40,7 @@ MODES: tuple[MemoryMode, ...] = MEMORY_MODES  # type: ignore[assignment]  # fast
 FP8_STORAGE = torch.float8_e4m3fn
 
 # The components each phase of a render needs on the device at once (the VAE lends its latent statistics to the
-# upsampling phases, and decodes). `release` frees the first two phases' own components when they end.
+# upsampling phases, and decodes). Outside `resident`, RELEASED_AFTER frees a phase's own components when it ends.
 PHASES: dict[str, tuple[str, ...]] = {
     "encode": ("text_encoder", "connectors"),
     "stage1": ("transformer",),
