@@ -64,6 +64,8 @@ ROPE_ACTIVATIONS = 4
 # block's channels x element size): that block runs at the unpatched resolution, its resnet's input, output and
 # skip live at once, and the depth-to-space shuffle copies one.
 DECODE_ACTIVATIONS = 4
+# Buffers (RoPE tables, norms' statistics) a component holds beyond the parameters its files list.
+QUICK_MARGIN = 1.02
 
 
 # --------------------------------------------------------------------------- storage (shared with the ledger)
@@ -366,6 +368,9 @@ class MemoryPlanner:
     def choose(self, shape: ShotShape, requested: str, capacity: int | None) -> ModePlan:
         """The mode this shot renders in on a device with `capacity` bytes (`requested`: auto or a mode). Raises
         DeviceMemoryError naming what it needs, what the device has and what would fit."""
+        quick = self.quick_resident(shape) if requested in ("auto", "resident") else None
+        if quick is not None and quick.fits(capacity):
+            return replace(quick, capacity=capacity)
         plan = self.plan(shape)
         chosen = plan.fitting(requested, capacity)
         if chosen is not None:
@@ -373,6 +378,23 @@ class MemoryPlanner:
                 chosen = replace(chosen, budget=capacity - max(plan.activations[p] for p in chosen.phases))
             return replace(chosen, capacity=capacity)
         raise DeviceMemoryError(plan, requested, capacity, self.largest_fitting(shape, requested, capacity))
+
+    def quick_resident(self, shape: ShotShape) -> ModePlan:
+        """`resident` counted from the weight files' headers (every parameter at the render dtype, buffers not
+        included: a margin of QUICK_MARGIN covers them), no model built: when it fits, as it does on a large
+        device, a render starts without the meta builds a full plan takes (a second or more a process)."""
+        weights = {}
+        for name in self._components():
+            path = self.manifest.component_path(self.model_dir, name)
+            files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+            weights[name] = int(_header_bytes(files, self.dtype) * QUICK_MARGIN)
+        loras = self.lora_bytes(shape.lora_files, shape.lora_ranks)
+        if loras:
+            weights["loras"] = loras
+        acts = self.activations(shape)
+        phases = {p: sum(weights.get(c, 0) for c in cs) + acts[p] for p, cs in PHASES.items()
+                  if p != "temporal" or shape.temporal}
+        return ModePlan("resident", weights, phases, sum(weights.values()) + max(acts[p] for p in phases), None)
 
     def largest_fitting(self, shape: ShotShape, requested: str, capacity: int | None) -> tuple[int, int, str] | None:
         """The largest size at this shot's aspect (each side 0.8x a step) that fits, and its mode."""
