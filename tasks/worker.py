@@ -25,7 +25,7 @@ from storyboards.fields import slug
 _lock = threading.Lock()
 _interrupt = threading.Event()
 _interrupt_signal: list[int] = []
-_ledgers: dict[tuple[str, str, str], object] = {}
+_ledgers: dict[tuple[str, str, str, Any], object] = {}
 _pools: dict[tuple[str, ...], DevicePool] = {}
 _device_threads: dict[str, ThreadPoolExecutor] = {}
 T = TypeVar("T")
