@@ -14,6 +14,7 @@ each worker reads back) and run the same milimo and recipe version.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -23,8 +24,10 @@ import sys
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from milimo import settings as milimo_settings
+from milimo.settings import ENGINE_VARIABLE
 from storyboards.errors import ConfigError
 
 GPU = "GPU"  # the Dask resource each shot needs one of
@@ -179,14 +182,18 @@ def run_scheduler(host: str, port: int) -> int:
     )
 
 
-def worker_commands(scheduler: str, gpus: list[int] | None, name: str | None) -> list[tuple[list[str], dict]]:
-    """One `dask worker` per GPU (or one CPU worker), each with its environment."""
+def worker_commands(scheduler: str, gpus: list[int] | None, name: str | None,
+                    engine: dict[str, Any] | None = None) -> list[tuple[list[str], dict]]:
+    """One `dask worker` per GPU (or one CPU worker), each with its environment (`engine`: this command's [engine]
+    settings, flags included, for the processes that render)."""
     host = socket.gethostname()
     slots = [f"gpu{g}" for g in gpus] if gpus else ["cpu"]
     out = []
     for i, slot in enumerate(slots):
         worker = f"{name or host}/{slot}" if len(slots) > 1 or not name else name
         env = {"MILIMO_WORKER_NAME": worker, "CUDA_VISIBLE_DEVICES": str(gpus[i]) if gpus else ""}
+        if engine:
+            env[ENGINE_VARIABLE] = json.dumps(engine)
         out.append(
             (
                 [
@@ -209,9 +216,10 @@ def worker_commands(scheduler: str, gpus: list[int] | None, name: str | None) ->
     return out
 
 
-def run_workers(scheduler: str, gpus: list[int] | None, name: str | None) -> int:
+def run_workers(scheduler: str, gpus: list[int] | None, name: str | None, engine: dict[str, Any] | None = None) -> int:
     """Start the workers and wait; SIGINT/SIGTERM stop them all (each finishes nothing new: Dask reschedules)."""
-    procs = [subprocess.Popen(cmd, env={**os.environ, **env}) for cmd, env in worker_commands(scheduler, gpus, name)]
+    procs = [subprocess.Popen(cmd, env={**os.environ, **env})
+             for cmd, env in worker_commands(scheduler, gpus, name, engine)]
 
     def stop(signum, _frame) -> None:
         for proc in procs:

@@ -36,6 +36,9 @@ ENVIRONMENT = {
     "MILIMO_DASHBOARD_TOKEN": ("dashboard_token", "the dashboard's token"),
     "MILIMO_USER": ("user", "your name, as reviews, notes and pins record it"),
 }
+# The [engine] section as JSON, over milimo.toml's: what `milimo worker` hands each Dask worker it starts, so the
+# worker's --memory-mode, --device-memory and speed flags reach the processes that render.
+ENGINE_VARIABLE = "MILIMO_ENGINE"
 
 
 def default_user() -> str:
@@ -86,6 +89,8 @@ class Settings(BaseModel):
         ./milimo.toml, else none), then `options` (the command line; None means not given): the later wins."""
         env = os.environ if environ is None else environ
         config = MilimoConfig.find(config_path or env.get("MILIMO_CONFIG"))
+        if env.get(ENGINE_VARIABLE):
+            config = _with_engine(config, env[ENGINE_VARIABLE])
         values: dict[str, Any] = {"config": config, "cache_dir": default_cache_dir(env)}
         for variable, (name, _) in ENVIRONMENT.items():
             if env.get(variable):
@@ -105,6 +110,19 @@ class Settings(BaseModel):
             variable = next((v for v, (f, _) in ENVIRONMENT.items() if f == name), name)
             raise ConfigError(f"{variable}={values.get(name)!r}: {problem['msg']}",
                               f"set {variable} to {ENVIRONMENT.get(variable, (name, 'a valid value'))[1]}") from None
+
+
+def _with_engine(config: MilimoConfig, text: str) -> MilimoConfig:
+    import json
+
+    from .config import EngineConfig
+
+    try:
+        engine = EngineConfig.model_validate({**config.engine.model_dump(), **json.loads(text)})
+    except (ValueError, ValidationError) as exc:
+        raise ConfigError(f"{ENGINE_VARIABLE}={text!r}: {str(exc).splitlines()[0]}",
+                          f"set {ENGINE_VARIABLE} to a JSON object of [engine] keys, or unset it") from None
+    return config.model_copy(update={"engine": engine})
 
 
 _current: list[Settings] = []

@@ -165,3 +165,18 @@ def test_model_plan_prints_the_table_for_a_device(tiny_model_dir):
     assert "auto picks: release" in text and re.search(r"^release\s+\d+\.\d MiB", text, re.M), text
     bad = milimo("model", "plan", "--full-size", "2.0", "--gpu-memory", "lots")
     assert bad.returncode == 2 and "not an amount of memory" in bad.stderr
+
+
+@pytest.mark.fast
+def test_a_farm_worker_hands_its_engine_settings_to_the_processes_that_render():
+    from flows.farm import worker_commands
+    from milimo.settings import ENGINE_VARIABLE, Settings
+    from storyboards.errors import ConfigError
+
+    engine = {"memory_mode": "fp8", "device_memory": 24 * GIB, "attention": "native", "compile": False,
+              "fuse_distilled": True}
+    (_, env), = worker_commands("tcp://127.0.0.1:8786", None, "w", engine)
+    seen = Settings.load(environ={ENGINE_VARIABLE: env[ENGINE_VARIABLE]}).config.engine
+    assert (seen.memory_mode, seen.device_memory, seen.fuse_distilled) == ("fp8", 24 * GIB, True)
+    with pytest.raises(ConfigError, match="MILIMO_ENGINE="):
+        Settings.load(environ={ENGINE_VARIABLE: '{"memory_mode": "fp9"}'})

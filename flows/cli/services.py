@@ -80,7 +80,7 @@ def worker(args: argparse.Namespace, context: Context) -> int:
     from flows.farm import run_workers
 
     gpus = None if args.cpu else args.gpus or _all_gpus()
-    return run_workers(args.scheduler, gpus, args.name)
+    return run_workers(args.scheduler, gpus, args.name, context.settings.config.engine.model_dump())
 
 
 def _all_gpus() -> list[int] | None:
