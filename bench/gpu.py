@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.engine import DiffusersRecipe, sync, transformer_flops  # noqa: E402
 from milimo_engine import ModelLedger, ShotRequest, TwoStagePipeline, build_tiny_model  # noqa: E402
 from milimo_engine.limits import GIB, MEMORY_MODES, format_bytes  # noqa: E402
-from milimo_engine.memory import MemoryPlanner, ShotShape  # noqa: E402
+from milimo_engine.memory import MemoryPlanner, ShotShape, model_loras  # noqa: E402
 
 DENSE_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}
 PROMPT = "a lighthouse on a cliff at dusk, waves crashing below, the lamp turning"
@@ -91,11 +91,10 @@ def model_folder(args: argparse.Namespace, scratch: Path, device: str) -> Path:
     from safetensors.torch import save_file
 
     from milimo_engine.full_size import write_full_size_configs
-    from milimo_engine.memory import MemoryPlanner as Planner
     from milimo_engine.tiny import random_lora_state_dict
 
     folder = write_full_size_configs(scratch / "ltx2", tokenizer_from=tiny)
-    meta = Planner(folder, "bfloat16")._meta("transformer")
+    meta = MemoryPlanner(folder, "bfloat16")._meta("transformer")
     lora = random_lora_state_dict(meta, rank=args.lora_rank, seed=0, scale=0.01, key_format="ltx", device=device,
                                   dtype=torch.bfloat16)
     path = folder / "loras" / "ltx-2-distilled-lora.safetensors"
@@ -195,7 +194,7 @@ def main() -> int:
         planner = MemoryPlanner(folder, dtype)
         for case in DRY_CASES if args.dry_run else FULL_CASES:
             shape = ShotShape(case.width, case.height, case.frames, rows=1 if case.quality == "draft" else 4,
-                              lora_files=(folder / str(planner.manifest.distilled_lora),))
+                              lora_files=model_loras(planner.manifest, folder))
             plan = planner.plan(shape)
             modes = [m for m in (args.modes or MEMORY_MODES) if plan.mode(m).fits(capacity)]
             flops = count_flops(case, folder, device, dtype)

@@ -248,6 +248,12 @@ class MilimoConfig(_Section):
             update={"paths": paths, "serve": self.serve.model_copy(update={"watch": watch, "schedule": schedule})}
         )
 
+    def with_engine(self, overrides: dict) -> MilimoConfig:
+        """This config with `overrides` over its [engine] keys, validated (pydantic's ValidationError when one is
+        wrong): the command line's flags, or what `milimo worker` hands its Dask workers."""
+        engine = EngineConfig.model_validate({**self.engine.model_dump(), **overrides})
+        return self.model_copy(update={"engine": engine})
+
 
 class ConfigInvalid(MilimoError):
     """Every problem of a configuration file, one line each, the key named."""

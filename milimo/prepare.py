@@ -52,6 +52,7 @@ class CheckedBoard:
     store: Store | None  # None: no store yet (a SQLite file not created); `plan` creates it
     db_url: str
     config: ValidationConfig
+    specs: dict[str, ShotSpec] = field(default_factory=dict)  # every shot's, when checked with the model
 
 
 @dataclass
@@ -153,17 +154,20 @@ def check(request: RenderRequest, context: Context, *, need_model: bool = True) 
     roots = request.asset_roots or [str(r) for r in context.settings.asset_roots]
     config = ValidationConfig(asset_roots=tuple(Path(r) for r in roots), max_shot_frames=request.max_shot_frames)
     storyboards.validate(board, config).raise_if_invalid(request.storyboard)
+    specs: dict[str, ShotSpec] = {}
     if need_model:
         assert manifest is not None
         check_prompt_lengths(board, model_dir, manifest, request.storyboard)
-        check_memory(board, model_dir, manifest, request, context, config)
+        # resolved once: the memory check reads them, `plan` imports them
+        specs = storyboards.resolve_specs(board, manifest.model_id, config, manifest.shot_defaults(), validated=True)
+        check_memory(board, specs, model_dir, manifest, request, context)
 
         def stored_uid() -> str | None:  # read after the folder's marker: a render that claimed it had stored it
             found = store or context.existing_store(db_url)
             return found.storyboard_uid(board.name) if found is not None else None
 
         check_outputs(board, context.layout(request.out), request.shot_ids(), stored_uid)
-    return CheckedBoard(request, board, model_dir, manifest, store, db_url, config)
+    return CheckedBoard(request, board, model_dir, manifest, store, db_url, config, specs)
 
 
 def check_prompt_lengths(board: storyboards.Storyboard, model_dir: str, manifest: ModelManifest, source: str) -> None:
@@ -205,8 +209,8 @@ def _check_speed(context: Context) -> None:
                           "install its package, or leave attention at native (torch SDPA)") from None
 
 
-def check_memory(board: storyboards.Storyboard, model_dir: str, manifest: ModelManifest, request: RenderRequest,
-                 context: Context, config: ValidationConfig) -> None:
+def check_memory(board: storyboards.Storyboard, specs: dict[str, ShotSpec], model_dir: str, manifest: ModelManifest,
+                 request: RenderRequest, context: Context) -> None:
     """A shot that fits its device in no memory mode (or not in the mode asked for) is refused now, per shot, with
     what it needs, what the device has and what would fit; found at its turn, it failed after the shots before it.
     Checked against the memory told (`--device-memory`, [engine] device_memory) or this host's GPU; a CPU host's
@@ -218,17 +222,16 @@ def check_memory(board: storyboards.Storyboard, model_dir: str, manifest: ModelM
     if memory.device_memory is None and not on_gpu:
         return
     from milimo_engine.ledger import render_dtype
-    from milimo_engine.memory import DeviceMemory, DeviceMemoryError, MemoryPlanner, ShotShape
+    from milimo_engine.memory import DeviceMemoryError, MemoryPlanner, ShotShape, device_capacity
 
     device = (request.devices or (["cuda:0"] if on_gpu else ["cpu"]))[0]
-    capacity = DeviceMemory.of(device, memory.device_memory).capacity
+    capacity = device_capacity(device, memory.device_memory)
     planner = MemoryPlanner(model_dir, render_dtype(device), manifest)
-    specs = storyboards.resolve_specs(board, manifest.model_id, config, manifest.shot_defaults(), validated=True)
     scope = None  # every shot; a rerender or --only: the shots it may render
     if request.only or request.from_shot:
         graph = ShotGraph.of(board)
         scope = set(request.only or ())
-        scope |= {s for named in scope for s in _upstream(graph, named)}
+        scope |= {s for named in scope for s in graph.upstream(named)}
         if request.from_shot:
             scope |= {request.from_shot, *graph.downstream(request.from_shot)}
     problems = []
@@ -242,13 +245,6 @@ def check_memory(board: storyboards.Storyboard, model_dir: str, manifest: ModelM
             problems.append(Problem(shot.name, shot.index, "memory", exc.needs, exc.fix))
     if problems:
         raise StoryboardInvalid(request.storyboard, problems)
-
-
-def _upstream(graph: ShotGraph, shot_id: str) -> list[str]:
-    found = []
-    while (shot_id := graph.predecessor(shot_id)) is not None:  # type: ignore[assignment]
-        found.append(shot_id)
-    return found
 
 
 FREE_SPACE_MARGIN = 256 * 1024 * 1024  # the store, previews, handoffs and logs beside the takes
@@ -319,8 +315,7 @@ def plan(checked_board: CheckedBoard, context: Context,
     layout = context.layout(request.out)
     store = (checked_board.store or context.store(checked_board.db_url)).under(layout.root)
     model_id = manifest.model_id
-    specs = storyboards.resolve_specs(board, model_id, checked_board.config, manifest.shot_defaults(),
-                                      validated=True)
+    specs = checked_board.specs
     revision = store.import_revision(board, specs)
     uid = store.storyboard_uid(board.name)
     assert uid is not None, "an imported storyboard has its id"

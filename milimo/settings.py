@@ -115,14 +115,11 @@ class Settings(BaseModel):
 def _with_engine(config: MilimoConfig, text: str) -> MilimoConfig:
     import json
 
-    from .config import EngineConfig
-
     try:
-        engine = EngineConfig.model_validate({**config.engine.model_dump(), **json.loads(text)})
+        return config.with_engine(json.loads(text))
     except (ValueError, ValidationError) as exc:
         raise ConfigError(f"{ENGINE_VARIABLE}={text!r}: {str(exc).splitlines()[0]}",
                           f"set {ENGINE_VARIABLE} to a JSON object of [engine] keys, or unset it") from None
-    return config.model_copy(update={"engine": engine})
 
 
 _current: list[Settings] = []

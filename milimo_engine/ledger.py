@@ -32,14 +32,16 @@ from .manifest import REQUIRED_COMPONENTS, ModelManifest
 from .memory import (
     RELEASED_AFTER,
     STREAMED,
-    DeviceMemory,
     MemoryMode,
     MemoryPlanner,
     ModePlan,
     ShotShape,
     apply_storage,
     device_bytes,
+    device_capacity,
+    from_config,
     place,
+    weight_files,
 )
 from .request import LoraSpec
 from .speed import SpeedOptions, apply_speed, fused
@@ -260,7 +262,7 @@ class ModelLedger:
     def weights_sha256(self, component: str) -> str:
         """One hash for a component's weight files: what records name when "the same VAE" must be provable."""
         path = self.manifest.component_path(self.model_dir, component)
-        files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+        files = weight_files(path)
         if not files:
             raise MissingComponentError(component, path, "has no .safetensors weights")
         h = hashlib.sha256()
@@ -279,7 +281,7 @@ class ModelLedger:
         """Choose the memory mode this shot renders in (`mode`: auto or one of them) on this device (it has
         `device_memory` bytes when told, else what it reports free) and switch to it. Raises DeviceMemoryError
         before anything loads when the shot fits in no mode (or not in the one asked for)."""
-        capacity = DeviceMemory.of(self.device, device_memory).capacity
+        capacity = device_capacity(self.device, device_memory)
         if device_memory is None and capacity is not None:
             capacity += self.resident_bytes()  # what this ledger holds now is the device's to give back
         plan = self.planner.choose(ShotShape.of(request, self.manifest, self.model_dir), mode, capacity)
@@ -291,15 +293,14 @@ class ModelLedger:
         """Switch modes: a component stored or placed otherwise in the new mode is dropped (built again when
         asked for), and the budget applies from the next load."""
         with self._lock:
-            if mode != self.memory_mode:
-                for name in ("transformer", "text_encoder"):
-                    changed = {m for m in (mode, self.memory_mode) if m in ("fp8", "stream")}
-                    if changed and name in self._slots:
+            if mode != self.memory_mode and {mode, self.memory_mode} & {"fp8", "stream"}:
+                for name in ("transformer", "text_encoder"):  # the components fp8 stores and stream places
+                    if name in self._slots:
                         del self._slots[name]
                         if name == "transformer":
                             self._adapters.clear()
                         self._event(name, "evict", 0, 0.0, f"memory mode {self.memory_mode} -> {mode}")
-                self.memory_mode = mode
+            self.memory_mode = mode
             self.vram_budget = budget
             self._make_room(0, keep="")
 
@@ -315,18 +316,8 @@ class ModelLedger:
         with self._lock:
             for name in RELEASED_AFTER.get(phase, ()):
                 slot = self._slots.get(name)
-                if slot is None or not slot.on_device or self._streamed(name):
-                    continue
-                t0 = time.perf_counter()
-                if self.device.type == "cpu":
-                    del self._slots[name]
-                    self._event(name, "release", slot.bytes, time.perf_counter() - t0)
-                else:
-                    slot.module.to("cpu")
-                    slot.on_device = False
-                    self._event(name, "offload", slot.bytes, time.perf_counter() - t0, "released after " + phase)
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+                if slot is not None and slot.on_device and not self._streamed(name):
+                    self._free(name, "release", "released after " + phase)
 
     # ---------------------------------------------------------------- reporting
     def loaded(self) -> dict[str, int]:
@@ -410,14 +401,9 @@ class ModelLedger:
         torch.set_default_dtype(self.dtype)
         try:
             with torch.device(where):
-                if component == "text_encoder":
-                    from transformers import AutoConfig
-                    module = cls._from_config(AutoConfig.from_pretrained(folder), dtype=self.dtype)
-                else:
-                    module = cls.from_config(json.loads((folder / "config.json").read_text())).to(self.dtype)
+                return from_config(cls, component, folder, self.planner.config(component), self.dtype)
         finally:
             torch.set_default_dtype(previous)
-        return module
 
     def _incoming_bytes(self, component: str, path: Path) -> int:
         """What a component will hold once built: the planner's count in this mode, when a budget asks."""
@@ -434,22 +420,28 @@ class ModelLedger:
             slot = self._slots[name]
             if name == keep or not slot.on_device or slot.bytes == 0 or self._streamed(name):
                 continue
-            t0 = time.perf_counter()
-            if self.device.type == "cpu":
-                del self._slots[name]
-                if name == "transformer":
-                    self._adapters.clear()
-                self._event(name, "evict", slot.bytes, time.perf_counter() - t0)
-            else:
-                slot.module.to("cpu")
-                slot.on_device = False
-                self._event(name, "offload", slot.bytes, time.perf_counter() - t0)
-                torch.cuda.empty_cache()
+            self._free(name, "evict")
         if keep and self.resident_bytes() + incoming > self.vram_budget:
             raise OutOfMemoryBudgetError(
                 keep, f"{format_bytes(incoming)} with {format_bytes(self.resident_bytes())} kept",
                 f"the {self.memory_mode} mode's budget on {self.device} is {format_bytes(self.vram_budget)}",
                 nearest="--memory-mode stream")
+
+    def _free(self, name: str, cpu_action: str, detail: str = "") -> None:
+        """Take a component off the device: dropped on a CPU (`cpu_action`; built again when asked for), moved to
+        host memory from a GPU ("offload"; moved back when asked for)."""
+        slot = self._slots[name]
+        t0 = time.perf_counter()
+        if self.device.type == "cpu":
+            del self._slots[name]
+            if name == "transformer":
+                self._adapters.clear()
+            self._event(name, cpu_action, slot.bytes, time.perf_counter() - t0, detail)
+        else:
+            slot.module.to("cpu")
+            slot.on_device = False
+            self._event(name, "offload", slot.bytes, time.perf_counter() - t0, detail)
+            torch.cuda.empty_cache()
 
     def _event(self, component: str, action: str, size: int, seconds: float, detail: str = "") -> None:
         self.events.append(LoadEvent(component, action, size, seconds, time.time(), detail))

@@ -26,7 +26,7 @@ import copy
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,6 +118,16 @@ def device_bytes(component: str, module: Any, mode: MemoryMode) -> int:
     return module_bytes(module)
 
 
+def from_config(cls: Any, component: str, folder: Path, config: dict[str, Any], dtype: torch.dtype) -> Any:
+    """A component built from its config alone, at `dtype`, wherever the caller's context puts its tensors (the meta
+    device for the planner, the GPU for random weights). Gemma is built at the dtype, as from_pretrained builds it
+    (its rotary tables stay float32)."""
+    if component == "text_encoder":
+        from transformers import AutoConfig
+        return cls._from_config(AutoConfig.from_pretrained(folder), dtype=dtype)
+    return cls.from_config(config).to(dtype)
+
+
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -156,7 +166,6 @@ class ShotShape:
     fps: float = 24.0
     rows: int = 4  # guided passes per stage-1 step (uncond, cond, STG, modality isolation); 1 when unguided
     lora_files: tuple[Path, ...] = ()  # every adapter the transformer carries (the shot's and the distilled one)
-    two_stage: bool = True  # stage 1 at half size, then x2; False: one stage at the final size
     temporal: bool = False
     lora_ranks: tuple[int, ...] = ()  # adapters planned by rank alone (no file yet): one per rank, on every layer
 
@@ -165,24 +174,26 @@ class ShotShape:
         """The shape of an engine `ShotRequest` on this model (its defaults filled from the manifest)."""
         width = request.width or manifest.default_size[0]
         height = request.height or manifest.default_size[1]
-        g = request.guidance
-        streams = getattr(g, "streams", ())
-        draft = request.quality == "draft"
-        wants = [p for s in streams for p in ("uncond", "perturbed", "isolated")
-                 if getattr(s, f"wants_{p}", False)]
-        rows = 1 if draft else 1 + len(set(wants))
-        loras = tuple(Path(spec.path) if Path(spec.path).is_absolute() else model_dir / spec.path
-                      for spec in request.loras)
-        if manifest.distilled_lora:
-            loras += (model_dir / manifest.distilled_lora,)
+        # one row for the prompt, one for each other pass any stream asks for (`denoise.guidance_passes`)
+        wanted = {p for s in request.guidance.streams for p in ("uncond", "perturbed", "isolated")
+                  if getattr(s, f"wants_{p}")}
+        rows = 1 if request.quality == "draft" else 1 + len(wanted)
+        loras = model_loras(manifest, model_dir, [spec.path for spec in request.loras])
         frames = min(request.num_frames, request.segment_frames or manifest.segment_frames)
-        return cls(width, height, frames, request.fps, rows, loras, True, bool(request.temporal_upsample))
+        return cls(width, height, frames, request.fps, rows, loras, bool(request.temporal_upsample))
 
     def smaller(self) -> ShotShape:
         """The next smaller size at the same aspect (each side about 0.8x, whole multiples of 64)."""
         w = max(64, int(self.width * 0.8) // 64 * 64)
         h = max(64, int(self.height * 0.8) // 64 * 64)
         return replace(self, width=w, height=h)
+
+
+def model_loras(manifest: Any, model_dir: Path, paths: Iterable[str | Path] = ()) -> tuple[Path, ...]:
+    """The LoRA files a shot's transformer carries on this model: its own (relative ones in the model folder, as the
+    ledger resolves them) and the distilled one."""
+    own = tuple(Path(p) if Path(p).is_absolute() else model_dir / p for p in paths)
+    return own + ((model_dir / manifest.distilled_lora,) if manifest.distilled_lora else ())
 
 
 # --------------------------------------------------------------------------- the plan
@@ -300,11 +311,7 @@ class MemoryPlanner:
         folder = path.parent if path.is_file() else path
         cls = _component_class(folder, _FALLBACK_CLASS[component])
         with init_empty_weights(include_buffers=True), warnings_quiet():
-            if component == "text_encoder":
-                from transformers import AutoConfig
-                # built at the dtype, as from_pretrained builds it (its rotary tables stay float32)
-                return cls._from_config(AutoConfig.from_pretrained(folder), dtype=self.dtype)
-            return cls.from_config(self.config(component)).to(self.dtype)
+            return from_config(cls, component, folder, self.config(component), self.dtype)
 
     def _component_bytes(self, component: str, storage: MemoryMode) -> int:
         path = self.manifest.component_path(self.model_dir, component)
@@ -344,7 +351,7 @@ class MemoryPlanner:
             per = tokens * video_width + audio_tokens * audio_width
             return rows * per * (BLOCK_ACTIVATIONS * item + ROPE_ACTIVATIONS * 4)
 
-        half = (shape.width // 2, shape.height // 2) if shape.two_stage else (shape.width, shape.height)
+        half = (shape.width // 2, shape.height // 2)  # every recipe renders stage 1 at half size
         seq = self.manifest.max_sequence_length
         hidden = text.get("hidden_size", 3840)
         layers = text.get("num_hidden_layers", 48)
@@ -383,18 +390,10 @@ class MemoryPlanner:
         """`resident` counted from the weight files' headers (every parameter at the render dtype, buffers not
         included: a margin of QUICK_MARGIN covers them), no model built: when it fits, as it does on a large
         device, a render starts without the meta builds a full plan takes (a second or more a process)."""
-        weights = {}
-        for name in self._components():
-            path = self.manifest.component_path(self.model_dir, name)
-            files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
-            weights[name] = int(_header_bytes(files, self.dtype) * QUICK_MARGIN)
-        loras = self.lora_bytes(shape.lora_files, shape.lora_ranks)
-        if loras:
-            weights["loras"] = loras
-        acts = self.activations(shape)
-        phases = {p: sum(weights.get(c, 0) for c in cs) + acts[p] for p, cs in PHASES.items()
-                  if p != "temporal" or shape.temporal}
-        return ModePlan("resident", weights, phases, sum(weights.values()) + max(acts[p] for p in phases), None)
+        weights = {name: int(_header_bytes(weight_files(self.manifest.component_path(self.model_dir, name)),
+                                           self.dtype) * QUICK_MARGIN) for name in self._components()}
+        return _mode_plan("resident", weights, self.lora_bytes(shape.lora_files, shape.lora_ranks),
+                          self.activations(shape), shape.temporal)
 
     def largest_fitting(self, shape: ShotShape, requested: str, capacity: int | None) -> tuple[int, int, str] | None:
         """The largest size at this shot's aspect (each side 0.8x a step) that fits, and its mode."""
@@ -410,28 +409,40 @@ class MemoryPlanner:
     def plan(self, shape: ShotShape) -> MemoryPlan:
         acts = self.activations(shape)
         loras = self.lora_bytes(shape.lora_files, shape.lora_ranks)
-        plans = []
-        for mode in MODES:
-            weights = self.weights(mode)
-            if loras:
-                weights["loras"] = loras
-            phases: dict[str, int] = {}
-            for phase, components in PHASES.items():
-                if phase == "temporal" and not shape.temporal:
-                    continue
-                need = sum(weights.get(c, 0) for c in components)
-                if "transformer" in components:
-                    need += loras
-                phases[phase] = need + acts[phase]
-            if mode == "resident":
-                total = sum(weights.values())
-                peak = total + max(acts[p] for p in phases)
-                budget = None
-            else:
-                peak = max(phases.values())
-                budget = peak - max(acts[p] for p in phases)
-            plans.append(ModePlan(mode, weights, phases, peak, budget))
-        return MemoryPlan(shape, str(self.dtype).removeprefix("torch."), tuple(plans), acts)
+        plans = tuple(_mode_plan(mode, self.weights(mode), loras, acts, shape.temporal) for mode in MODES)
+        return MemoryPlan(shape, str(self.dtype).removeprefix("torch."), plans, acts)
+
+
+def _mode_plan(mode: MemoryMode, weights: dict[str, int], loras: int, acts: Mapping[str, int],
+               temporal: bool) -> ModePlan:
+    """A mode's peak from its weights: each phase holds its components (the transformer with its adapters) and its
+    activations; `resident` holds every weight at once, the others the largest phase's (their budget)."""
+    if loras:
+        weights = {**weights, "loras": loras}
+    phases = {phase: sum(weights.get(c, 0) for c in components) + (loras if "transformer" in components else 0)
+              + acts[phase] for phase, components in PHASES.items() if phase != "temporal" or temporal}
+    largest_act = max(acts[p] for p in phases)
+    if mode == "resident":
+        return ModePlan(mode, weights, phases, sum(weights.values()) + largest_act, None)
+    peak = max(phases.values())
+    return ModePlan(mode, weights, phases, peak, peak - largest_act)
+
+
+# Bytes an element of each safetensors dtype takes.
+DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I16": 2,
+               "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """A safetensors file's JSON header (each tensor's dtype, shape and offsets; `__metadata__`), weights unread."""
+    with open(path, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        return json.loads(fh.read(size))
+
+
+def weight_files(path: Path) -> list[Path]:
+    """A component's weight files: the one file it is, or the safetensors in its folder."""
+    return [path] if path.is_file() else sorted(path.glob("*.safetensors"))
 
 
 def _header_bytes(files: Iterable[Path], dtype: torch.dtype) -> int:
@@ -440,16 +451,10 @@ def _header_bytes(files: Iterable[Path], dtype: torch.dtype) -> int:
     item = torch.empty((), dtype=dtype).element_size()
     total = 0
     for path in files:
-        with open(path, "rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(size))
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            n = math.prod(info["shape"])
-            own = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
-                   "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}.get(info["dtype"], 4)
-            total += n * (item if info["dtype"].startswith(("F", "BF")) else own)
+        for name, info in safetensors_header(path).items():
+            if name != "__metadata__":
+                own = DTYPE_BYTES.get(info["dtype"], 4)
+                total += math.prod(info["shape"]) * (item if info["dtype"].startswith(("F", "BF")) else own)
     return total
 
 
@@ -471,23 +476,15 @@ def warnings_quiet():
             lg.setLevel(level)
 
 
-@dataclass(frozen=True)
-class DeviceMemory:
-    """What a device has for a render: told (`--device-memory`), else what it reports free."""
-
-    capacity: int | None
-    told: bool = False
-    source: str = field(default="")
-
-    @classmethod
-    def of(cls, device: str | torch.device, told: int | None = None) -> DeviceMemory:
-        if told is not None:
-            return cls(told, True, "--device-memory")
-        dev = torch.device(device)
-        if dev.type == "cuda" and torch.cuda.is_available():
-            free, _total = torch.cuda.mem_get_info(dev)
-            return cls(int(free), False, f"{dev} free")
-        return cls(_available_host_memory(), False, "host memory available")
+def device_capacity(device: str | torch.device, told: int | None = None) -> int | None:
+    """What a device has for a render: told (`--device-memory`), else what it reports free (a GPU), else the host's
+    available memory (None where it cannot be read)."""
+    if told is not None:
+        return told
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(dev)[0])
+    return _available_host_memory()
 
 
 def _available_host_memory() -> int | None:

@@ -46,6 +46,11 @@ class ShotGraph:
         chain, i = self._where[shot_id]
         return chain.shot_ids[i - 1] if i else None
 
+    def upstream(self, shot_id: str) -> tuple[str, ...]:
+        """Every shot before `shot_id` in its chain: what it continues from."""
+        chain, i = self._where[shot_id]
+        return chain.shot_ids[:i]
+
     def downstream(self, shot_id: str) -> tuple[str, ...]:
         """`shot_id` and every shot after it in its chain: what a re-render from it must redo."""
         chain, i = self._where[shot_id]

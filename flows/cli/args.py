@@ -168,14 +168,12 @@ def apply_config(args: argparse.Namespace) -> Context:
     engine = {k: v for k in ("memory_mode", "device_memory", "attention", "compile", "fuse_distilled")
               if (v := getattr(args, k, None)) is not None}
     if engine:  # the command line over [engine]: one place the render, its flow and a farm worker read
-        config = settings.config
         try:
-            merged = type(config.engine).model_validate({**config.engine.model_dump(), **engine})
+            settings = settings.model_copy(update={"config": settings.config.with_engine(engine)})
         except ValidationError as exc:
             problem = exc.errors()[0]
             raise ConfigError(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}",
                               "see `milimo render --help`") from None
-        settings = settings.model_copy(update={"config": config.model_copy(update={"engine": merged})})
     settings_module.install(settings)
     config = settings.config
     args.config_loaded, args.qa = config, config.qa

@@ -61,7 +61,7 @@ def model_plan(args: argparse.Namespace, context: Context) -> int:
     import tempfile
 
     from milimo_engine.limits import format_bytes
-    from milimo_engine.memory import PHASES, MemoryPlanner, ShotShape
+    from milimo_engine.memory import PHASES, MemoryPlanner, ShotShape, model_loras
 
     with tempfile.TemporaryDirectory(prefix="milimo-plan-") as scratch:
         if args.full_size:
@@ -73,8 +73,7 @@ def model_plan(args: argparse.Namespace, context: Context) -> int:
         planner = MemoryPlanner(folder, args.dtype)
         width, height = args.size or planner.manifest.default_size
         shape = ShotShape(width, height, args.frames, rows=1 if args.draft else 4,
-                          lora_files=tuple(Path(p) for p in args.lora or ())
-                          + ((folder / planner.manifest.distilled_lora,) if planner.manifest.distilled_lora else ()),
+                          lora_files=model_loras(planner.manifest, folder, args.lora or ()),
                           temporal=args.temporal, lora_ranks=tuple(args.lora_rank or ()))
         plan = planner.plan(shape)
         capacity = args.gpu_memory

@@ -21,13 +21,12 @@ from typing import Any
 from ..errors import ModelImportError
 from ..hashing import file_sha256
 from ..manifest import ModelManifest, ScheduleDefaults
+from ..memory import DTYPE_BYTES
 from . import convert
 from .sources import FP8_DTYPES, SafetensorsHeader, Sources, classify
 from .versions import VersionDefaults, defaults_for
 
 SHARD_BYTES = 4 << 30
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "U8": 1,
-                "BOOL": 1}
 GEMMA_WEIGHTS = ("config.json", "generation_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "preprocessor_config.json", "processor_config.json", "chat_template.json",
@@ -81,7 +80,7 @@ def write_component(component: convert.Component, target: Path) -> None:
     shards: list[list[tuple[str, convert.TensorRef]]] = [[]]
     used = 0
     for key, ref in sorted(component.state.items()):
-        nbytes = _DTYPE_BYTES.get(ref.dtype, 4) * max(1, _prod(ref.shape))
+        nbytes = DTYPE_BYTES.get(ref.dtype, 4) * max(1, _prod(ref.shape))
         if shards[-1] and used + nbytes > SHARD_BYTES:
             shards.append([])
             used = 0

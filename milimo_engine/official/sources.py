@@ -56,10 +56,9 @@ def read_header(path: Path) -> SafetensorsHeader:
 
 def _dtypes(path: Path) -> frozenset[str]:
     """The dtypes of a file's tensors, from its JSON header (safe_open does not expose them without loading)."""
-    with open(path, "rb") as fh:
-        size = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(size))
-    return frozenset(v["dtype"] for k, v in header.items() if k != "__metadata__")
+    from ..memory import safetensors_header
+
+    return frozenset(v["dtype"] for k, v in safetensors_header(path).items() if k != "__metadata__")
 
 
 @dataclass
