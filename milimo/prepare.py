@@ -205,7 +205,7 @@ def _check_speed(context: Context) -> None:
     try:
         engine.speed().check()
     except InvalidRequestError as exc:
-        raise ConfigError(f"--attention {engine.attention} ([engine] attention): {exc.reason}",
+        raise ConfigError(f"--attention {engine.attention} ([engine] attention): {exc.reason.rstrip('.')}",
                           "install its package, or leave attention at native (torch SDPA)") from None
 
 

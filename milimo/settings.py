@@ -117,9 +117,13 @@ def _with_engine(config: MilimoConfig, text: str) -> MilimoConfig:
 
     try:
         return config.with_engine(json.loads(text))
-    except (ValueError, ValidationError) as exc:
-        raise ConfigError(f"{ENGINE_VARIABLE}={text!r}: {str(exc).splitlines()[0]}",
-                          f"set {ENGINE_VARIABLE} to a JSON object of [engine] keys, or unset it") from None
+    except ValidationError as exc:  # before ValueError: it is one
+        problem = exc.errors()[0]
+        detail = f"engine.{problem['loc'][0]}: {problem['msg']}"
+    except ValueError as exc:
+        detail = str(exc)
+    raise ConfigError(f"{ENGINE_VARIABLE}={text!r}: {detail}",
+                      f"set {ENGINE_VARIABLE} to a JSON object of [engine] keys, or unset it")
 
 
 _current: list[Settings] = []
