@@ -35,7 +35,7 @@ ISOLATED.mkdir(parents=True, exist_ok=True)
 (ISOLATED / "milimo.toml").write_text("# the test session's empty milimo.toml\n")
 for _variable in [v for v in os.environ if v.startswith("MILIMO_") and v not in (
         "MILIMO_TEST_POSTGRES_URL", "MILIMO_REFERENCE_PYTHON", "MILIMO_PARITY_REPORT", "MILIMO_WRITE_SCREENSHOTS",
-        "MILIMO_TEST_SESSION_DIR")]:
+        "MILIMO_TEST_SESSION_DIR", "MILIMO_TEST_COLD_START")]:
     del os.environ[_variable]
 os.environ.update({
     "MILIMO_DB_URL": f"sqlite:///{ISOLATED / 'default' / 'milimo.db'}",
@@ -147,6 +147,7 @@ def shared_prefect_api() -> str:
 
 def pytest_unconfigure(config):
     _SERVERS.close()
+    _WARM.close()
 
 
 def pytest_runtest_setup(item):
@@ -447,16 +448,74 @@ def ffprobe(path: Path, entries: str = "stream=codec_type,codec_name,sample_rate
 
 
 def milimo(*args, env=None, environ=None, timeout=300, cwd=ROOT, **popen) -> subprocess.CompletedProcess:
-    """`milimo ARGS` as a user runs it: this session's isolated environment (or `environ`), plus `env`."""
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *map(str, args)],
-        cwd=cwd,
-        env=_environment(args, environ, env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **popen,
-    )
+    """`milimo ARGS` as a user runs it: this session's isolated environment (or `environ`), plus `env`. A command
+    that renders starts warm (tests/warm_start.py: torch and the model libraries already imported, everything else
+    fresh), unless MILIMO_TEST_COLD_START=1."""
+    command = [sys.executable, "-m", "flows.cli", *map(str, args)]
+    environment = _environment(args, environ, env)
+    if not popen and _WARM.usable(args, environment):
+        return _WARM.run(command, environment, Path(cwd), timeout)
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout,
+                          **popen)
+
+
+class _WarmStart:
+    """This worker's warm-start server (tests/warm_start.py), started at its first render and ended with it."""
+
+    def __init__(self) -> None:
+        self.server: subprocess.Popen | None = None
+        self.socket = ISOLATED / "warm-start.sock"
+        self.runs = 0
+
+    def usable(self, args: tuple, environment: dict) -> bool:
+        import warm_start
+
+        return (bool(args) and str(args[0]) in _FLOW_COMMANDS and environment.get("MILIMO_TEST_COLD_START") != "1"
+                and warm_start.preloaded_environment_matches(environment, dict(os.environ)))
+
+    def _start(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            return
+        self.socket.unlink(missing_ok=True)
+        self.server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("warm_start.py")),
+                                        str(self.socket)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        assert self.server.stdout is not None and self.server.stdout.readline().strip() == "ready"
+
+    def run(self, command: list[str], environment: dict, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+        import json
+        import signal
+        import socket
+
+        self._start()
+        self.runs += 1
+        out, err = (ISOLATED / f"warm-{self.runs}.{name}" for name in ("out", "err"))
+        request = {"args": command[3:], "env": environment, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(self.socket))
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            replies = conn.makefile("r")
+            pid = json.loads(replies.readline())["pid"]
+            conn.settimeout(timeout)
+            try:
+                returncode = json.loads(replies.readline())["returncode"]
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                conn.settimeout(None)
+                replies.readline()
+                raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text()) from None
+        try:
+            return subprocess.CompletedProcess(command, returncode, out.read_text(), err.read_text())
+        finally:
+            out.unlink(missing_ok=True)
+            err.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.kill()
+            self.server.wait()
+
+
+_WARM = _WarmStart()
 
 
 def milimo_process(*args, env=None, environ=None, cwd=ROOT, **popen) -> subprocess.Popen:

@@ -39,3 +39,22 @@ def test_invalid_input_exits_2_without_traceback(tmp_path, tiny_model_dir):
     proc = milimo("demo", "--model", str(tiny_model_dir), "--width", "250", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "width=250" in proc.stderr and "256" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_suites_warm_start_runs_milimo_as_a_fresh_process_would(tmp_path):
+    """The suite's renders start warm (tests/warm_start.py); what they see must be what a cold `python -m
+    flows.cli` gives: the same output and exit status, the caller's folder and its environment read fresh."""
+    import conftest
+
+    board = "cut.otio"  # relative: read from the caller's folder
+    (tmp_path / board).write_text("not a timeline")
+    cases = [(("render", "--help"), {}),
+             (("render", board), {}),
+             (("render", board), {"MILIMO_ENGINE": '{"memory_mode": "fp9"}'})]
+    for args, env in cases:
+        env = {**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # each is answered before a flow starts
+        warm = milimo(*args, env=env, cwd=tmp_path)
+        cold = milimo(*args, env={**env, "MILIMO_TEST_COLD_START": "1"}, cwd=tmp_path)
+        assert (warm.returncode, warm.stdout, warm.stderr) == (cold.returncode, cold.stdout, cold.stderr), args
+    assert conftest._WARM.runs >= len(cases), "the warm start was not used"
+    assert cold.returncode == 2 and "engine.memory_mode" in cold.stderr
