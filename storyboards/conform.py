@@ -96,9 +96,9 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
                                                                 metadata={NAMESPACE: {"shot_id": shot.shot_id}})
         for marker in review_markers.get(shot.shot_id, []):
             clip.markers.append(_review_marker(marker, shot.record_in, source, board.fps))
-        meta = dict(clip.metadata.get(NAMESPACE, {}))
-        meta["render"] = record
-        clip.metadata[NAMESPACE] = meta
+        if NAMESPACE not in clip.metadata:
+            clip.metadata[NAMESPACE] = {}
+        clip.metadata[NAMESPACE]["render"] = record  # in place: not the shot's whole settings converted again
     track = board.shots_track(timeline)
     audio = otio.schema.Track(name=SOUND_TRACK, kind=otio.schema.TrackKind.Audio)
     for item in track:

@@ -9,7 +9,9 @@ either fitted here, with a note saying what the file carries instead, or refused
 
 from __future__ import annotations
 
+import collections
 import copy
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,7 +226,7 @@ def xml_text(timeline: otio.schema.Timeline, shots_track: str, sound_track: str)
     """FCP 7 XML as OTIO's writer gives it, with what it leaves out: each take's picture and its sound on
     `sound_track` linked (`<link>` both ways, `<sourcetrack>` on the sound), so they import, move and trim as one
     clip; and the `<!DOCTYPE xmeml>` Premiere's importer wants."""
-    root = ElementTree.fromstring(otio.adapters.write_to_string(timeline, "fcp_xml"))
+    root = _fcp_tree(timeline)
     audio_names = [t.name for t in timeline.audio_tracks()]
     shots = video_track(timeline, shots_track)
     sequence = next(root.iter("sequence"), None)
@@ -253,6 +255,60 @@ def xml_text(timeline: otio.schema.Timeline, shots_track: str, sound_track: str)
                                        ("groupindex", "1")])
     ElementTree.indent(root, space="    ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE xmeml>\n' + ElementTree.tostring(root, "unicode") + "\n"
+
+
+def _fcp_tree(timeline: otio.schema.Timeline) -> ElementTree.Element:
+    """The tree OpenTimelineIO's FCP 7 writer builds, taken before its `write_to_string` pretty-prints it through
+    minidom (which we would parse again to edit; indenting is ours), with every clip item and file numbered
+    beforehand as the writer would number them: left to find the lowest free id for each, it spends time
+    quadratic in the clip count. The XML of a 5,000-shot conform took 17.4 s and takes 7.8 s (`bench/scale.py`),
+    byte for byte the same file. Through the adapter's public call when its builder is not where this adapter
+    version keeps it."""
+    _number_items(timeline)
+    try:
+        writer = otio.adapters.from_name("fcp_xml").module()
+        build, sub = writer._build_sequence_for_timeline, writer._append_new_sub_element
+    except AttributeError:
+        return ElementTree.fromstring(otio.adapters.write_to_string(timeline, "fcp_xml"))
+    root = ElementTree.Element("xmeml", version="4")
+    project = sub(root, "project")
+    sub(project, "name", text=timeline.name)
+    children = sub(project, "children")
+    whole = otio.opentime.TimeRange(start_time=timeline.global_start_time, duration=timeline.duration())
+    children.append(build(timeline, whole, collections.defaultdict(dict)))
+    return root
+
+
+def _number_items(timeline: otio.schema.Timeline) -> None:
+    """`@id`s (the FCP XML namespace's own key, which the writer prefers when free) for each clip item and each
+    file, in the order the writer meets them (tracks in order, a nested sequence before what it holds; a file at
+    its first clip, one per URL), so the numbers are the ones it would give."""
+    clip_items = itertools.count(1)
+    files: dict[str, str] = {}
+
+    def walk(stack: otio.schema.Stack) -> None:
+        for track in stack:
+            for item in track:
+                if not isinstance(item, (otio.schema.Clip, otio.schema.Stack)):
+                    continue
+                _fcp_metadata(item)["@id"] = f"clipitem-{next(clip_items)}"
+                if isinstance(item, otio.schema.Stack):
+                    walk(item)
+                    continue
+                ref = item.media_reference
+                if isinstance(ref, otio.schema.ExternalReference | otio.schema.MissingReference):
+                    key = str(ref.target_url) if isinstance(ref, otio.schema.ExternalReference) else f"#{id(ref)}"
+                    files.setdefault(key, f"file-{len(files) + 1}")
+                    _fcp_metadata(ref)["@id"] = files[key]
+
+    walk(timeline.tracks)
+
+
+def _fcp_metadata(thing: otio.core.SerializableObject) -> Any:
+    """The object's own `fcp_xml` metadata, changed in place (not rebuilt from a copy: 3 s at 5,000 shots)."""
+    if "fcp_xml" not in thing.metadata:
+        thing.metadata["fcp_xml"] = {}
+    return thing.metadata["fcp_xml"]
 
 
 def _retimed(track: ElementTree.Element, shots: otio.schema.Track) -> None:
