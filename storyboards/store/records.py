@@ -317,6 +317,4 @@ def take_problem(take: TakeRow, root: Path | None = None) -> tuple[str, str] | N
 
 def spec_json(spec) -> dict[str, Any]:
     """A resolved spec as the store keeps it: its fields and its hash."""
-    from dataclasses import asdict
-
-    return asdict(spec) | {"spec_hash": spec.spec_hash}
+    return spec.as_dict() | {"spec_hash": spec.spec_hash}
