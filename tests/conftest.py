@@ -449,8 +449,8 @@ def ffprobe(path: Path, entries: str = "stream=codec_type,codec_name,sample_rate
 
 def milimo(*args, env=None, environ=None, timeout=300, cwd=ROOT, **popen) -> subprocess.CompletedProcess:
     """`milimo ARGS` as a user runs it: this session's isolated environment (or `environ`), plus `env`. A command
-    that renders starts warm (tests/warm_start.py: torch and the model libraries already imported, everything else
-    fresh), unless MILIMO_TEST_COLD_START=1."""
+    that renders or reads models starts warm (tests/warm_start.py: torch and the model libraries already imported,
+    everything else fresh), unless MILIMO_TEST_COLD_START=1."""
     command = [sys.executable, "-m", "flows.cli", *map(str, args)]
     environment = _environment(args, environ, env)
     if not popen and _WARM.usable(args, environment):
@@ -470,7 +470,7 @@ class _WarmStart:
     def usable(self, args: tuple, environment: dict) -> bool:
         import warm_start
 
-        return (bool(args) and str(args[0]) in _FLOW_COMMANDS and environment.get("MILIMO_TEST_COLD_START") != "1"
+        return (bool(args) and str(args[0]) in _WARM_COMMANDS and environment.get("MILIMO_TEST_COLD_START") != "1"
                 and warm_start.preloaded_environment_matches(environment, dict(os.environ)))
 
     def _start(self) -> None:
@@ -516,6 +516,7 @@ class _WarmStart:
 
 
 _WARM = _WarmStart()
+_WARM_COMMANDS = _FLOW_COMMANDS | {"model"}  # the commands that import torch and the model libraries
 
 
 def milimo_process(*args, env=None, environ=None, cwd=ROOT, **popen) -> subprocess.Popen:
