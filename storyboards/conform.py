@@ -28,7 +28,7 @@ from .editorial import counts_drop_frame
 from .load import Storyboard, write_timeline
 from .markers import NoteMarker, note_markers
 from .paths import OutputLayout
-from .schema import NAMESPACE
+from .schema import NAMESPACE, own_metadata
 
 
 class TakeSource(Protocol):
@@ -96,9 +96,7 @@ def conformed_timeline(board: Storyboard, store: TakeSource, relative_to: Path |
                                                                 metadata={NAMESPACE: {"shot_id": shot.shot_id}})
         for marker in review_markers.get(shot.shot_id, []):
             clip.markers.append(_review_marker(marker, shot.record_in, source, board.fps))
-        if NAMESPACE not in clip.metadata:
-            clip.metadata[NAMESPACE] = {}
-        clip.metadata[NAMESPACE]["render"] = record  # in place: not the shot's whole settings converted again
+        own_metadata(clip, NAMESPACE)["render"] = record
     track = board.shots_track(timeline)
     audio = otio.schema.Track(name=SOUND_TRACK, kind=otio.schema.TrackKind.Audio)
     for item in track:

@@ -23,7 +23,7 @@ import opentimelineio as otio
 from .editorial import TIMECODE, counts_drop_frame, used_frames
 from .errors import ConfigError
 from .load import clip_speed, track_label, video_track, video_track_labels
-from .schema import NAMESPACE
+from .schema import NAMESPACE, own_metadata
 
 EDL_STYLES = ("avid", "nucoda", "premiere")
 
@@ -289,9 +289,9 @@ def _number_items(timeline: otio.schema.Timeline) -> None:
     def walk(stack: otio.schema.Stack) -> None:
         for track in stack:
             for item in track:
-                if not isinstance(item, (otio.schema.Clip, otio.schema.Stack)):
+                if not isinstance(item, otio.schema.Clip | otio.schema.Stack):
                     continue
-                _fcp_metadata(item)["@id"] = f"clipitem-{next(clip_items)}"
+                own_metadata(item, "fcp_xml")["@id"] = f"clipitem-{next(clip_items)}"
                 if isinstance(item, otio.schema.Stack):
                     walk(item)
                     continue
@@ -299,16 +299,9 @@ def _number_items(timeline: otio.schema.Timeline) -> None:
                 if isinstance(ref, otio.schema.ExternalReference | otio.schema.MissingReference):
                     key = str(ref.target_url) if isinstance(ref, otio.schema.ExternalReference) else f"#{id(ref)}"
                     files.setdefault(key, f"file-{len(files) + 1}")
-                    _fcp_metadata(ref)["@id"] = files[key]
+                    own_metadata(ref, "fcp_xml")["@id"] = files[key]
 
     walk(timeline.tracks)
-
-
-def _fcp_metadata(thing: otio.core.SerializableObject) -> Any:
-    """The object's own `fcp_xml` metadata, changed in place (not rebuilt from a copy: 3 s at 5,000 shots)."""
-    if "fcp_xml" not in thing.metadata:
-        thing.metadata["fcp_xml"] = {}
-    return thing.metadata["fcp_xml"]
 
 
 def _retimed(track: ElementTree.Element, shots: otio.schema.Track) -> None:

@@ -33,6 +33,14 @@ def suggest(key: str, known: set[str]) -> str | None:
     return match[0] if match else None
 
 
+def own_metadata(thing: Any, namespace: str) -> Any:
+    """`thing.metadata[namespace]` itself, made empty where missing, to change in place: OpenTimelineIO converts a
+    whole dict each time one is assigned (a 5,000-shot conform spent seconds converting settings back and forth)."""
+    if namespace not in thing.metadata:
+        thing.metadata[namespace] = {}
+    return thing.metadata[namespace]
+
+
 def plain(value):
     """OTIO's AnyDictionary/AnyVector to plain dicts and lists (for hashing and JSON)."""
     if hasattr(value, "items"):

@@ -80,8 +80,10 @@ class ShotSpec:
     def as_dict(self) -> dict:
         """`dataclasses.asdict`, the same dict, without its deep copy of every value: a spec holds only plain
         values and tuples of LoraRef/ImageRef (2 of the 6 s of importing a 5,000-shot cut went to asdict)."""
-        return {f.name: (tuple(asdict(item) for item in value) if f.name in ("loras", "images") else value)
-                for f in fields(self) for value in (getattr(self, f.name),)}
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["loras"] = tuple(asdict(lo) for lo in self.loras)
+        d["images"] = tuple(asdict(im) for im in self.images)
+        return d
 
     def request(self, handoff: Handoff | None = None) -> ShotRequest:
         """The engine's request for this shot, starting from `handoff` (the previous shot's tail) if given."""

@@ -460,7 +460,7 @@ def milimo(*args, env=None, environ=None, timeout=300, cwd=ROOT, **popen) -> sub
 
 
 class _WarmStart:
-    """This worker's warm-start server (tests/warm_start.py), started at its first render and ended with it."""
+    """This worker's warm-start server (tests/warm_start.py), started at its first warm run and ended with it."""
 
     def __init__(self) -> None:
         self.server: subprocess.Popen | None = None
@@ -497,17 +497,17 @@ class _WarmStart:
             pid = json.loads(replies.readline())["pid"]
             conn.settimeout(timeout)
             try:
-                returncode = json.loads(replies.readline())["returncode"]
-            except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
-                conn.settimeout(None)
-                replies.readline()
-                raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text()) from None
-        try:
-            return subprocess.CompletedProcess(command, returncode, out.read_text(), err.read_text())
-        finally:
-            out.unlink(missing_ok=True)
-            err.unlink(missing_ok=True)
+                try:
+                    returncode = json.loads(replies.readline())["returncode"]
+                except TimeoutError:
+                    os.kill(pid, signal.SIGKILL)
+                    conn.settimeout(None)
+                    replies.readline()
+                    raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text()) from None
+                return subprocess.CompletedProcess(command, returncode, out.read_text(), err.read_text())
+            finally:  # a killed run's output files go too
+                out.unlink(missing_ok=True)
+                err.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self.server is not None:
